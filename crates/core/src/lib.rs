@@ -1,0 +1,15 @@
+//! tongban's domain: identifiers, evidence, the matter catalogue, cases,
+//! callers and the access policy.
+//!
+//! Invariant: this crate does no I/O and knows nothing of gRPC, protobuf or
+//! SQL. The service crates translate to and from these types at their edges.
+
+pub mod case;
+pub mod catalogue;
+pub mod evidence;
+pub mod id;
+
+pub use case::{CaseContext, FieldViolation};
+pub use catalogue::{Catalogue, CatalogueError, Department, EvidenceTypeDef, Matter};
+pub use evidence::{EvidenceAnswer, Field, FieldSpec, FieldType, FieldValue};
+pub use id::{CreditCode, CreditCodeError, IdNumber, IdNumberError, Sex};

@@ -1,0 +1,32 @@
+//! tongban's wire contracts, generated from `proto/` at build time.
+//!
+//! This is the only crate that knows protobuf. Everything here is generated;
+//! conversions between these messages and domain types live at the service
+//! edges (`tongban-exchange`, `tongban-adapter`). Module paths mirror proto
+//! packages because generated code refers across packages with `super::`.
+
+/// Generated `tongban.*` packages.
+pub mod tongban {
+    /// `tongban.v1`: the exchange, adapter and audit services and their messages.
+    pub mod v1 {
+        #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("tongban.v1");
+    }
+}
+
+/// Generated `google.*` packages that tongban's protos import.
+pub mod google {
+    /// `google.rpc`: the rich error model, used for per-item errors in
+    /// `GatherResponse`.
+    pub mod rpc {
+        #![allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("google.rpc");
+    }
+}
+
+pub use tongban::v1;
+
+/// The encoded `FileDescriptorSet` of every tongban proto, for gRPC server
+/// reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/tongban_descriptor.bin"));
