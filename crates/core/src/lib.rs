@@ -4,12 +4,16 @@
 //! Invariant: this crate does no I/O and knows nothing of gRPC, protobuf or
 //! SQL. The service crates translate to and from these types at their edges.
 
+pub mod caller;
 pub mod case;
 pub mod catalogue;
 pub mod evidence;
 pub mod id;
+pub mod policy;
 
+pub use caller::{Caller, CallerError};
 pub use case::{CaseContext, FieldViolation};
 pub use catalogue::{Catalogue, CatalogueError, Department, EvidenceTypeDef, Matter};
 pub use evidence::{EvidenceAnswer, Field, FieldSpec, FieldType, FieldValue};
 pub use id::{CreditCode, CreditCodeError, IdNumber, IdNumberError, Sex};
+pub use policy::{Denial, FieldRelease, Limits, Policy};

@@ -1,0 +1,580 @@
+//! The access policy: deny by default, grants bound to purpose.
+//!
+//! A grant names callers (a unit, every unit of an organisation, or a group)
+//! and the matters they may handle. The catalogue then implies the evidence
+//! they may request: evidence E only within a matter that needs E. A grant may
+//! restrict the fields released per evidence type. Everything else is denied.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::ops::Range;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::caller::Caller;
+use crate::catalogue::{Catalogue, CatalogueError, Matter, line_column};
+use crate::id::CreditCode;
+
+/// Per-caller and per-request bounds.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Sustained requests per second per caller (a Gather counts once per
+    /// evidence type it asks for).
+    pub requests_per_second: f64,
+    /// Requests a caller may make in a burst above the sustained rate.
+    pub burst: u32,
+    /// Most evidence types one Gather may ask for.
+    pub max_gather_evidence: usize,
+    /// Largest encoded request accepted, in bytes.
+    pub max_request_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 200.0,
+            burst: 400,
+            max_gather_evidence: 16,
+            max_request_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// Which fields of an evidence type a caller receives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FieldRelease {
+    All,
+    Only(BTreeSet<String>),
+}
+
+impl FieldRelease {
+    pub fn allows(&self, field: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(set) => set.contains(field),
+        }
+    }
+}
+
+/// Why a request is refused. Says what grant is missing, never any data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denial {
+    #[error("{caller} holds no grant for matter {matter:?}")]
+    MatterNotGranted { caller: String, matter: String },
+    #[error(
+        "matter {matter:?} does not need evidence {evidence_type:?}; evidence is released only for a matter that needs it"
+    )]
+    EvidenceNotInMatter {
+        matter: String,
+        evidence_type: String,
+    },
+    #[error("{caller} is not an administrator")]
+    NotAdministrator { caller: String },
+}
+
+impl Denial {
+    /// Stable machine-readable reason (for ErrorInfo).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::MatterNotGranted { .. } => "MATTER_NOT_GRANTED",
+            Self::EvidenceNotInMatter { .. } => "EVIDENCE_NOT_IN_MATTER",
+            Self::NotAdministrator { .. } => "NOT_ADMINISTRATOR",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CallerPattern {
+    Unit(Caller),
+    Org(CreditCode),
+}
+
+impl CallerPattern {
+    fn matches(&self, caller: &Caller) -> bool {
+        match self {
+            Self::Unit(c) => c == caller,
+            Self::Org(org) => &caller.org == org,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Grant {
+    callers: Vec<CallerPattern>,
+    matters: BTreeSet<String>,
+    /// Evidence type -> released fields; absent evidence types release all.
+    fields: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// A validated access policy.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    trust_domain: Option<String>,
+    grants: Vec<Grant>,
+    admins: Vec<CallerPattern>,
+    limits: Limits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    trust_domain: Option<Spanned<String>>,
+    #[serde(default)]
+    groups: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    grant: Vec<Spanned<RawGrant>>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    limits: Option<Spanned<Limits>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGrant {
+    callers: Spanned<Vec<Spanned<String>>>,
+    matters: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    fields: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    callers: Spanned<Vec<Spanned<String>>>,
+}
+
+impl Policy {
+    /// Parses and validates a policy against the catalogue it will be used
+    /// with; `source_name` names it in errors.
+    pub fn from_toml(
+        text: &str,
+        source_name: &str,
+        catalogue: &Catalogue,
+    ) -> Result<Self, CatalogueError> {
+        let at = |span: Range<usize>, message: String| {
+            let (line, column) = line_column(text, span.start);
+            CatalogueError {
+                source_name: source_name.to_owned(),
+                line,
+                column,
+                message,
+            }
+        };
+        let raw: RawPolicy = toml::from_str(text)
+            .map_err(|e| at(e.span().unwrap_or(0..0), e.message().trim().to_owned()))?;
+        let trust_domain = raw.trust_domain.map(Spanned::into_inner);
+
+        let mut groups: BTreeMap<String, Vec<CallerPattern>> = BTreeMap::new();
+        for (name, members) in &raw.groups {
+            let mut patterns = Vec::new();
+            for m in members.get_ref() {
+                if m.get_ref().starts_with("group:") {
+                    return Err(at(m.span(), "groups cannot contain groups".to_owned()));
+                }
+                patterns.push(
+                    parse_pattern(m.get_ref(), trust_domain.as_deref())
+                        .map_err(|e| at(m.span(), e))?,
+                );
+            }
+            groups.insert(name.clone(), patterns);
+        }
+        let resolve =
+            |refs: &Spanned<Vec<Spanned<String>>>| -> Result<Vec<CallerPattern>, CatalogueError> {
+                if refs.get_ref().is_empty() {
+                    return Err(at(refs.span(), "names no caller".to_owned()));
+                }
+                let mut out = Vec::new();
+                for r in refs.get_ref() {
+                    match r.get_ref().strip_prefix("group:") {
+                        Some(g) => out.extend(
+                            groups
+                                .get(g)
+                                .ok_or_else(|| at(r.span(), format!("unknown group {g:?}")))?
+                                .iter()
+                                .cloned(),
+                        ),
+                        None => out.push(
+                            parse_pattern(r.get_ref(), trust_domain.as_deref())
+                                .map_err(|e| at(r.span(), e))?,
+                        ),
+                    }
+                }
+                Ok(out)
+            };
+
+        let mut grants = Vec::new();
+        for g in &raw.grant {
+            let g = g.get_ref();
+            let callers = resolve(&g.callers)?;
+            if g.matters.get_ref().is_empty() {
+                return Err(at(g.matters.span(), "grant names no matter".to_owned()));
+            }
+            let mut matters = BTreeSet::new();
+            for m in g.matters.get_ref() {
+                if catalogue.matter(m.get_ref()).is_none() {
+                    return Err(at(m.span(), format!("unknown matter {:?}", m.get_ref())));
+                }
+                matters.insert(m.get_ref().clone());
+            }
+            let mut fields = BTreeMap::new();
+            for (evidence_type, names) in &g.fields {
+                let def = catalogue.evidence(evidence_type).ok_or_else(|| {
+                    at(
+                        names.span(),
+                        format!("unknown evidence type {evidence_type:?}"),
+                    )
+                })?;
+                if !matters
+                    .iter()
+                    .any(|m| catalogue.matter(m).is_some_and(|m| m.needs(evidence_type)))
+                {
+                    return Err(at(
+                        names.span(),
+                        format!("no matter of this grant needs {evidence_type:?}"),
+                    ));
+                }
+                let mut set = BTreeSet::new();
+                for n in names.get_ref() {
+                    if def.field(n.get_ref()).is_none() {
+                        return Err(at(
+                            n.span(),
+                            format!("{evidence_type:?} has no field {:?}", n.get_ref()),
+                        ));
+                    }
+                    set.insert(n.get_ref().clone());
+                }
+                fields.insert(evidence_type.clone(), set);
+            }
+            grants.push(Grant {
+                callers,
+                matters,
+                fields,
+            });
+        }
+        let admins = match &raw.admin {
+            Some(a) => resolve(&a.callers)?,
+            None => Vec::new(),
+        };
+        let limits = match raw.limits {
+            Some(l) => {
+                let span = l.span();
+                let l = l.into_inner();
+                if !(l.requests_per_second > 0.0 && l.requests_per_second.is_finite())
+                    || l.burst == 0
+                    || l.max_gather_evidence == 0
+                    || l.max_request_bytes < 256
+                {
+                    return Err(at(
+                        span,
+                        "limits must be positive (max_request_bytes at least 256)".to_owned(),
+                    ));
+                }
+                l
+            }
+            None => Limits::default(),
+        };
+        Ok(Self {
+            trust_domain,
+            grants,
+            admins,
+            limits,
+        })
+    }
+
+    /// The trust domain callers' certificates must belong to, if pinned.
+    pub fn trust_domain(&self) -> Option<&str> {
+        self.trust_domain.as_deref()
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// May `caller` receive `evidence_type` for `matter`, and which fields?
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        matter: &Matter,
+        evidence_type: &str,
+    ) -> Result<FieldRelease, Denial> {
+        let mut grants = self.grants_for(caller, &matter.code).peekable();
+        if grants.peek().is_none() {
+            return Err(Denial::MatterNotGranted {
+                caller: caller.to_string(),
+                matter: matter.code.clone(),
+            });
+        }
+        if !matter.needs(evidence_type) {
+            return Err(Denial::EvidenceNotInMatter {
+                matter: matter.code.clone(),
+                evidence_type: evidence_type.to_owned(),
+            });
+        }
+        let mut union = BTreeSet::new();
+        for g in grants {
+            match g.fields.get(evidence_type) {
+                None => return Ok(FieldRelease::All),
+                Some(f) => union.extend(f.iter().cloned()),
+            }
+        }
+        Ok(FieldRelease::Only(union))
+    }
+
+    /// Matters `caller` may handle, in catalogue order.
+    pub fn granted_matters<'c>(
+        &self,
+        caller: &Caller,
+        catalogue: &'c Catalogue,
+    ) -> Vec<&'c Matter> {
+        catalogue
+            .matters()
+            .iter()
+            .filter(|m| self.grants_for(caller, &m.code).next().is_some())
+            .collect()
+    }
+
+    /// Evidence type ids `caller` may request under some granted matter.
+    pub fn granted_evidence(&self, caller: &Caller, catalogue: &Catalogue) -> HashSet<String> {
+        self.granted_matters(caller, catalogue)
+            .into_iter()
+            .flat_map(|m| m.evidence.iter().cloned())
+            .collect()
+    }
+
+    pub fn require_admin(&self, caller: &Caller) -> Result<(), Denial> {
+        if self.admins.iter().any(|p| p.matches(caller)) {
+            Ok(())
+        } else {
+            Err(Denial::NotAdministrator {
+                caller: caller.to_string(),
+            })
+        }
+    }
+
+    fn grants_for<'a>(
+        &'a self,
+        caller: &'a Caller,
+        matter: &'a str,
+    ) -> impl Iterator<Item = &'a Grant> {
+        self.grants.iter().filter(move |g| {
+            g.matters.contains(matter) && g.callers.iter().any(|p| p.matches(caller))
+        })
+    }
+}
+
+/// `org/<code>/unit/<unit>`, `org/<code>/unit/*` (every unit), either behind
+/// `spiffe://<trust-domain>/`.
+fn parse_pattern(input: &str, trust_domain: Option<&str>) -> Result<CallerPattern, String> {
+    if let Some(org_part) = input.strip_suffix("/unit/*") {
+        let path = match org_part.strip_prefix("spiffe://") {
+            Some(rest) => {
+                let (domain, path) = rest.split_once('/').ok_or("bad SPIFFE id")?;
+                check_domain(domain, trust_domain)?;
+                path
+            }
+            None => org_part,
+        };
+        let code = path
+            .strip_prefix("org/")
+            .ok_or_else(|| format!("caller pattern {input:?} must start with \"org/\""))?;
+        return CreditCode::parse(code)
+            .map(CallerPattern::Org)
+            .map_err(|e| format!("caller pattern {input:?}: organisation code {e}"));
+    }
+    let (domain, caller) = Caller::parse_reference(input).map_err(|e| e.to_string())?;
+    if let Some(d) = domain {
+        check_domain(&d, trust_domain)?;
+    }
+    Ok(CallerPattern::Unit(caller))
+}
+
+fn check_domain(domain: &str, pinned: Option<&str>) -> Result<(), String> {
+    match pinned {
+        Some(p) if p != domain => Err(format!(
+            "trust domain {domain:?} differs from the policy's {p:?}"
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMMUNITY: &str = "91510403MB1F00001B";
+
+    fn org(n: u32) -> CreditCode {
+        CreditCode::with_check(&format!("11510400MB{n:07}")).unwrap()
+    }
+
+    fn policy(text: &str) -> Result<Policy, CatalogueError> {
+        Policy::from_toml(text, "policy.toml", &Catalogue::embedded())
+    }
+
+    fn sample() -> String {
+        format!(
+            r#"
+trust_domain = "tongban.test"
+
+[groups]
+community-centres = ["org/{a}/unit/dongli-community", "spiffe://tongban.test/org/{b}/unit/*"]
+
+[[grant]]
+callers = ["group:community-centres"]
+matters = ["unemployment-benefit", "pension-qualification"]
+
+[[grant]]
+callers = ["org/{c}/unit/hotline-96196"]
+matters = ["unemployment-benefit"]
+fields = {{ "hrss.unemployment" = ["eligible", "reason"] }}
+
+[admin]
+callers = ["org/{c}/unit/admin"]
+
+[limits]
+requests_per_second = 5.0
+burst = 10
+"#,
+            a = org(1),
+            b = org(2),
+            c = org(3)
+        )
+    }
+
+    fn caller(o: CreditCode, unit: &str) -> Caller {
+        Caller::new(o, unit).unwrap()
+    }
+
+    #[test]
+    fn grants_and_purpose_limitation() {
+        let p = policy(&sample()).unwrap();
+        let cat = Catalogue::embedded();
+        let unemployment = cat.matter("unemployment-benefit").unwrap();
+        let community = caller(org(1), "dongli-community");
+        assert_eq!(
+            p.authorize(&community, unemployment, "hrss.unemployment"),
+            Ok(FieldRelease::All)
+        );
+        // Any unit of org 2, via the org pattern in the group.
+        assert!(
+            p.authorize(&caller(org(2), "anything"), unemployment, "police.identity")
+                .is_ok()
+        );
+        // Another unit of org 1 is not granted.
+        let denied = p
+            .authorize(&caller(org(1), "other"), unemployment, "hrss.unemployment")
+            .unwrap_err();
+        assert_eq!(denied.reason(), "MATTER_NOT_GRANTED");
+        // Evidence the matter does not need.
+        let outside = p
+            .authorize(&community, unemployment, "civil.marriage")
+            .unwrap_err();
+        assert_eq!(
+            outside,
+            Denial::EvidenceNotInMatter {
+                matter: "unemployment-benefit".into(),
+                evidence_type: "civil.marriage".into()
+            }
+        );
+        // A matter not granted at all.
+        let temp_id = cat.matter("temporary-id-card").unwrap();
+        assert!(matches!(
+            p.authorize(&community, temp_id, "police.identity"),
+            Err(Denial::MatterNotGranted { .. })
+        ));
+        assert_eq!(p.limits().burst, 10);
+        assert_eq!(p.limits().max_gather_evidence, 16);
+    }
+
+    #[test]
+    fn field_restriction() {
+        let p = policy(&sample()).unwrap();
+        let cat = Catalogue::embedded();
+        let m = cat.matter("unemployment-benefit").unwrap();
+        let hotline = caller(org(3), "hotline-96196");
+        let release = p.authorize(&hotline, m, "hrss.unemployment").unwrap();
+        assert!(release.allows("eligible"));
+        assert!(!release.allows("insured_months"));
+        assert_eq!(
+            p.authorize(&hotline, m, "police.identity"),
+            Ok(FieldRelease::All)
+        );
+    }
+
+    #[test]
+    fn discovery_and_admin() {
+        let p = policy(&sample()).unwrap();
+        let cat = Catalogue::embedded();
+        let community = caller(org(1), "dongli-community");
+        let codes: Vec<_> = p
+            .granted_matters(&community, &cat)
+            .iter()
+            .map(|m| m.code.as_str())
+            .collect();
+        assert_eq!(codes, ["unemployment-benefit", "pension-qualification"]);
+        let ev = p.granted_evidence(&community, &cat);
+        assert!(ev.contains("civil.death") && !ev.contains("civil.marriage"));
+        assert!(p.require_admin(&caller(org(3), "admin")).is_ok());
+        assert_eq!(
+            p.require_admin(&community).unwrap_err().reason(),
+            "NOT_ADMINISTRATOR"
+        );
+    }
+
+    #[test]
+    fn empty_policy_denies_everything() {
+        let p = policy("").unwrap();
+        let cat = Catalogue::embedded();
+        let m = cat.matter("temporary-id-card").unwrap();
+        assert!(
+            p.authorize(&caller(org(1), "x"), m, "police.identity")
+                .is_err()
+        );
+        assert!(p.granted_matters(&caller(org(1), "x"), &cat).is_empty());
+    }
+
+    #[test]
+    fn invalid_policies_name_the_line() {
+        let bad_matter = sample().replace("\"pension-qualification\"]", "\"pension\"]");
+        let e = policy(&bad_matter).unwrap_err();
+        assert!(e.message.contains("unknown matter \"pension\""), "{e}");
+        assert_eq!(e.line, 9);
+        let bad_field = sample().replace("\"reason\"", "\"salary\"");
+        assert!(
+            policy(&bad_field)
+                .unwrap_err()
+                .message
+                .contains("no field \"salary\"")
+        );
+        let bad_group = sample().replace("group:community-centres", "group:schools");
+        assert!(
+            policy(&bad_group)
+                .unwrap_err()
+                .message
+                .contains("unknown group")
+        );
+        let bad_domain = sample().replace("spiffe://tongban.test/", "spiffe://elsewhere/");
+        assert!(
+            policy(&bad_domain)
+                .unwrap_err()
+                .message
+                .contains("trust domain")
+        );
+        let bad_code = sample().replace(
+            &format!("org/{}/unit/admin", org(3)),
+            &format!("org/{COMMUNITY}X/unit/admin"),
+        );
+        assert!(policy(&bad_code).is_err());
+        let outside = sample().replace("\"hrss.unemployment\" = [", "\"civil.marriage\" = [");
+        assert!(
+            policy(&outside)
+                .unwrap_err()
+                .message
+                .contains("no matter of this grant needs")
+        );
+        let zero = sample().replace("burst = 10", "burst = 0");
+        assert!(policy(&zero).unwrap_err().message.contains("positive"));
+    }
+}
