@@ -1,0 +1,237 @@
+//! Every way a request can fail, and the one place they become gRPC statuses.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tongban_core::{Denial, FieldViolation};
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every tongban error.
+pub const ERROR_DOMAIN: &str = "tongban.gov";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    #[error("no client identity: {0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Denied(Denial),
+    #[error("fields {fields:?} of {evidence_type:?} are not released to this caller")]
+    FieldsNotGranted {
+        evidence_type: String,
+        fields: Vec<String>,
+    },
+    #[error("unknown matter {0:?}")]
+    UnknownMatter(String),
+    #[error("unknown evidence type {0:?}")]
+    UnknownEvidenceType(String),
+    #[error("rate limit exceeded for {caller}; retry in {retry_after:?}")]
+    RateLimited {
+        caller: String,
+        retry_after: Duration,
+    },
+    #[error("request too large: {size} bytes, at most {limit}")]
+    TooLarge { size: usize, limit: usize },
+    #[error("department {department} is unavailable: {detail}")]
+    DepartmentUnavailable { department: String, detail: String },
+    #[error("department {department} did not answer within {after:?}")]
+    DepartmentTimeout { department: String, after: Duration },
+    /// A well-formed refusal from the department (e.g. no record of the
+    /// subject), passed on with the department's code and details.
+    #[error("department {department}: {}", .status.message())]
+    Department { department: String, status: Status },
+    #[error("department {department} gave an invalid answer: {detail}")]
+    BadAnswer { department: String, detail: String },
+    #[error("audit log unavailable, nothing released: {0}")]
+    AuditUnavailable(String),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations
+        .iter()
+        .map(|v| format!("{} {}", v.field, v.description))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl ExchangeError {
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
+            Self::Denied(_) | Self::FieldsNotGranted { .. } => Code::PermissionDenied,
+            Self::UnknownMatter(_) | Self::UnknownEvidenceType(_) => Code::NotFound,
+            Self::RateLimited { .. } | Self::TooLarge { .. } => Code::ResourceExhausted,
+            Self::DepartmentUnavailable { .. } | Self::AuditUnavailable(_) => Code::Unavailable,
+            Self::DepartmentTimeout { .. } => Code::DeadlineExceeded,
+            Self::Department { status, .. } => status.code(),
+            Self::BadAnswer { .. } => Code::Internal,
+        }
+    }
+
+    /// Stable machine-readable reason, as put in `ErrorInfo.reason`.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::InvalidArgument(_) => "INVALID_REQUEST".into(),
+            Self::Unauthenticated(_) => "NO_CLIENT_IDENTITY".into(),
+            Self::Denied(d) => d.reason().into(),
+            Self::FieldsNotGranted { .. } => "FIELDS_NOT_GRANTED".into(),
+            Self::UnknownMatter(_) => "UNKNOWN_MATTER".into(),
+            Self::UnknownEvidenceType(_) => "UNKNOWN_EVIDENCE_TYPE".into(),
+            Self::RateLimited { .. } => "RATE_LIMITED".into(),
+            Self::TooLarge { .. } => "REQUEST_TOO_LARGE".into(),
+            Self::DepartmentUnavailable { .. } => "DEPARTMENT_UNAVAILABLE".into(),
+            Self::DepartmentTimeout { .. } => "DEPARTMENT_TIMEOUT".into(),
+            Self::Department { status, .. } => status
+                .get_details_error_info()
+                .map(|i| i.reason)
+                .unwrap_or_else(|| format!("DEPARTMENT_{:?}", status.code()).to_uppercase()),
+            Self::BadAnswer { .. } => "DEPARTMENT_BAD_ANSWER".into(),
+            Self::AuditUnavailable(_) => "AUDIT_UNAVAILABLE".into(),
+        }
+    }
+
+    fn metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        match self {
+            Self::Denied(Denial::MatterNotGranted { caller, matter }) => {
+                m.insert("caller".into(), caller.clone());
+                m.insert("missing_grant".into(), format!("matter:{matter}"));
+            }
+            Self::Denied(Denial::EvidenceNotInMatter {
+                matter,
+                evidence_type,
+            }) => {
+                m.insert("matter".into(), matter.clone());
+                m.insert("evidence_type".into(), evidence_type.clone());
+            }
+            Self::Denied(Denial::NotAdministrator { caller }) => {
+                m.insert("caller".into(), caller.clone());
+                m.insert("missing_grant".into(), "admin".into());
+            }
+            Self::FieldsNotGranted {
+                evidence_type,
+                fields,
+            } => {
+                m.insert("evidence_type".into(), evidence_type.clone());
+                m.insert("fields".into(), fields.join(","));
+            }
+            Self::UnknownMatter(matter) => {
+                m.insert("matter".into(), matter.clone());
+            }
+            Self::UnknownEvidenceType(e) => {
+                m.insert("evidence_type".into(), e.clone());
+            }
+            Self::DepartmentUnavailable { department, .. }
+            | Self::DepartmentTimeout { department, .. }
+            | Self::Department { department, .. }
+            | Self::BadAnswer { department, .. } => {
+                m.insert("department".into(), department.clone());
+            }
+            _ => {}
+        }
+        m
+    }
+
+    /// The gRPC status for this error: code, message and google.rpc details.
+    pub fn to_status(&self) -> Status {
+        let mut details = match self {
+            Self::Department { status, .. } => status.get_error_details(),
+            _ => ErrorDetails::new(),
+        };
+        if let Self::InvalidArgument(violations) = self {
+            details.set_bad_request(
+                violations
+                    .iter()
+                    .map(|v| tonic_types::FieldViolation::new(&v.field, &v.description))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        if let Self::RateLimited { retry_after, .. } = self {
+            details.set_retry_info(Some(*retry_after));
+        }
+        if details.error_info().is_none() {
+            details.set_error_info(self.reason(), ERROR_DOMAIN, self.metadata());
+        }
+        Status::with_error_details(self.code(), self.to_string(), details)
+    }
+}
+
+impl From<ExchangeError> for Status {
+    fn from(e: ExchangeError) -> Self {
+        e.to_status()
+    }
+}
+
+impl From<Denial> for ExchangeError {
+    fn from(d: Denial) -> Self {
+        Self::Denied(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_bad_request() {
+        let status = ExchangeError::invalid("subject.id_number", "check character is 1, expected X")
+            .to_status();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let br = status.get_details_bad_request().unwrap();
+        assert_eq!(br.field_violations[0].field, "subject.id_number");
+        assert_eq!(status.get_details_error_info().unwrap().reason, "INVALID_REQUEST");
+    }
+
+    #[test]
+    fn denial_names_missing_grant() {
+        let status = ExchangeError::Denied(Denial::MatterNotGranted {
+            caller: "org/X/unit/y".into(),
+            matter: "temporary-id-card".into(),
+        })
+        .to_status();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "MATTER_NOT_GRANTED");
+        assert_eq!(info.domain, ERROR_DOMAIN);
+        assert_eq!(info.metadata["missing_grant"], "matter:temporary-id-card");
+    }
+
+    #[test]
+    fn rate_limit_carries_retry_info() {
+        let status = ExchangeError::RateLimited {
+            caller: "c".into(),
+            retry_after: Duration::from_millis(250),
+        }
+        .to_status();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(Duration::from_millis(250))
+        );
+    }
+
+    #[test]
+    fn department_refusal_keeps_its_details() {
+        let inner = Status::with_error_details(
+            Code::NotFound,
+            "no record",
+            ErrorDetails::with_error_info("SUBJECT_NOT_FOUND", ERROR_DOMAIN, HashMap::new()),
+        );
+        let e = ExchangeError::Department {
+            department: "police".into(),
+            status: inner,
+        };
+        let status = e.to_status();
+        assert_eq!(status.code(), Code::NotFound);
+        assert_eq!(status.get_details_error_info().unwrap().reason, "SUBJECT_NOT_FOUND");
+        assert_eq!(e.reason(), "SUBJECT_NOT_FOUND");
+        assert!(status.message().contains("police"));
+    }
+}

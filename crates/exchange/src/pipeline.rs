@@ -1,0 +1,450 @@
+//! The request path. Every evidence request, from `Lookup` or from one item of
+//! a `Gather`, goes through [`Exchange::request_evidence`] and nothing else:
+//!
+//! 1. the caller is authenticated by the transport (see `service.rs`);
+//! 2. the request is validated ([`validate_case`], [`validate_subject`]);
+//! 3. the policy authorises this caller, matter and evidence type and says
+//!    which fields may be released (deny by default, purpose-bound);
+//! 4. the department is asked for exactly those fields, within the deadline;
+//! 5. the answer is checked and minimised again;
+//! 6. the outcome — answered, refused or failed — is written to the audit
+//!    log, and nothing leaves before that write is durable.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use chrono::{DateTime, Utc};
+use tongban_core::{Caller, CaseContext, Catalogue, FieldRelease, FieldViolation, IdNumber, Matter, Policy};
+use tongban_proto::v1::{self as pb, AuditReceipt, Evidence, QueryRequest};
+
+use crate::error::ExchangeError;
+use crate::limits::RateLimiter;
+use crate::routing::Departments;
+
+/// What the audit log is told about one evidence request.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    pub time: DateTime<Utc>,
+    pub kind: AuditKind,
+    pub caller: Caller,
+    pub case: CaseContext,
+    pub evidence_type: String,
+    pub department: String,
+    pub subject: IdNumber,
+    /// gRPC code of the outcome (0 = answered).
+    pub outcome_code: i32,
+    /// Machine reason for a refusal or failure, empty when answered.
+    pub outcome_reason: String,
+    pub latency: Duration,
+    pub trace_id: String,
+    /// Released fields as (name, value) pairs, for the released-fields hash.
+    pub released: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditKind {
+    Lookup,
+    GatherItem,
+}
+
+pub type AuditFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<AuditReceipt>, String>> + Send + 'a>>;
+
+/// Where audit events go. `record` must not return before the event is
+/// durable; an error means nothing may be released.
+pub trait AuditSink: Send + Sync + std::fmt::Debug {
+    fn record(&self, event: AuditEvent) -> AuditFuture<'_>;
+}
+
+/// A validated evidence request.
+#[derive(Debug, Clone)]
+pub struct EvidenceRequest {
+    pub case: CaseContext,
+    pub subject: IdNumber,
+    /// Name presented by the applicant, for name matching only.
+    pub subject_name: Option<String>,
+    pub evidence_type: String,
+    /// Fields asked for; empty means all released fields.
+    pub fields: Vec<String>,
+}
+
+/// An answer that may leave the exchange.
+#[derive(Debug, Clone)]
+pub struct Released {
+    pub evidence: Evidence,
+    pub receipt: Option<AuditReceipt>,
+}
+
+/// A refusal or failure, with the receipt of its audit entry.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ExchangeError,
+    pub receipt: Option<AuditReceipt>,
+}
+
+/// The exchange's engine, shared by every connection.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    node: String,
+    catalogue: Arc<Catalogue>,
+    policy: ArcSwap<Policy>,
+    departments: Departments,
+    limiter: RateLimiter,
+    audit: Arc<dyn AuditSink>,
+}
+
+impl Exchange {
+    pub fn new(
+        node: impl Into<String>,
+        catalogue: Arc<Catalogue>,
+        policy: Policy,
+        departments: Departments,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                node: node.into(),
+                catalogue,
+                policy: ArcSwap::from_pointee(policy),
+                departments,
+                limiter: RateLimiter::default(),
+                audit,
+            }),
+        }
+    }
+
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    pub fn catalogue(&self) -> &Catalogue {
+        &self.inner.catalogue
+    }
+
+    pub fn departments(&self) -> &Departments {
+        &self.inner.departments
+    }
+
+    /// The policy in force now.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.inner.policy.load_full()
+    }
+
+    /// Puts a new policy in force for every request that starts afterwards.
+    pub fn replace_policy(&self, policy: Policy) {
+        self.inner.policy.store(Arc::new(policy));
+    }
+
+    /// Charges `cost` requests to the caller's rate budget.
+    pub fn charge(&self, caller: &Caller, cost: u32) -> Result<(), ExchangeError> {
+        let policy = self.inner.policy.load();
+        self.inner
+            .limiter
+            .try_acquire(caller, cost, policy.limits())
+            .map_err(|retry_after| ExchangeError::RateLimited {
+                caller: caller.to_string(),
+                retry_after,
+            })
+    }
+
+    /// The matter, or NOT_FOUND; then the caller must hold a grant for it.
+    pub fn granted_matter(&self, caller: &Caller, code: &str) -> Result<&Matter, ExchangeError> {
+        let matter = self
+            .inner
+            .catalogue
+            .matter(code)
+            .ok_or_else(|| ExchangeError::UnknownMatter(code.to_owned()))?;
+        let policy = self.inner.policy.load();
+        if policy.granted_matters(caller, &self.inner.catalogue).iter().any(|m| m.code == matter.code) {
+            Ok(matter)
+        } else {
+            Err(tongban_core::Denial::MatterNotGranted {
+                caller: caller.to_string(),
+                matter: code.to_owned(),
+            }
+            .into())
+        }
+    }
+
+    /// The whole path for one evidence request; see the module docs.
+    #[tracing::instrument(
+        name = "exchange.evidence",
+        skip_all,
+        fields(
+            caller = %caller,
+            matter = %request.case.matter,
+            case_number = %request.case.case_number,
+            evidence_type = %request.evidence_type,
+            subject = %request.subject,
+        )
+    )]
+    pub async fn request_evidence(
+        &self,
+        caller: &Caller,
+        request: &EvidenceRequest,
+        kind: AuditKind,
+        deadline: Option<Duration>,
+    ) -> Result<Released, Refused> {
+        let started = Instant::now();
+        let time = Utc::now();
+        let (department, outcome) = self.answer(caller, request, deadline).await;
+        let event = AuditEvent {
+            time,
+            kind,
+            caller: caller.clone(),
+            case: request.case.clone(),
+            evidence_type: request.evidence_type.clone(),
+            department,
+            subject: request.subject.clone(),
+            outcome_code: match &outcome {
+                Ok(_) => 0,
+                Err(e) => e.code() as i32,
+            },
+            outcome_reason: match &outcome {
+                Ok(_) => String::new(),
+                Err(e) => e.reason(),
+            },
+            latency: started.elapsed(),
+            trace_id: String::new(),
+            released: match &outcome {
+                Ok(ev) => ev
+                    .fields
+                    .iter()
+                    .map(|f| (f.name.clone(), field_value_text(f)))
+                    .collect(),
+                Err(_) => Vec::new(),
+            },
+        };
+        let receipt = match self.inner.audit.record(event).await {
+            Ok(receipt) => receipt,
+            Err(why) => {
+                tracing::error!(error = %why, "audit write failed; answer withheld");
+                return Err(Refused {
+                    error: ExchangeError::AuditUnavailable(why),
+                    receipt: None,
+                });
+            }
+        };
+        match outcome {
+            Ok(evidence) => Ok(Released { evidence, receipt }),
+            Err(error) => Err(Refused { error, receipt }),
+        }
+    }
+
+    /// Authorise, route, minimise. Returns the department (for the audit
+    /// entry, empty if the request never got that far) and the outcome.
+    async fn answer(
+        &self,
+        caller: &Caller,
+        request: &EvidenceRequest,
+        deadline: Option<Duration>,
+    ) -> (String, Result<Evidence, ExchangeError>) {
+        let catalogue = &self.inner.catalogue;
+        let Some(def) = catalogue.evidence(&request.evidence_type) else {
+            return (
+                String::new(),
+                Err(ExchangeError::UnknownEvidenceType(request.evidence_type.clone())),
+            );
+        };
+        let department = def.department.clone();
+        let outcome = async {
+            let matter = catalogue
+                .matter(&request.case.matter)
+                .ok_or_else(|| ExchangeError::UnknownMatter(request.case.matter.clone()))?;
+            let release = self
+                .inner
+                .policy
+                .load()
+                .authorize(caller, matter, &def.id)?;
+            let fields = released_fields(def, &request.fields, &release)?;
+            let route = self.inner.departments.get(&def.department).ok_or_else(|| {
+                ExchangeError::DepartmentUnavailable {
+                    department: def.department.clone(),
+                    detail: "no adapter is configured for this department".into(),
+                }
+            })?;
+            let query = QueryRequest {
+                case: Some(pb::CaseContext {
+                    matter: request.case.matter.clone(),
+                    case_number: request.case.case_number.clone(),
+                    operator_id: request.case.operator_id.clone(),
+                }),
+                subject: Some(pb::Subject {
+                    id_number: request.subject.as_str().to_owned(),
+                    name: request.subject_name.clone().unwrap_or_default(),
+                }),
+                evidence_type: def.id.clone(),
+                fields: Some(prost_types::FieldMask {
+                    paths: fields.iter().cloned().collect(),
+                }),
+                requester: caller.path(),
+            };
+            let mut evidence = route.query(query, deadline).await?;
+            if evidence.evidence_type != def.id || evidence.department != def.department {
+                return Err(ExchangeError::BadAnswer {
+                    department: def.department.clone(),
+                    detail: format!(
+                        "answered {}/{} for {}/{}",
+                        evidence.department, evidence.evidence_type, def.department, def.id
+                    ),
+                });
+            }
+            // Defence in depth: never pass on a field we did not ask for.
+            evidence.fields.retain(|f| fields.contains(&f.name));
+            Ok(evidence)
+        }
+        .await;
+        (department, outcome)
+    }
+}
+
+/// The fields to ask for: those requested (or all) that the grant releases.
+/// Asking explicitly for a field the grant withholds is refused.
+fn released_fields(
+    def: &tongban_core::EvidenceTypeDef,
+    requested: &[String],
+    release: &FieldRelease,
+) -> Result<BTreeSet<String>, ExchangeError> {
+    if requested.is_empty() {
+        return Ok(def
+            .fields
+            .iter()
+            .filter(|f| release.allows(&f.name))
+            .map(|f| f.name.clone())
+            .collect());
+    }
+    let unknown: Vec<&str> = requested
+        .iter()
+        .filter(|r| def.field(r).is_none())
+        .map(String::as_str)
+        .collect();
+    if !unknown.is_empty() {
+        return Err(ExchangeError::invalid(
+            "fields",
+            format!("{} has no field(s) {}", def.id, unknown.join(", ")),
+        ));
+    }
+    let withheld: Vec<String> = requested
+        .iter()
+        .filter(|r| !release.allows(r))
+        .cloned()
+        .collect();
+    if !withheld.is_empty() {
+        return Err(ExchangeError::FieldsNotGranted {
+            evidence_type: def.id.clone(),
+            fields: withheld,
+        });
+    }
+    Ok(requested.iter().cloned().collect())
+}
+
+fn field_value_text(field: &pb::Field) -> String {
+    use pb::field::Value;
+    match &field.value {
+        None => String::new(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::TextValue(t)) | Some(Value::DateValue(t)) => t.clone(),
+    }
+}
+
+/// Validates the mandatory case context.
+pub fn validate_case(case: Option<&pb::CaseContext>) -> Result<CaseContext, Vec<FieldViolation>> {
+    let Some(case) = case else {
+        return Err(vec![FieldViolation::new(
+            "case",
+            "is required: matter, case_number and operator_id",
+        )]);
+    };
+    CaseContext::new(&case.matter, &case.case_number, &case.operator_id)
+}
+
+/// Longest presented name accepted, in characters.
+const MAX_NAME_CHARS: usize = 64;
+
+/// Validates the subject: a well-formed identity number and, if given, a
+/// plausible name.
+pub fn validate_subject(
+    subject: Option<&pb::Subject>,
+) -> Result<(IdNumber, Option<String>), Vec<FieldViolation>> {
+    let Some(subject) = subject else {
+        return Err(vec![FieldViolation::new("subject", "is required")]);
+    };
+    let mut violations = Vec::new();
+    let id = match IdNumber::parse(subject.id_number.trim()) {
+        Ok(id) => Some(id),
+        Err(e) => {
+            violations.push(FieldViolation::new(
+                "subject.id_number",
+                format!("not a valid resident identity number ({} check failed): {e}", e.check()),
+            ));
+            None
+        }
+    };
+    let name = subject.name.trim();
+    if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        violations.push(FieldViolation::new(
+            "subject.name",
+            format!("must be at most {MAX_NAME_CHARS} characters without control characters"),
+        ));
+    }
+    match id {
+        Some(id) if violations.is_empty() => {
+            Ok((id, (!name.is_empty()).then(|| name.to_owned())))
+        }
+        _ => Err(violations),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_validation_names_the_check() {
+        let v = validate_subject(Some(&pb::Subject {
+            id_number: "110105194912310021".into(),
+            name: String::new(),
+        }))
+        .unwrap_err();
+        assert_eq!(v[0].field, "subject.id_number");
+        assert!(v[0].description.contains("checksum check failed"), "{}", v[0].description);
+        let (id, name) = validate_subject(Some(&pb::Subject {
+            id_number: "11010519491231002x".into(),
+            name: " 李四 ".into(),
+        }))
+        .unwrap();
+        assert_eq!(id.as_str(), "11010519491231002X");
+        assert_eq!(name.as_deref(), Some("李四"));
+        assert!(validate_subject(None).is_err());
+    }
+
+    #[test]
+    fn field_release_rules() {
+        let cat = Catalogue::embedded();
+        let def = cat.evidence("hrss.unemployment").unwrap();
+        let only: FieldRelease = FieldRelease::Only(["eligible".to_owned(), "reason".to_owned()].into());
+        let all = released_fields(def, &[], &FieldRelease::All).unwrap();
+        assert_eq!(all.len(), def.fields.len());
+        let stripped = released_fields(def, &[], &only).unwrap();
+        assert_eq!(stripped.into_iter().collect::<Vec<_>>(), ["eligible", "reason"]);
+        let asked = released_fields(def, &["insured_months".into()], &FieldRelease::All).unwrap();
+        assert_eq!(asked.len(), 1);
+        assert!(matches!(
+            released_fields(def, &["insured_months".into()], &only),
+            Err(ExchangeError::FieldsNotGranted { .. })
+        ));
+        assert!(matches!(
+            released_fields(def, &["salary".into()], &FieldRelease::All),
+            Err(ExchangeError::InvalidArgument(_))
+        ));
+    }
+}

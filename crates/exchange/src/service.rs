@@ -1,0 +1,311 @@
+//! The `Exchange` gRPC service: translates wire messages to the pipeline and
+//! back. Authentication happens here, from the transport, never from fields.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use tongban_core::{Caller, EvidenceTypeDef, FieldType, Matter};
+use tongban_proto::google::rpc::Status as RpcStatus;
+use tongban_proto::v1::exchange_server::Exchange as ExchangeApi;
+use tongban_proto::v1::{
+    self as pb, DescribeMatterRequest, DescribeMatterResponse, GatherItem, GatherRequest,
+    GatherResponse, ListEvidenceTypesRequest, ListEvidenceTypesResponse, ListMattersRequest,
+    ListMattersResponse, LookupRequest, LookupResponse, gather_item,
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::ExchangeError;
+use crate::pipeline::{AuditKind, EvidenceRequest, Exchange, Refused, validate_case, validate_subject};
+use crate::routing::parse_grpc_timeout;
+
+/// Establishes who is calling from what the transport knows about the
+/// connection (the request's extensions), never from the message.
+pub type Authenticator = Arc<dyn Fn(&tonic::Extensions) -> Result<Caller, ExchangeError> + Send + Sync>;
+
+/// Authenticator for a plaintext listener: every request is attributed to one
+/// configured caller. For local development and benchmarks only.
+pub fn fixed_caller(caller: Caller) -> Authenticator {
+    Arc::new(move |_| Ok(caller.clone()))
+}
+
+/// The gRPC face of the exchange.
+#[derive(Clone)]
+pub struct ExchangeService {
+    exchange: Exchange,
+    authenticate: Authenticator,
+}
+
+impl std::fmt::Debug for ExchangeService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExchangeService")
+            .field("exchange", &self.exchange)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ExchangeService {
+    pub fn new(exchange: Exchange, authenticate: Authenticator) -> Self {
+        Self {
+            exchange,
+            authenticate,
+        }
+    }
+
+    /// Authenticates the caller and bounds the request's size.
+    fn admit<T: Message>(&self, request: &Request<T>) -> Result<Caller, ExchangeError> {
+        let caller = (self.authenticate)(request.extensions())?;
+        let limit = self.exchange.policy().limits().max_request_bytes;
+        let size = request.get_ref().encoded_len();
+        if size > limit {
+            return Err(ExchangeError::TooLarge { size, limit });
+        }
+        Ok(caller)
+    }
+}
+
+fn deadline<T>(request: &Request<T>) -> Option<Duration> {
+    request
+        .metadata()
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+}
+
+#[tonic::async_trait]
+impl ExchangeApi for ExchangeService {
+    #[tracing::instrument(name = "Exchange/Lookup", skip_all)]
+    async fn lookup(&self, request: Request<LookupRequest>) -> Result<Response<LookupResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let deadline = deadline(&request);
+        let req = request.into_inner();
+        let mut violations = Vec::new();
+        let case = validate_case(req.case.as_ref()).map_err(|v| violations.extend(v));
+        let subject = validate_subject(req.subject.as_ref()).map_err(|v| violations.extend(v));
+        if req.evidence_type.is_empty() {
+            violations.push(tongban_core::FieldViolation::new("evidence_type", "is required"));
+        }
+        let (Ok(case), Ok((subject, subject_name))) = (case, subject) else {
+            return Err(ExchangeError::InvalidArgument(violations).into());
+        };
+        if !violations.is_empty() {
+            return Err(ExchangeError::InvalidArgument(violations).into());
+        }
+        self.exchange.charge(&caller, 1)?;
+        let evidence_request = EvidenceRequest {
+            case,
+            subject,
+            subject_name,
+            evidence_type: req.evidence_type,
+            fields: req.fields.map(|m| m.paths).unwrap_or_default(),
+        };
+        match self
+            .exchange
+            .request_evidence(&caller, &evidence_request, AuditKind::Lookup, deadline)
+            .await
+        {
+            Ok(released) => Ok(Response::new(LookupResponse {
+                evidence: Some(released.evidence),
+                receipt: released.receipt,
+            })),
+            Err(Refused { error, receipt }) => Err(status_with_receipt(&error, receipt.as_ref())),
+        }
+    }
+
+    #[tracing::instrument(name = "Exchange/Gather", skip_all)]
+    async fn gather(&self, request: Request<GatherRequest>) -> Result<Response<GatherResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let deadline = deadline(&request);
+        let req = request.into_inner();
+        let mut violations = Vec::new();
+        let case = validate_case(req.case.as_ref()).map_err(|v| violations.extend(v));
+        let subject = validate_subject(req.subject.as_ref()).map_err(|v| violations.extend(v));
+        let (Ok(case), Ok((subject, subject_name))) = (case, subject) else {
+            return Err(ExchangeError::InvalidArgument(violations).into());
+        };
+        let matter = self.exchange.granted_matter(&caller, &case.matter)?;
+        let evidence_types: Vec<String> = if req.evidence_types.is_empty() {
+            matter.evidence.clone()
+        } else {
+            for e in &req.evidence_types {
+                if self.exchange.catalogue().evidence(e).is_none() {
+                    return Err(ExchangeError::UnknownEvidenceType(e.clone()).into());
+                }
+            }
+            let mut unique = req.evidence_types.clone();
+            unique.sort();
+            unique.dedup();
+            if unique.len() != req.evidence_types.len() {
+                return Err(ExchangeError::invalid("evidence_types", "lists an evidence type twice").into());
+            }
+            req.evidence_types
+        };
+        let max = self.exchange.policy().limits().max_gather_evidence;
+        if evidence_types.len() > max {
+            return Err(ExchangeError::invalid(
+                "evidence_types",
+                format!("asks for {} evidence types, at most {max} per Gather", evidence_types.len()),
+            )
+            .into());
+        }
+        self.exchange
+            .charge(&caller, u32::try_from(evidence_types.len()).unwrap_or(u32::MAX))?;
+        let matter_code = matter.code.clone();
+        let requests: Vec<EvidenceRequest> = evidence_types
+            .into_iter()
+            .map(|evidence_type| EvidenceRequest {
+                case: case.clone(),
+                subject: subject.clone(),
+                subject_name: subject_name.clone(),
+                evidence_type,
+                fields: Vec::new(),
+            })
+            .collect();
+        let outcomes = futures::future::join_all(requests.iter().map(|r| {
+            self.exchange
+                .request_evidence(&caller, r, AuditKind::GatherItem, deadline)
+        }))
+        .await;
+        let mut items = Vec::with_capacity(outcomes.len());
+        for (request, outcome) in requests.into_iter().zip(outcomes) {
+            items.push(match outcome {
+                Ok(released) => GatherItem {
+                    evidence_type: request.evidence_type,
+                    result: Some(gather_item::Result::Evidence(released.evidence)),
+                    receipt: released.receipt,
+                },
+                Err(Refused {
+                    error: ExchangeError::AuditUnavailable(why),
+                    ..
+                }) => {
+                    // Fail closed for the whole Gather: nothing is released
+                    // unless every entry is durable.
+                    return Err(ExchangeError::AuditUnavailable(why).into());
+                }
+                Err(Refused { error, receipt }) => GatherItem {
+                    evidence_type: request.evidence_type,
+                    result: Some(gather_item::Result::Error(rpc_status(&error))),
+                    receipt,
+                },
+            });
+        }
+        Ok(Response::new(GatherResponse {
+            matter: matter_code,
+            items,
+        }))
+    }
+
+    #[tracing::instrument(name = "Exchange/ListEvidenceTypes", skip_all)]
+    async fn list_evidence_types(
+        &self,
+        request: Request<ListEvidenceTypesRequest>,
+    ) -> Result<Response<ListEvidenceTypesResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let department = request.into_inner().department;
+        let granted = self.exchange.policy().granted_evidence(&caller, self.exchange.catalogue());
+        let evidence_types = self
+            .exchange
+            .catalogue()
+            .evidence_types()
+            .iter()
+            .filter(|e| granted.contains(&e.id))
+            .filter(|e| department.is_empty() || e.department == department)
+            .map(evidence_type_info)
+            .collect();
+        Ok(Response::new(ListEvidenceTypesResponse { evidence_types }))
+    }
+
+    #[tracing::instrument(name = "Exchange/ListMatters", skip_all)]
+    async fn list_matters(
+        &self,
+        request: Request<ListMattersRequest>,
+    ) -> Result<Response<ListMattersResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let matters = self
+            .exchange
+            .policy()
+            .granted_matters(&caller, self.exchange.catalogue())
+            .into_iter()
+            .map(matter_info)
+            .collect();
+        Ok(Response::new(ListMattersResponse { matters }))
+    }
+
+    #[tracing::instrument(name = "Exchange/DescribeMatter", skip_all)]
+    async fn describe_matter(
+        &self,
+        request: Request<DescribeMatterRequest>,
+    ) -> Result<Response<DescribeMatterResponse>, Status> {
+        let caller = self.admit(&request)?;
+        let code = request.into_inner().matter;
+        let matter = self.exchange.granted_matter(&caller, &code)?;
+        let evidence_types = matter
+            .evidence
+            .iter()
+            .filter_map(|e| self.exchange.catalogue().evidence(e))
+            .map(evidence_type_info)
+            .collect();
+        Ok(Response::new(DescribeMatterResponse {
+            matter: Some(matter_info(matter)),
+            evidence_types,
+        }))
+    }
+}
+
+/// The error as a `google.rpc.Status` message, details included.
+pub fn rpc_status(error: &ExchangeError) -> RpcStatus {
+    let status = error.to_status();
+    RpcStatus::decode(status.details()).unwrap_or_else(|_| RpcStatus {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: Vec::new(),
+    })
+}
+
+/// A refused Lookup still has an audit entry; its receipt travels in the
+/// `tongban-receipt-bin` trailer.
+fn status_with_receipt(error: &ExchangeError, receipt: Option<&pb::AuditReceipt>) -> Status {
+    let mut status = error.to_status();
+    if let Some(r) = receipt {
+        status.metadata_mut().insert_bin(
+            "tongban-receipt-bin",
+            tonic::metadata::MetadataValue::from_bytes(&r.encode_to_vec()),
+        );
+    }
+    status
+}
+
+pub fn evidence_type_info(def: &EvidenceTypeDef) -> pb::EvidenceTypeInfo {
+    pb::EvidenceTypeInfo {
+        id: def.id.clone(),
+        department: def.department.clone(),
+        title: def.title.clone(),
+        title_zh: def.title_zh.clone(),
+        description: def.description.clone(),
+        fields: def
+            .fields
+            .iter()
+            .map(|f| pb::FieldSpec {
+                name: f.name.clone(),
+                r#type: match f.field_type {
+                    FieldType::Bool => pb::FieldType::Bool,
+                    FieldType::Int => pb::FieldType::Int,
+                    FieldType::Text => pb::FieldType::Text,
+                    FieldType::Date => pb::FieldType::Date,
+                } as i32,
+                description: f.description.clone(),
+                optional: f.optional,
+            })
+            .collect(),
+    }
+}
+
+pub fn matter_info(m: &Matter) -> pb::Matter {
+    pb::Matter {
+        code: m.code.clone(),
+        title: m.title.clone(),
+        title_zh: m.title_zh.clone(),
+        description: m.description.clone(),
+        evidence_types: m.evidence.clone(),
+    }
+}
