@@ -1,0 +1,667 @@
+//! Storage behind [`AuditStore`], with SQLite and PostgreSQL backends.
+//!
+//! All SQL of the crate lives in this module and its two backend submodules.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::entry::{AuditEntry, EntryKind};
+use crate::merkle::{Hash, NodeId};
+
+pub mod postgres;
+pub mod sqlite;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// Errors from a storage backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("another writer holds the audit log of node {node:?}: {detail}")]
+    NodeLocked { node: String, detail: String },
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A boxed future, so the trait stays object safe (`Arc<dyn AuditStore>`).
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// An entry as stored: its position and leaf hash with the fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedEntry {
+    pub index: u64,
+    #[serde(with = "hex_hash")]
+    pub leaf_hash: Hash,
+    #[serde(flatten)]
+    pub entry: AuditEntry,
+}
+
+pub(crate) mod hex_hash {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(h: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(h))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let v = hex::decode(s).map_err(serde::de::Error::custom)?;
+        v.try_into()
+            .map_err(|_| serde::de::Error::custom("hash must be 32 bytes"))
+    }
+}
+
+/// A stored signed checkpoint. `tree_size`/`root` are unsigned row copies;
+/// verification trusts only the signed `note`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub tree_size: u64,
+    pub root: Hash,
+    pub time: DateTime<Utc>,
+    pub note: String,
+}
+
+/// What the store knows about one node's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogState {
+    /// Next index to assign.
+    pub size: u64,
+    /// Entries below this index have been pruned.
+    pub pruned_before: u64,
+}
+
+/// Filters for administrators' searches. `None`/empty means "any".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchFilter {
+    pub node: Option<String>,
+    /// Inclusive lower bound.
+    pub from: Option<DateTime<Utc>>,
+    /// Exclusive upper bound.
+    pub to: Option<DateTime<Utc>>,
+    pub kind: Option<EntryKind>,
+    pub caller_org: Option<String>,
+    pub caller_unit: Option<String>,
+    pub operator: Option<String>,
+    pub department: Option<String>,
+    pub evidence_type: Option<String>,
+    pub matter: Option<String>,
+    pub case_number: Option<String>,
+    pub outcome_code: Option<i32>,
+    /// Subject pseudonym (never an identity number).
+    pub subject: Option<String>,
+}
+
+/// Position in the newest-first order: (time, node, index), exclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    pub time_us: i64,
+    pub node: String,
+    pub index: u64,
+}
+
+impl std::fmt::Display for Cursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.time_us, self.index, self.node)
+    }
+}
+
+impl std::str::FromStr for Cursor {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut it = s.splitn(3, ':');
+        let (Some(t), Some(i), Some(n)) = (it.next(), it.next(), it.next()) else {
+            return Err(format!("bad cursor {s:?}"));
+        };
+        Ok(Cursor {
+            time_us: t.parse().map_err(|_| format!("bad cursor {s:?}"))?,
+            index: i.parse().map_err(|_| format!("bad cursor {s:?}"))?,
+            node: n.to_string(),
+        })
+    }
+}
+
+/// A held writer lease for one node; dropping it releases the lease.
+pub struct WriterLease {
+    _guard: Box<dyn Send + Sync>,
+}
+
+impl std::fmt::Debug for WriterLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriterLease")
+    }
+}
+
+impl WriterLease {
+    pub(crate) fn new(guard: Box<dyn Send + Sync>) -> Self {
+        Self { _guard: guard }
+    }
+}
+
+/// Durable storage of audit logs. Implementations keep every batch atomic.
+pub trait AuditStore: Send + Sync + std::fmt::Debug {
+    /// "sqlite" or "postgres".
+    fn backend(&self) -> &'static str;
+    /// Exclusive writer lease for `node`; fails if another live writer holds it.
+    fn lock_writer<'a>(&'a self, node: &'a str) -> StoreFuture<'a, WriterLease>;
+    /// Registers the node's log if new.
+    fn ensure_log<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()>;
+    fn log_state<'a>(&'a self, node: &'a str) -> StoreFuture<'a, LogState>;
+    /// Every node with a log, entries or checkpoints in the store.
+    fn list_nodes(&self) -> StoreFuture<'_, Vec<String>>;
+    /// Inserts entries and the tree nodes they complete in one transaction.
+    fn append_batch<'a>(
+        &'a self,
+        node: &'a str,
+        entries: &'a [LoggedEntry],
+        tree_nodes: &'a [(NodeId, Hash)],
+    ) -> StoreFuture<'a, ()>;
+    /// Stored hashes for the ids (level 0 from leaf hashes or kept leaves).
+    fn get_nodes<'a>(
+        &'a self,
+        node: &'a str,
+        ids: &'a [NodeId],
+    ) -> StoreFuture<'a, HashMap<NodeId, Hash>>;
+    /// Stored tree nodes of one level with `from <= index <= to`.
+    fn tree_nodes_range<'a>(
+        &'a self,
+        node: &'a str,
+        level: u32,
+        from: u64,
+        to: u64,
+    ) -> StoreFuture<'a, Vec<(u64, Hash)>>;
+    fn put_checkpoint<'a>(&'a self, node: &'a str, cp: &'a StoredCheckpoint) -> StoreFuture<'a, ()>;
+    /// All checkpoints by increasing tree size.
+    fn checkpoints<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<StoredCheckpoint>>;
+    fn latest_checkpoint<'a>(&'a self, node: &'a str)
+    -> StoreFuture<'a, Option<StoredCheckpoint>>;
+    /// Up to `limit` entries with index >= `from`, ascending.
+    fn scan<'a>(&'a self, node: &'a str, from: u64, limit: u32)
+    -> StoreFuture<'a, Vec<LoggedEntry>>;
+    fn entry<'a>(&'a self, node: &'a str, index: u64) -> StoreFuture<'a, Option<LoggedEntry>>;
+    /// Newest first, strictly after `after`.
+    fn search<'a>(
+        &'a self,
+        filter: &'a SearchFilter,
+        after: Option<&'a Cursor>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<LoggedEntry>>;
+    /// Smallest retained index whose time is >= `cutoff_us` (or the log size).
+    fn prune_cut<'a>(&'a self, node: &'a str, cutoff_us: i64) -> StoreFuture<'a, u64>;
+    /// Atomically keeps `keep` tree nodes, deletes entries below `cut`, and
+    /// records the new first retained index. Returns the rows deleted.
+    fn prune_below<'a>(
+        &'a self,
+        node: &'a str,
+        cut: u64,
+        keep: &'a [(NodeId, Hash)],
+    ) -> StoreFuture<'a, u64>;
+}
+
+pub(crate) fn to_i64(v: u64) -> Result<i64, StoreError> {
+    i64::try_from(v).map_err(|_| StoreError::Corrupt(format!("value {v} exceeds i64")))
+}
+
+pub(crate) fn to_u64(v: i64) -> Result<u64, StoreError> {
+    u64::try_from(v).map_err(|_| StoreError::Corrupt(format!("negative value {v}")))
+}
+
+pub(crate) fn to_hash(v: Vec<u8>) -> Result<Hash, StoreError> {
+    v.try_into()
+        .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))
+}
+
+pub(crate) const ENTRY_COLUMNS: &str = "node, idx, time_us, kind, caller_org, caller_unit, operator, matter, case_number, evidence_type, department, subject, outcome_code, outcome_reason, latency_us, trace_id, released_fields_hash, detail, leaf_hash";
+
+/// SQL shared by both backends (placeholders via `$n`, which SQLite accepts).
+macro_rules! impl_common_store {
+    ($store:ty, $db:ty) => {
+        fn row_to_entry(row: &<$db as sqlx::Database>::Row) -> Result<LoggedEntry, StoreError> {
+            use sqlx::Row;
+            let kind: String = row.try_get("kind")?;
+            let entry = AuditEntry {
+                time: crate::entry::micros_to_time(row.try_get("time_us")?),
+                node: row.try_get("node")?,
+                kind: kind.parse().map_err(StoreError::Corrupt)?,
+                caller_org: row.try_get("caller_org")?,
+                caller_unit: row.try_get("caller_unit")?,
+                operator: row.try_get("operator")?,
+                matter: row.try_get("matter")?,
+                case_number: row.try_get("case_number")?,
+                evidence_type: row.try_get("evidence_type")?,
+                department: row.try_get("department")?,
+                subject: row.try_get("subject")?,
+                outcome_code: row.try_get("outcome_code")?,
+                outcome_reason: row.try_get("outcome_reason")?,
+                latency_us: to_u64(row.try_get("latency_us")?)?,
+                trace_id: row.try_get("trace_id")?,
+                released_fields_hash: row.try_get("released_fields_hash")?,
+                detail: row.try_get("detail")?,
+            };
+            Ok(LoggedEntry {
+                index: to_u64(row.try_get("idx")?)?,
+                leaf_hash: to_hash(row.try_get("leaf_hash")?)?,
+                entry,
+            })
+        }
+
+        fn row_to_checkpoint(
+            row: &<$db as sqlx::Database>::Row,
+        ) -> Result<StoredCheckpoint, StoreError> {
+            use sqlx::Row;
+            Ok(StoredCheckpoint {
+                tree_size: to_u64(row.try_get("tree_size")?)?,
+                root: to_hash(row.try_get("root")?)?,
+                time: crate::entry::micros_to_time(row.try_get("time_us")?),
+                note: row.try_get("note")?,
+            })
+        }
+
+        impl AuditStore for $store {
+            fn backend(&self) -> &'static str {
+                Self::BACKEND
+            }
+
+            fn lock_writer<'a>(&'a self, node: &'a str) -> StoreFuture<'a, WriterLease> {
+                Box::pin(self.lock_writer_impl(node))
+            }
+
+            fn ensure_log<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO audit_logs (node, pruned_before, created_us) VALUES ($1, 0, $2) ON CONFLICT (node) DO NOTHING",
+                    )
+                    .bind(node)
+                    .bind(Utc::now().timestamp_micros())
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                })
+            }
+
+            fn log_state<'a>(&'a self, node: &'a str) -> StoreFuture<'a, LogState> {
+                Box::pin(async move {
+                    use sqlx::Row;
+                    let pruned: Option<i64> =
+                        sqlx::query("SELECT pruned_before FROM audit_logs WHERE node = $1")
+                            .bind(node)
+                            .fetch_optional(&self.pool)
+                            .await?
+                            .map(|r| r.try_get(0))
+                            .transpose()?;
+                    let max: Option<i64> =
+                        sqlx::query("SELECT MAX(idx) FROM audit_entries WHERE node = $1")
+                            .bind(node)
+                            .fetch_one(&self.pool)
+                            .await?
+                            .try_get(0)?;
+                    let pruned_before = to_u64(pruned.unwrap_or(0))?;
+                    let size = match max {
+                        Some(m) => to_u64(m)? + 1,
+                        None => 0,
+                    }
+                    .max(pruned_before);
+                    Ok(LogState { size, pruned_before })
+                }.instrument(tracing::debug_span!("audit_store.log_state", backend = Self::BACKEND, node)))
+            }
+
+            fn list_nodes(&self) -> StoreFuture<'_, Vec<String>> {
+                Box::pin(async move {
+                    use sqlx::Row;
+                    let rows = sqlx::query(
+                        "SELECT node FROM audit_logs UNION SELECT DISTINCT node FROM audit_checkpoints UNION SELECT DISTINCT node FROM audit_entries ORDER BY 1",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter()
+                        .map(|r| r.try_get::<String, _>(0).map_err(StoreError::from))
+                        .collect()
+                })
+            }
+
+            fn append_batch<'a>(
+                &'a self,
+                node: &'a str,
+                entries: &'a [LoggedEntry],
+                tree_nodes: &'a [(NodeId, Hash)],
+            ) -> StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
+                    // 19 binds per row keeps each statement under SQLite's 32766 limit.
+                    for chunk in entries.chunks(1000) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                            "INSERT INTO audit_entries ({ENTRY_COLUMNS}) "
+                        ));
+                        let mut bad = None;
+                        qb.push_values(chunk, |mut b, e| {
+                            let idx = to_i64(e.index).unwrap_or_else(|err| {
+                                bad = Some(err);
+                                0
+                            });
+                            let lat = to_i64(e.entry.latency_us).unwrap_or(i64::MAX);
+                            b.push_bind(node.to_string())
+                                .push_bind(idx)
+                                .push_bind(e.entry.time.timestamp_micros())
+                                .push_bind(e.entry.kind.as_str())
+                                .push_bind(e.entry.caller_org.clone())
+                                .push_bind(e.entry.caller_unit.clone())
+                                .push_bind(e.entry.operator.clone())
+                                .push_bind(e.entry.matter.clone())
+                                .push_bind(e.entry.case_number.clone())
+                                .push_bind(e.entry.evidence_type.clone())
+                                .push_bind(e.entry.department.clone())
+                                .push_bind(e.entry.subject.clone())
+                                .push_bind(e.entry.outcome_code)
+                                .push_bind(e.entry.outcome_reason.clone())
+                                .push_bind(lat)
+                                .push_bind(e.entry.trace_id.clone())
+                                .push_bind(e.entry.released_fields_hash.clone())
+                                .push_bind(e.entry.detail.clone())
+                                .push_bind(e.leaf_hash.to_vec());
+                        });
+                        if let Some(err) = bad {
+                            return Err(err);
+                        }
+                        qb.build().execute(&mut *tx).await?;
+                    }
+                    for chunk in tree_nodes.chunks(4000) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO audit_tree_nodes (node, level, idx, hash) ",
+                        );
+                        qb.push_values(chunk, |mut b, (id, h)| {
+                            b.push_bind(node.to_string())
+                                .push_bind(id.level as i32)
+                                .push_bind(i64::try_from(id.index).unwrap_or(i64::MAX))
+                                .push_bind(h.to_vec());
+                        });
+                        qb.build().execute(&mut *tx).await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                }.instrument(tracing::debug_span!("audit_store.append_batch", backend = Self::BACKEND, node, entries = entries.len())))
+            }
+
+            fn get_nodes<'a>(
+                &'a self,
+                node: &'a str,
+                ids: &'a [NodeId],
+            ) -> StoreFuture<'a, HashMap<NodeId, Hash>> {
+                Box::pin(async move {
+                    use sqlx::Row;
+                    let mut out = HashMap::new();
+                    for chunk in ids.chunks(400) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT level, idx, hash FROM audit_tree_nodes WHERE node = ",
+                        );
+                        qb.push_bind(node.to_string()).push(" AND (");
+                        for (i, id) in chunk.iter().enumerate() {
+                            if i > 0 {
+                                qb.push(" OR ");
+                            }
+                            qb.push("(level = ")
+                                .push_bind(id.level as i32)
+                                .push(" AND idx = ")
+                                .push_bind(to_i64(id.index)?)
+                                .push(")");
+                        }
+                        qb.push(")");
+                        for row in qb.build().fetch_all(&self.pool).await? {
+                            let level: i32 = row.try_get(0)?;
+                            let id = NodeId::new(
+                                u32::try_from(level)
+                                    .map_err(|_| StoreError::Corrupt("negative level".into()))?,
+                                to_u64(row.try_get(1)?)?,
+                            );
+                            out.insert(id, to_hash(row.try_get(2)?)?);
+                        }
+                        let leaves: Vec<&NodeId> = chunk.iter().filter(|id| id.level == 0).collect();
+                        if !leaves.is_empty() {
+                            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                                "SELECT idx, leaf_hash FROM audit_entries WHERE node = ",
+                            );
+                            qb.push_bind(node.to_string()).push(" AND idx IN (");
+                            let mut sep = qb.separated(", ");
+                            for id in &leaves {
+                                sep.push_bind(to_i64(id.index)?);
+                            }
+                            qb.push(")");
+                            for row in qb.build().fetch_all(&self.pool).await? {
+                                let id = NodeId::new(0, to_u64(row.try_get(0)?)?);
+                                out.insert(id, to_hash(row.try_get(1)?)?);
+                            }
+                        }
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn tree_nodes_range<'a>(
+                &'a self,
+                node: &'a str,
+                level: u32,
+                from: u64,
+                to: u64,
+            ) -> StoreFuture<'a, Vec<(u64, Hash)>> {
+                Box::pin(async move {
+                    use sqlx::Row;
+                    let rows = sqlx::query(
+                        "SELECT idx, hash FROM audit_tree_nodes WHERE node = $1 AND level = $2 AND idx >= $3 AND idx <= $4 ORDER BY idx",
+                    )
+                    .bind(node)
+                    .bind(level as i32)
+                    .bind(to_i64(from)?)
+                    .bind(to_i64(to)?)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter()
+                        .map(|r| Ok((to_u64(r.try_get(0)?)?, to_hash(r.try_get(1)?)?)))
+                        .collect()
+                })
+            }
+
+            fn put_checkpoint<'a>(
+                &'a self,
+                node: &'a str,
+                cp: &'a StoredCheckpoint,
+            ) -> StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO audit_checkpoints (node, tree_size, root, time_us, note) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (node, tree_size) DO NOTHING",
+                    )
+                    .bind(node)
+                    .bind(to_i64(cp.tree_size)?)
+                    .bind(cp.root.to_vec())
+                    .bind(cp.time.timestamp_micros())
+                    .bind(cp.note.as_str())
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                }.instrument(tracing::debug_span!("audit_store.put_checkpoint", backend = Self::BACKEND, node, size = cp.tree_size)))
+            }
+
+            fn checkpoints<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<StoredCheckpoint>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT tree_size, root, time_us, note FROM audit_checkpoints WHERE node = $1 ORDER BY tree_size",
+                    )
+                    .bind(node)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter().map(row_to_checkpoint).collect()
+                })
+            }
+
+            fn latest_checkpoint<'a>(
+                &'a self,
+                node: &'a str,
+            ) -> StoreFuture<'a, Option<StoredCheckpoint>> {
+                Box::pin(async move {
+                    let row = sqlx::query(
+                        "SELECT tree_size, root, time_us, note FROM audit_checkpoints WHERE node = $1 ORDER BY tree_size DESC LIMIT 1",
+                    )
+                    .bind(node)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.as_ref().map(row_to_checkpoint).transpose()
+                })
+            }
+
+            fn scan<'a>(
+                &'a self,
+                node: &'a str,
+                from: u64,
+                limit: u32,
+            ) -> StoreFuture<'a, Vec<LoggedEntry>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE node = $1 AND idx >= $2 ORDER BY idx LIMIT $3"
+                    )))
+                    .bind(node)
+                    .bind(to_i64(from)?)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter().map(row_to_entry).collect()
+                })
+            }
+
+            fn entry<'a>(
+                &'a self,
+                node: &'a str,
+                index: u64,
+            ) -> StoreFuture<'a, Option<LoggedEntry>> {
+                Box::pin(async move {
+                    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE node = $1 AND idx = $2"
+                    )))
+                    .bind(node)
+                    .bind(to_i64(index)?)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    row.as_ref().map(row_to_entry).transpose()
+                })
+            }
+
+            fn search<'a>(
+                &'a self,
+                filter: &'a SearchFilter,
+                after: Option<&'a Cursor>,
+                limit: u32,
+            ) -> StoreFuture<'a, Vec<LoggedEntry>> {
+                Box::pin(async move {
+                    let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
+                        "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE 1 = 1"
+                    ));
+                    let text_filters: [(&str, &Option<String>); 9] = [
+                        ("node", &filter.node),
+                        ("caller_org", &filter.caller_org),
+                        ("caller_unit", &filter.caller_unit),
+                        ("operator", &filter.operator),
+                        ("department", &filter.department),
+                        ("evidence_type", &filter.evidence_type),
+                        ("matter", &filter.matter),
+                        ("case_number", &filter.case_number),
+                        ("subject", &filter.subject),
+                    ];
+                    for (col, val) in text_filters {
+                        if let Some(v) = val {
+                            qb.push(format!(" AND {col} = ")).push_bind(v.clone());
+                        }
+                    }
+                    if let Some(k) = filter.kind {
+                        qb.push(" AND kind = ").push_bind(k.as_str());
+                    }
+                    if let Some(code) = filter.outcome_code {
+                        qb.push(" AND outcome_code = ").push_bind(code);
+                    }
+                    if let Some(from) = filter.from {
+                        qb.push(" AND time_us >= ").push_bind(from.timestamp_micros());
+                    }
+                    if let Some(to) = filter.to {
+                        qb.push(" AND time_us < ").push_bind(to.timestamp_micros());
+                    }
+                    if let Some(c) = after {
+                        qb.push(" AND (time_us, node, idx) < (")
+                            .push_bind(c.time_us)
+                            .push(", ")
+                            .push_bind(c.node.clone())
+                            .push(", ")
+                            .push_bind(to_i64(c.index)?)
+                            .push(")");
+                    }
+                    qb.push(" ORDER BY time_us DESC, node DESC, idx DESC LIMIT ")
+                        .push_bind(i64::from(limit));
+                    let rows = qb.build().fetch_all(&self.pool).await?;
+                    rows.iter().map(row_to_entry).collect()
+                }.instrument(tracing::debug_span!("audit_store.search", backend = Self::BACKEND, limit)))
+            }
+
+            fn prune_cut<'a>(&'a self, node: &'a str, cutoff_us: i64) -> StoreFuture<'a, u64> {
+                Box::pin(async move {
+                    use sqlx::Row;
+                    // Walks the primary key upward and stops at the first young entry,
+                    // so it reads only the rows about to be pruned.
+                    let row = sqlx::query(
+                        "SELECT idx FROM audit_entries WHERE node = $1 AND time_us >= $2 ORDER BY idx LIMIT 1",
+                    )
+                    .bind(node)
+                    .bind(cutoff_us)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    match row {
+                        Some(r) => to_u64(r.try_get(0)?),
+                        None => Ok(self.log_state(node).await?.size),
+                    }
+                })
+            }
+
+            fn prune_below<'a>(
+                &'a self,
+                node: &'a str,
+                cut: u64,
+                keep: &'a [(NodeId, Hash)],
+            ) -> StoreFuture<'a, u64> {
+                Box::pin(async move {
+                    let mut tx = self.pool.begin().await?;
+                    for (id, h) in keep {
+                        sqlx::query(
+                            "INSERT INTO audit_tree_nodes (node, level, idx, hash) VALUES ($1, $2, $3, $4) ON CONFLICT (node, level, idx) DO NOTHING",
+                        )
+                        .bind(node)
+                        .bind(id.level as i32)
+                        .bind(to_i64(id.index)?)
+                        .bind(h.to_vec())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    let deleted = sqlx::query("DELETE FROM audit_entries WHERE node = $1 AND idx < $2")
+                        .bind(node)
+                        .bind(to_i64(cut)?)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected();
+                    sqlx::query(
+                        "INSERT INTO audit_logs (node, pruned_before, created_us) VALUES ($1, $2, $3) ON CONFLICT (node) DO UPDATE SET pruned_before = CASE WHEN audit_logs.pruned_before > excluded.pruned_before THEN audit_logs.pruned_before ELSE excluded.pruned_before END",
+                    )
+                    .bind(node)
+                    .bind(to_i64(cut)?)
+                    .bind(Utc::now().timestamp_micros())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(deleted)
+                }.instrument(tracing::debug_span!("audit_store.prune_below", backend = Self::BACKEND, node, cut)))
+            }
+        }
+    };
+}
+
+pub(crate) use impl_common_store;

@@ -1,0 +1,74 @@
+//! PostgreSQL backend: synchronous commit, several nodes per database.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection, PgPool, Postgres};
+use tracing::Instrument;
+
+use super::*;
+use crate::entry::AuditEntry;
+
+/// Audit store in a PostgreSQL database (optionally in one schema).
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    opts: PgConnectOptions,
+}
+
+impl PostgresStore {
+    const BACKEND: &'static str = "postgres";
+
+    /// Connects and runs migrations. With `schema`, every connection uses it
+    /// (`search_path`); the schema must already exist.
+    pub async fn connect(url: &str, schema: Option<&str>) -> Result<Self, StoreError> {
+        let mut opts = PgConnectOptions::from_str(url)?.options([("synchronous_commit", "on")]);
+        if let Some(s) = schema {
+            opts = opts.options([("search_path", s)]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool, opts })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// A session-level advisory lock on a dedicated connection: held while the
+    /// writer lives, released by the server when the connection drops.
+    async fn lock_writer_impl(&self, node: &str) -> Result<WriterLease, StoreError> {
+        use sqlx::Row;
+        let mut conn = sqlx::PgConnection::connect_with(&self.opts).await?;
+        let got: bool = sqlx::query(
+            "SELECT pg_try_advisory_lock(hashtext('tongban-audit-writer'), hashtext($1))",
+        )
+        .bind(node)
+        .fetch_one(&mut conn)
+        .await?
+        .try_get(0)?;
+        if !got {
+            let _ = conn.close().await;
+            return Err(StoreError::NodeLocked {
+                node: node.to_string(),
+                detail: "a PostgreSQL advisory lock for this node is held by another session"
+                    .into(),
+            });
+        }
+        Ok(WriterLease::new(Box::new(LeaseConn(tokio::sync::Mutex::new(
+            conn,
+        )))))
+    }
+}
+
+/// Keeps the locking session open; the mutex makes it `Sync`.
+struct LeaseConn(#[allow(dead_code)] tokio::sync::Mutex<sqlx::PgConnection>);
+
+impl_common_store!(PostgresStore, Postgres);
