@@ -1,0 +1,32 @@
+//! tongban's trust foundation.
+//!
+//! - [`PeerIdentity`]: who a peer is, taken only from the URI SAN
+//!   `spiffe://<trust-domain>/org/<credit code>/unit/<unit>` of its verified
+//!   certificate.
+//! - Server side ([`TlsServerConfig`], [`TlsIncoming`], [`peer_identity`],
+//!   [`CertReloader`]): mutual TLS 1.3 with required client certificates, for
+//!   `tonic::transport::Server::serve_with_incoming`, reloadable without restart.
+//! - Client side ([`TlsClientConfig`], [`connect_channel`]): mutual TLS 1.3
+//!   tonic channels that check the server's host name and, optionally, identity.
+//! - [`pki`]: a development PKI (CA plus certificates for every party).
+//!
+//! TLS is offered, not imposed: callers may still serve and dial plaintext.
+
+mod client;
+mod identity;
+mod pem;
+pub mod pki;
+mod server;
+mod watch;
+
+pub use client::{
+    ServerRejection, TlsClientConfig, TlsConnector, connect_channel, connect_channel_lazy,
+    tls_endpoint,
+};
+pub use identity::{IdentityError, PeerIdentity, validate_trust_domain, validate_unit};
+pub use pem::{ALPN_H2, TlsError, load_certs, load_private_key, load_roots};
+pub use server::{
+    CertReloader, ClientRejection, IncomingOptions, PeerConnectInfo, ReloadOptions,
+    ReloadableServerConfig, TlsConnection, TlsIncoming, TlsServerConfig, handshake_failure_reason,
+    peer_connect_info, peer_identity,
+};
