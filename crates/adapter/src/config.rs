@@ -1,0 +1,435 @@
+//! The adapter's configuration: which department, which database, and the
+//! SQL that answers each evidence type.
+//!
+//! ```toml
+//! # Department id from the catalogue.
+//! department = "police"
+//! # sqlite://path?mode=rwc or postgres://user@host/db
+//! database_url = "sqlite://police.db?mode=rwc"
+//! # Optional: a catalogue file instead of the embedded default.
+//! # catalogue = "catalogue.toml"
+//! # Optional: address the `tongban adapter` command listens on.
+//! listen = "127.0.0.1:50061"
+//! max_connections = 8           # pool size (default 8)
+//! acquire_timeout_ms = 2000     # wait for a pooled connection (default 2000)
+//!
+//! [evidence."police.identity"]
+//! # One row per subject; columns named after the catalogue's fields, plus an
+//! # optional `as_of`. Placeholders: :id_number, :name (may be NULL), :today.
+//! sql = "SELECT ... FROM residents WHERE id_number = :id_number"
+//! # Optional: used instead of `sql` when the database is PostgreSQL.
+//! # postgres_sql = "..."
+//! ```
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use tongban_core::Catalogue;
+
+use crate::sql::{self, Dialect};
+
+/// Name of the optional result column giving when the data was current.
+pub const AS_OF_COLUMN: &str = "as_of";
+
+/// A department adapter's configuration (TOML).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// Department id as declared in the catalogue, e.g. `police`.
+    pub department: String,
+    /// `sqlite://<path>[?mode=rwc]`, `sqlite::memory:`, or `postgres://…`.
+    pub database_url: String,
+    /// Catalogue file; the embedded default when absent. A relative path is
+    /// resolved against the config file's folder by [`AdapterConfig::from_file`].
+    #[serde(default)]
+    pub catalogue: Option<PathBuf>,
+    /// Where a stand-alone adapter listens (used by the CLI).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Maximum pooled database connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u32,
+    /// How long a query waits for a pooled connection before the department
+    /// is reported unavailable.
+    #[serde(default = "default_acquire_timeout_ms")]
+    pub acquire_timeout_ms: u64,
+    /// Evidence type id → the query that answers it.
+    #[serde(default)]
+    pub evidence: BTreeMap<String, EvidenceQuery>,
+}
+
+/// The query answering one evidence type.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EvidenceQuery {
+    /// Returns at most one row whose columns are named after the evidence
+    /// type's fields (every field, no others), plus an optional `as_of`.
+    pub sql: String,
+    /// PostgreSQL variant of `sql`, for when date arithmetic differs.
+    #[serde(default)]
+    pub postgres_sql: Option<String>,
+}
+
+impl EvidenceQuery {
+    /// The query text for `dialect`.
+    pub fn sql_for(&self, dialect: Dialect) -> &str {
+        match (dialect, &self.postgres_sql) {
+            (Dialect::Postgres, Some(pg)) => pg,
+            _ => &self.sql,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 50061))
+}
+fn default_max_connections() -> u32 {
+    8
+}
+fn default_acquire_timeout_ms() -> u64 {
+    2000
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{source_name}: {message}")]
+    Parse {
+        source_name: String,
+        message: String,
+    },
+    #[error(transparent)]
+    Catalogue(#[from] tongban_core::CatalogueError),
+    #[error("department {0:?} is not in the catalogue")]
+    UnknownDepartment(String),
+    #[error("evidence type {0:?} is not in the catalogue")]
+    UnknownEvidenceType(String),
+    #[error("evidence type {evidence_type:?} belongs to department {owner:?}, not {department:?}")]
+    ForeignEvidenceType {
+        evidence_type: String,
+        owner: String,
+        department: String,
+    },
+    #[error(
+        "department {department:?} serves {evidence_type:?} in the catalogue but the config has no [evidence.{evidence_type:?}] query"
+    )]
+    MissingQuery {
+        department: String,
+        evidence_type: String,
+    },
+    #[error("query for {evidence_type:?}: {source}")]
+    BadSql {
+        evidence_type: String,
+        source: sql::SqlError,
+    },
+    #[error(
+        "query for {evidence_type:?} returns column {column:?}, which is not a field of {evidence_type:?} (fields: {fields}; plus optional `as_of`)"
+    )]
+    UnknownColumn {
+        evidence_type: String,
+        column: String,
+        fields: String,
+    },
+    #[error("query for {evidence_type:?} returns no column for field {field:?}")]
+    MissingColumn {
+        evidence_type: String,
+        field: String,
+    },
+    #[error("query for {evidence_type:?} returns column {column:?} twice")]
+    DuplicateColumn {
+        evidence_type: String,
+        column: String,
+    },
+    #[error("query for {evidence_type:?} is rejected by the database: {message}")]
+    Prepare {
+        evidence_type: String,
+        message: String,
+    },
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("database_url {0:?} must start with sqlite: or postgres:// (or postgresql://)")]
+    UnsupportedDatabase(String),
+}
+
+impl AdapterConfig {
+    /// Parses a config; `source_name` names it in errors. Validate it with
+    /// [`AdapterConfig::validate`] against the catalogue before use.
+    pub fn from_toml(text: &str, source_name: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let place = e
+                .span()
+                .map(|s| {
+                    let before = &text[..text.floor_char_boundary(s.start)];
+                    let line = before.matches('\n').count() + 1;
+                    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+                    format!("{line}:{col}: ")
+                })
+                .unwrap_or_default();
+            ConfigError::Parse {
+                source_name: source_name.to_owned(),
+                message: format!("{place}{}", e.message().trim()),
+            }
+        })
+    }
+
+    /// Reads a config file; a relative `catalogue` path is made relative to it.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config = Self::from_toml(&text, &path.display().to_string())?;
+        if let (Some(cat), Some(dir)) = (&config.catalogue, path.parent())
+            && cat.is_relative()
+        {
+            config.catalogue = Some(dir.join(cat));
+        }
+        Ok(config)
+    }
+
+    /// Loads the catalogue this config names (or the embedded default).
+    pub fn load_catalogue(&self) -> Result<Catalogue, ConfigError> {
+        match &self.catalogue {
+            None => Ok(Catalogue::embedded()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.clone(),
+                    source,
+                })?;
+                Ok(Catalogue::from_toml(&text, &path.display().to_string())?)
+            }
+        }
+    }
+
+    /// The SQL dialect of `database_url`.
+    pub fn dialect(&self) -> Result<Dialect, ConfigError> {
+        dialect_of(&self.database_url)
+    }
+
+    /// Checks the config against the catalogue without touching the
+    /// database: the department exists, it has a query for every evidence
+    /// type it serves and none for others, and every query's placeholders
+    /// are known. Result columns are checked when the source starts.
+    pub fn validate(&self, catalogue: &Catalogue) -> Result<(), ConfigError> {
+        let dialect = self.dialect()?;
+        if self.max_connections == 0 {
+            return Err(ConfigError::Zero("max_connections"));
+        }
+        if self.acquire_timeout_ms == 0 {
+            return Err(ConfigError::Zero("acquire_timeout_ms"));
+        }
+        if catalogue.department(&self.department).is_none() {
+            return Err(ConfigError::UnknownDepartment(self.department.clone()));
+        }
+        for (id, query) in &self.evidence {
+            let def = catalogue
+                .evidence(id)
+                .ok_or_else(|| ConfigError::UnknownEvidenceType(id.clone()))?;
+            if def.department != self.department {
+                return Err(ConfigError::ForeignEvidenceType {
+                    evidence_type: id.clone(),
+                    owner: def.department.clone(),
+                    department: self.department.clone(),
+                });
+            }
+            for d in [Dialect::Sqlite, Dialect::Postgres] {
+                if d == dialect || query.postgres_sql.is_none() {
+                    sql::rewrite(query.sql_for(d), d).map_err(|source| ConfigError::BadSql {
+                        evidence_type: id.clone(),
+                        source,
+                    })?;
+                }
+            }
+        }
+        for def in catalogue.evidence_types() {
+            if def.department == self.department && !self.evidence.contains_key(&def.id) {
+                return Err(ConfigError::MissingQuery {
+                    department: self.department.clone(),
+                    evidence_type: def.id.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn dialect_of(url: &str) -> Result<Dialect, ConfigError> {
+    if url.starts_with("sqlite:") {
+        Ok(Dialect::Sqlite)
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Dialect::Postgres)
+    } else {
+        Err(ConfigError::UnsupportedDatabase(url.to_owned()))
+    }
+}
+
+/// Checks the columns a prepared query returns against the evidence type's
+/// fields: each field exactly once, nothing else but an optional `as_of`.
+pub(crate) fn check_columns(
+    evidence_type: &tongban_core::EvidenceTypeDef,
+    columns: &[String],
+) -> Result<(), ConfigError> {
+    let mut seen = std::collections::HashSet::new();
+    for c in columns {
+        if !seen.insert(c.as_str()) {
+            return Err(ConfigError::DuplicateColumn {
+                evidence_type: evidence_type.id.clone(),
+                column: c.clone(),
+            });
+        }
+        if c != AS_OF_COLUMN && evidence_type.field(c).is_none() {
+            return Err(ConfigError::UnknownColumn {
+                evidence_type: evidence_type.id.clone(),
+                column: c.clone(),
+                fields: evidence_type
+                    .fields
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        }
+    }
+    for f in &evidence_type.fields {
+        if !seen.contains(f.name.as_str()) {
+            return Err(ConfigError::MissingColumn {
+                evidence_type: evidence_type.id.clone(),
+                field: f.name.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn civil_config() -> String {
+        r#"
+department = "civil"
+database_url = "sqlite::memory:"
+
+[evidence."civil.marriage"]
+sql = "SELECT marital_status, status_since FROM m WHERE id_number = :id_number"
+
+[evidence."civil.subsistence"]
+sql = "SELECT receiving, since, monthly_amount_yuan, next_review FROM s WHERE id_number = :id_number"
+
+[evidence."civil.death"]
+sql = "SELECT deceased, date_of_death FROM d WHERE id_number = :id_number"
+"#
+        .to_owned()
+    }
+
+    fn validate(text: &str) -> Result<AdapterConfig, ConfigError> {
+        let c = AdapterConfig::from_toml(text, "test.toml")?;
+        c.validate(&Catalogue::embedded())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn valid_config_has_defaults() {
+        let c = validate(&civil_config()).unwrap();
+        assert_eq!(c.max_connections, 8);
+        assert_eq!(c.acquire_timeout_ms, 2000);
+        assert_eq!(c.listen.port(), 50061);
+        assert_eq!(c.dialect().unwrap(), Dialect::Sqlite);
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_line() {
+        let text = civil_config().replace("department = \"civil\"", "departement = \"civil\"");
+        let e = validate(&text).unwrap_err().to_string();
+        assert!(
+            e.starts_with("test.toml: 2:1: unknown field `departement`"),
+            "{e}"
+        );
+        let text = civil_config().replace("sql = \"SELECT deceased", "query = \"SELECT deceased");
+        let e = validate(&text).unwrap_err().to_string();
+        assert!(e.contains("unknown field `query`"), "{e}");
+    }
+
+    #[test]
+    fn missing_query_is_named() {
+        let text =
+            civil_config().replace("[evidence.\"civil.death\"]", "[evidence.\"civil.deaths\"]");
+        let e = validate(&text).unwrap_err();
+        assert!(
+            matches!(&e, ConfigError::UnknownEvidenceType(t) if t == "civil.deaths"),
+            "{e}"
+        );
+        let text = civil_config().replace(
+            "[evidence.\"civil.death\"]\nsql = \"SELECT deceased, date_of_death FROM d WHERE id_number = :id_number\"\n",
+            "",
+        );
+        let e = validate(&text).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "department \"civil\" serves \"civil.death\" in the catalogue but the config has no [evidence.\"civil.death\"] query"
+        );
+    }
+
+    #[test]
+    fn foreign_department_and_bad_placeholders_are_rejected() {
+        let text = format!(
+            "{}\n[evidence.\"police.identity\"]\nsql = \"SELECT 1\"\n",
+            civil_config()
+        );
+        assert!(matches!(
+            validate(&text).unwrap_err(),
+            ConfigError::ForeignEvidenceType { .. }
+        ));
+        let text = civil_config().replace(
+            "WHERE id_number = :id_number\"\n\n[evidence.\"civil.death\"]",
+            "WHERE id_number = :idnumber\"\n\n[evidence.\"civil.death\"]",
+        );
+        let e = validate(&text).unwrap_err().to_string();
+        assert!(
+            e.contains("civil.subsistence") && e.contains(":idnumber"),
+            "{e}"
+        );
+        let text = civil_config().replace("department = \"civil\"", "department = \"tax\"");
+        assert!(matches!(
+            validate(&text).unwrap_err(),
+            ConfigError::UnknownDepartment(_)
+        ));
+        let text = civil_config().replace("sqlite::memory:", "mysql://x");
+        assert!(matches!(
+            validate(&text).unwrap_err(),
+            ConfigError::UnsupportedDatabase(_)
+        ));
+    }
+
+    #[test]
+    fn columns_must_match_fields() {
+        let cat = Catalogue::embedded();
+        let death = cat.evidence("civil.death").unwrap();
+        let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        check_columns(death, &cols(&["deceased", "date_of_death", "as_of"])).unwrap();
+        let e = check_columns(death, &cols(&["deceased", "date_of_death", "cause"])).unwrap_err();
+        assert!(e.to_string().contains("column \"cause\""), "{e}");
+        let e = check_columns(death, &cols(&["deceased"])).unwrap_err();
+        assert!(matches!(e, ConfigError::MissingColumn { field, .. } if field == "date_of_death"));
+        let e =
+            check_columns(death, &cols(&["deceased", "deceased", "date_of_death"])).unwrap_err();
+        assert!(matches!(e, ConfigError::DuplicateColumn { .. }));
+    }
+
+    #[test]
+    fn postgres_variant_is_chosen_for_postgres() {
+        let q = EvidenceQuery {
+            sql: "a".into(),
+            postgres_sql: Some("b".into()),
+        };
+        assert_eq!(q.sql_for(Dialect::Sqlite), "a");
+        assert_eq!(q.sql_for(Dialect::Postgres), "b");
+    }
+}

