@@ -4,15 +4,21 @@
 //!
 //! Code map: [`service`] is the gRPC edge, [`pipeline`] the request path,
 //! [`routing`] the department channels, [`error`] the one place errors become
-//! gRPC statuses, [`limits`] the per-caller rate limit.
+//! gRPC statuses, [`limits`] the per-caller rate limit, [`config`] and
+//! [`server`] start a node, [`reload`] keeps the policy current.
 
+pub mod config;
 pub mod error;
 pub mod limits;
 pub mod pipeline;
+pub mod reload;
 pub mod routing;
+pub mod server;
 pub mod service;
 
+pub use config::ExchangeConfig;
 pub use error::{ERROR_DOMAIN, ExchangeError};
 pub use pipeline::{AuditEvent, AuditKind, AuditSink, EvidenceRequest, Exchange};
 pub use routing::{Department, Departments};
+pub use server::{ExchangeHandle, StartError, start};
 pub use service::{Authenticator, ExchangeService, fixed_caller};
