@@ -233,7 +233,8 @@ mod tests {
 
     #[test]
     fn rejects_malformed_uris_precisely() {
-        let cases: &[(&str, fn(&IdentityError) -> bool)] = &[
+        type Expect = fn(&IdentityError) -> bool;
+        let cases: &[(&str, Expect)] = &[
             ("https://x/org/11510400TB0000028Y/unit/a", |e| {
                 matches!(e, IdentityError::NotSpiffe { .. })
             }),

@@ -554,7 +554,9 @@ pub fn handshake_failure_reason(error: &io::Error) -> String {
         E::NoCertificatesPresented => "no client certificate".to_owned(),
         E::InvalidCertificate(cert) => client_certificate_reason(cert),
         E::AlertReceived(alert) => format!("client aborted the handshake with alert {alert:?}"),
-        E::PeerIncompatible(what) => format!("client incompatible: {what:?}"),
+        E::PeerIncompatible(what) => {
+            format!("client incompatible (TLS 1.3 is required): {what:?}")
+        }
         E::InvalidMessage(what) => format!("not a valid TLS handshake: {what:?}"),
         other => other.to_string(),
     }
