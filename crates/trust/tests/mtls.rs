@@ -666,3 +666,60 @@ async fn client_presents_a_renewed_certificate_on_new_connections() {
     assert_eq!(seen[0].identity(), seen[1].identity());
     assert_ne!(seen[0].leaf_cert(), seen[1].leaf_cert());
 }
+
+#[tokio::test]
+async fn sighup_reloads_immediately() {
+    let f = fixture();
+    let source = f.pki.server_config("exchange").unwrap();
+    let reloadable = source.load_reloadable().unwrap();
+    let _reloader = CertReloader::spawn(
+        source,
+        reloadable.clone(),
+        ReloadOptions {
+            // Long enough that only the signal can explain a reload.
+            poll_interval: Duration::from_secs(3600),
+            on_sighup: true,
+        },
+    )
+    .unwrap();
+    tokio::task::yield_now().await;
+    f.pki.renew("exchange", DAY).unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    for _ in 0..200 {
+        if reloadable.generation() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("SIGHUP did not reload the certificate");
+}
+
+#[tokio::test]
+async fn ed25519_pki_works_end_to_end() {
+    let tmp = tempfile::tempdir().unwrap();
+    let options = DevPkiOptions {
+        key_algorithm: tongban_trust::pki::KeyAlgorithm::Ed25519,
+        ..DevPkiOptions::default()
+    };
+    let pki = init_dev_pki(tmp.path(), &options).unwrap();
+    let config = pki.server_config("civil").unwrap().build().unwrap();
+    let (addr, seen) = serve(config, IncomingOptions::default()).await;
+    let civil = pki.get("civil").unwrap().identity.clone();
+    let tls = pki.client_config("exchange").unwrap();
+    let channel = connect_channel(
+        &format!("https://127.0.0.1:{}", addr.port()),
+        &tls,
+        Some(&civil),
+    )
+    .await
+    .unwrap();
+    check(channel).await.unwrap();
+    assert_eq!(
+        seen.lock().unwrap()[0].identity(),
+        &pki.get("exchange").unwrap().identity
+    );
+}
