@@ -233,7 +233,10 @@ impl TlsConnector {
         let connector = tokio_rustls::TlsConnector::from(self.current_config());
         let tcp = TcpStream::connect((host, port)).await?;
         tcp.set_nodelay(true)?;
-        connector.connect(server_name, tcp).await
+        connector
+            .connect(server_name, tcp)
+            .await
+            .map_err(|e| client_handshake_error(host, e))
     }
 }
 
@@ -256,6 +259,26 @@ impl tower::Service<http::Uri> for TlsConnector {
             Ok(TokioIo::new(stream))
         })
     }
+}
+
+/// Rewords rustls errors so the reason survives tonic's error wrapping.
+fn client_handshake_error(host: &str, error: io::Error) -> io::Error {
+    let Some(tls) = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    else {
+        return error;
+    };
+    let reason = match tls {
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => other.0.to_string(),
+        rustls::Error::InvalidCertificate(cert) => format!("server certificate rejected: {cert:?}"),
+        rustls::Error::AlertReceived(alert) => format!("server refused with alert {alert:?}"),
+        other => other.to_string(),
+    };
+    io::Error::new(
+        error.kind(),
+        format!("TLS handshake with {host} failed: {reason}"),
+    )
 }
 
 const DEFAULT_TLS_PORT: u16 = 443;

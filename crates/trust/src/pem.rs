@@ -57,12 +57,29 @@ pub enum TlsError {
     Verifier(String),
     #[error("endpoint {uri:?}: {reason}")]
     InvalidEndpoint { uri: String, reason: String },
-    #[error("connecting to {uri}: {source}")]
+    #[error("connecting to {uri}: {}", error_chain(source))]
     Transport {
         uri: String,
         #[source]
         source: tonic::transport::Error,
     },
+}
+
+/// "outer: inner: innermost", since tonic's transport error hides its causes
+/// (the TLS reason) behind "transport error".
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // io::Error displays its inner error and also returns it as source.
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The crypto provider every config uses: ring.
