@@ -47,7 +47,7 @@ impl Logs {
     }
 
     async fn wait_for(&self, needle: &str) -> String {
-        for _ in 0..200 {
+        for _ in 0..500 {
             let text = self.text();
             if let Some(line) = text.lines().find(|l| l.contains(needle)) {
                 return line.to_owned();
@@ -502,26 +502,23 @@ async fn a_stalled_handshake_does_not_block_others() {
     let f = fixture();
     let config = f.pki.server_config("exchange").unwrap().build().unwrap();
     let options = IncomingOptions {
-        handshake_timeout: Duration::from_millis(300),
+        handshake_timeout: Duration::from_secs(1),
         ..IncomingOptions::default()
     };
-    let (addr, _) = serve(config, options).await;
+    let (addr, seen) = serve(config, options).await;
     // Connects but never says hello.
     let _stalled = TcpStream::connect(addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(20)).await;
     let tls = f.pki.client_config("hotline-96196").unwrap();
-    let started = std::time::Instant::now();
     let channel = connect_channel(&format!("https://localhost:{}", addr.port()), &tls, None)
         .await
         .unwrap();
     check(channel).await.unwrap();
-    assert!(
-        started.elapsed() < Duration::from_millis(300),
-        "{:?}",
-        started.elapsed()
-    );
-    logs.wait_for("reason=handshake timed out after 300ms")
-        .await;
+    // Had the stalled handshake blocked the accept loop, this call could only
+    // have completed after the stall timed out (and was logged).
+    assert!(!logs.text().contains("handshake timed out"));
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    logs.wait_for("reason=handshake timed out after 1s").await;
 }
 
 #[tokio::test]
@@ -601,7 +598,7 @@ async fn reload_picks_up_new_certificates_and_keeps_the_old_on_error() {
     let wait_generation = |target: u64| {
         let reloadable = reloadable.clone();
         async move {
-            for _ in 0..200 {
+            for _ in 0..500 {
                 if reloadable.generation() >= target {
                     return;
                 }
@@ -695,7 +692,7 @@ async fn sighup_reloads_immediately() {
         .status()
         .unwrap();
     assert!(status.success());
-    for _ in 0..200 {
+    for _ in 0..500 {
         if reloadable.generation() == 1 {
             return;
         }
