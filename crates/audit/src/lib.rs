@@ -1,16 +1,29 @@
 //! tongban's tamper-evident, durable audit log.
 //!
 //! Entries are hashed into a per-node RFC 6962 Merkle tree, committed in
-//! batches by one writer task per node, and covered by Ed25519-signed C2SP
+//! batches by one writer task per node (group commit; an append returns only
+//! after its transaction commits), and covered by Ed25519-signed C2SP
 //! checkpoints. Administrators search, export, prove and verify; old entries
 //! are pruned while checkpoints and subtree hashes stay. No gRPC here.
 
 pub mod entry;
+pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod read;
 pub mod store;
+pub mod verify;
 
 pub use entry::{AuditEntry, EntryKind, SubjectPseudonymizer, released_fields_hash};
+pub use log::{AuditConfig, AuditError, AuditLog, AuditStats, Receipt};
 pub use merkle::Hash;
 pub use note::{Checkpoint, Keyring, LogSigner, VerifierKey, origin_for_node};
-pub use store::{AuditStore, LoggedEntry, PostgresStore, SqliteStore, StoreError};
+pub use read::{
+    ConsistencyProof, InclusionProof, MIN_RETENTION_DAYS, PageRequest, PruneReport, SearchPage,
+    SubjectAccess, SubjectReport, consistency_proof, export_jsonl, inclusion_proof, prune,
+    root_at, search, subject_report,
+};
+pub use store::{
+    AuditStore, Cursor, LoggedEntry, PostgresStore, SearchFilter, SqliteStore, StoreError,
+};
+pub use verify::{Finding, Location, Progress, Severity, VerifyOptions, VerifyReport, verify};

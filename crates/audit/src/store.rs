@@ -129,9 +129,28 @@ impl std::str::FromStr for Cursor {
     }
 }
 
+/// Something that holds a writer lock and can give it back.
+pub trait LeaseGuard: Send + Sync {
+    /// Releases the lock now (dropping also releases it, possibly later).
+    fn release(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+}
+
+impl LeaseGuard for () {
+    fn release(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async {})
+    }
+}
+
+impl LeaseGuard for std::fs::File {
+    fn release(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        let _ = self.unlock();
+        Box::pin(async {})
+    }
+}
+
 /// A held writer lease for one node; dropping it releases the lease.
 pub struct WriterLease {
-    _guard: Box<dyn Send + Sync>,
+    guard: Box<dyn LeaseGuard>,
 }
 
 impl std::fmt::Debug for WriterLease {
@@ -141,8 +160,11 @@ impl std::fmt::Debug for WriterLease {
 }
 
 impl WriterLease {
-    pub(crate) fn new(guard: Box<dyn Send + Sync>) -> Self {
-        Self { _guard: guard }
+    pub fn new(guard: Box<dyn LeaseGuard>) -> Self {
+        Self { guard }
+    }
+    pub async fn release(self) {
+        self.guard.release().await
     }
 }
 

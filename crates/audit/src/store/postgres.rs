@@ -1,6 +1,8 @@
 //! PostgreSQL backend: synchronous commit, several nodes per database.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -48,7 +50,7 @@ impl PostgresStore {
         use sqlx::Row;
         let mut conn = sqlx::PgConnection::connect_with(&self.opts).await?;
         let got: bool = sqlx::query(
-            "SELECT pg_try_advisory_lock(hashtext('tongban-audit-writer'), hashtext($1))",
+            "SELECT pg_try_advisory_lock(hashtext('tongban-audit-writer'), hashtext(current_schema() || '/' || $1))",
         )
         .bind(node)
         .fetch_one(&mut conn)
@@ -69,6 +71,16 @@ impl PostgresStore {
 }
 
 /// Keeps the locking session open; the mutex makes it `Sync`.
-struct LeaseConn(#[allow(dead_code)] tokio::sync::Mutex<sqlx::PgConnection>);
+struct LeaseConn(tokio::sync::Mutex<sqlx::PgConnection>);
+
+impl LeaseGuard for LeaseConn {
+    fn release(self: Box<Self>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let conn = self.0.into_inner();
+            // Closing the session releases its advisory locks before we return.
+            let _ = conn.close().await;
+        })
+    }
+}
 
 impl_common_store!(PostgresStore, Postgres);

@@ -1,0 +1,527 @@
+//! The writer: one background task per node batching appends into
+//! transactions (group commit), signing checkpoints, failing closed.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::entry::{AuditEntry, truncate_to_micros};
+use crate::merkle::{CompactRange, Hash, range_hash};
+use crate::note::{Checkpoint, LogSigner, NoteError, origin_for_node};
+use crate::store::{AuditStore, LoggedEntry, StoreError, StoredCheckpoint, WriterLease};
+
+/// Errors of the audit log. Any of them on `append` means: release nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit store unavailable: {0}")]
+    Unavailable(String),
+    #[error("audit log is shut down")]
+    Closed,
+    #[error("invalid node id {0:?}: use 1-64 characters of A-Z a-z 0-9 . _ -")]
+    BadNode(String),
+    #[error("entry is for node {entry:?} but this log is node {log:?}")]
+    WrongNode { entry: String, log: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Note(#[from] NoteError),
+    #[error("stored log of node {node:?} is inconsistent: {detail}")]
+    Inconsistent { node: String, detail: String },
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+}
+
+/// Proof that an entry was durably committed at a position in a node's log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    pub node: String,
+    pub index: u64,
+    #[serde(with = "crate::store::hex_hash")]
+    pub leaf_hash: Hash,
+}
+
+/// Writer tuning. Defaults follow Tessera's order of magnitude.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub node: String,
+    /// Sign a checkpoint after this many new entries...
+    pub checkpoint_every: u64,
+    /// ...or after this long with unsigned entries.
+    pub checkpoint_interval: Duration,
+    /// Most entries per transaction.
+    pub max_batch: usize,
+    /// Bounded queue of waiting appends (backpressure beyond it).
+    pub queue_capacity: usize,
+}
+
+impl AuditConfig {
+    pub fn new(node: &str) -> Self {
+        Self {
+            node: node.to_string(),
+            checkpoint_every: 4096,
+            checkpoint_interval: Duration::from_millis(1000),
+            max_batch: 1024,
+            queue_capacity: 16384,
+        }
+    }
+}
+
+/// Node ids end up in origins, key names and lock names.
+pub fn validate_node_id(node: &str) -> Result<(), AuditError> {
+    let ok = !node.is_empty()
+        && node.len() <= 64
+        && node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AuditError::BadNode(node.to_string()))
+    }
+}
+
+/// Counters for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct AuditStats {
+    pub entries_committed: u64,
+    pub batches: u64,
+    pub last_batch_size: u64,
+    pub last_commit_us: u64,
+    pub total_commit_us: u64,
+    pub failed_batches: u64,
+    pub checkpoints_signed: u64,
+    pub checkpoint_failures: u64,
+    pub tree_size: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    entries_committed: AtomicU64,
+    batches: AtomicU64,
+    last_batch_size: AtomicU64,
+    last_commit_us: AtomicU64,
+    total_commit_us: AtomicU64,
+    failed_batches: AtomicU64,
+    checkpoints_signed: AtomicU64,
+    checkpoint_failures: AtomicU64,
+    tree_size: AtomicU64,
+}
+
+type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
+
+enum Command {
+    Append(Box<AuditEntry>, Reply<Receipt>),
+    /// Commit everything queued before it and sign a checkpoint.
+    Flush(Reply<Option<String>>),
+    Shutdown(Reply<Option<String>>),
+}
+
+/// Handle to one node's audit log. Cheap to clone; all clones share one writer.
+#[derive(Debug, Clone)]
+pub struct AuditLog {
+    node: Arc<str>,
+    tx: mpsc::Sender<Command>,
+    counters: Arc<Counters>,
+}
+
+impl AuditLog {
+    /// Takes the node's writer lease, recovers size and frontier from the
+    /// store, signs a checkpoint over any unsigned tail, and starts the writer.
+    pub async fn open(
+        store: Arc<dyn AuditStore>,
+        signer: LogSigner,
+        config: AuditConfig,
+    ) -> Result<Self, AuditError> {
+        validate_node_id(&config.node)?;
+        let origin = origin_for_node(&config.node);
+        if signer.name() != origin {
+            return Err(AuditError::Invalid(format!(
+                "signing key is named {:?}, the log's origin is {origin:?}",
+                signer.name()
+            )));
+        }
+        if config.max_batch == 0 || config.queue_capacity == 0 || config.checkpoint_every == 0 {
+            return Err(AuditError::Invalid(
+                "max_batch, queue_capacity and checkpoint_every must be positive".into(),
+            ));
+        }
+        let lease = store.lock_writer(&config.node).await?;
+        store.ensure_log(&config.node).await?;
+        let counters = Arc::new(Counters::default());
+        let mut writer = Writer {
+            store,
+            signer,
+            origin,
+            node: config.node.clone(),
+            range: CompactRange::new(),
+            signed_size: 0,
+            last_checkpoint: Instant::now(),
+            needs_recovery: true,
+            counters: counters.clone(),
+            config: config.clone(),
+            lease,
+        };
+        writer.recover().await?;
+        writer.checkpoint_if_behind().await?;
+        let (tx, rx) = mpsc::channel(config.queue_capacity);
+        tokio::spawn(writer.run(rx));
+        Ok(Self {
+            node: config.node.into(),
+            tx,
+            counters,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// Appends one entry; returns only once it is durably committed.
+    /// `entry.node` may be empty (filled in) or must equal this log's node.
+    pub async fn append(&self, entry: AuditEntry) -> Result<Receipt, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append(Box::new(entry), reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Commits everything queued so far and signs a checkpoint; returns it
+    /// (None when the log is empty).
+    pub async fn flush(&self) -> Result<Option<String>, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Flush(reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Flushes, writes a final checkpoint, stops the writer and releases the
+    /// node's lease. Appends on any clone fail with `Closed` afterwards.
+    pub async fn shutdown(&self) -> Result<Option<String>, AuditError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Shutdown(reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    pub fn stats(&self) -> AuditStats {
+        let c = &self.counters;
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        AuditStats {
+            entries_committed: g(&c.entries_committed),
+            batches: g(&c.batches),
+            last_batch_size: g(&c.last_batch_size),
+            last_commit_us: g(&c.last_commit_us),
+            total_commit_us: g(&c.total_commit_us),
+            failed_batches: g(&c.failed_batches),
+            checkpoints_signed: g(&c.checkpoints_signed),
+            checkpoint_failures: g(&c.checkpoint_failures),
+            tree_size: g(&c.tree_size),
+        }
+    }
+}
+
+struct Writer {
+    store: Arc<dyn AuditStore>,
+    signer: LogSigner,
+    origin: String,
+    node: String,
+    range: CompactRange,
+    signed_size: u64,
+    last_checkpoint: Instant,
+    needs_recovery: bool,
+    counters: Arc<Counters>,
+    config: AuditConfig,
+    lease: WriterLease,
+}
+
+impl Writer {
+    /// Reloads size and frontier from the store and checks them against the
+    /// latest stored checkpoint (refusing to extend a log that disagrees).
+    async fn recover(&mut self) -> Result<(), AuditError> {
+        let state = self.store.log_state(&self.node).await?;
+        let ids = CompactRange::frontier_ids(state.size);
+        let found = self.store.get_nodes(&self.node, &ids).await?;
+        let mut hashes = Vec::with_capacity(ids.len());
+        for id in &ids {
+            let h = found.get(id).ok_or_else(|| AuditError::Inconsistent {
+                node: self.node.clone(),
+                detail: format!(
+                    "subtree hash level {} index {} (needed to continue the tree at size {}) is missing",
+                    id.level, id.index, state.size
+                ),
+            })?;
+            hashes.push(*h);
+        }
+        let range =
+            CompactRange::from_parts(state.size, hashes).map_err(|e| AuditError::Inconsistent {
+                node: self.node.clone(),
+                detail: e.to_string(),
+            })?;
+        let latest = self.store.latest_checkpoint(&self.node).await?;
+        let signed_size = match latest {
+            None => 0,
+            Some(cp) => {
+                if cp.tree_size > state.size {
+                    return Err(AuditError::Inconsistent {
+                        node: self.node.clone(),
+                        detail: format!(
+                            "latest checkpoint covers {} entries but the store holds {}: entries were removed",
+                            cp.tree_size, state.size
+                        ),
+                    });
+                }
+                let ids = crate::merkle::perfect_decomposition(0, cp.tree_size);
+                let nodes = self.store.get_nodes(&self.node, &ids).await?;
+                let root = range_hash(0, cp.tree_size, &|id| nodes.get(&id).copied()).map_err(
+                    |e| AuditError::Inconsistent {
+                        node: self.node.clone(),
+                        detail: e.to_string(),
+                    },
+                )?;
+                if cp.tree_size > 0 && root != cp.root {
+                    return Err(AuditError::Inconsistent {
+                        node: self.node.clone(),
+                        detail: format!(
+                            "stored tree at size {} does not match the latest checkpoint's root",
+                            cp.tree_size
+                        ),
+                    });
+                }
+                cp.tree_size
+            }
+        };
+        self.range = range;
+        self.signed_size = signed_size;
+        self.needs_recovery = false;
+        self.counters
+            .tree_size
+            .store(self.range.size(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let mut pending: Option<Command> = None;
+        loop {
+            let first = match pending.take() {
+                Some(c) => c,
+                None => {
+                    let unsigned = self.range.size() > self.signed_size;
+                    if unsigned {
+                        let due = self.config.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
+                        match tokio::time::timeout(due, rx.recv()).await {
+                            Ok(Some(c)) => c,
+                            Ok(None) => break,
+                            Err(_) => {
+                                let _ = self.checkpoint().await;
+                                continue;
+                            }
+                        }
+                    } else {
+                        match rx.recv().await {
+                            Some(c) => c,
+                            None => break,
+                        }
+                    }
+                }
+            };
+            match first {
+                Command::Append(entry, reply) => {
+                    let mut batch = vec![(entry, reply)];
+                    while batch.len() < self.config.max_batch {
+                        match rx.try_recv() {
+                            Ok(Command::Append(e, r)) => batch.push((e, r)),
+                            Ok(other) => {
+                                pending = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.commit(batch).await;
+                    if self.range.size() - self.signed_size >= self.config.checkpoint_every
+                        || self.last_checkpoint.elapsed() >= self.config.checkpoint_interval
+                    {
+                        let _ = self.checkpoint().await;
+                    }
+                }
+                Command::Flush(reply) => {
+                    let _ = reply.send(self.checkpoint().await);
+                }
+                Command::Shutdown(reply) => {
+                    rx.close();
+                    // Anything already queued behind the shutdown is still committed.
+                    let mut rest = Vec::new();
+                    while let Ok(c) = rx.try_recv() {
+                        if let Command::Append(e, r) = c {
+                            rest.push((e, r));
+                        } else if let Command::Flush(r) | Command::Shutdown(r) = c {
+                            let _ = r.send(Err(AuditError::Closed));
+                        }
+                    }
+                    for chunk in chunk_owned(rest, self.config.max_batch) {
+                        self.commit(chunk).await;
+                    }
+                    let result = self.checkpoint().await;
+                    // Release the lease before answering so the node can be reopened at once.
+                    self.lease.release().await;
+                    let _ = reply.send(result);
+                    return;
+                }
+            }
+        }
+        // Every handle dropped: sign what was committed.
+        let _ = self.checkpoint().await;
+    }
+
+    async fn commit(&mut self, batch: Vec<(Box<AuditEntry>, Reply<Receipt>)>) {
+        if self.needs_recovery
+            && let Err(e) = self.recover().await
+        {
+            self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+            let msg = e.to_string();
+            for (_, r) in batch {
+                let _ = r.send(Err(AuditError::Unavailable(msg.clone())));
+            }
+            return;
+        }
+        let mut range = self.range.clone();
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut nodes = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        for (entry, reply) in batch {
+            let mut entry = *entry;
+            if entry.node.is_empty() {
+                entry.node = self.node.clone();
+            } else if entry.node != self.node {
+                let _ = reply.send(Err(AuditError::WrongNode {
+                    entry: entry.node,
+                    log: self.node.clone(),
+                }));
+                continue;
+            }
+            entry.time = truncate_to_micros(entry.time);
+            let index = range.size();
+            let leaf_hash = entry.leaf_hash(index);
+            nodes.extend(range.append(leaf_hash));
+            rows.push(LoggedEntry {
+                index,
+                leaf_hash,
+                entry,
+            });
+            replies.push(reply);
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let result = self.store.append_batch(&self.node, &rows, &nodes).await;
+        let us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        match result {
+            Ok(()) => {
+                self.range = range;
+                let n = rows.len() as u64;
+                let c = &self.counters;
+                c.entries_committed.fetch_add(n, Ordering::Relaxed);
+                c.batches.fetch_add(1, Ordering::Relaxed);
+                c.last_batch_size.store(n, Ordering::Relaxed);
+                c.last_commit_us.store(us, Ordering::Relaxed);
+                c.total_commit_us.fetch_add(us, Ordering::Relaxed);
+                c.tree_size.store(self.range.size(), Ordering::Relaxed);
+                for (row, reply) in rows.into_iter().zip(replies) {
+                    let _ = reply.send(Ok(Receipt {
+                        node: self.node.clone(),
+                        index: row.index,
+                        leaf_hash: row.leaf_hash,
+                    }));
+                }
+            }
+            Err(e) => {
+                // The outcome of a failed commit is unknown: reload before the next batch.
+                self.needs_recovery = true;
+                self.counters.failed_batches.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(node = %self.node, error = %e, entries = rows.len(), "audit batch commit failed");
+                let msg = e.to_string();
+                for reply in replies {
+                    let _ = reply.send(Err(AuditError::Unavailable(msg.clone())));
+                }
+            }
+        }
+    }
+
+    async fn checkpoint_if_behind(&mut self) -> Result<(), AuditError> {
+        if self.range.size() > self.signed_size {
+            self.checkpoint().await?;
+        }
+        Ok(())
+    }
+
+    /// Signs and stores a checkpoint at the current size (if it advanced).
+    async fn checkpoint(&mut self) -> Result<Option<String>, AuditError> {
+        // Set first so a failing store is retried once per interval, not in a spin.
+        self.last_checkpoint = Instant::now();
+        if self.needs_recovery {
+            self.recover().await?;
+        }
+        let size = self.range.size();
+        if size == 0 {
+            return Ok(None);
+        }
+        if size == self.signed_size
+            && let Some(cp) = self.store.latest_checkpoint(&self.node).await?
+            && cp.tree_size == size
+        {
+            return Ok(Some(cp.note));
+        }
+        let cp = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root: self.range.root(),
+            time: truncate_to_micros(Utc::now()),
+        };
+        let note = cp.sign(&self.signer)?;
+        let stored = StoredCheckpoint {
+            tree_size: size,
+            root: cp.root,
+            time: cp.time,
+            note: note.clone(),
+        };
+        match self.store.put_checkpoint(&self.node, &stored).await {
+            Ok(()) => {
+                self.signed_size = size;
+                self.counters
+                    .checkpoints_signed
+                    .fetch_add(1, Ordering::Relaxed);
+                Ok(Some(note))
+            }
+            Err(e) => {
+                self.counters
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %self.node, error = %e, size, "storing audit checkpoint failed");
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn chunk_owned<T>(mut v: Vec<T>, n: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::new();
+    while !v.is_empty() {
+        let rest = v.split_off(v.len().min(n));
+        out.push(v);
+        v = rest;
+    }
+    out
+}

@@ -1,0 +1,424 @@
+//! Writer, read side, proofs and prune against real SQLite and PostgreSQL.
+
+mod common;
+
+use std::sync::Arc;
+
+use chrono::{TimeDelta, Utc};
+use common::*;
+use tongban_audit::{
+    AuditError, Checkpoint, PageRequest, SearchFilter, VerifyOptions, consistency_proof,
+    export_jsonl, inclusion_proof, origin_for_node, prune, read::prune_at, root_at, search,
+    subject_report, verify,
+};
+
+async fn verify_ok(db: &TestDb, nodes: &[&str]) -> tongban_audit::VerifyReport {
+    let mut calls = 0u64;
+    let report = verify(
+        db.store.as_ref(),
+        &keyring(nodes),
+        &VerifyOptions::default(),
+        &mut |_p| calls += 1,
+    )
+    .await
+    .unwrap();
+    assert!(report.is_ok(), "{:?}: {:#?}", db.backend, report.findings);
+    report
+}
+
+async fn concurrent_appenders_group_commit(b: Backend) {
+    let db = TestDb::new(b).await;
+    let log = open_log(db.store.clone(), "n1").await;
+    let t0 = std::time::Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..64u64 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut receipts = Vec::new();
+            for k in 0..8u64 {
+                let e = entry(t * 8 + k, Utc::now());
+                receipts.push((log.append(e).await.unwrap(), t * 8 + k));
+            }
+            receipts
+        }));
+    }
+    let mut receipts = Vec::new();
+    for t in tasks {
+        receipts.extend(t.await.unwrap());
+    }
+    assert_eq!(receipts.len(), 512);
+    eprintln!("{b:?} appends {:?} {:?}", t0.elapsed(), log.stats());
+    let mut indices: Vec<u64> = receipts.iter().map(|(r, _)| r.index).collect();
+    indices.sort();
+    assert_eq!(indices, (0..512).collect::<Vec<_>>(), "dense, unique indices");
+    let stats = log.stats();
+    assert_eq!(stats.entries_committed, 512);
+    assert!(
+        stats.batches < 512,
+        "group commit must batch concurrent appends: {stats:?}"
+    );
+    let t0 = std::time::Instant::now();
+    let note = log.flush().await.unwrap().unwrap();
+    let ring = keyring(&["n1"]);
+    let cp = Checkpoint::open(&note, &ring, &origin_for_node("n1")).unwrap();
+    assert_eq!(cp.size, 512);
+    for (k, (r, i)) in receipts.iter().enumerate() {
+        assert_eq!(r.node, "n1");
+        let p = inclusion_proof(db.store.as_ref(), "n1", r.index).await.unwrap();
+        assert_eq!(p.leaf_hash, r.leaf_hash);
+        assert_eq!(p.checkpoint, note);
+        tongban_audit::merkle::verify_inclusion(&r.leaf_hash, r.index, cp.size, &p.proof, &cp.root)
+            .unwrap();
+        // The stored entry is the one appended.
+        let stored = db.store.entry("n1", r.index).await.unwrap().unwrap();
+        assert_eq!(stored.entry.case_number, format!("PZH-2026-{i:06}"));
+        if k % 128 == 0 {
+            // Full offline check (signature included) after a JSON round trip.
+            let json = serde_json::to_string(&p).unwrap();
+            let back: tongban_audit::InclusionProof = serde_json::from_str(&json).unwrap();
+            assert_eq!(back.verify(&ring).unwrap(), cp);
+        }
+    }
+    eprintln!("{b:?} proofs {:?}", t0.elapsed());
+    log.shutdown().await.unwrap();
+    let t0 = std::time::Instant::now();
+    verify_ok(&db, &["n1"]).await;
+    eprintln!("{b:?} verify {:?}", t0.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_are_group_committed_and_provable() {
+    for b in BACKENDS {
+        concurrent_appenders_group_commit(b).await;
+    }
+}
+
+async fn store_failure_fails_closed(b: Backend) {
+    let db = TestDb::new(b).await;
+    let log = open_log(db.store.clone(), "n1").await;
+    let mut acked = Vec::new();
+    for i in 0..10 {
+        acked.push(log.append(entry(i, Utc::now())).await.unwrap());
+    }
+    // The table disappears behind the writer's back: appends must fail.
+    db.exec("ALTER TABLE audit_entries RENAME TO audit_entries_gone", vec![])
+        .await;
+    for i in 10..13 {
+        let err = log.append(entry(i, Utc::now())).await.unwrap_err();
+        assert!(matches!(err, AuditError::Unavailable(_)), "{err:?}");
+    }
+    assert!(log.stats().failed_batches >= 3, "{:?}", log.stats());
+    // Back again: the writer recovers its state from the store and continues.
+    db.exec("ALTER TABLE audit_entries_gone RENAME TO audit_entries", vec![])
+        .await;
+    let r = log.append(entry(13, Utc::now())).await.unwrap();
+    assert_eq!(r.index, 10, "failed entries must not consume indices");
+    acked.push(r);
+    log.shutdown().await.unwrap();
+    for r in &acked {
+        let stored = db.store.entry("n1", r.index).await.unwrap().unwrap();
+        assert_eq!(stored.leaf_hash, r.leaf_hash);
+    }
+    verify_ok(&db, &["n1"]).await;
+    // A closed pool (database gone) also fails closed.
+    let log = open_log(db.store.clone(), "n1").await;
+    db.close_pool().await;
+    assert!(log.append(entry(99, Utc::now())).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_failure_makes_append_fail_and_writer_recovers() {
+    for b in BACKENDS {
+        store_failure_fails_closed(b).await;
+    }
+}
+
+async fn restart_recovery(b: Backend) {
+    let db = TestDb::new(b).await;
+    let log = open_log(db.store.clone(), "n1").await;
+    for i in 0..37 {
+        log.append(entry(i, Utc::now())).await.unwrap();
+    }
+    let first_cp = log.shutdown().await.unwrap().unwrap();
+    assert!(log.append(entry(0, Utc::now())).await.is_err(), "closed after shutdown");
+
+    // A fresh process: new store handle, new writer.
+    let store2 = db.reopen().await;
+    let log2 = open_log(store2.clone(), "n1").await;
+    let r = log2.append(entry(37, Utc::now())).await.unwrap();
+    assert_eq!(r.index, 37);
+    for i in 38..50 {
+        log2.append(entry(i, Utc::now())).await.unwrap();
+    }
+    let second_cp = log2.flush().await.unwrap().unwrap();
+    let ring = keyring(&["n1"]);
+    let origin = origin_for_node("n1");
+    let c1 = Checkpoint::open(&first_cp, &ring, &origin).unwrap();
+    let c2 = Checkpoint::open(&second_cp, &ring, &origin).unwrap();
+    assert_eq!((c1.size, c2.size), (37, 50));
+    let proof = consistency_proof(store2.as_ref(), "n1", 37, 50).await.unwrap();
+    proof.verify(&c1.root, &c2.root).unwrap();
+    assert!(proof.verify(&c2.root, &c1.root).is_err());
+    assert_eq!(root_at(store2.as_ref(), "n1", 37).await.unwrap(), c1.root);
+    log2.shutdown().await.unwrap();
+    verify_ok(&db, &["n1"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_recovers_size_and_frontier() {
+    for b in BACKENDS {
+        restart_recovery(b).await;
+    }
+}
+
+async fn second_writer_refused(b: Backend) {
+    let db = TestDb::new(b).await;
+    let log = open_log(db.store.clone(), "n1").await;
+    let other = db.reopen().await;
+    let err = tongban_audit::AuditLog::open(other.clone(), signer("n1"), config("n1"))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("another writer holds the audit log of node \"n1\""),
+        "{err}"
+    );
+    // Another node on the same database is fine.
+    let n2 = open_log(other.clone(), "n2").await;
+    n2.append(entry(1, Utc::now())).await.unwrap();
+    log.shutdown().await.unwrap();
+    let again = open_log(other.clone(), "n1").await;
+    again.append(entry(2, Utc::now())).await.unwrap();
+    again.shutdown().await.unwrap();
+    n2.shutdown().await.unwrap();
+    // Signer must match the origin.
+    assert!(
+        tongban_audit::AuditLog::open(other, signer("n2"), config("n3"))
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_live_writer_for_a_node_is_refused() {
+    for b in BACKENDS {
+        second_writer_refused(b).await;
+    }
+}
+
+async fn two_nodes_search_report_export(b: Backend) {
+    let db = TestDb::new(b).await;
+    let n1 = open_log(db.store.clone(), "n1").await;
+    let n2 = open_log(db.store.clone(), "n2").await;
+    let base = Utc::now() - TimeDelta::hours(1);
+    let mut joins = Vec::new();
+    for i in 0..60u64 {
+        let log = if i % 2 == 0 { n1.clone() } else { n2.clone() };
+        joins.push(tokio::spawn(async move {
+            log.append(entry(i, base + TimeDelta::seconds(i as i64)))
+                .await
+                .unwrap()
+        }));
+    }
+    for j in joins {
+        j.await.unwrap();
+    }
+    n1.shutdown().await.unwrap();
+    n2.shutdown().await.unwrap();
+    let report = verify_ok(&db, &["n1", "n2"]).await;
+    assert_eq!(report.nodes.len(), 2);
+    assert!(report.nodes.iter().all(|n| n.tree_size == 30 && n.entries_checked == 30));
+
+    // Newest first, paginated without duplicates or gaps.
+    let mut seen = Vec::new();
+    let mut page = PageRequest {
+        limit: 7,
+        after: None,
+    };
+    loop {
+        let p = search(db.store.as_ref(), &SearchFilter::default(), &page)
+            .await
+            .unwrap();
+        seen.extend(p.entries.iter().map(|e| e.entry.time));
+        match p.next {
+            Some(c) => page.after = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 60);
+    assert!(seen.windows(2).all(|w| w[0] >= w[1]), "newest first");
+
+    // Filters.
+    let failed = search(
+        db.store.as_ref(),
+        &SearchFilter {
+            outcome_code: Some(5),
+            ..Default::default()
+        },
+        &PageRequest::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(failed.entries.len(), 6);
+    assert!(failed.entries.iter().all(|e| e.entry.outcome_reason == "SUBJECT_NOT_FOUND"));
+    let f = SearchFilter {
+        node: Some("n1".into()),
+        department: Some("hrss".into()),
+        matter: Some("unemployment-benefit".into()),
+        from: Some(base + TimeDelta::seconds(10)),
+        to: Some(base + TimeDelta::seconds(40)),
+        ..Default::default()
+    };
+    let got = search(db.store.as_ref(), &f, &PageRequest::default())
+        .await
+        .unwrap();
+    // i even, i % 3 == 0, 10 <= i < 40: 12, 18, 24, 30, 36.
+    let cases: Vec<String> = got.entries.iter().map(|e| e.entry.case_number.clone()).collect();
+    assert_eq!(
+        cases,
+        ["PZH-2026-000036", "PZH-2026-000030", "PZH-2026-000024", "PZH-2026-000018", "PZH-2026-000012"]
+    );
+    let by_case = search(
+        db.store.as_ref(),
+        &SearchFilter {
+            case_number: Some("PZH-2026-000007".into()),
+            caller_org: Some(uscc("11510421MB0000002")),
+            ..Default::default()
+        },
+        &PageRequest::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_case.entries.len(), 1);
+    assert_eq!(by_case.entries[0].entry.node, "n2");
+
+    // Data-Tracker-style report for one resident (i % 50 == 3 -> i = 3, 53).
+    let who = pseudonymizer().pseudonym(&id_number("510403", "19800101", 7));
+    let rep = subject_report(db.store.as_ref(), &who, 100).await.unwrap();
+    let cases: Vec<&str> = rep.accesses.iter().map(|a| a.case_number.as_str()).collect();
+    assert_eq!(cases, ["PZH-2026-000053", "PZH-2026-000003"]);
+    assert!(!rep.truncated);
+    let rep1 = subject_report(db.store.as_ref(), &who, 1).await.unwrap();
+    assert!(rep1.truncated && rep1.accesses.len() == 1);
+
+    // JSON Lines export.
+    let mut buf = Vec::new();
+    let n = export_jsonl(db.store.as_ref(), None, &mut buf).await.unwrap();
+    assert_eq!(n, 60);
+    let text = String::from_utf8(buf).unwrap();
+    let first: tongban_audit::LoggedEntry =
+        serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!((first.entry.node.as_str(), first.index), ("n1", 0));
+    assert_eq!(first.leaf_hash, first.entry.leaf_hash(0));
+    assert!(!text.contains("51040319800101"), "no identity numbers in the log");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_a_store_search_report_and_export() {
+    for b in BACKENDS {
+        two_nodes_search_report_export(b).await;
+    }
+}
+
+async fn prune_keeps_later_entries_verifiable(b: Backend) {
+    let db = TestDb::new(b).await;
+    let log = open_log(db.store.clone(), "n1").await;
+    // 45 entries 200 days old, then 20 recent ones. 45 is odd: the kept
+    // boundary leaf matters.
+    for i in 0..45 {
+        log.append(entry(i, now_minus_days(200))).await.unwrap();
+    }
+    log.flush().await.unwrap();
+    let mut recent = Vec::new();
+    for i in 45..65 {
+        recent.push(log.append(entry(i, now_minus_days(1))).await.unwrap());
+    }
+    log.flush().await.unwrap();
+
+    let err = prune(db.store.as_ref(), TimeDelta::days(30), false)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("below the legal minimum of 183 days"), "{err}");
+    let report = prune(db.store.as_ref(), TimeDelta::days(183), false)
+        .await
+        .unwrap();
+    assert_eq!(report.nodes.len(), 1);
+    assert_eq!((report.nodes[0].pruned_before, report.nodes[0].deleted), (45, 45));
+    assert!(db.store.entry("n1", 44).await.unwrap().is_none());
+    assert!(db.store.entry("n1", 45).await.unwrap().is_some());
+
+    let rep = verify_ok(&db, &["n1"]).await;
+    assert_eq!(rep.nodes[0].first_index, 45);
+    assert_eq!(rep.nodes[0].entries_checked, 20);
+    let ring = keyring(&["n1"]);
+    for r in &recent {
+        inclusion_proof(db.store.as_ref(), "n1", r.index)
+            .await
+            .unwrap()
+            .verify(&ring)
+            .unwrap();
+    }
+    // The writer continues after pruning, also after a restart.
+    log.append(entry(65, Utc::now())).await.unwrap();
+    log.shutdown().await.unwrap();
+    let log = open_log(db.reopen().await, "n1").await;
+    let r = log.append(entry(66, Utc::now())).await.unwrap();
+    assert_eq!(r.index, 66);
+    log.shutdown().await.unwrap();
+    verify_ok(&db, &["n1"]).await;
+    inclusion_proof(db.store.as_ref(), "n1", 66)
+        .await
+        .unwrap()
+        .verify(&ring)
+        .unwrap();
+    // Pruning again with nothing old is a no-op; forced short retention works.
+    let again = prune_at(db.store.as_ref(), TimeDelta::days(183), false, Utc::now())
+        .await
+        .unwrap();
+    assert!(again.nodes.is_empty());
+    let forced = prune(db.store.as_ref(), TimeDelta::hours(2), true).await.unwrap();
+    assert_eq!(forced.nodes[0].pruned_before, 65);
+    verify_ok(&db, &["n1"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_then_verify_still_passes() {
+    for b in BACKENDS {
+        prune_keeps_later_entries_verifiable(b).await;
+    }
+}
+
+async fn proofs_need_a_covering_checkpoint(b: Backend) {
+    let db = TestDb::new(b).await;
+    let mut cfg = config("n1");
+    cfg.checkpoint_every = 1_000_000;
+    cfg.checkpoint_interval = std::time::Duration::from_secs(3600);
+    let log = tongban_audit::AuditLog::open(db.store.clone(), signer("n1"), cfg)
+        .await
+        .unwrap();
+    let r = log.append(entry(0, Utc::now())).await.unwrap();
+    let err = inclusion_proof(db.store.as_ref(), "n1", r.index).await.unwrap_err();
+    assert!(matches!(err, AuditError::NotFound(_)), "{err:?}");
+    log.flush().await.unwrap();
+    let p = inclusion_proof(db.store.as_ref(), "n1", r.index).await.unwrap();
+    p.verify(&keyring(&["n1"])).unwrap();
+    assert!(p.verify(&keyring(&["n2"])).is_err(), "unpinned key must not verify");
+    // Appending with another node's name is refused.
+    let mut e = entry(1, Utc::now());
+    e.node = "n2".into();
+    assert!(matches!(
+        log.append(e).await,
+        Err(AuditError::WrongNode { .. })
+    ));
+    log.shutdown().await.unwrap();
+    let stats = log.stats();
+    assert_eq!(stats.entries_committed, 1);
+    assert!(stats.checkpoints_signed >= 1);
+    let _ = Arc::clone(&db.store);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inclusion_proofs_need_a_covering_checkpoint() {
+    for b in BACKENDS {
+        proofs_need_a_covering_checkpoint(b).await;
+    }
+}
