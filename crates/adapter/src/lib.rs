@@ -9,10 +9,9 @@
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use tongban_adapter::{reference, RunningAdapter, service_from_config};
-//! let config = reference::config(reference::Dept::Police, "sqlite://police.db?mode=rwc");
-//! let service = service_from_config(&config).await?;
-//! reference::seed(reference::Dept::Police, service.source().pool()).await?;
+//! use tongban_adapter::{reference, RunningAdapter};
+//! // Migrates, seeds (idempotently) and prepares the police department.
+//! let service = reference::service(reference::Dept::Police, "sqlite://police.db?mode=rwc").await?;
 //! let running = RunningAdapter::spawn(service, "127.0.0.1:0".parse()?).await?;
 //! println!("police adapter on {}", running.addr());
 //! # Ok(()) }
@@ -20,7 +19,7 @@
 
 pub mod config;
 pub mod error;
-// pub mod reference;
+pub mod reference;
 pub mod server;
 pub mod service;
 pub mod sql;

@@ -77,8 +77,10 @@ impl DepartmentPool {
         }
     }
 
-    /// The result column names of `sql`, as the database prepares it.
-    async fn columns(&self, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+    /// The result column names of `sql`, as the database prepares it with
+    /// the types the runtime will bind.
+    async fn columns(&self, sql: &str, binds: &[Placeholder]) -> Result<Vec<String>, sqlx::Error> {
+        use sqlx::{Postgres, Type};
         let sql = AssertSqlSafe(sql.to_owned()).into_sql_str();
         Ok(match self {
             Self::Sqlite(p) => p
@@ -89,7 +91,18 @@ impl DepartmentPool {
                 .map(|c| c.name().to_owned())
                 .collect(),
             Self::Postgres(p) => p
-                .prepare(sql)
+                .prepare_with(
+                    sql,
+                    &binds
+                        .iter()
+                        .map(|b| match b {
+                            Placeholder::IdNumber | Placeholder::Name => {
+                                <String as Type<Postgres>>::type_info()
+                            }
+                            Placeholder::Today => <NaiveDate as Type<Postgres>>::type_info(),
+                        })
+                        .collect::<Vec<_>>(),
+                )
                 .await?
                 .columns()
                 .iter()
@@ -409,10 +422,13 @@ impl EvidenceSource {
                         source,
                     }
                 })?;
-            let columns = pool.columns(&sql).await.map_err(|e| ConfigError::Prepare {
-                evidence_type: def.id.clone(),
-                message: e.to_string(),
-            })?;
+            let columns = pool
+                .columns(&sql, &binds)
+                .await
+                .map_err(|e| ConfigError::Prepare {
+                    evidence_type: def.id.clone(),
+                    message: e.to_string(),
+                })?;
             check_columns(def, &columns)?;
             queries.push(CompiledQuery {
                 def: def.clone(),
