@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tongban_core::Catalogue;
 
 use crate::sql::{self, Dialect};
@@ -34,16 +34,18 @@ use crate::sql::{self, Dialect};
 pub const AS_OF_COLUMN: &str = "as_of";
 
 /// A department adapter's configuration (TOML).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdapterConfig {
     /// Department id as declared in the catalogue, e.g. `police`.
     pub department: String,
-    /// `sqlite://<path>[?mode=rwc]`, `sqlite::memory:`, or `postgres://…`.
+    /// `sqlite://<path>[?mode=rwc]` or `postgres://…`. (`sqlite::memory:`
+    /// gives each pooled connection its own empty database: only with
+    /// `max_connections = 1`.)
     pub database_url: String,
     /// Catalogue file; the embedded default when absent. A relative path is
     /// resolved against the config file's folder by [`AdapterConfig::from_file`].
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalogue: Option<PathBuf>,
     /// Where a stand-alone adapter listens (used by the CLI).
     #[serde(default = "default_listen")]
@@ -61,14 +63,14 @@ pub struct AdapterConfig {
 }
 
 /// The query answering one evidence type.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EvidenceQuery {
     /// Returns at most one row whose columns are named after the evidence
     /// type's fields (every field, no others), plus an optional `as_of`.
     pub sql: String,
     /// PostgreSQL variant of `sql`, for when date arithmetic differs.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_sql: Option<String>,
 }
 
@@ -194,6 +196,12 @@ impl AdapterConfig {
         Ok(config)
     }
 
+    /// Renders the config as TOML (e.g. to write out a reference config).
+    pub fn to_toml(&self) -> String {
+        // Every field is a string, number, map or path: serialisation cannot fail.
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
     /// Loads the catalogue this config names (or the embedded default).
     pub fn load_catalogue(&self) -> Result<Catalogue, ConfigError> {
         match &self.catalogue {
@@ -239,13 +247,11 @@ impl AdapterConfig {
                     department: self.department.clone(),
                 });
             }
-            for d in [Dialect::Sqlite, Dialect::Postgres] {
-                if d == dialect || query.postgres_sql.is_none() {
-                    sql::rewrite(query.sql_for(d), d).map_err(|source| ConfigError::BadSql {
-                        evidence_type: id.clone(),
-                        source,
-                    })?;
-                }
+            for text in std::iter::once(&query.sql).chain(&query.postgres_sql) {
+                sql::rewrite(text, dialect).map_err(|source| ConfigError::BadSql {
+                    evidence_type: id.clone(),
+                    source,
+                })?;
             }
         }
         for def in catalogue.evidence_types() {
@@ -421,6 +427,18 @@ sql = "SELECT deceased, date_of_death FROM d WHERE id_number = :id_number"
         let e =
             check_columns(death, &cols(&["deceased", "deceased", "date_of_death"])).unwrap_err();
         assert!(matches!(e, ConfigError::DuplicateColumn { .. }));
+    }
+
+    #[test]
+    fn renders_and_reparses() {
+        let c = validate(&civil_config()).unwrap();
+        let again = AdapterConfig::from_toml(&c.to_toml(), "rendered").unwrap();
+        assert_eq!(c, again);
+        for dept in crate::reference::Dept::ALL {
+            let c = crate::reference::config(dept, "postgres://db/x");
+            c.validate(&Catalogue::embedded()).unwrap();
+            assert_eq!(AdapterConfig::from_toml(&c.to_toml(), "r").unwrap(), c);
+        }
     }
 
     #[test]

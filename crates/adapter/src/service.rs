@@ -155,6 +155,7 @@ impl Adapter for AdapterService {
         fields(
             department = %self.department(),
             evidence_type = %request.get_ref().evidence_type,
+            requester = %request.get_ref().requester,
             matter = tracing::field::Empty,
             case_number = tracing::field::Empty,
         )

@@ -159,7 +159,9 @@ pub enum DecodeError {
         expected: FieldType,
         found: String,
     },
-    #[error("column {column:?} holds {value:?}, which is not {expected}")]
+    /// The offending value is kept for the caller but never displayed, so
+    /// logging this error cannot leak personal data.
+    #[error("column {column:?} does not hold {expected}")]
     BadValue {
         column: String,
         expected: &'static str,
