@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::audit::AuditSettings;
+
 /// Everything one exchange node needs to start.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -36,6 +38,9 @@ pub struct ExchangeConfig {
     /// Department id -> where its adapter listens.
     #[serde(default)]
     pub departments: BTreeMap<String, DepartmentConfig>,
+    /// The node's audit log.
+    #[serde(default)]
+    pub audit: AuditSettings,
 }
 
 /// PEM files for mutual TLS. The exchange presents the same certificate to
@@ -120,19 +125,25 @@ impl ExchangeConfig {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(format!("node {:?} must be letters, digits, '-' or '_'", self.node));
+            return Err(format!(
+                "node {:?} must be letters, digits, '-' or '_'",
+                self.node
+            ));
         }
         match (&self.tls, &self.plaintext_caller) {
             (Some(_), Some(_)) => {
                 return Err("plaintext_caller applies only without [tls]; remove one".into());
             }
             (None, None) => {
-                return Err("without [tls] the exchange serves plaintext and needs plaintext_caller".into());
+                return Err(
+                    "without [tls] the exchange serves plaintext and needs plaintext_caller".into(),
+                );
             }
             _ => {}
         }
         if let Some(c) = &self.plaintext_caller {
-            tongban_core::Caller::parse_reference(c).map_err(|e| format!("plaintext_caller: {e}"))?;
+            tongban_core::Caller::parse_reference(c)
+                .map_err(|e| format!("plaintext_caller: {e}"))?;
         }
         for (id, d) in &self.departments {
             if d.endpoints.is_empty() {
@@ -143,7 +154,11 @@ impl ExchangeConfig {
                 if tls != self.tls.is_some() || !(tls || e.starts_with("http://")) {
                     return Err(format!(
                         "department {id:?} endpoint {e:?} must use {} like the exchange",
-                        if self.tls.is_some() { "https://" } else { "http://" }
+                        if self.tls.is_some() {
+                            "https://"
+                        } else {
+                            "http://"
+                        }
                     ));
                 }
             }
@@ -167,6 +182,7 @@ impl ExchangeConfig {
         if let Some(c) = &mut self.catalogue {
             fix(c);
         }
+        self.audit.resolve_paths(base);
         if let Some(t) = &mut self.tls {
             fix(&mut t.cert);
             fix(&mut t.key);
@@ -196,12 +212,27 @@ endpoints = ["http://127.0.0.1:7101"]
 
     #[test]
     fn mistakes_are_named() {
-        let no_caller = PLAIN.replace("plaintext_caller = \"org/91350100M000100Y43/unit/bench\"\n", "");
-        assert!(ExchangeConfig::from_toml(&no_caller).unwrap_err().contains("plaintext_caller"));
+        let no_caller = PLAIN.replace(
+            "plaintext_caller = \"org/91350100M000100Y43/unit/bench\"\n",
+            "",
+        );
+        assert!(
+            ExchangeConfig::from_toml(&no_caller)
+                .unwrap_err()
+                .contains("plaintext_caller")
+        );
         let tls_endpoint = PLAIN.replace("http://", "https://");
-        assert!(ExchangeConfig::from_toml(&tls_endpoint).unwrap_err().contains("must use http://"));
+        assert!(
+            ExchangeConfig::from_toml(&tls_endpoint)
+                .unwrap_err()
+                .contains("must use http://")
+        );
         let unknown = format!("{PLAIN}\ncolour = 1\n");
-        assert!(ExchangeConfig::from_toml(&unknown).unwrap_err().contains("colour"));
+        assert!(
+            ExchangeConfig::from_toml(&unknown)
+                .unwrap_err()
+                .contains("colour")
+        );
     }
 
     #[test]

@@ -181,12 +181,16 @@ mod tests {
 
     #[test]
     fn invalid_argument_carries_bad_request() {
-        let status = ExchangeError::invalid("subject.id_number", "check character is 1, expected X")
-            .to_status();
+        let status =
+            ExchangeError::invalid("subject.id_number", "check character is 1, expected X")
+                .to_status();
         assert_eq!(status.code(), Code::InvalidArgument);
         let br = status.get_details_bad_request().unwrap();
         assert_eq!(br.field_violations[0].field, "subject.id_number");
-        assert_eq!(status.get_details_error_info().unwrap().reason, "INVALID_REQUEST");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "INVALID_REQUEST"
+        );
     }
 
     #[test]
@@ -230,7 +234,10 @@ mod tests {
         };
         let status = e.to_status();
         assert_eq!(status.code(), Code::NotFound);
-        assert_eq!(status.get_details_error_info().unwrap().reason, "SUBJECT_NOT_FOUND");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "SUBJECT_NOT_FOUND"
+        );
         assert_eq!(e.reason(), "SUBJECT_NOT_FOUND");
         assert!(status.message().contains("police"));
     }

@@ -7,6 +7,7 @@
 //! gRPC statuses, [`limits`] the per-caller rate limit, [`config`] and
 //! [`server`] start a node, [`reload`] keeps the policy current.
 
+pub mod audit;
 pub mod config;
 pub mod error;
 pub mod limits;
@@ -16,9 +17,10 @@ pub mod routing;
 pub mod server;
 pub mod service;
 
+pub use audit::{AuditLogSink, AuditSettings};
 pub use config::ExchangeConfig;
 pub use error::{ERROR_DOMAIN, ExchangeError};
 pub use pipeline::{AuditEvent, AuditKind, AuditSink, EvidenceRequest, Exchange};
 pub use routing::{Department, Departments};
-pub use server::{ExchangeHandle, StartError, start};
+pub use server::{ExchangeHandle, StartError, start, start_with_audit};
 pub use service::{Authenticator, ExchangeService, fixed_caller};

@@ -74,7 +74,8 @@ mod tests {
             burst: 3,
             ..Limits::default()
         };
-        let caller = Caller::new(CreditCode::with_check("11510400MB0000001").unwrap(), "a").unwrap();
+        let caller =
+            Caller::new(CreditCode::with_check("11510400MB0000001").unwrap(), "a").unwrap();
         let other = Caller::new(CreditCode::with_check("11510400MB0000002").unwrap(), "a").unwrap();
         let rl = RateLimiter::default();
         let t0 = Instant::now();
@@ -82,13 +83,23 @@ mod tests {
             rl.try_acquire_at(&caller, 1, &limits, t0).unwrap();
         }
         let wait = rl.try_acquire_at(&caller, 1, &limits, t0).unwrap_err();
-        assert!(wait > Duration::from_millis(90) && wait <= Duration::from_millis(100), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(90) && wait <= Duration::from_millis(100),
+            "{wait:?}"
+        );
         // Callers do not share buckets.
         rl.try_acquire_at(&other, 3, &limits, t0).unwrap();
         // 100 ms later one token is back.
-        rl.try_acquire_at(&caller, 1, &limits, t0 + Duration::from_millis(100)).unwrap();
-        assert!(rl.try_acquire_at(&caller, 1, &limits, t0 + Duration::from_millis(100)).is_err());
+        rl.try_acquire_at(&caller, 1, &limits, t0 + Duration::from_millis(100))
+            .unwrap();
+        assert!(
+            rl.try_acquire_at(&caller, 1, &limits, t0 + Duration::from_millis(100))
+                .is_err()
+        );
         // A cost above the burst can never pass; it reports the wait anyway.
-        assert!(rl.try_acquire_at(&other, 5, &limits, t0 + Duration::from_secs(10)).is_err());
+        assert!(
+            rl.try_acquire_at(&other, 5, &limits, t0 + Duration::from_secs(10))
+                .is_err()
+        );
     }
 }

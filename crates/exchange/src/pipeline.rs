@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use tongban_core::{Caller, CaseContext, Catalogue, FieldRelease, FieldViolation, IdNumber, Matter, Policy};
+use tongban_core::{
+    Caller, CaseContext, Catalogue, FieldRelease, FieldViolation, IdNumber, Matter, Policy,
+};
 use tongban_proto::v1::{self as pb, AuditReceipt, Evidence, QueryRequest};
 
 use crate::error::ExchangeError;
@@ -51,7 +53,8 @@ pub enum AuditKind {
     GatherItem,
 }
 
-pub type AuditFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<AuditReceipt>, String>> + Send + 'a>>;
+pub type AuditFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<AuditReceipt>, String>> + Send + 'a>>;
 
 /// Where audit events go. `record` must not return before the event is
 /// durable; an error means nothing may be released.
@@ -163,7 +166,11 @@ impl Exchange {
             .matter(code)
             .ok_or_else(|| ExchangeError::UnknownMatter(code.to_owned()))?;
         let policy = self.inner.policy.load();
-        if policy.granted_matters(caller, &self.inner.catalogue).iter().any(|m| m.code == matter.code) {
+        if policy
+            .granted_matters(caller, &self.inner.catalogue)
+            .iter()
+            .any(|m| m.code == matter.code)
+        {
             Ok(matter)
         } else {
             Err(tongban_core::Denial::MatterNotGranted {
@@ -251,7 +258,9 @@ impl Exchange {
         let Some(def) = catalogue.evidence(&request.evidence_type) else {
             return (
                 String::new(),
-                Err(ExchangeError::UnknownEvidenceType(request.evidence_type.clone())),
+                Err(ExchangeError::UnknownEvidenceType(
+                    request.evidence_type.clone(),
+                )),
             );
         };
         let department = def.department.clone();
@@ -384,7 +393,10 @@ pub fn validate_subject(
         Err(e) => {
             violations.push(FieldViolation::new(
                 "subject.id_number",
-                format!("not a valid resident identity number ({} check failed): {e}", e.check()),
+                format!(
+                    "not a valid resident identity number ({} check failed): {e}",
+                    e.check()
+                ),
             ));
             None
         }
@@ -397,9 +409,7 @@ pub fn validate_subject(
         ));
     }
     match id {
-        Some(id) if violations.is_empty() => {
-            Ok((id, (!name.is_empty()).then(|| name.to_owned())))
-        }
+        Some(id) if violations.is_empty() => Ok((id, (!name.is_empty()).then(|| name.to_owned()))),
         _ => Err(violations),
     }
 }
@@ -416,7 +426,11 @@ mod tests {
         }))
         .unwrap_err();
         assert_eq!(v[0].field, "subject.id_number");
-        assert!(v[0].description.contains("checksum check failed"), "{}", v[0].description);
+        assert!(
+            v[0].description.contains("checksum check failed"),
+            "{}",
+            v[0].description
+        );
         let (id, name) = validate_subject(Some(&pb::Subject {
             id_number: "11010519491231002x".into(),
             name: " 李四 ".into(),
@@ -431,11 +445,15 @@ mod tests {
     fn field_release_rules() {
         let cat = Catalogue::embedded();
         let def = cat.evidence("hrss.unemployment").unwrap();
-        let only: FieldRelease = FieldRelease::Only(["eligible".to_owned(), "reason".to_owned()].into());
+        let only: FieldRelease =
+            FieldRelease::Only(["eligible".to_owned(), "reason".to_owned()].into());
         let all = released_fields(def, &[], &FieldRelease::All).unwrap();
         assert_eq!(all.len(), def.fields.len());
         let stripped = released_fields(def, &[], &only).unwrap();
-        assert_eq!(stripped.into_iter().collect::<Vec<_>>(), ["eligible", "reason"]);
+        assert_eq!(
+            stripped.into_iter().collect::<Vec<_>>(),
+            ["eligible", "reason"]
+        );
         let asked = released_fields(def, &["insured_months".into()], &FieldRelease::All).unwrap();
         assert_eq!(asked.len(), 1);
         assert!(matches!(

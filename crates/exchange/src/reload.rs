@@ -28,7 +28,11 @@ pub fn load_policy(path: &Path, catalogue: &Catalogue) -> Result<Policy, PolicyF
         path: path.to_owned(),
         source,
     })?;
-    Ok(Policy::from_toml(&text, &path.display().to_string(), catalogue)?)
+    Ok(Policy::from_toml(
+        &text,
+        &path.display().to_string(),
+        catalogue,
+    )?)
 }
 
 fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
@@ -47,7 +51,8 @@ pub fn spawn_policy_reloader(
     tokio::spawn(async move {
         let mut last = stamp(&path);
         #[cfg(unix)]
-        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut hangup =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         loop {
             #[cfg(unix)]
             let forced = match hangup.as_mut() {

@@ -115,10 +115,7 @@ pub struct Departments {
 impl Departments {
     pub fn new(departments: impl IntoIterator<Item = Department>) -> Self {
         Self {
-            by_id: departments
-                .into_iter()
-                .map(|d| (d.id.clone(), d))
-                .collect(),
+            by_id: departments.into_iter().map(|d| (d.id.clone(), d)).collect(),
         }
     }
 

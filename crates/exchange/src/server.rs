@@ -17,6 +17,9 @@ use tongban_trust::{
 };
 use tonic::transport::{Channel, Endpoint, Server};
 
+use tongban_audit::AuditLog;
+
+use crate::audit::AuditLogSink;
 use crate::config::{ExchangeConfig, TlsFiles};
 use crate::error::ExchangeError;
 use crate::pipeline::{AuditSink, Exchange};
@@ -47,6 +50,8 @@ pub enum StartError {
     },
     #[error("{0}")]
     Config(String),
+    #[error("{0}")]
+    Audit(String),
 }
 
 /// A running exchange node.
@@ -57,6 +62,7 @@ pub struct ExchangeHandle {
     shutdown: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
+    audit_log: Option<AuditLog>,
     _cert_reloader: Option<CertReloader>,
 }
 
@@ -69,7 +75,13 @@ impl ExchangeHandle {
         &self.exchange
     }
 
-    /// Stops accepting, lets in-flight requests finish, and returns.
+    /// The node's audit log, when it writes one.
+    pub fn audit_log(&self) -> Option<&AuditLog> {
+        self.audit_log.as_ref()
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then commits the
+    /// audit log's tail and signs a final checkpoint.
     pub async fn shutdown(mut self) -> Result<(), tonic::transport::Error> {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
@@ -77,13 +89,19 @@ impl ExchangeHandle {
         for task in &self.background {
             task.abort();
         }
-        match (&mut self.server).await {
+        let served = match (&mut self.server).await {
             Ok(result) => result,
             Err(join) => {
                 tracing::error!(error = %join, "exchange server task failed");
                 Ok(())
             }
+        };
+        if let Some(log) = &self.audit_log
+            && let Err(e) = log.shutdown().await
+        {
+            tracing::error!(error = %e, "audit log shutdown failed");
         }
+        served
     }
 }
 
@@ -92,26 +110,54 @@ pub fn load_catalogue(config: &ExchangeConfig) -> Result<Catalogue, StartError> 
     match &config.catalogue {
         None => Ok(Catalogue::embedded()),
         Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| StartError::CatalogueRead {
-                path: path.display().to_string(),
-                source,
-            })?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| StartError::CatalogueRead {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             Ok(Catalogue::from_toml(&text, &path.display().to_string())?)
         }
     }
 }
 
-/// Starts an exchange node on `config.listen` (port 0 picks a free port).
-pub async fn start(config: ExchangeConfig, audit: Arc<dyn AuditSink>) -> Result<ExchangeHandle, StartError> {
+/// Starts an exchange node on `config.listen` (port 0 picks a free port),
+/// writing its audit log as configured.
+pub async fn start(config: ExchangeConfig) -> Result<ExchangeHandle, StartError> {
+    let log = config
+        .audit
+        .open_log(&config.node)
+        .await
+        .map_err(StartError::Audit)?;
+    let pseudonymizer = config.audit.pseudonymizer().map_err(StartError::Audit)?;
+    let sink = Arc::new(AuditLogSink::new(log.clone(), pseudonymizer));
+    start_with_audit(config, sink, Some(log)).await
+}
+
+/// Starts an exchange node with the given audit sink (tests use this to put
+/// a failing store behind the exchange).
+pub async fn start_with_audit(
+    config: ExchangeConfig,
+    audit: Arc<dyn AuditSink>,
+    audit_log: Option<AuditLog>,
+) -> Result<ExchangeHandle, StartError> {
     let catalogue = Arc::new(load_catalogue(&config)?);
     let policy = load_policy(&config.policy, &catalogue)?;
     let departments = connect_departments(&config, &catalogue)?;
-    let exchange = Exchange::new(config.node.clone(), catalogue.clone(), policy, departments, audit);
+    let exchange = Exchange::new(
+        config.node.clone(),
+        catalogue.clone(),
+        policy,
+        departments,
+        audit,
+    );
     let poll = Duration::from_millis(config.reload_poll_ms);
-    let policy_task = spawn_policy_reloader(exchange.clone(), config.policy.clone(), catalogue, poll);
+    let policy_task =
+        spawn_policy_reloader(exchange.clone(), config.policy.clone(), catalogue, poll);
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<ExchangeServer<ExchangeService>>().await;
+    health
+        .set_serving::<ExchangeServer<ExchangeService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tongban_proto::FILE_DESCRIPTOR_SET)
         .build_v1()
@@ -157,10 +203,9 @@ pub async fn start(config: ExchangeConfig, audit: Arc<dyn AuditSink>) -> Result<
             )
         }
         None => {
-            let reference = config
-                .plaintext_caller
-                .as_deref()
-                .ok_or_else(|| StartError::Config("plaintext mode needs plaintext_caller".into()))?;
+            let reference = config.plaintext_caller.as_deref().ok_or_else(|| {
+                StartError::Config("plaintext mode needs plaintext_caller".into())
+            })?;
             let (_, caller) = Caller::parse_reference(reference)
                 .map_err(|e| StartError::Config(format!("plaintext_caller: {e}")))?;
             tracing::warn!(%caller, "serving PLAINTEXT: every request is attributed to plaintext_caller; use [tls] in production");
@@ -174,7 +219,9 @@ pub async fn start(config: ExchangeConfig, audit: Arc<dyn AuditSink>) -> Result<
         .add_service(reflection)
         .add_service(ExchangeServer::new(service));
     let server = match listener {
-        Listener::Tls(incoming) => tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown)),
+        Listener::Tls(incoming) => {
+            tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
+        }
         Listener::Plain(listener) => {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
@@ -187,6 +234,7 @@ pub async fn start(config: ExchangeConfig, audit: Arc<dyn AuditSink>) -> Result<
         shutdown: Some(shutdown_tx),
         server,
         background: vec![policy_task],
+        audit_log,
         _cert_reloader: cert_reloader,
     })
 }
@@ -201,7 +249,9 @@ enum Listener {
 fn certificate_authenticator(exchange: Exchange) -> Authenticator {
     Arc::new(move |extensions: &tonic::Extensions| {
         let info = extensions.get::<PeerConnectInfo>().ok_or_else(|| {
-            ExchangeError::Unauthenticated("the connection carries no verified client certificate".into())
+            ExchangeError::Unauthenticated(
+                "the connection carries no verified client certificate".into(),
+            )
         })?;
         let identity = info.identity();
         if let Some(domain) = exchange.policy().trust_domain()
@@ -216,7 +266,10 @@ fn certificate_authenticator(exchange: Exchange) -> Authenticator {
     })
 }
 
-fn connect_departments(config: &ExchangeConfig, catalogue: &Catalogue) -> Result<Departments, StartError> {
+fn connect_departments(
+    config: &ExchangeConfig,
+    catalogue: &Catalogue,
+) -> Result<Departments, StartError> {
     let mut out = Vec::new();
     for (id, d) in &config.departments {
         let fail = |message: String| StartError::Department {
@@ -227,13 +280,19 @@ fn connect_departments(config: &ExchangeConfig, catalogue: &Catalogue) -> Result
             return Err(fail("is not in the catalogue".into()));
         }
         let [endpoint] = d.endpoints.as_slice() else {
-            return Err(fail("exactly one endpoint is supported per department".into()));
+            return Err(fail(
+                "exactly one endpoint is supported per department".into(),
+            ));
         };
         let channel = match &config.tls {
             Some(files) => tls_channel(endpoint, files, d.identity.as_deref()).map_err(fail)?,
             None => plaintext_channel(endpoint).map_err(fail)?,
         };
-        out.push(Department::new(id.clone(), channel, Duration::from_millis(d.timeout_ms)));
+        out.push(Department::new(
+            id.clone(),
+            channel,
+            Duration::from_millis(d.timeout_ms),
+        ));
     }
     for dept in catalogue.departments() {
         if !config.departments.contains_key(&dept.id) {
@@ -251,11 +310,16 @@ fn plaintext_channel(endpoint: &str) -> Result<Channel, String> {
         .connect_lazy())
 }
 
-fn tls_channel(endpoint: &str, files: &TlsFiles, identity: Option<&str>) -> Result<Channel, String> {
+fn tls_channel(
+    endpoint: &str,
+    files: &TlsFiles,
+    identity: Option<&str>,
+) -> Result<Channel, String> {
     let expected = identity
         .map(PeerIdentity::parse_uri)
         .transpose()
         .map_err(|e| format!("identity: {e}"))?;
     let tls = TlsClientConfig::new(&files.cert, &files.key, &files.ca);
-    tongban_trust::connect_channel_lazy(endpoint, &tls, expected.as_ref()).map_err(|e| e.to_string())
+    tongban_trust::connect_channel_lazy(endpoint, &tls, expected.as_ref())
+        .map_err(|e| e.to_string())
 }

@@ -16,12 +16,15 @@ use tongban_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::error::ExchangeError;
-use crate::pipeline::{AuditKind, EvidenceRequest, Exchange, Refused, validate_case, validate_subject};
+use crate::pipeline::{
+    AuditKind, EvidenceRequest, Exchange, Refused, validate_case, validate_subject,
+};
 use crate::routing::parse_grpc_timeout;
 
 /// Establishes who is calling from what the transport knows about the
 /// connection (the request's extensions), never from the message.
-pub type Authenticator = Arc<dyn Fn(&tonic::Extensions) -> Result<Caller, ExchangeError> + Send + Sync>;
+pub type Authenticator =
+    Arc<dyn Fn(&tonic::Extensions) -> Result<Caller, ExchangeError> + Send + Sync>;
 
 /// Authenticator for a plaintext listener: every request is attributed to one
 /// configured caller. For local development and benchmarks only.
@@ -75,7 +78,10 @@ fn deadline<T>(request: &Request<T>) -> Option<Duration> {
 #[tonic::async_trait]
 impl ExchangeApi for ExchangeService {
     #[tracing::instrument(name = "Exchange/Lookup", skip_all)]
-    async fn lookup(&self, request: Request<LookupRequest>) -> Result<Response<LookupResponse>, Status> {
+    async fn lookup(
+        &self,
+        request: Request<LookupRequest>,
+    ) -> Result<Response<LookupResponse>, Status> {
         let caller = self.admit(&request)?;
         let deadline = deadline(&request);
         let req = request.into_inner();
@@ -83,7 +89,10 @@ impl ExchangeApi for ExchangeService {
         let case = validate_case(req.case.as_ref()).map_err(|v| violations.extend(v));
         let subject = validate_subject(req.subject.as_ref()).map_err(|v| violations.extend(v));
         if req.evidence_type.is_empty() {
-            violations.push(tongban_core::FieldViolation::new("evidence_type", "is required"));
+            violations.push(tongban_core::FieldViolation::new(
+                "evidence_type",
+                "is required",
+            ));
         }
         let (Ok(case), Ok((subject, subject_name))) = (case, subject) else {
             return Err(ExchangeError::InvalidArgument(violations).into());
@@ -113,7 +122,10 @@ impl ExchangeApi for ExchangeService {
     }
 
     #[tracing::instrument(name = "Exchange/Gather", skip_all)]
-    async fn gather(&self, request: Request<GatherRequest>) -> Result<Response<GatherResponse>, Status> {
+    async fn gather(
+        &self,
+        request: Request<GatherRequest>,
+    ) -> Result<Response<GatherResponse>, Status> {
         let caller = self.admit(&request)?;
         let deadline = deadline(&request);
         let req = request.into_inner();
@@ -136,7 +148,11 @@ impl ExchangeApi for ExchangeService {
             unique.sort();
             unique.dedup();
             if unique.len() != req.evidence_types.len() {
-                return Err(ExchangeError::invalid("evidence_types", "lists an evidence type twice").into());
+                return Err(ExchangeError::invalid(
+                    "evidence_types",
+                    "lists an evidence type twice",
+                )
+                .into());
             }
             req.evidence_types
         };
@@ -144,12 +160,17 @@ impl ExchangeApi for ExchangeService {
         if evidence_types.len() > max {
             return Err(ExchangeError::invalid(
                 "evidence_types",
-                format!("asks for {} evidence types, at most {max} per Gather", evidence_types.len()),
+                format!(
+                    "asks for {} evidence types, at most {max} per Gather",
+                    evidence_types.len()
+                ),
             )
             .into());
         }
-        self.exchange
-            .charge(&caller, u32::try_from(evidence_types.len()).unwrap_or(u32::MAX))?;
+        self.exchange.charge(
+            &caller,
+            u32::try_from(evidence_types.len()).unwrap_or(u32::MAX),
+        )?;
         let matter_code = matter.code.clone();
         let requests: Vec<EvidenceRequest> = evidence_types
             .into_iter()
@@ -202,7 +223,10 @@ impl ExchangeApi for ExchangeService {
     ) -> Result<Response<ListEvidenceTypesResponse>, Status> {
         let caller = self.admit(&request)?;
         let department = request.into_inner().department;
-        let granted = self.exchange.policy().granted_evidence(&caller, self.exchange.catalogue());
+        let granted = self
+            .exchange
+            .policy()
+            .granted_evidence(&caller, self.exchange.catalogue());
         let evidence_types = self
             .exchange
             .catalogue()

@@ -1,0 +1,431 @@
+//! `tongban demo`: a throwaway deployment on this machine, then the stories
+//! of Panzhihua's service points, played over real gRPC with mutual TLS.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tongban_adapter::reference::Dept;
+use tongban_adapter::reference::stories::{self, Story};
+use tongban_core::Catalogue;
+use tongban_proto::v1::{
+    self as pb, CaseContext, GatherRequest, GatherResponse, LookupRequest, Subject, gather_item,
+};
+use tonic::Code;
+
+use crate::local::{CALL_TIMEOUT, LocalDeployment};
+use crate::render;
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Keep everything running after the stories and print how to connect.
+    #[arg(long)]
+    pub serve: bool,
+    /// Keep the PKI, configs, databases and audit log here (default: a
+    /// temporary directory removed at exit).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let temp;
+    let state_dir = match &args.state_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            temp = tempfile::Builder::new().prefix("tongban-demo-").tempdir()?;
+            temp.path().to_owned()
+        }
+    };
+    println!("通办 tongban — handled anywhere in Panzhihua");
+    println!("════════════════════════════════════════════");
+    println!("Starting a local deployment in {}", state_dir.display());
+    let mut local = LocalDeployment::start(&state_dir).await?;
+    println!(
+        "  · development PKI: a CA and {} certificates, trust domain {}",
+        local.pki().identities.len(),
+        local.pki().trust_domain
+    );
+    for dept in [Dept::Police, Dept::Civil, Dept::Hrss] {
+        let title = Catalogue::embedded()
+            .department(dept.id())
+            .map(|d| d.title_zh.clone())
+            .unwrap_or_default();
+        println!(
+            "  · {:<6} adapter  {}  {title}",
+            dept.id(),
+            local.adapter_url(dept).unwrap_or_default()
+        );
+    }
+    println!(
+        "  · exchange        {}  mutual TLS on every hop, audit log in audit.db",
+        local.exchange_url()
+    );
+
+    let result = play(&mut local).await;
+    if let Err(e) = &result {
+        println!("\nThe demo failed: {e:#}");
+    }
+    if args.serve && result.is_ok() {
+        serve_until_interrupted(&local).await?;
+    }
+    local.shutdown().await?;
+    result
+}
+
+fn case(matter: &str, case_number: &str, operator: &str) -> Option<CaseContext> {
+    Some(CaseContext {
+        matter: matter.into(),
+        case_number: case_number.into(),
+        operator_id: operator.into(),
+    })
+}
+
+fn subject(story: &Story) -> Option<Subject> {
+    Some(Subject {
+        id_number: story.id_number.into(),
+        name: story.name.into(),
+    })
+}
+
+async fn gather(
+    local: &LocalDeployment,
+    party: &str,
+    case: Option<CaseContext>,
+    story: &Story,
+) -> anyhow::Result<GatherResponse> {
+    let response = gather_quietly(local, party, case, story).await?;
+    print!("{}", render::gather_text(&response, &Catalogue::embedded()));
+    Ok(response)
+}
+
+async fn gather_quietly(
+    local: &LocalDeployment,
+    party: &str,
+    case: Option<CaseContext>,
+    story: &Story,
+) -> anyhow::Result<GatherResponse> {
+    let mut client = local.client(party).await?;
+    let mut request = tonic::Request::new(GatherRequest {
+        case,
+        subject: subject(story),
+        evidence_types: Vec::new(),
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    let response = client
+        .gather(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
+        .into_inner();
+    Ok(response)
+}
+
+fn field<'a>(
+    response: &'a GatherResponse,
+    evidence_type: &str,
+    name: &str,
+) -> Option<&'a pb::field::Value> {
+    response
+        .items
+        .iter()
+        .find(|i| i.evidence_type == evidence_type)
+        .and_then(|i| match &i.result {
+            Some(gather_item::Result::Evidence(e)) => e
+                .fields
+                .iter()
+                .find(|f| f.name == name)
+                .and_then(|f| f.value.as_ref()),
+            _ => None,
+        })
+}
+
+fn flag(response: &GatherResponse, evidence_type: &str, name: &str) -> anyhow::Result<bool> {
+    match field(response, evidence_type, name) {
+        Some(pb::field::Value::BoolValue(b)) => Ok(*b),
+        other => bail!("{evidence_type}.{name} missing or not a flag: {other:?}"),
+    }
+}
+
+fn text(response: &GatherResponse, evidence_type: &str, name: &str) -> String {
+    match field(response, evidence_type, name) {
+        Some(pb::field::Value::TextValue(t) | pb::field::Value::DateValue(t)) => t.clone(),
+        Some(pb::field::Value::IntValue(i)) => i.to_string(),
+        Some(pb::field::Value::BoolValue(b)) => b.to_string(),
+        None => "—".into(),
+    }
+}
+
+fn scene(number: u32, place: &str, title: &str, story: &str) {
+    println!("\nScene {number} · {place}\n  {title}");
+    println!("  {story}");
+}
+
+async fn play(local: &mut LocalDeployment) -> anyhow::Result<()> {
+    let mut receipts = 0usize;
+    let mut count =
+        |r: &GatherResponse| receipts += r.items.iter().filter(|i| i.receipt.is_some()).count();
+
+    // 1. Temporary identity card at the Salian police station.
+    let v = stories::MOSUO_VILLAGER;
+    scene(
+        1,
+        "Salian police station, Miyi County (撒莲派出所)",
+        "Temporary resident identity card · 临时居民身份证",
+        &format!(
+            "{} from Mosuo village leaves for work tomorrow and her card is at the county office for renewal.",
+            v.name
+        ),
+    );
+    println!("  The clerk asks the exchange for what the matter needs; she brings no papers.");
+    let r = gather(
+        local,
+        "salian-police-station",
+        case("temporary-id-card", "MY-2026-11-0042", "clerk-yang"),
+        &v,
+    )
+    .await?;
+    count(&r);
+    let card_ok =
+        flag(&r, "police.identity", "name_matches")? && flag(&r, "police.identity", "alive")?;
+    println!(
+        "  {} Identity confirmed, registered in {}: the temporary card is printed while she waits.",
+        if card_ok { "✓" } else { "✗" },
+        text(&r, "police.household", "district")
+    );
+
+    // 2. Unemployment benefit at the Dongli-station community centre.
+    let w = stories::LAID_OFF_WORKER;
+    scene(
+        2,
+        "Dongli-station community centre, West District (动力站社区)",
+        "Unemployment benefit claim · 失业保险金申领",
+        &format!(
+            "{} was laid off by an East District employer; she applies where she lives.",
+            w.name
+        ),
+    );
+    let r = gather(
+        local,
+        "dongli-community",
+        case("unemployment-benefit", "XQ-DL-2026-0317", "clerk-he"),
+        &w,
+    )
+    .await?;
+    count(&r);
+    let eligible = flag(&r, "hrss.unemployment", "eligible")?;
+    println!(
+        "  {} {} — the claim is {} in about ten minutes.",
+        if eligible { "✓" } else { "✗" },
+        text(&r, "hrss.unemployment", "reason"),
+        if eligible { "accepted" } else { "declined" }
+    );
+
+    // 3. Pension qualification certification.
+    let p = stories::CERTIFIED_RETIREE;
+    scene(
+        3,
+        "Dongli-station community centre",
+        "Pension qualification certification · 养老金领取资格认证",
+        &format!("{} comes in for his yearly certification.", p.name),
+    );
+    let r = gather(
+        local,
+        "dongli-community",
+        case("pension-qualification", "XQ-DL-2026-0318", "clerk-he"),
+        &p,
+    )
+    .await?;
+    count(&r);
+    let alive = flag(&r, "police.identity", "alive")? && !flag(&r, "civil.death", "deceased")?;
+    println!(
+        "  {} Alive per police and civil affairs; pension receiving: {}; last certified {}.",
+        if alive { "✓" } else { "✗" },
+        if flag(&r, "hrss.pension", "receiving")? {
+            "yes"
+        } else {
+            "no"
+        },
+        text(&r, "hrss.pension", "last_qualification_date")
+    );
+
+    // 4. Social-insurance inquiry by phone: the hotline's grant releases less.
+    let s = stories::LAID_OFF_WORKER;
+    scene(
+        4,
+        "96196 service hotline",
+        "Social-insurance record inquiry · 社会保险个人权益记录查询",
+        &format!(
+            "{} phones to ask how many months she has contributed.",
+            s.name
+        ),
+    );
+    println!("  The hotline's grant releases only a summary, so that is all it receives:");
+    let r = gather(
+        local,
+        "hotline-96196",
+        case("social-insurance-record", "96196-20261126-88", "agent-07"),
+        &s,
+    )
+    .await?;
+    count(&r);
+    println!(
+        "  ✓ {} months contributed; contributing now: {}.",
+        text(&r, "hrss.contributions", "total_months"),
+        if flag(&r, "hrss.contributions", "contributing")? {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+
+    // 5. Refusal on the merits.
+    let short = stories::SHORT_INSURED_WORKER;
+    scene(
+        5,
+        "Salian township hall (撒莲镇便民服务中心)",
+        "Unemployment benefit claim · 失业保险金申领",
+        &format!("{} worked seven months before the job ended.", short.name),
+    );
+    let r = gather(
+        local,
+        "salian-township",
+        case("unemployment-benefit", "MY-SL-2026-0101", "clerk-luo"),
+        &short,
+    )
+    .await?;
+    count(&r);
+    let eligible = flag(&r, "hrss.unemployment", "eligible")?;
+    println!(
+        "  {} {} The clerk explains the rule and refers him to employment services.",
+        if eligible { "✓" } else { "✗" },
+        text(&r, "hrss.unemployment", "reason")
+    );
+    if eligible {
+        bail!("a worker with 7 insured months came out eligible");
+    }
+
+    // 6. Refusal for lack of rights.
+    scene(
+        6,
+        "96196 service hotline",
+        "A request outside the hotline's grant",
+        "An agent tries to look up a caller's household registration for a temporary ID card.",
+    );
+    let mut client = local.client("hotline-96196").await?;
+    let mut request = tonic::Request::new(LookupRequest {
+        case: case("temporary-id-card", "96196-20261126-89", "agent-07"),
+        subject: subject(&v),
+        evidence_type: "police.household".into(),
+        fields: None,
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    match client.lookup(request).await {
+        Ok(_) => bail!("the hotline was given evidence it holds no grant for"),
+        Err(status) if status.code() == Code::PermissionDenied => {
+            println!("  ✗ Refused, nothing released:");
+            for line in render::status_text(&status).lines() {
+                println!("    {line}");
+            }
+        }
+        Err(status) => bail!(
+            "expected PERMISSION_DENIED, got {}",
+            render::status_text(&status)
+        ),
+    }
+
+    // 7. A department outage during a Gather.
+    let d = stories::SUBSISTENCE_RECIPIENT;
+    scene(
+        7,
+        "Salian township hall",
+        "Subsistence allowance review · 最低生活保障",
+        &format!(
+            "{}'s yearly review — and the social-security bureau's adapter is down for maintenance.",
+            d.name
+        ),
+    );
+    local.stop_department(Dept::Hrss).await?;
+    let r = gather(
+        local,
+        "salian-township",
+        case("subsistence-allowance", "MY-SL-2026-0102", "clerk-luo"),
+        &d,
+    )
+    .await?;
+    count(&r);
+    let failed: Vec<&str> = r
+        .items
+        .iter()
+        .filter(|i| matches!(i.result, Some(gather_item::Result::Error(_))))
+        .map(|i| i.evidence_type.as_str())
+        .collect();
+    let answered = r.items.len() - failed.len();
+    println!(
+        "  ◐ {answered} of {} answers arrived; {} unavailable. The clerk keeps what arrived and asks again later.",
+        r.items.len(),
+        failed.join(", ")
+    );
+    if failed.iter().any(|e| !e.starts_with("hrss.")) {
+        bail!("an outage of hrss affected other departments: {failed:?}");
+    }
+    local.restart_department(Dept::Hrss).await?;
+    let r = gather_quietly(
+        local,
+        "salian-township",
+        case("subsistence-allowance", "MY-SL-2026-0102", "clerk-luo"),
+        &d,
+    )
+    .await?;
+    count(&r);
+    let complete = r
+        .items
+        .iter()
+        .all(|i| matches!(i.result, Some(gather_item::Result::Evidence(_))));
+    if !complete {
+        bail!("after the bureau came back the Gather was still incomplete");
+    }
+    println!(
+        "  ✓ The bureau is back; asked again, all {} answers arrive — nothing was restarted but the bureau.",
+        r.items.len()
+    );
+
+    // Accountability.
+    let exchange = local.exchange();
+    println!("\nAudit");
+    if let Some(log) = exchange.audit_log() {
+        log.flush().await?;
+        let stats = log.stats();
+        println!(
+            "  Every request above — answered, refused or failed — is in the audit log: {} entries,",
+            stats.tree_size
+        );
+        println!(
+            "  committed in {} batches and covered by {} signed checkpoints; {receipts} receipts were handed out.",
+            stats.batches, stats.checkpoints_signed
+        );
+    }
+    println!("\nThe demo ran to the end.");
+    Ok(())
+}
+
+async fn serve_until_interrupted(local: &LocalDeployment) -> anyhow::Result<()> {
+    let pki = local.pki();
+    let sp = pki.get("dongli-community")?;
+    println!("\nServing until Ctrl-C. Connect as the Dongli-station community centre:");
+    println!("  exchange:    {}", local.exchange_url());
+    println!("  certificate: {}", sp.cert.display());
+    println!("  key:         {}", sp.key.display());
+    println!("  CA:          {}", pki.ca_cert.display());
+    println!(
+        "\n  tongban lookup --exchange {} --cert {} --key {} --ca {} \\\n    --matter unemployment-benefit --case XQ-DL-1 --operator me --id {} --evidence hrss.unemployment",
+        local.exchange_url(),
+        sp.cert.display(),
+        sp.key.display(),
+        pki.ca_cert.display(),
+        stories::LAID_OFF_WORKER.id_number
+    );
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    println!("\nStopping.");
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! The `tongban` command line: one binary, many subcommands. `main.rs` only
+//! parses arguments and calls [`run`].
+
+pub mod client;
+pub mod demo;
+pub mod local;
+pub mod render;
+pub mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// tongban (通办): a data-sharing exchange between government departments.
+#[derive(Debug, Parser)]
+#[command(name = "tongban", version, about, long_about = None)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an exchange node.
+    Serve(serve::ServeArgs),
+    /// Run a department adapter.
+    Adapter(serve::AdapterArgs),
+    /// Ask the exchange for one evidence type about one person.
+    Lookup(client::LookupArgs),
+    /// Ask the exchange for everything a matter needs about one person.
+    Gather(client::GatherArgs),
+    /// Start an exchange and three departments locally and play the stories.
+    Demo(demo::DemoArgs),
+    /// Certificates.
+    #[command(subcommand)]
+    Certs(CertsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Make a development PKI: a CA and certificates for the exchange, the
+    /// departments, an administrator and sample service points.
+    Init {
+        /// Directory to write into.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Trust domain of every identity.
+        #[arg(long, default_value = tongban_trust::pki::DEFAULT_TRUST_DOMAIN)]
+        trust_domain: String,
+        /// Replace an existing PKI in the directory.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// Logs go to stderr; `RUST_LOG` filters (default: info for servers, warn
+/// for client commands and the demo, whose output is the transcript).
+pub fn init_logging(cli: &Cli) {
+    use tracing_subscriber::EnvFilter;
+    let default = match cli.command {
+        Command::Serve(_) | Command::Adapter(_) => "info",
+        _ => "warn",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Runs one command.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(args).await?,
+        Command::Adapter(args) => serve::adapter(args).await?,
+        Command::Lookup(args) => client::lookup(args).await?,
+        Command::Gather(args) => client::gather(args).await?,
+        Command::Demo(args) => demo::run(args).await?,
+        Command::Certs(CertsCommand::Init {
+            dir,
+            trust_domain,
+            force,
+        }) => {
+            let options = tongban_trust::pki::DevPkiOptions {
+                trust_domain,
+                force,
+                ..Default::default()
+            };
+            let pki = tongban_trust::pki::init_dev_pki(&dir, &options)?;
+            println!("development PKI written to {}", pki.dir.display());
+            println!("  CA: {}", pki.ca_cert.display());
+            for id in &pki.identities {
+                println!("  {:<24} {}", id.name, id.identity);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
