@@ -153,7 +153,9 @@ pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 pub(crate) fn micros_to_time(us: i64) -> DateTime<Utc> {
-    Utc.timestamp_micros(us).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+    Utc.timestamp_micros(us)
+        .single()
+        .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 /// Hex SHA-256 over the released fields, sorted by name then value, each

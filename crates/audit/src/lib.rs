@@ -20,8 +20,8 @@ pub use merkle::Hash;
 pub use note::{Checkpoint, Keyring, LogSigner, VerifierKey, origin_for_node};
 pub use read::{
     ConsistencyProof, InclusionProof, MIN_RETENTION_DAYS, PageRequest, PruneReport, SearchPage,
-    SubjectAccess, SubjectReport, consistency_proof, export_jsonl, inclusion_proof, prune,
-    root_at, search, subject_report,
+    SubjectAccess, SubjectReport, consistency_proof, export_jsonl, inclusion_proof, prune, root_at,
+    search, subject_report,
 };
 pub use store::{
     AuditStore, Cursor, LoggedEntry, PostgresStore, SearchFilter, SqliteStore, StoreError,

@@ -284,12 +284,13 @@ impl Writer {
                 }
                 let ids = crate::merkle::perfect_decomposition(0, cp.tree_size);
                 let nodes = self.store.get_nodes(&self.node, &ids).await?;
-                let root = range_hash(0, cp.tree_size, &|id| nodes.get(&id).copied()).map_err(
-                    |e| AuditError::Inconsistent {
-                        node: self.node.clone(),
-                        detail: e.to_string(),
-                    },
-                )?;
+                let root =
+                    range_hash(0, cp.tree_size, &|id| nodes.get(&id).copied()).map_err(|e| {
+                        AuditError::Inconsistent {
+                            node: self.node.clone(),
+                            detail: e.to_string(),
+                        }
+                    })?;
                 if cp.tree_size > 0 && root != cp.root {
                     return Err(AuditError::Inconsistent {
                         node: self.node.clone(),
@@ -319,7 +320,10 @@ impl Writer {
                 None => {
                     let unsigned = self.range.size() > self.signed_size;
                     if unsigned {
-                        let due = self.config.checkpoint_interval.saturating_sub(self.last_checkpoint.elapsed());
+                        let due = self
+                            .config
+                            .checkpoint_interval
+                            .saturating_sub(self.last_checkpoint.elapsed());
                         match tokio::time::timeout(due, rx.recv()).await {
                             Ok(Some(c)) => c,
                             Ok(None) => break,

@@ -168,7 +168,10 @@ pub fn range_hash(
             Some(right) => hash_children(&h, &right),
         });
     }
-    acc.ok_or(ProofError::MissingNode { level: 0, index: start })
+    acc.ok_or(ProofError::MissingNode {
+        level: 0,
+        index: start,
+    })
 }
 
 /// All perfect-subtree nodes needed to evaluate the given ranges.
@@ -523,7 +526,12 @@ mod tests {
         assert_eq!(cr.root(), hd(ROOTS[0]));
         for (i, leaf) in t.leaves.iter().enumerate() {
             cr.append(*leaf);
-            assert_eq!(cr.root(), hd(ROOTS[i + 1]), "compact root at size {}", i + 1);
+            assert_eq!(
+                cr.root(),
+                hd(ROOTS[i + 1]),
+                "compact root at size {}",
+                i + 1
+            );
             assert_eq!(t.root(i as u64 + 1), hd(ROOTS[i + 1]));
         }
         assert_eq!(empty_root(), hd(ROOTS[0]));
@@ -716,7 +724,10 @@ mod tests {
         let r = empty_root();
         assert_eq!(
             verify_inclusion(&r, 0, 2, &[], &r),
-            Err(ProofError::WrongLength { got: 0, expected: 1 })
+            Err(ProofError::WrongLength {
+                got: 0,
+                expected: 1
+            })
         );
     }
 }

@@ -398,7 +398,10 @@ impl Checkpoint {
     pub fn parse_body(body: &str) -> Result<Self, NoteError> {
         let mut lines = body.lines();
         let bad = |m: &str| NoteError::BadCheckpoint(m.to_string());
-        let origin = lines.next().filter(|s| !s.is_empty()).ok_or_else(|| bad("no origin"))?;
+        let origin = lines
+            .next()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| bad("no origin"))?;
         let size: u64 = lines
             .next()
             .and_then(|s| {
@@ -413,7 +416,9 @@ impl Checkpoint {
             .next()
             .and_then(|s| B64.decode(s).ok())
             .ok_or_else(|| bad("root is not base64"))?;
-        let root: Hash = root_raw.try_into().map_err(|_| bad("root is not 32 bytes"))?;
+        let root: Hash = root_raw
+            .try_into()
+            .map_err(|_| bad("root is not 32 bytes"))?;
         let time = lines
             .find_map(|l| l.strip_prefix(TIME_EXTENSION))
             .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
@@ -483,8 +488,10 @@ mod tests {
     #[test]
     fn go_sumdb_known_verifier_key_parses() {
         // The Go sumdb/note documentation example verifier key.
-        let v = VerifierKey::parse("PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW")
-            .unwrap();
+        let v = VerifierKey::parse(
+            "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        )
+        .unwrap();
         assert_eq!(v.name, "PeterNeumann");
         assert_eq!(hex::encode(v.key_id), "c74f20a3");
     }
@@ -508,7 +515,9 @@ mod tests {
         let pem_path = dir.path().join("k.pem");
         std::fs::write(&pem_path, &pem).unwrap();
         assert_eq!(
-            LogSigner::load(&pem_path, "tongban/audit/n2").unwrap().verifier(),
+            LogSigner::load(&pem_path, "tongban/audit/n2")
+                .unwrap()
+                .verifier(),
             s.verifier()
         );
     }
@@ -531,7 +540,10 @@ mod tests {
         assert_eq!(lines[4], "");
         assert!(lines[5].starts_with("\u{2014} tongban/audit/n1 "));
         let ring = Keyring::new().with(s.verifier());
-        assert_eq!(Checkpoint::open(&note, &ring, "tongban/audit/n1").unwrap(), cp);
+        assert_eq!(
+            Checkpoint::open(&note, &ring, "tongban/audit/n1").unwrap(),
+            cp
+        );
         // Altered body.
         let forged = note.replace("\n42\n", "\n43\n");
         assert!(matches!(

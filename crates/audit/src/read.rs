@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use crate::entry::EntryKind;
 use crate::log::AuditError;
 use crate::merkle::{
-    CompactRange, Hash, NodeId, consistency_ranges, inclusion_ranges, nodes_for_ranges,
-    range_hash, verify_consistency, verify_inclusion,
+    CompactRange, Hash, NodeId, consistency_ranges, inclusion_ranges, nodes_for_ranges, range_hash,
+    verify_consistency, verify_inclusion,
 };
 use crate::note::{Checkpoint, Keyring, origin_for_node};
 use crate::store::{AuditStore, Cursor, LoggedEntry, SearchFilter};
@@ -266,8 +266,8 @@ pub async fn inclusion_proof(
             cp.tree_size
         )));
     }
-    let ranges = inclusion_ranges(index, cp.tree_size)
-        .map_err(|e| AuditError::Invalid(e.to_string()))?;
+    let ranges =
+        inclusion_ranges(index, cp.tree_size).map_err(|e| AuditError::Invalid(e.to_string()))?;
     let proof = fetch_ranges(store, node, &ranges).await?;
     let leaf = store
         .get_nodes(node, &[NodeId::new(0, index)])
@@ -275,7 +275,9 @@ pub async fn inclusion_proof(
         .get(&NodeId::new(0, index))
         .copied()
         .ok_or_else(|| {
-            AuditError::NotFound(format!("entry {index} of node {node:?} is not stored (pruned?)"))
+            AuditError::NotFound(format!(
+                "entry {index} of node {node:?} is not stored (pruned?)"
+            ))
         })?;
     Ok(InclusionProof {
         node: node.to_string(),
@@ -298,8 +300,14 @@ pub struct ConsistencyProof {
 
 impl ConsistencyProof {
     pub fn verify(&self, old_root: &Hash, new_root: &Hash) -> Result<(), AuditError> {
-        verify_consistency(self.old_size, self.new_size, old_root, new_root, &self.proof)
-            .map_err(|e| AuditError::Invalid(format!("consistency proof: {e}")))
+        verify_consistency(
+            self.old_size,
+            self.new_size,
+            old_root,
+            new_root,
+            &self.proof,
+        )
+        .map_err(|e| AuditError::Invalid(format!("consistency proof: {e}")))
     }
 }
 

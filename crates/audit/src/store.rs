@@ -200,14 +200,18 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
         from: u64,
         to: u64,
     ) -> StoreFuture<'a, Vec<(u64, Hash)>>;
-    fn put_checkpoint<'a>(&'a self, node: &'a str, cp: &'a StoredCheckpoint) -> StoreFuture<'a, ()>;
+    fn put_checkpoint<'a>(&'a self, node: &'a str, cp: &'a StoredCheckpoint)
+    -> StoreFuture<'a, ()>;
     /// All checkpoints by increasing tree size.
     fn checkpoints<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<StoredCheckpoint>>;
-    fn latest_checkpoint<'a>(&'a self, node: &'a str)
-    -> StoreFuture<'a, Option<StoredCheckpoint>>;
+    fn latest_checkpoint<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Option<StoredCheckpoint>>;
     /// Up to `limit` entries with index >= `from`, ascending.
-    fn scan<'a>(&'a self, node: &'a str, from: u64, limit: u32)
-    -> StoreFuture<'a, Vec<LoggedEntry>>;
+    fn scan<'a>(
+        &'a self,
+        node: &'a str,
+        from: u64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<LoggedEntry>>;
     fn entry<'a>(&'a self, node: &'a str, index: u64) -> StoreFuture<'a, Option<LoggedEntry>>;
     /// Newest first, strictly after `after`.
     fn search<'a>(

@@ -256,7 +256,11 @@ async fn verify_node(
                     "row says size {} but its signed note is for size {} with {} root (an older checkpoint replayed, or the row edited)",
                     row.tree_size,
                     cp.size,
-                    if cp.root == row.root { "the same" } else { "a different" }
+                    if cp.root == row.root {
+                        "the same"
+                    } else {
+                        "a different"
+                    }
                 ),
             );
         }
@@ -322,7 +326,9 @@ async fn verify_node(
             find(
                 Location::Checkpoint(*size),
                 Severity::Error,
-                format!("two validly signed checkpoints at size {size} have different roots: the log was forked"),
+                format!(
+                    "two validly signed checkpoints at size {size} have different roots: the log was forked"
+                ),
             );
         }
     }
@@ -539,10 +545,16 @@ mod tests {
         let a = "o\n1\nAAAA\ntime x\n\n\u{2014} o abc\n";
         let b = "o\n2\nBBBB\ntime y\n\n\u{2014} o def\n\u{2014} p ghi\n";
         let both = format!("{a}\n{b}");
-        assert_eq!(split_checkpoint_notes(&both), vec![a.to_string(), b.to_string()]);
+        assert_eq!(
+            split_checkpoint_notes(&both),
+            vec![a.to_string(), b.to_string()]
+        );
         assert_eq!(split_checkpoint_notes(a), vec![a.to_string()]);
         let glued = format!("{a}{b}");
-        assert_eq!(split_checkpoint_notes(&glued), vec![a.to_string(), b.to_string()]);
+        assert_eq!(
+            split_checkpoint_notes(&glued),
+            vec![a.to_string(), b.to_string()]
+        );
     }
 
     #[test]

@@ -50,7 +50,11 @@ async fn concurrent_appenders_group_commit(b: Backend) {
     eprintln!("{b:?} appends {:?} {:?}", t0.elapsed(), log.stats());
     let mut indices: Vec<u64> = receipts.iter().map(|(r, _)| r.index).collect();
     indices.sort();
-    assert_eq!(indices, (0..512).collect::<Vec<_>>(), "dense, unique indices");
+    assert_eq!(
+        indices,
+        (0..512).collect::<Vec<_>>(),
+        "dense, unique indices"
+    );
     let stats = log.stats();
     assert_eq!(stats.entries_committed, 512);
     assert!(
@@ -64,7 +68,9 @@ async fn concurrent_appenders_group_commit(b: Backend) {
     assert_eq!(cp.size, 512);
     for (k, (r, i)) in receipts.iter().enumerate() {
         assert_eq!(r.node, "n1");
-        let p = inclusion_proof(db.store.as_ref(), "n1", r.index).await.unwrap();
+        let p = inclusion_proof(db.store.as_ref(), "n1", r.index)
+            .await
+            .unwrap();
         assert_eq!(p.leaf_hash, r.leaf_hash);
         assert_eq!(p.checkpoint, note);
         tongban_audit::merkle::verify_inclusion(&r.leaf_hash, r.index, cp.size, &p.proof, &cp.root)
@@ -101,16 +107,22 @@ async fn store_failure_fails_closed(b: Backend) {
         acked.push(log.append(entry(i, Utc::now())).await.unwrap());
     }
     // The table disappears behind the writer's back: appends must fail.
-    db.exec("ALTER TABLE audit_entries RENAME TO audit_entries_gone", vec![])
-        .await;
+    db.exec(
+        "ALTER TABLE audit_entries RENAME TO audit_entries_gone",
+        vec![],
+    )
+    .await;
     for i in 10..13 {
         let err = log.append(entry(i, Utc::now())).await.unwrap_err();
         assert!(matches!(err, AuditError::Unavailable(_)), "{err:?}");
     }
     assert!(log.stats().failed_batches >= 3, "{:?}", log.stats());
     // Back again: the writer recovers its state from the store and continues.
-    db.exec("ALTER TABLE audit_entries_gone RENAME TO audit_entries", vec![])
-        .await;
+    db.exec(
+        "ALTER TABLE audit_entries_gone RENAME TO audit_entries",
+        vec![],
+    )
+    .await;
     let r = log.append(entry(13, Utc::now())).await.unwrap();
     assert_eq!(r.index, 10, "failed entries must not consume indices");
     acked.push(r);
@@ -140,7 +152,10 @@ async fn restart_recovery(b: Backend) {
         log.append(entry(i, Utc::now())).await.unwrap();
     }
     let first_cp = log.shutdown().await.unwrap().unwrap();
-    assert!(log.append(entry(0, Utc::now())).await.is_err(), "closed after shutdown");
+    assert!(
+        log.append(entry(0, Utc::now())).await.is_err(),
+        "closed after shutdown"
+    );
 
     // A fresh process: new store handle, new writer.
     let store2 = db.reopen().await;
@@ -156,7 +171,9 @@ async fn restart_recovery(b: Backend) {
     let c1 = Checkpoint::open(&first_cp, &ring, &origin).unwrap();
     let c2 = Checkpoint::open(&second_cp, &ring, &origin).unwrap();
     assert_eq!((c1.size, c2.size), (37, 50));
-    let proof = consistency_proof(store2.as_ref(), "n1", 37, 50).await.unwrap();
+    let proof = consistency_proof(store2.as_ref(), "n1", 37, 50)
+        .await
+        .unwrap();
     proof.verify(&c1.root, &c2.root).unwrap();
     assert!(proof.verify(&c2.root, &c1.root).is_err());
     assert_eq!(root_at(store2.as_ref(), "n1", 37).await.unwrap(), c1.root);
@@ -179,7 +196,8 @@ async fn second_writer_refused(b: Backend) {
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("another writer holds the audit log of node \"n1\""),
+        err.to_string()
+            .contains("another writer holds the audit log of node \"n1\""),
         "{err}"
     );
     // Another node on the same database is fine.
@@ -226,7 +244,12 @@ async fn two_nodes_search_report_export(b: Backend) {
     n2.shutdown().await.unwrap();
     let report = verify_ok(&db, &["n1", "n2"]).await;
     assert_eq!(report.nodes.len(), 2);
-    assert!(report.nodes.iter().all(|n| n.tree_size == 30 && n.entries_checked == 30));
+    assert!(
+        report
+            .nodes
+            .iter()
+            .all(|n| n.tree_size == 30 && n.entries_checked == 30)
+    );
 
     // Newest first, paginated without duplicates or gaps.
     let mut seen = Vec::new();
@@ -259,7 +282,12 @@ async fn two_nodes_search_report_export(b: Backend) {
     .await
     .unwrap();
     assert_eq!(failed.entries.len(), 6);
-    assert!(failed.entries.iter().all(|e| e.entry.outcome_reason == "SUBJECT_NOT_FOUND"));
+    assert!(
+        failed
+            .entries
+            .iter()
+            .all(|e| e.entry.outcome_reason == "SUBJECT_NOT_FOUND")
+    );
     let f = SearchFilter {
         node: Some("n1".into()),
         department: Some("hrss".into()),
@@ -272,10 +300,20 @@ async fn two_nodes_search_report_export(b: Backend) {
         .await
         .unwrap();
     // i even, i % 3 == 0, 10 <= i < 40: 12, 18, 24, 30, 36.
-    let cases: Vec<String> = got.entries.iter().map(|e| e.entry.case_number.clone()).collect();
+    let cases: Vec<String> = got
+        .entries
+        .iter()
+        .map(|e| e.entry.case_number.clone())
+        .collect();
     assert_eq!(
         cases,
-        ["PZH-2026-000036", "PZH-2026-000030", "PZH-2026-000024", "PZH-2026-000018", "PZH-2026-000012"]
+        [
+            "PZH-2026-000036",
+            "PZH-2026-000030",
+            "PZH-2026-000024",
+            "PZH-2026-000018",
+            "PZH-2026-000012"
+        ]
     );
     let by_case = search(
         db.store.as_ref(),
@@ -294,7 +332,11 @@ async fn two_nodes_search_report_export(b: Backend) {
     // Data-Tracker-style report for one resident (i % 50 == 3 -> i = 3, 53).
     let who = pseudonymizer().pseudonym(&id_number("510403", "19800101", 7));
     let rep = subject_report(db.store.as_ref(), &who, 100).await.unwrap();
-    let cases: Vec<&str> = rep.accesses.iter().map(|a| a.case_number.as_str()).collect();
+    let cases: Vec<&str> = rep
+        .accesses
+        .iter()
+        .map(|a| a.case_number.as_str())
+        .collect();
     assert_eq!(cases, ["PZH-2026-000053", "PZH-2026-000003"]);
     assert!(!rep.truncated);
     let rep1 = subject_report(db.store.as_ref(), &who, 1).await.unwrap();
@@ -302,14 +344,19 @@ async fn two_nodes_search_report_export(b: Backend) {
 
     // JSON Lines export.
     let mut buf = Vec::new();
-    let n = export_jsonl(db.store.as_ref(), None, &mut buf).await.unwrap();
+    let n = export_jsonl(db.store.as_ref(), None, &mut buf)
+        .await
+        .unwrap();
     assert_eq!(n, 60);
     let text = String::from_utf8(buf).unwrap();
     let first: tongban_audit::LoggedEntry =
         serde_json::from_str(text.lines().next().unwrap()).unwrap();
     assert_eq!((first.entry.node.as_str(), first.index), ("n1", 0));
     assert_eq!(first.leaf_hash, first.entry.leaf_hash(0));
-    assert!(!text.contains("51040319800101"), "no identity numbers in the log");
+    assert!(
+        !text.contains("51040319800101"),
+        "no identity numbers in the log"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -337,12 +384,19 @@ async fn prune_keeps_later_entries_verifiable(b: Backend) {
     let err = prune(db.store.as_ref(), TimeDelta::days(30), false)
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("below the legal minimum of 183 days"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("below the legal minimum of 183 days"),
+        "{err}"
+    );
     let report = prune(db.store.as_ref(), TimeDelta::days(183), false)
         .await
         .unwrap();
     assert_eq!(report.nodes.len(), 1);
-    assert_eq!((report.nodes[0].pruned_before, report.nodes[0].deleted), (45, 45));
+    assert_eq!(
+        (report.nodes[0].pruned_before, report.nodes[0].deleted),
+        (45, 45)
+    );
     assert!(db.store.entry("n1", 44).await.unwrap().is_none());
     assert!(db.store.entry("n1", 45).await.unwrap().is_some());
 
@@ -375,7 +429,9 @@ async fn prune_keeps_later_entries_verifiable(b: Backend) {
         .await
         .unwrap();
     assert!(again.nodes.is_empty());
-    let forced = prune(db.store.as_ref(), TimeDelta::hours(2), true).await.unwrap();
+    let forced = prune(db.store.as_ref(), TimeDelta::hours(2), true)
+        .await
+        .unwrap();
     assert_eq!(forced.nodes[0].pruned_before, 65);
     verify_ok(&db, &["n1"]).await;
 }
@@ -396,12 +452,19 @@ async fn proofs_need_a_covering_checkpoint(b: Backend) {
         .await
         .unwrap();
     let r = log.append(entry(0, Utc::now())).await.unwrap();
-    let err = inclusion_proof(db.store.as_ref(), "n1", r.index).await.unwrap_err();
+    let err = inclusion_proof(db.store.as_ref(), "n1", r.index)
+        .await
+        .unwrap_err();
     assert!(matches!(err, AuditError::NotFound(_)), "{err:?}");
     log.flush().await.unwrap();
-    let p = inclusion_proof(db.store.as_ref(), "n1", r.index).await.unwrap();
+    let p = inclusion_proof(db.store.as_ref(), "n1", r.index)
+        .await
+        .unwrap();
     p.verify(&keyring(&["n1"])).unwrap();
-    assert!(p.verify(&keyring(&["n2"])).is_err(), "unpinned key must not verify");
+    assert!(
+        p.verify(&keyring(&["n2"])).is_err(),
+        "unpinned key must not verify"
+    );
     // Appending with another node's name is refused.
     let mut e = entry(1, Utc::now());
     e.node = "n2".into();

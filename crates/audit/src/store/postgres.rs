@@ -64,9 +64,9 @@ impl PostgresStore {
                     .into(),
             });
         }
-        Ok(WriterLease::new(Box::new(LeaseConn(tokio::sync::Mutex::new(
-            conn,
-        )))))
+        Ok(WriterLease::new(Box::new(LeaseConn(
+            tokio::sync::Mutex::new(conn),
+        ))))
     }
 }
 

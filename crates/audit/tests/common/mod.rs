@@ -43,6 +43,7 @@ pub struct TestDb {
 pub enum Arg {
     Text(String),
     Int(i64),
+    Int32(i32),
     Blob(Vec<u8>),
 }
 
@@ -53,7 +54,9 @@ impl TestDb {
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().unwrap();
-                let s = SqliteStore::open(&dir.path().join("audit.db")).await.unwrap();
+                let s = SqliteStore::open(&dir.path().join("audit.db"))
+                    .await
+                    .unwrap();
                 TestDb {
                     backend,
                     store: Arc::new(s.clone()),
@@ -114,6 +117,7 @@ impl TestDb {
                     q = match a {
                         Arg::Text(s) => q.bind(s),
                         Arg::Int(i) => q.bind(i),
+                        Arg::Int32(i) => q.bind(i),
                         Arg::Blob(b) => q.bind(b),
                     };
                 }
@@ -193,7 +197,9 @@ pub async fn open_log(store: Arc<dyn AuditStore>, node: &str) -> AuditLog {
 /// GB 32100-2015 unified social credit code with a valid check character.
 pub fn uscc(body17: &str) -> String {
     const ALPHABET: &str = "0123456789ABCDEFGHJKLMNPQRTUWXY";
-    const W: [u32; 17] = [1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28];
+    const W: [u32; 17] = [
+        1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+    ];
     let sum: u32 = body17
         .chars()
         .zip(W)
@@ -252,13 +258,16 @@ pub fn entry(i: u64, time: DateTime<Utc>) -> AuditEntry {
     } else {
         "police".into()
     };
-    e.subject = pseudonymizer().pseudonym(&id_number("510403", "19800101", (i % 50) as u32 * 2 + 1));
+    e.subject =
+        pseudonymizer().pseudonym(&id_number("510403", "19800101", (i % 50) as u32 * 2 + 1));
     if i % 10 == 9 {
         e.outcome_code = 5;
         e.outcome_reason = "SUBJECT_NOT_FOUND".into();
     } else {
-        e.released_fields_hash =
-            tongban_audit::released_fields_hash(&[("eligible", "true".into()), ("months", "14".into())]);
+        e.released_fields_hash = tongban_audit::released_fields_hash(&[
+            ("eligible", "true".into()),
+            ("months", "14".into()),
+        ]);
     }
     e.latency_us = 200 + i;
     e.trace_id = format!("{:032x}", i);
