@@ -464,7 +464,7 @@ impl EvidenceSource {
 
     /// Runs the query for `evidence_type` about `subject`. Exactly one row
     /// is an answer (every field); none means the department holds no record.
-    #[tracing::instrument(skip(self, subject, name), fields(department = %self.department.id), err(Display))]
+    #[tracing::instrument(skip(self, subject, name), fields(department = %self.department.id))]
     pub async fn answer(
         &self,
         evidence_type: &str,
