@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Prerequisites of the test suite on a fresh machine: a running PostgreSQL at
+# 127.0.0.1:5432 (user postgres, trust auth, database test) and Python's
+# grpcio-tools (the "other gRPC implementation" the contract test uses).
+set -euo pipefail
+
+if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
+  echo "tests/setup.sh: starting PostgreSQL"
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n 1)" main start
+  for _ in $(seq 1 30); do
+    pg_isready -h 127.0.0.1 -p 5432 -q && break
+    sleep 1
+  done
+  pg_isready -h 127.0.0.1 -p 5432 -q || { echo "PostgreSQL did not come up" >&2; exit 1; }
+fi
+
+if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
+  echo "tests/setup.sh: installing grpcio and grpcio-tools"
+  python3 -m pip install --quiet grpcio grpcio-tools
+fi
