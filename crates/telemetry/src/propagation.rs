@@ -214,17 +214,22 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (service, method) = split_path(request.uri().path()).unwrap_or(("unknown", "unknown"));
         let name = format!("{service}/{method}");
+        // Only `otel.*` and `trace_id` are tracing fields (and so appear in
+        // log lines); the RPC attributes go to the OpenTelemetry span alone.
         let span = tracing::info_span!(
             "grpc.server",
             otel.name = %name,
             otel.kind = "server",
-            rpc.system = "grpc",
-            rpc.service = %service,
-            rpc.method = %method,
-            rpc.grpc.status_code = tracing::field::Empty,
-            otel.status_code = tracing::field::Empty,
+            trace_id = tracing::field::Empty,
         );
         set_parent_from_headers(&span, request.headers());
+        span.set_attribute("rpc.system", "grpc");
+        span.set_attribute("rpc.service", service.to_owned());
+        span.set_attribute("rpc.method", method.to_owned());
+        let trace_id = span.context().span().span_context().trace_id();
+        if trace_id != opentelemetry::trace::TraceId::INVALID {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
         let metrics = self.metrics.clone();
         let inflight = metrics.as_ref().map(Metrics::inflight);
         let start = Instant::now();
@@ -240,9 +245,11 @@ where
                     Ok(response) => response_code(response.headers()),
                     Err(_) => tonic::Code::Internal,
                 };
-                recorder.record("rpc.grpc.status_code", code as i32);
+                recorder.set_attribute("rpc.grpc.status_code", code as i64);
                 if is_server_error(code) {
-                    recorder.record("otel.status_code", "ERROR");
+                    recorder.set_status(opentelemetry::trace::Status::error(
+                        crate::metrics::code_name(code),
+                    ));
                 }
                 if let Some(metrics) = &metrics {
                     // Unknown paths must not grow the label set.

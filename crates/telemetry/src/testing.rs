@@ -395,6 +395,8 @@ mod tests {
         );
         assert_eq!(server.attribute("rpc.method"), Some("Check"));
         assert_eq!(server.attribute("rpc.grpc.status_code"), Some("0"));
+        // Recorded as a field, so log lines inside the request carry it.
+        assert_eq!(server.attribute("trace_id"), Some(root.trace_id.as_str()));
         assert!(lone.is_root());
         assert_ne!(lone.trace_id, root.trace_id);
 
