@@ -57,9 +57,26 @@ pub struct AdapterConfig {
     /// is reported unavailable.
     #[serde(default = "default_acquire_timeout_ms")]
     pub acquire_timeout_ms: u64,
+    /// Mutual TLS. Without it the adapter serves plaintext (development
+    /// only): anyone who can reach the port can ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<AdapterTls>,
     /// Evidence type id → the query that answers it.
     #[serde(default)]
     pub evidence: BTreeMap<String, EvidenceQuery>,
+}
+
+/// The adapter's certificate, the CA its callers' certificates chain to, and
+/// the only caller identities admitted (the exchange's), refused at the
+/// handshake otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdapterTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
+    /// SPIFFE ids, e.g. `spiffe://<trust-domain>/org/<code>/unit/exchange`.
+    pub allowed_callers: Vec<String>,
 }
 
 /// The query answering one evidence type.
@@ -156,8 +173,33 @@ pub enum ConfigError {
     },
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("tls.allowed_callers: {0}")]
+    AllowedCaller(String),
     #[error("database_url {0:?} must start with sqlite: or postgres:// (or postgresql://)")]
     UnsupportedDatabase(String),
+}
+
+impl AdapterTls {
+    /// The server TLS settings, admitting only `allowed_callers`.
+    pub fn server_config(&self) -> Result<tongban_trust::TlsServerConfig, ConfigError> {
+        if self.allowed_callers.is_empty() {
+            return Err(ConfigError::AllowedCaller(
+                "name at least one caller (the exchange)".into(),
+            ));
+        }
+        let allowed = self
+            .allowed_callers
+            .iter()
+            .map(|c| {
+                tongban_trust::PeerIdentity::parse_uri(c)
+                    .map_err(|e| ConfigError::AllowedCaller(format!("{c:?}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(
+            tongban_trust::TlsServerConfig::new(&self.cert, &self.key, &self.ca)
+                .allow_only(allowed),
+        )
+    }
 }
 
 impl AdapterConfig {
@@ -188,10 +230,19 @@ impl AdapterConfig {
             source,
         })?;
         let mut config = Self::from_toml(&text, &path.display().to_string())?;
-        if let (Some(cat), Some(dir)) = (&config.catalogue, path.parent())
-            && cat.is_relative()
-        {
-            config.catalogue = Some(dir.join(cat));
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = dir.join(&*p);
+            }
+        };
+        if let Some(cat) = &mut config.catalogue {
+            fix(cat);
+        }
+        if let Some(tls) = &mut config.tls {
+            fix(&mut tls.cert);
+            fix(&mut tls.key);
+            fix(&mut tls.ca);
         }
         Ok(config)
     }
@@ -235,6 +286,9 @@ impl AdapterConfig {
         }
         if catalogue.department(&self.department).is_none() {
             return Err(ConfigError::UnknownDepartment(self.department.clone()));
+        }
+        if let Some(tls) = &self.tls {
+            tls.server_config()?;
         }
         for (id, query) in &self.evidence {
             let def = catalogue

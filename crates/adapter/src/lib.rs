@@ -25,10 +25,11 @@ pub mod service;
 pub mod sql;
 pub mod store;
 
-pub use config::{AdapterConfig, ConfigError, EvidenceQuery};
+pub use config::{AdapterConfig, AdapterTls, ConfigError, EvidenceQuery};
 pub use error::{AdapterError, ERROR_DOMAIN, reason};
 pub use server::{
-    RunningAdapter, ServeError, serve, serve_with_incoming, service_from_config, service_from_parts,
+    RunningAdapter, ServeError, serve, serve_configured, serve_tls, serve_with_incoming,
+    service_from_config, service_from_parts,
 };
 pub use service::{AdapterService, CallerCheck, evidence_to_proto, evidence_type_to_proto};
 pub use store::{DepartmentPool, EvidenceSource, SourceError, china_today};

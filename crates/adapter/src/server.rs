@@ -36,6 +36,8 @@ pub enum ServeError {
     },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] tongban_trust::TlsError),
 }
 
 /// Builds the service from a config: loads the catalogue, opens the pool,
@@ -121,6 +123,55 @@ pub async fn serve(
 ) -> Result<(), ServeError> {
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
     serve_with_incoming(service, incoming, shutdown).await
+}
+
+/// Serves on a bound TCP listener with mutual TLS until `shutdown`
+/// resolves. Only the identities `tls` admits complete the handshake; the
+/// certificate files are reloaded when they change or on SIGHUP.
+pub async fn serve_tls(
+    service: AdapterService,
+    listener: TcpListener,
+    tls: tongban_trust::TlsServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    let reloadable = tls.load_reloadable()?;
+    let _reloader = tongban_trust::CertReloader::spawn(
+        tls,
+        reloadable.clone(),
+        tongban_trust::ReloadOptions::default(),
+    )
+    .map_err(|source| ServeError::Bind {
+        addr: listener
+            .local_addr()
+            .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+        source,
+    })?;
+    let addr = listener
+        .local_addr()
+        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let incoming = tongban_trust::TlsIncoming::new(
+        listener,
+        reloadable,
+        tongban_trust::IncomingOptions::default(),
+    )
+    .map_err(|source| ServeError::Bind { addr, source })?;
+    serve_with_incoming(service, incoming, shutdown).await
+}
+
+/// Serves as `config` says: mutual TLS when it has `[tls]`, else plaintext.
+pub async fn serve_configured(
+    config: &AdapterConfig,
+    service: AdapterService,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    match &config.tls {
+        Some(tls) => serve_tls(service, listener, tls.server_config()?, shutdown).await,
+        None => {
+            tracing::warn!(department = %config.department, "serving PLAINTEXT: any caller that reaches the port can ask; configure [tls]");
+            serve(service, listener, shutdown).await
+        }
+    }
 }
 
 /// An adapter running in the background (tests, demo).

@@ -16,8 +16,8 @@ use tokio::task::JoinHandle;
 use tongban_adapter::reference::{self, Dept};
 use tongban_exchange::{ExchangeConfig, ExchangeHandle};
 use tongban_proto::v1::exchange_client::ExchangeClient;
+use tongban_trust::PeerIdentity;
 use tongban_trust::pki::{DevPki, DevPkiOptions, Role};
-use tongban_trust::{IncomingOptions, PeerIdentity, TlsIncoming};
 use tonic::transport::Channel;
 
 /// The departments of the reference deployment.
@@ -83,18 +83,17 @@ impl LocalDeployment {
             .pki
             .server_config(dept.id())?
             .allow_only([exchange_identity]);
-        let incoming = TlsIncoming::bind(addr, tls.load_reloadable()?, IncomingOptions::default())
+        let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the {} adapter", dept.id()))?;
-        let addr = incoming.local_addr();
+        let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let name = dept.id();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(e) = tongban_adapter::serve_with_incoming(service, incoming, shutdown).await
-            {
+            if let Err(e) = tongban_adapter::serve_tls(service, listener, tls, shutdown).await {
                 tracing::error!(department = name, error = %e, "adapter stopped with an error");
             }
         });

@@ -53,7 +53,7 @@ pub async fn adapter(args: AdapterArgs) -> anyhow::Result<()> {
         config.department,
         listener.local_addr()?
     );
-    tongban_adapter::serve(service, listener, async {
+    tongban_adapter::serve_configured(&config, service, listener, async {
         let _ = wait_for_stop().await;
     })
     .await?;
