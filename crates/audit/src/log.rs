@@ -58,6 +58,9 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// Bounded queue of waiting appends (backpressure beyond it).
     pub queue_capacity: usize,
+    /// How long `open` retries while another writer holds the node's lease
+    /// (a crashed predecessor's lease can take a moment to be released).
+    pub lock_wait: Duration,
 }
 
 impl AuditConfig {
@@ -68,6 +71,7 @@ impl AuditConfig {
             checkpoint_interval: Duration::from_millis(1000),
             max_batch: 1024,
             queue_capacity: 16384,
+            lock_wait: Duration::from_secs(5),
         }
     }
 }
@@ -151,7 +155,16 @@ impl AuditLog {
                 "max_batch, queue_capacity and checkpoint_every must be positive".into(),
             ));
         }
-        let lease = store.lock_writer(&config.node).await?;
+        let deadline = Instant::now() + config.lock_wait;
+        let lease = loop {
+            match store.lock_writer(&config.node).await {
+                Ok(l) => break l,
+                Err(StoreError::NodeLocked { .. }) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         store.ensure_log(&config.node).await?;
         let counters = Arc::new(Counters::default());
         let mut writer = Writer {

@@ -1,4 +1,5 @@
 //! Writer, read side, proofs and prune against real SQLite and PostgreSQL.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Each test alters the stored log behind the writer's back with raw SQL and
 //! expects `verify` to fail with a finding that names the place.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 mod common;
 
@@ -298,7 +299,7 @@ async fn truncated_tail(b: Backend) {
         vec![],
     )
     .await;
-    let r = run_verify(&db, &[saved.clone()]).await;
+    let r = run_verify(&db, std::slice::from_ref(&saved)).await;
     assert!(
         has(
             &r,

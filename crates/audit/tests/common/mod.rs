@@ -1,6 +1,11 @@
 //! Shared helpers: a store per backend (SQLite file in a temp dir, PostgreSQL
 //! in a uniquely named schema dropped afterwards), synthetic entries, raw SQL.
-#![allow(dead_code)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::large_enum_variant
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,6 +190,7 @@ pub fn config(node: &str) -> AuditConfig {
     let mut c = AuditConfig::new(node);
     c.checkpoint_every = 16;
     c.checkpoint_interval = std::time::Duration::from_millis(200);
+    c.lock_wait = std::time::Duration::from_millis(100);
     c
 }
 
@@ -235,12 +241,12 @@ pub const MATTERS: [&str; 3] = [
 /// A synthetic lookup entry; `i` varies the fields.
 pub fn entry(i: u64, time: DateTime<Utc>) -> AuditEntry {
     let mut e = AuditEntry::new(EntryKind::Lookup, time);
-    e.caller_org = uscc(if i % 2 == 0 {
+    e.caller_org = uscc(if i.is_multiple_of(2) {
         "11510403MB0000001"
     } else {
         "11510421MB0000002"
     });
-    e.caller_unit = if i % 2 == 0 {
+    e.caller_unit = if i.is_multiple_of(2) {
         "dongli-station-community".into()
     } else {
         "salian-town-service-point".into()
@@ -248,12 +254,12 @@ pub fn entry(i: u64, time: DateTime<Utc>) -> AuditEntry {
     e.operator = format!("clerk-{:02}", i % 7);
     e.matter = MATTERS[(i % 3) as usize].into();
     e.case_number = format!("PZH-2026-{i:06}");
-    e.evidence_type = if i % 3 == 0 {
+    e.evidence_type = if i.is_multiple_of(3) {
         "unemployment-insurance".into()
     } else {
         "identity-verification".into()
     };
-    e.department = if i % 3 == 0 {
+    e.department = if i.is_multiple_of(3) {
         "hrss".into()
     } else {
         "police".into()
