@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use std::time::Instant;
 
@@ -130,13 +131,32 @@ impl tonic::service::Interceptor for TraceContextInterceptor {
     }
 }
 
+/// Services whose calls are not traced by default: probes and tooling would
+/// bury the real traces (they are still counted in the metrics).
+pub const UNTRACED_SERVICES: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 /// Tower layer for `tonic::transport::Server::builder().layer(...)`: one
 /// `SERVER` span per request (named `package.Service/Method`, child of the
-/// caller's W3C context), and, with [`with_metrics`](Self::with_metrics),
-/// the RPC request, error, latency and in-flight metrics.
-#[derive(Debug, Clone, Default)]
+/// caller's W3C context; none for [`UNTRACED_SERVICES`]), and, with
+/// [`with_metrics`](Self::with_metrics), the RPC request, error, latency and
+/// in-flight metrics.
+#[derive(Debug, Clone)]
 pub struct GrpcServerLayer {
     metrics: Option<Metrics>,
+    untraced: Arc<[String]>,
+}
+
+impl Default for GrpcServerLayer {
+    fn default() -> Self {
+        Self {
+            metrics: None,
+            untraced: UNTRACED_SERVICES.iter().map(|s| (*s).to_owned()).collect(),
+        }
+    }
 }
 
 impl GrpcServerLayer {
@@ -148,6 +168,12 @@ impl GrpcServerLayer {
         self.metrics = Some(metrics);
         self
     }
+
+    /// Traces health and reflection calls too.
+    pub fn trace_all(mut self) -> Self {
+        self.untraced = Arc::from([]);
+        self
+    }
 }
 
 impl<S> tower::Layer<S> for GrpcServerLayer {
@@ -157,6 +183,7 @@ impl<S> tower::Layer<S> for GrpcServerLayer {
         GrpcServerService {
             inner,
             metrics: self.metrics.clone(),
+            untraced: self.untraced.clone(),
         }
     }
 }
@@ -166,6 +193,7 @@ impl<S> tower::Layer<S> for GrpcServerLayer {
 pub struct GrpcServerService<S> {
     inner: S,
     metrics: Option<Metrics>,
+    untraced: Arc<[String]>,
 }
 
 /// Longest request path recorded as given; longer ones are not real methods.
@@ -214,22 +242,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let (service, method) = split_path(request.uri().path()).unwrap_or(("unknown", "unknown"));
         let name = format!("{service}/{method}");
-        // Only `otel.*` and `trace_id` are tracing fields (and so appear in
-        // log lines); the RPC attributes go to the OpenTelemetry span alone.
-        let span = tracing::info_span!(
-            "grpc.server",
-            otel.name = %name,
-            otel.kind = "server",
-            trace_id = tracing::field::Empty,
-        );
-        set_parent_from_headers(&span, request.headers());
-        span.set_attribute("rpc.system", "grpc");
-        span.set_attribute("rpc.service", service.to_owned());
-        span.set_attribute("rpc.method", method.to_owned());
-        let trace_id = span.context().span().span_context().trace_id();
-        if trace_id != opentelemetry::trace::TraceId::INVALID {
-            span.record("trace_id", tracing::field::display(trace_id));
-        }
+        let span = if self.untraced.iter().any(|s| s == service) {
+            tracing::Span::none()
+        } else {
+            server_span(&name, service, method, request.headers())
+        };
         let metrics = self.metrics.clone();
         let inflight = metrics.as_ref().map(Metrics::inflight);
         let start = Instant::now();
@@ -266,6 +283,32 @@ where
             .instrument(span),
         )
     }
+}
+
+/// The request's server span, child of the caller's trace context.
+fn server_span(
+    name: &str,
+    service: &str,
+    method: &str,
+    headers: &http::HeaderMap,
+) -> tracing::Span {
+    // Only `otel.*` and `trace_id` are tracing fields (and so appear in
+    // log lines); the RPC attributes go to the OpenTelemetry span alone.
+    let span = tracing::info_span!(
+        "grpc.server",
+        otel.name = %name,
+        otel.kind = "server",
+        trace_id = tracing::field::Empty,
+    );
+    set_parent_from_headers(&span, headers);
+    span.set_attribute("rpc.system", "grpc");
+    span.set_attribute("rpc.service", service.to_owned());
+    span.set_attribute("rpc.method", method.to_owned());
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+    span
 }
 
 /// Per the OpenTelemetry RPC conventions, a server span is an error only for

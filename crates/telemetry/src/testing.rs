@@ -39,6 +39,8 @@ pub struct ReceivedSpan {
     pub kind: i32,
     /// Attributes rendered as text.
     pub attributes: Vec<(String, String)>,
+    /// OTLP status code (0 unset, 1 ok, 2 error).
+    pub status_code: i32,
 }
 
 impl ReceivedSpan {
@@ -52,6 +54,8 @@ impl ReceivedSpan {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+
+    pub const STATUS_ERROR: i32 = 2;
 
     pub fn is_root(&self) -> bool {
         self.parent_span_id.is_empty()
@@ -117,6 +121,7 @@ impl TraceService for Collector {
                         parent_span_id: hex::encode(&span.parent_span_id),
                         kind: span.kind,
                         attributes: attributes(&span.attributes),
+                        status_code: span.status.map_or(0, |s| s.code),
                     });
                 }
             }
@@ -277,7 +282,7 @@ mod tests {
     };
 
     /// A health server behind [`GrpcServerLayer`], with its metrics.
-    async fn health_server(metrics: crate::Metrics) -> (SocketAddr, oneshot::Sender<()>) {
+    async fn health_server(layer: GrpcServerLayer) -> (SocketAddr, oneshot::Sender<()>) {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
             .await
             .expect("bind");
@@ -286,7 +291,7 @@ mod tests {
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(
             tonic::transport::Server::builder()
-                .layer(GrpcServerLayer::new().with_metrics(metrics))
+                .layer(layer)
                 .add_service(health)
                 .serve_with_incoming_shutdown(
                     tokio_stream::wrappers::TcpListenerStream::new(listener),
@@ -314,7 +319,10 @@ mod tests {
         let telemetry = build(options("tongban-test", &receiver.endpoint())).expect("telemetry");
         assert!(telemetry.guard().exporting_traces());
         let _dispatch = tracing::dispatcher::set_default(telemetry.dispatch());
-        let (addr, stop) = health_server(telemetry.metrics().clone()).await;
+        let layer = GrpcServerLayer::new()
+            .with_metrics(telemetry.metrics().clone())
+            .trace_all();
+        let (addr, stop) = health_server(layer).await;
 
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("endpoint")
@@ -421,12 +429,14 @@ mod tests {
     }
 
     #[tokio::test(flavor = "current_thread")]
-    async fn metrics_are_pushed_over_otlp_and_failed_calls_are_errors() {
+    async fn metrics_are_pushed_over_otlp_and_health_checks_are_counted_not_traced() {
         let receiver = OtlpReceiver::start().await.expect("receiver");
         let telemetry = build(options("tongban-test", &receiver.endpoint())).expect("telemetry");
         assert!(telemetry.guard().exporting_metrics());
         let _dispatch = tracing::dispatcher::set_default(telemetry.dispatch());
-        let (addr, stop) = health_server(telemetry.metrics().clone()).await;
+        // Health checks are counted but, by default, not traced.
+        let (addr, stop) =
+            health_server(GrpcServerLayer::new().with_metrics(telemetry.metrics().clone())).await;
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("endpoint")
             .connect()
@@ -441,6 +451,7 @@ mod tests {
             .expect_err("unknown service");
         assert_eq!(unknown.code(), tonic::Code::NotFound);
         telemetry.metrics().record_denial("NOT_GRANTED");
+        drop(tracing::info_span!("marker").entered());
 
         telemetry.guard().force_flush_async().await.expect("flush");
         assert!(
@@ -456,10 +467,21 @@ mod tests {
         let spans = receiver
             .wait_for_spans(Duration::from_secs(10), |s| !s.is_empty())
             .await;
-        let [server] = &spans[..] else {
-            panic!("{spans:#?}")
+        let [marker] = &spans[..] else {
+            panic!("only the marker span: {spans:#?}")
         };
-        assert_eq!(server.attribute("rpc.grpc.status_code"), Some("5"));
+        assert_eq!(marker.name, "marker");
+        let text = telemetry.guard().prometheus().render().expect("render");
+        let (_, samples) = crate::metrics::tests::parse_exposition(&text).expect("parse");
+        let errors = crate::metrics::tests::find(
+            &samples,
+            "tongban_rpc_errors_total",
+            &[
+                ("method", "grpc.health.v1.Health/Check"),
+                ("code", "NOT_FOUND"),
+            ],
+        );
+        assert_eq!(errors.map(|s| s.value), Some(1.0));
 
         let _ = stop.send(());
         let (_, guard) = telemetry.into_parts();
@@ -487,5 +509,57 @@ mod tests {
             "{:?}",
             start.elapsed()
         );
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn server_failures_mark_the_span_as_an_error() {
+        use tower::{Layer, Service, ServiceExt};
+        let receiver = OtlpReceiver::start().await.expect("receiver");
+        let telemetry = build(options("tongban-test", &receiver.endpoint())).expect("telemetry");
+        let _dispatch = tracing::dispatcher::set_default(telemetry.dispatch());
+        let failing = tower::service_fn(|_request: http::Request<()>| async {
+            let mut response = http::Response::new(());
+            response
+                .headers_mut()
+                .insert("grpc-status", http::HeaderValue::from_static("13"));
+            Ok::<_, std::convert::Infallible>(response)
+        });
+        let mut service = GrpcServerLayer::new()
+            .with_metrics(telemetry.metrics().clone())
+            .layer(failing);
+        let request = http::Request::builder()
+            .uri("/tongban.v1.Adapter/Query")
+            .body(())
+            .expect("request");
+        let response = service
+            .ready()
+            .await
+            .expect("ready")
+            .call(request)
+            .await
+            .expect("call");
+        assert_eq!(response.headers()["grpc-status"], "13");
+
+        telemetry.guard().force_flush_async().await.expect("flush");
+        let spans = receiver
+            .wait_for_spans(Duration::from_secs(10), |s| !s.is_empty())
+            .await;
+        let [span] = &spans[..] else {
+            panic!("{spans:#?}")
+        };
+        assert_eq!(span.name, "tongban.v1.Adapter/Query");
+        assert_eq!(span.status_code, ReceivedSpan::STATUS_ERROR);
+        assert_eq!(span.attribute("rpc.grpc.status_code"), Some("13"));
+        let text = telemetry.guard().prometheus().render().expect("render");
+        let (_, samples) = crate::metrics::tests::parse_exposition(&text).expect("parse");
+        let errors = crate::metrics::tests::find(
+            &samples,
+            "tongban_rpc_errors_total",
+            &[("method", "tongban.v1.Adapter/Query"), ("code", "INTERNAL")],
+        );
+        assert_eq!(errors.map(|s| s.value), Some(1.0));
+        let (_, guard) = telemetry.into_parts();
+        guard.shutdown_async().await.expect("shutdown");
+        receiver.shutdown().await;
     }
 }
