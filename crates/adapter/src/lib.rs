@@ -31,5 +31,5 @@ pub use server::{
     RunningAdapter, ServeError, serve, serve_configured, serve_tls, serve_with_incoming,
     service_from_config, service_from_parts,
 };
-pub use service::{AdapterService, CallerCheck, evidence_to_proto, evidence_type_to_proto};
+pub use service::{AdapterService, CallerCheck};
 pub use store::{DepartmentPool, EvidenceSource, SourceError, china_today};

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use tongban_core::{CaseContext, EvidenceAnswer, EvidenceTypeDef, FieldType, FieldValue, IdNumber};
+use tongban_core::{CaseContext, EvidenceAnswer, EvidenceTypeDef, IdNumber};
 use tongban_proto::v1::{
     self as pb, DescribeRequest, DescribeResponse, QueryRequest, QueryResponse,
     adapter_server::{Adapter, AdapterServer},
@@ -167,7 +167,7 @@ impl Adapter for AdapterService {
         self.check_caller(&request)?;
         match self.query_inner(request.into_inner()).await {
             Ok(answer) => Ok(Response::new(QueryResponse {
-                evidence: Some(evidence_to_proto(answer)),
+                evidence: Some(pb::Evidence::from(answer)),
             })),
             Err(e) => {
                 let status = e.into_status(self.department());
@@ -191,65 +191,9 @@ impl Adapter for AdapterService {
             evidence_types: self
                 .source
                 .evidence_types()
-                .map(evidence_type_to_proto)
+                .map(pb::EvidenceTypeInfo::from)
                 .collect(),
         }))
-    }
-}
-
-/// Converts a domain answer to its wire form.
-pub fn evidence_to_proto(answer: EvidenceAnswer) -> pb::Evidence {
-    pb::Evidence {
-        evidence_type: answer.evidence_type,
-        department: answer.department,
-        current_as_of: Some(prost_types::Timestamp {
-            seconds: answer.current_as_of.timestamp(),
-            nanos: answer
-                .current_as_of
-                .timestamp_subsec_nanos()
-                .min(999_999_999) as i32,
-        }),
-        fields: answer
-            .fields
-            .into_iter()
-            .map(|f| pb::Field {
-                name: f.name,
-                value: f.value.map(|v| match v {
-                    FieldValue::Bool(b) => pb::field::Value::BoolValue(b),
-                    FieldValue::Int(i) => pb::field::Value::IntValue(i),
-                    FieldValue::Text(t) => pb::field::Value::TextValue(t),
-                    FieldValue::Date(d) => {
-                        pb::field::Value::DateValue(d.format("%Y-%m-%d").to_string())
-                    }
-                }),
-            })
-            .collect(),
-    }
-}
-
-/// Converts a catalogue evidence type to its wire description.
-pub fn evidence_type_to_proto(def: &EvidenceTypeDef) -> pb::EvidenceTypeInfo {
-    pb::EvidenceTypeInfo {
-        id: def.id.clone(),
-        department: def.department.clone(),
-        title: def.title.clone(),
-        title_zh: def.title_zh.clone(),
-        description: def.description.clone(),
-        fields: def
-            .fields
-            .iter()
-            .map(|f| pb::FieldSpec {
-                name: f.name.clone(),
-                r#type: match f.field_type {
-                    FieldType::Bool => pb::FieldType::Bool,
-                    FieldType::Int => pb::FieldType::Int,
-                    FieldType::Text => pb::FieldType::Text,
-                    FieldType::Date => pb::FieldType::Date,
-                } as i32,
-                description: f.description.clone(),
-                optional: f.optional,
-            })
-            .collect(),
     }
 }
 
@@ -294,32 +238,5 @@ mod tests {
             Err(AdapterError::UnknownFields { paths, .. }) => assert_eq!(paths, ["salary"]),
             other => panic!("{other:?}"),
         }
-    }
-
-    #[test]
-    fn proto_conversion_keeps_values() {
-        let a = EvidenceAnswer {
-            evidence_type: "civil.death".into(),
-            department: "civil".into(),
-            current_as_of: chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
-            fields: vec![
-                tongban_core::Field {
-                    name: "deceased".into(),
-                    value: Some(FieldValue::Bool(true)),
-                },
-                tongban_core::Field {
-                    name: "date_of_death".into(),
-                    value: Some(FieldValue::Date(
-                        NaiveDate::from_ymd_opt(2025, 1, 2).unwrap(),
-                    )),
-                },
-            ],
-        };
-        let p = evidence_to_proto(a);
-        assert_eq!(p.current_as_of.unwrap().seconds, 1_700_000_000);
-        assert_eq!(
-            p.fields[1].value,
-            Some(pb::field::Value::DateValue("2025-01-02".into()))
-        );
     }
 }

@@ -225,7 +225,7 @@ impl Exchange {
                 Ok(ev) => ev
                     .fields
                     .iter()
-                    .map(|f| (f.name.clone(), field_value_text(f)))
+                    .map(|f| (f.name.clone(), tongban_proto::convert::field_value_text(f)))
                     .collect(),
                 Err(_) => Vec::new(),
             },
@@ -353,16 +353,6 @@ fn released_fields(
         });
     }
     Ok(requested.iter().cloned().collect())
-}
-
-fn field_value_text(field: &pb::Field) -> String {
-    use pb::field::Value;
-    match &field.value {
-        None => String::new(),
-        Some(Value::BoolValue(b)) => b.to_string(),
-        Some(Value::IntValue(i)) => i.to_string(),
-        Some(Value::TextValue(t)) | Some(Value::DateValue(t)) => t.clone(),
-    }
 }
 
 /// Validates the mandatory case context.

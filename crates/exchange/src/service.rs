@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tongban_core::{Caller, EvidenceTypeDef, FieldType, Matter};
+use tongban_core::Caller;
 use tongban_proto::google::rpc::Status as RpcStatus;
 use tongban_proto::v1::exchange_server::Exchange as ExchangeApi;
 use tongban_proto::v1::{
@@ -234,7 +234,7 @@ impl ExchangeApi for ExchangeService {
             .iter()
             .filter(|e| granted.contains(&e.id))
             .filter(|e| department.is_empty() || e.department == department)
-            .map(evidence_type_info)
+            .map(pb::EvidenceTypeInfo::from)
             .collect();
         Ok(Response::new(ListEvidenceTypesResponse { evidence_types }))
     }
@@ -250,7 +250,7 @@ impl ExchangeApi for ExchangeService {
             .policy()
             .granted_matters(&caller, self.exchange.catalogue())
             .into_iter()
-            .map(matter_info)
+            .map(pb::Matter::from)
             .collect();
         Ok(Response::new(ListMattersResponse { matters }))
     }
@@ -267,10 +267,10 @@ impl ExchangeApi for ExchangeService {
             .evidence
             .iter()
             .filter_map(|e| self.exchange.catalogue().evidence(e))
-            .map(evidence_type_info)
+            .map(pb::EvidenceTypeInfo::from)
             .collect();
         Ok(Response::new(DescribeMatterResponse {
-            matter: Some(matter_info(matter)),
+            matter: Some(pb::Matter::from(matter)),
             evidence_types,
         }))
     }
@@ -297,39 +297,4 @@ fn status_with_receipt(error: &ExchangeError, receipt: Option<&pb::AuditReceipt>
         );
     }
     status
-}
-
-pub fn evidence_type_info(def: &EvidenceTypeDef) -> pb::EvidenceTypeInfo {
-    pb::EvidenceTypeInfo {
-        id: def.id.clone(),
-        department: def.department.clone(),
-        title: def.title.clone(),
-        title_zh: def.title_zh.clone(),
-        description: def.description.clone(),
-        fields: def
-            .fields
-            .iter()
-            .map(|f| pb::FieldSpec {
-                name: f.name.clone(),
-                r#type: match f.field_type {
-                    FieldType::Bool => pb::FieldType::Bool,
-                    FieldType::Int => pb::FieldType::Int,
-                    FieldType::Text => pb::FieldType::Text,
-                    FieldType::Date => pb::FieldType::Date,
-                } as i32,
-                description: f.description.clone(),
-                optional: f.optional,
-            })
-            .collect(),
-    }
-}
-
-pub fn matter_info(m: &Matter) -> pb::Matter {
-    pb::Matter {
-        code: m.code.clone(),
-        title: m.title.clone(),
-        title_zh: m.title_zh.clone(),
-        description: m.description.clone(),
-        evidence_types: m.evidence.clone(),
-    }
 }

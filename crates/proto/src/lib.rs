@@ -1,9 +1,9 @@
 //! tongban's wire contracts, generated from `proto/` at build time.
 //!
-//! This is the only crate that knows protobuf. Everything here is generated;
-//! conversions between these messages and domain types live at the service
-//! edges (`tongban-exchange`, `tongban-adapter`). Module paths mirror proto
-//! packages because generated code refers across packages with `super::`.
+//! This is the only crate that knows protobuf: the generated code, and
+//! [`convert`], the conversions between domain types and their wire form.
+//! Module paths mirror proto packages because generated code refers across
+//! packages with `super::`.
 
 /// Generated `tongban.*` packages.
 pub mod tongban {
@@ -23,6 +23,8 @@ pub mod google {
         tonic::include_proto!("google.rpc");
     }
 }
+
+pub mod convert;
 
 pub use tongban::v1;
 

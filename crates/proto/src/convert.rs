@@ -1,0 +1,156 @@
+//! Conversions between domain types (`tongban-core`) and their wire form.
+//! The one place that knows both, so every service converts the same way.
+
+use tongban_core::{EvidenceAnswer, EvidenceTypeDef, FieldType, FieldValue, Matter};
+
+use crate::v1 as pb;
+
+impl From<EvidenceAnswer> for pb::Evidence {
+    fn from(answer: EvidenceAnswer) -> Self {
+        Self {
+            evidence_type: answer.evidence_type,
+            department: answer.department,
+            current_as_of: Some(prost_types::Timestamp {
+                seconds: answer.current_as_of.timestamp(),
+                // At most 999_999_999 (leap seconds aside), so it fits.
+                nanos: i32::try_from(
+                    answer
+                        .current_as_of
+                        .timestamp_subsec_nanos()
+                        .min(999_999_999),
+                )
+                .unwrap_or(0),
+            }),
+            fields: answer
+                .fields
+                .into_iter()
+                .map(|f| pb::Field {
+                    name: f.name,
+                    value: f.value.map(|v| match v {
+                        FieldValue::Bool(b) => pb::field::Value::BoolValue(b),
+                        FieldValue::Int(i) => pb::field::Value::IntValue(i),
+                        FieldValue::Text(t) => pb::field::Value::TextValue(t),
+                        FieldValue::Date(d) => {
+                            pb::field::Value::DateValue(d.format("%Y-%m-%d").to_string())
+                        }
+                    }),
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<FieldType> for pb::FieldType {
+    fn from(t: FieldType) -> Self {
+        match t {
+            FieldType::Bool => Self::Bool,
+            FieldType::Int => Self::Int,
+            FieldType::Text => Self::Text,
+            FieldType::Date => Self::Date,
+        }
+    }
+}
+
+impl From<&EvidenceTypeDef> for pb::EvidenceTypeInfo {
+    fn from(def: &EvidenceTypeDef) -> Self {
+        Self {
+            id: def.id.clone(),
+            department: def.department.clone(),
+            title: def.title.clone(),
+            title_zh: def.title_zh.clone(),
+            description: def.description.clone(),
+            fields: def
+                .fields
+                .iter()
+                .map(|f| pb::FieldSpec {
+                    name: f.name.clone(),
+                    r#type: pb::FieldType::from(f.field_type) as i32,
+                    description: f.description.clone(),
+                    optional: f.optional,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<&Matter> for pb::Matter {
+    fn from(m: &Matter) -> Self {
+        Self {
+            code: m.code.clone(),
+            title: m.title.clone(),
+            title_zh: m.title_zh.clone(),
+            description: m.description.clone(),
+            evidence_types: m.evidence.clone(),
+        }
+    }
+}
+
+/// A field's value as text ("" when it has none), as hashed into the audit
+/// log's released-fields digest.
+pub fn field_value_text(field: &pb::Field) -> String {
+    use pb::field::Value;
+    match &field.value {
+        None => String::new(),
+        Some(Value::BoolValue(b)) => b.to_string(),
+        Some(Value::IntValue(i)) => i.to_string(),
+        Some(Value::TextValue(t) | Value::DateValue(t)) => t.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{NaiveDate, TimeZone, Utc};
+    use tongban_core::{Catalogue, Field};
+
+    #[test]
+    fn evidence_round_trips_to_wire() {
+        let answer = EvidenceAnswer {
+            evidence_type: "hrss.unemployment".into(),
+            department: "hrss".into(),
+            current_as_of: Utc.with_ymd_and_hms(2026, 11, 1, 8, 0, 0).unwrap(),
+            fields: vec![
+                Field {
+                    name: "eligible".into(),
+                    value: Some(FieldValue::Bool(true)),
+                },
+                Field {
+                    name: "insured_months".into(),
+                    value: Some(FieldValue::Int(14)),
+                },
+                Field {
+                    name: "separation_date".into(),
+                    value: Some(FieldValue::Date(
+                        NaiveDate::from_ymd_opt(2026, 9, 30).unwrap(),
+                    )),
+                },
+                Field {
+                    name: "reason".into(),
+                    value: None,
+                },
+            ],
+        };
+        let wire = pb::Evidence::from(answer);
+        assert_eq!(wire.current_as_of.unwrap().seconds, 1_793_520_000);
+        assert_eq!(
+            wire.fields[2].value,
+            Some(pb::field::Value::DateValue("2026-09-30".into()))
+        );
+        let texts: Vec<String> = wire.fields.iter().map(field_value_text).collect();
+        assert_eq!(texts, ["true", "14", "2026-09-30", ""]);
+    }
+
+    #[test]
+    fn catalogue_entries_convert() {
+        let cat = Catalogue::embedded();
+        let info = pb::EvidenceTypeInfo::from(cat.evidence("police.identity").unwrap());
+        assert_eq!(info.fields[0].name, "name_matches");
+        assert_eq!(info.fields[0].r#type, pb::FieldType::Bool as i32);
+        assert!(info.fields[0].optional);
+        let m = pb::Matter::from(cat.matter("pension-qualification").unwrap());
+        assert_eq!(
+            m.evidence_types,
+            ["police.identity", "civil.death", "hrss.pension"]
+        );
+    }
+}
