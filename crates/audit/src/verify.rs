@@ -340,7 +340,18 @@ async fn verify_node(
         let found = store.get_nodes(node, &ids).await?;
         let hashes: Option<Vec<Hash>> = ids.iter().map(|id| found.get(id).copied()).collect();
         match hashes.and_then(|h| CompactRange::from_parts(state.pruned_before, h).ok()) {
-            Some(r) => tree = Some(r),
+            Some(r) => {
+                if let Some(ts) = targets.get(&state.pruned_before) {
+                    if ts.iter().any(|t| t.root != r.root()) {
+                        find(
+                            Location::Checkpoint(state.pruned_before),
+                            Severity::Error,
+                            "signed root differs from the stored subtree hashes that stand for the pruned entries".into(),
+                        );
+                    }
+                }
+                tree = Some(r);
+            }
             None => find(
                 Location::Log,
                 Severity::Error,
