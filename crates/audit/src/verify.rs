@@ -341,14 +341,14 @@ async fn verify_node(
         let hashes: Option<Vec<Hash>> = ids.iter().map(|id| found.get(id).copied()).collect();
         match hashes.and_then(|h| CompactRange::from_parts(state.pruned_before, h).ok()) {
             Some(r) => {
-                if let Some(ts) = targets.get(&state.pruned_before) {
-                    if ts.iter().any(|t| t.root != r.root()) {
-                        find(
-                            Location::Checkpoint(state.pruned_before),
-                            Severity::Error,
-                            "signed root differs from the stored subtree hashes that stand for the pruned entries".into(),
-                        );
-                    }
+                if let Some(ts) = targets.get(&state.pruned_before)
+                    && ts.iter().any(|t| t.root != r.root())
+                {
+                    find(
+                        Location::Checkpoint(state.pruned_before),
+                        Severity::Error,
+                        "signed root differs from the stored subtree hashes that stand for the pruned entries".into(),
+                    );
                 }
                 tree = Some(r);
             }
