@@ -355,6 +355,21 @@ fn released_fields(
     Ok(requested.iter().cloned().collect())
 }
 
+/// Validates case and subject together, adding to `violations` already
+/// found, so the caller learns every problem in one answer.
+pub fn validate_case_and_subject(
+    case: Option<&pb::CaseContext>,
+    subject: Option<&pb::Subject>,
+    mut violations: Vec<FieldViolation>,
+) -> Result<(CaseContext, IdNumber, Option<String>), ExchangeError> {
+    let case = validate_case(case).map_err(|v| violations.extend(v));
+    let subject = validate_subject(subject).map_err(|v| violations.extend(v));
+    match (case, subject) {
+        (Ok(case), Ok((id, name))) if violations.is_empty() => Ok((case, id, name)),
+        _ => Err(ExchangeError::InvalidArgument(violations)),
+    }
+}
+
 /// Validates the mandatory case context.
 pub fn validate_case(case: Option<&pb::CaseContext>) -> Result<CaseContext, Vec<FieldViolation>> {
     let Some(case) = case else {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tongban_core::Caller;
+use tongban_core::{Caller, FieldViolation};
 use tongban_proto::google::rpc::Status as RpcStatus;
 use tongban_proto::v1::exchange_server::Exchange as ExchangeApi;
 use tongban_proto::v1::{
@@ -16,9 +16,7 @@ use tongban_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::error::ExchangeError;
-use crate::pipeline::{
-    AuditKind, EvidenceRequest, Exchange, Refused, validate_case, validate_subject,
-};
+use crate::pipeline::{AuditKind, EvidenceRequest, Exchange, Refused, validate_case_and_subject};
 use crate::routing::parse_grpc_timeout;
 
 /// Establishes who is calling from what the transport knows about the
@@ -86,20 +84,11 @@ impl ExchangeApi for ExchangeService {
         let deadline = deadline(&request);
         let req = request.into_inner();
         let mut violations = Vec::new();
-        let case = validate_case(req.case.as_ref()).map_err(|v| violations.extend(v));
-        let subject = validate_subject(req.subject.as_ref()).map_err(|v| violations.extend(v));
         if req.evidence_type.is_empty() {
-            violations.push(tongban_core::FieldViolation::new(
-                "evidence_type",
-                "is required",
-            ));
+            violations.push(FieldViolation::new("evidence_type", "is required"));
         }
-        let (Ok(case), Ok((subject, subject_name))) = (case, subject) else {
-            return Err(ExchangeError::InvalidArgument(violations).into());
-        };
-        if !violations.is_empty() {
-            return Err(ExchangeError::InvalidArgument(violations).into());
-        }
+        let (case, subject, subject_name) =
+            validate_case_and_subject(req.case.as_ref(), req.subject.as_ref(), violations)?;
         self.exchange.charge(&caller, 1)?;
         let evidence_request = EvidenceRequest {
             case,
@@ -129,12 +118,8 @@ impl ExchangeApi for ExchangeService {
         let caller = self.admit(&request)?;
         let deadline = deadline(&request);
         let req = request.into_inner();
-        let mut violations = Vec::new();
-        let case = validate_case(req.case.as_ref()).map_err(|v| violations.extend(v));
-        let subject = validate_subject(req.subject.as_ref()).map_err(|v| violations.extend(v));
-        let (Ok(case), Ok((subject, subject_name))) = (case, subject) else {
-            return Err(ExchangeError::InvalidArgument(violations).into());
-        };
+        let (case, subject, subject_name) =
+            validate_case_and_subject(req.case.as_ref(), req.subject.as_ref(), Vec::new())?;
         let matter = self.exchange.granted_matter(&caller, &case.matter)?;
         let evidence_types: Vec<String> = if req.evidence_types.is_empty() {
             matter.evidence.clone()
