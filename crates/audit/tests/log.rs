@@ -548,3 +548,21 @@ async fn store_served_proofs_round_trip_at_random_sizes() {
         store_proofs_random_sizes(b).await;
     }
 }
+
+#[tokio::test]
+async fn store_debug_output_hides_connection_secrets() {
+    let db = TestDb::new(Backend::Postgres).await;
+    // Trust auth accepts any password; the point is that Debug never shows it.
+    let base = pg_url();
+    let host = base
+        .rsplit_once('@')
+        .map(|(_, h)| h)
+        .unwrap_or("127.0.0.1:5432/test");
+    let url = format!("postgres://postgres:n0t-a-real-s3cret@{host}");
+    let store = tongban_audit::PostgresStore::connect(&url, db.schema.as_deref())
+        .await
+        .unwrap();
+    let dbg = format!("{store:?}");
+    assert!(dbg.contains("PostgresStore"), "{dbg}");
+    assert!(!dbg.contains("n0t-a-real-s3cret"), "{dbg}");
+}

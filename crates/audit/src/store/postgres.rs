@@ -15,10 +15,20 @@ use super::*;
 use crate::entry::AuditEntry;
 
 /// Audit store in a PostgreSQL database (optionally in one schema).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct PostgresStore {
     pool: PgPool,
     opts: PgConnectOptions,
+}
+
+// Hand-written so connection options (and any password in them) never reach logs.
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("host", &self.opts.get_host())
+            .field("database", &self.opts.get_database())
+            .finish_non_exhaustive()
+    }
 }
 
 impl PostgresStore {
