@@ -7,6 +7,7 @@
 pub mod caller;
 pub mod case;
 pub mod catalogue;
+pub mod config_env;
 pub mod evidence;
 pub mod id;
 pub mod policy;
