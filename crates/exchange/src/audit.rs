@@ -3,27 +3,28 @@
 //! named by the configuration.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tongban_audit::{
-    AuditConfig, AuditEntry, AuditLog, AuditStore, EntryKind, LogSigner, PostgresStore,
+    AuditConfig, AuditEntry, AuditLog, AuditStats, AuditStore, EntryKind, LogSigner, PostgresStore,
     SqliteStore, SubjectPseudonymizer, origin_for_node, released_fields_hash,
 };
 use tongban_proto::v1::AuditReceipt;
+use tongban_telemetry::Metrics;
 
-use crate::pipeline::{AuditEvent, AuditFuture, AuditKind, AuditSink};
+use crate::pipeline::{AuditEvent, AuditFuture, AuditKind, AuditSink, ProbeFuture};
 
 /// `[audit]` in the exchange configuration.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuditSettings {
     /// A SQLite file path (the embedded default) or a `postgres://` URL.
     #[serde(default = "default_store")]
     pub store: String,
     /// PostgreSQL schema for the audit tables (default `public`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_schema: Option<String>,
     /// This node's Ed25519 checkpoint signing key; created on first start.
     #[serde(default = "default_signing_key")]
@@ -115,6 +116,15 @@ impl AuditSettings {
     /// Opens this node's log: store, signing key (created if absent) and
     /// writer.
     pub async fn open_log(&self, node: &str) -> Result<AuditLog, String> {
+        self.open_log_and_store(node).await.map(|(log, _)| log)
+    }
+
+    /// [`open_log`](Self::open_log), also returning the store (for
+    /// readiness probes).
+    pub async fn open_log_and_store(
+        &self,
+        node: &str,
+    ) -> Result<(AuditLog, Arc<dyn AuditStore>), String> {
         let store = self.open_store().await?;
         let origin = origin_for_node(node);
         let signer = LogSigner::load_or_generate(&self.signing_key, &origin)
@@ -129,9 +139,10 @@ impl AuditSettings {
         let mut config = AuditConfig::new(node);
         config.checkpoint_interval = Duration::from_millis(self.checkpoint_interval_ms.max(1));
         config.checkpoint_every = self.checkpoint_every.max(1);
-        AuditLog::open(store, signer, config)
+        let log = AuditLog::open(store.clone(), signer, config)
             .await
-            .map_err(|e| format!("audit log: {e}"))
+            .map_err(|e| format!("audit log: {e}"))?;
+        Ok((log, store))
     }
 }
 
@@ -171,11 +182,67 @@ fn write_secret(path: &Path, contents: &str) -> std::io::Result<()> {
 pub struct AuditLogSink {
     log: AuditLog,
     pseudonymizer: SubjectPseudonymizer,
+    store: Option<Arc<dyn AuditStore>>,
+    batches: Option<Arc<BatchMetrics>>,
 }
+
+/// Turns the log's cumulative counters into batch observations.
+#[derive(Debug)]
+struct BatchMetrics {
+    metrics: Metrics,
+    seen: Mutex<AuditStats>,
+}
+
+impl BatchMetrics {
+    /// Records the batches committed since the last call. Several batches
+    /// between two calls are recorded as that many observations of their
+    /// mean size and commit time, so counts and sums stay exact.
+    fn sample(&self, now: AuditStats) {
+        let Ok(mut seen) = self.seen.lock() else {
+            return;
+        };
+        let batches = now.batches.saturating_sub(seen.batches);
+        if batches == 0 {
+            return;
+        }
+        let entries = now.entries_committed.saturating_sub(seen.entries_committed);
+        let commit_us = now.total_commit_us.saturating_sub(seen.total_commit_us);
+        *seen = now;
+        drop(seen);
+        let size = usize::try_from(entries / batches).unwrap_or(usize::MAX);
+        let latency = Duration::from_micros(commit_us / batches);
+        for _ in 0..batches.min(1024) {
+            self.metrics.record_audit_batch(size, latency);
+        }
+    }
+}
+
+/// Longest a readiness probe of the audit store may take.
+const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl AuditLogSink {
     pub fn new(log: AuditLog, pseudonymizer: SubjectPseudonymizer) -> Self {
-        Self { log, pseudonymizer }
+        Self {
+            log,
+            pseudonymizer,
+            store: None,
+            batches: None,
+        }
+    }
+
+    /// Probes `store` (the log's store) for readiness.
+    pub fn with_store(mut self, store: Arc<dyn AuditStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Records audit batch sizes and commit latencies in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.batches = Some(Arc::new(BatchMetrics {
+            metrics,
+            seen: Mutex::new(self.log.stats()),
+        }));
+        self
     }
 
     pub fn log(&self) -> &AuditLog {
@@ -220,12 +287,32 @@ impl AuditSink for AuditLogSink {
     fn record(&self, event: AuditEvent) -> AuditFuture<'_> {
         let entry = self.entry(event);
         Box::pin(async move {
-            let receipt = self.log.append(entry).await.map_err(|e| e.to_string())?;
+            let appended = self.log.append(entry).await;
+            if let Some(batches) = &self.batches {
+                batches.sample(self.log.stats());
+            }
+            let receipt = appended.map_err(|e| e.to_string())?;
             Ok(Some(AuditReceipt {
                 node: receipt.node,
                 index: receipt.index,
                 leaf_hash: receipt.leaf_hash.to_vec(),
             }))
+        })
+    }
+
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(async move {
+            let Some(store) = &self.store else {
+                return Ok(());
+            };
+            match tokio::time::timeout(STORE_PROBE_TIMEOUT, store.log_state(self.log.node())).await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("audit store: {e}")),
+                Err(_) => Err(format!(
+                    "audit store did not answer within {STORE_PROBE_TIMEOUT:?}"
+                )),
+            }
         })
     }
 }

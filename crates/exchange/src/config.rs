@@ -1,16 +1,19 @@
 //! The exchange's configuration file (TOML). Relative paths are resolved
-//! against the file's directory.
+//! against the file's directory. Every key but `policy` has a default; every
+//! key can be overridden from the environment as `TONGBAN_<SECTION>_<KEY>`
+//! (see [`tongban_core::config_env`] and [`ExchangeConfig::env_keys`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use tongban_core::config_env::{AppliedOverride, EnvKey, ValueKind, apply_env_overrides};
 
 use crate::audit::AuditSettings;
 
 /// Everything one exchange node needs to start.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ExchangeConfig {
     /// This node's name; it names the node's audit log.
@@ -20,7 +23,7 @@ pub struct ExchangeConfig {
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
     /// Matter catalogue file; the embedded default when absent.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catalogue: Option<PathBuf>,
     /// Access policy file (required: without grants everything is denied).
     pub policy: PathBuf,
@@ -29,23 +32,70 @@ pub struct ExchangeConfig {
     pub reload_poll_ms: u64,
     /// Mutual TLS on both hops. Without it the exchange serves plaintext and
     /// needs `plaintext_caller`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
     /// Plaintext mode only: the caller every request is attributed to
     /// (`org/<credit code>/unit/<unit>`). For development and benchmarks.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plaintext_caller: Option<String>,
     /// Department id -> where its adapter listens.
     #[serde(default)]
     pub departments: BTreeMap<String, DepartmentConfig>,
+    /// Longest a stopping node waits for in-flight requests before it
+    /// cuts them off (then it commits the audit tail and exits).
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    /// How often readiness (audit store, each department) is probed for the
+    /// gRPC health service.
+    #[serde(default = "default_health_probe_ms")]
+    pub health_probe_ms: u64,
     /// The node's audit log.
     #[serde(default)]
     pub audit: AuditSettings,
+    /// The admin HTTP endpoint (Prometheus `GET /metrics`).
+    #[serde(default)]
+    pub admin: AdminSettings,
+}
+
+/// `[admin]`: the Prometheus endpoint. It reveals traffic patterns, not
+/// data; keep it on loopback or a management network.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_admin_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_admin_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+fn default_drain_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_health_probe_ms() -> u64 {
+    2000
 }
 
 /// PEM files for mutual TLS. The exchange presents the same certificate to
 /// service points (as server) and to adapters (as client).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsFiles {
     pub cert: PathBuf,
@@ -54,7 +104,7 @@ pub struct TlsFiles {
     pub ca: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DepartmentConfig {
     /// Adapter endpoints: `https://host:port` with TLS, `http://` without.
@@ -64,7 +114,7 @@ pub struct DepartmentConfig {
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
     /// The SPIFFE id the adapter's certificate must carry (TLS only).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
 }
 
@@ -97,25 +147,99 @@ pub enum ConfigError {
 }
 
 impl ExchangeConfig {
-    /// Reads, parses and checks a configuration file.
+    /// Reads, parses and checks a configuration file, with the process's
+    /// `TONGBAN_…` environment overrides applied.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars()).map(|(config, _)| config)
+    }
+
+    /// [`load`](Self::load) with the given variables instead of the
+    /// process environment; also returns the overrides applied.
+    pub fn load_with_env<K: AsRef<str>, V: AsRef<str>>(
+        path: &Path,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(Self, Vec<AppliedOverride>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Self::from_toml(&text).map_err(|message| ConfigError::Invalid {
+        let invalid = |message: String| ConfigError::Invalid {
             path: path.to_owned(),
             message,
-        })?;
+        };
+        let (mut config, applied) = Self::from_toml_with_env(&text, vars).map_err(invalid)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
-        Ok(config)
+        Ok((config, applied))
     }
 
     /// Parses and checks TOML text (paths left as written).
     pub fn from_toml(text: &str) -> Result<Self, String> {
-        let config: Self = toml::from_str(text).map_err(|e| e.to_string())?;
+        Self::from_toml_with_env(text, std::iter::empty::<(String, String)>()).map(|(c, _)| c)
+    }
+
+    /// Parses TOML text, applies the overrides among `vars`, and checks.
+    pub fn from_toml_with_env<K: AsRef<str>, V: AsRef<str>>(
+        text: &str,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(Self, Vec<AppliedOverride>), String> {
+        let mut document: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+        let keys = Self::env_keys(&document);
+        let applied = apply_env_overrides(&mut document, &keys, vars)?;
+        let config: Self = document
+            .try_into()
+            .map_err(|e: toml::de::Error| e.to_string())?;
         config.check()?;
-        Ok(config)
+        Ok((config, applied))
+    }
+
+    /// Every key an environment variable may override (departments: those
+    /// named in `document`).
+    pub fn env_keys(document: &toml::Table) -> Vec<EnvKey> {
+        use ValueKind::{Bool, Integer, String as Str, StringList};
+        let mut keys: Vec<EnvKey> = [
+            ("node", Str),
+            ("listen", Str),
+            ("catalogue", Str),
+            ("policy", Str),
+            ("reload_poll_ms", Integer),
+            ("plaintext_caller", Str),
+            ("drain_timeout_ms", Integer),
+            ("health_probe_ms", Integer),
+            ("tls.cert", Str),
+            ("tls.key", Str),
+            ("tls.ca", Str),
+            ("audit.store", Str),
+            ("audit.postgres_schema", Str),
+            ("audit.signing_key", Str),
+            ("audit.subject_key", Str),
+            ("audit.checkpoint_interval_ms", Integer),
+            ("audit.checkpoint_every", Integer),
+            ("admin.enabled", Bool),
+            ("admin.listen", Str),
+        ]
+        .into_iter()
+        .map(|(path, kind)| EnvKey::new(path, kind))
+        .collect();
+        if let Some(departments) = document.get("departments").and_then(toml::Value::as_table) {
+            for id in departments.keys() {
+                keys.push(EnvKey::new(
+                    format!("departments.{id}.endpoints"),
+                    StringList,
+                ));
+                keys.push(EnvKey::new(format!("departments.{id}.timeout_ms"), Integer));
+                keys.push(EnvKey::new(format!("departments.{id}.identity"), Str));
+            }
+        }
+        keys
+    }
+
+    /// The effective configuration as TOML, database passwords redacted
+    /// (key file paths are shown; the keys themselves are never in it).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.audit.store = tongban_core::config_env::redact_url(&shown.audit.store);
+        // Plain data (strings, numbers, paths, maps): serialisation cannot fail.
+        toml::to_string_pretty(&shown).unwrap_or_default()
     }
 
     fn check(&self) -> Result<(), String> {
@@ -168,6 +292,12 @@ impl ExchangeConfig {
         }
         if self.reload_poll_ms == 0 {
             return Err("reload_poll_ms must be positive".into());
+        }
+        if self.drain_timeout_ms == 0 {
+            return Err("drain_timeout_ms must be positive".into());
+        }
+        if self.health_probe_ms == 0 {
+            return Err("health_probe_ms must be positive".into());
         }
         Ok(())
     }
@@ -233,6 +363,41 @@ endpoints = ["http://127.0.0.1:7101"]
                 .unwrap_err()
                 .contains("colour")
         );
+    }
+
+    #[test]
+    fn environment_overrides_and_redaction() {
+        let (c, applied) = ExchangeConfig::from_toml_with_env(
+            PLAIN,
+            [
+                ("TONGBAN_LISTEN", "0.0.0.0:8443"),
+                ("TONGBAN_NODE", "exchange-2"),
+                ("TONGBAN_AUDIT_STORE", "postgres://audit:hunter2@db/tongban"),
+                ("TONGBAN_ADMIN_LISTEN", "127.0.0.1:0"),
+                ("TONGBAN_DEPARTMENTS_POLICE_TIMEOUT_MS", "750"),
+                ("TONGBAN_DRAIN_TIMEOUT_MS", "1500"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(applied.len(), 6);
+        assert_eq!(c.listen.port(), 8443);
+        assert_eq!(c.node, "exchange-2");
+        assert_eq!(c.admin.listen.port(), 0);
+        assert!(c.admin.enabled);
+        assert_eq!(c.departments["police"].timeout_ms, 750);
+        assert_eq!(c.drain_timeout_ms, 1500);
+        let shown = c.to_redacted_toml();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("postgres://audit:REDACTED@db/tongban"),
+            "{shown}"
+        );
+        // The printed configuration loads back to the same values.
+        let again = ExchangeConfig::from_toml(&shown).unwrap();
+        assert_eq!(again.departments["police"].timeout_ms, 750);
+        assert_eq!(again.health_probe_ms, 2000);
+        let bad = ExchangeConfig::from_toml_with_env(PLAIN, [("TONGBAN_RELOAD_POLL_MS", "x")]);
+        assert!(bad.unwrap_err().contains("TONGBAN_RELOAD_POLL_MS"));
     }
 
     #[test]

@@ -22,5 +22,8 @@ pub use config::ExchangeConfig;
 pub use error::{ERROR_DOMAIN, ExchangeError};
 pub use pipeline::{AuditEvent, AuditKind, AuditSink, EvidenceRequest, Exchange};
 pub use routing::{Department, Departments};
-pub use server::{ExchangeHandle, StartError, start, start_with_audit};
+pub use server::{
+    EXCHANGE_HEALTH_SERVICE, ExchangeHandle, StartError, StartOptions, department_health_service,
+    start, start_with, start_with_audit, start_with_audit_options,
+};
 pub use service::{Authenticator, ExchangeService, fixed_caller};

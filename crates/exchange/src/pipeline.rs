@@ -22,6 +22,7 @@ use tongban_core::{
     Caller, CaseContext, Catalogue, FieldRelease, FieldViolation, IdNumber, Matter, Policy,
 };
 use tongban_proto::v1::{self as pb, AuditReceipt, Evidence, QueryRequest};
+use tongban_telemetry::Metrics;
 
 use crate::error::ExchangeError;
 use crate::limits::RateLimiter;
@@ -56,10 +57,18 @@ pub enum AuditKind {
 pub type AuditFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Option<AuditReceipt>, String>> + Send + 'a>>;
 
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
 /// Where audit events go. `record` must not return before the event is
 /// durable; an error means nothing may be released.
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
     fn record(&self, event: AuditEvent) -> AuditFuture<'_>;
+
+    /// Whether the sink could record now (the health service's readiness);
+    /// the reason when not.
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// A validated evidence request.
@@ -102,6 +111,7 @@ struct Inner {
     departments: Departments,
     limiter: RateLimiter,
     audit: Arc<dyn AuditSink>,
+    metrics: Metrics,
 }
 
 impl Exchange {
@@ -111,6 +121,7 @@ impl Exchange {
         policy: Policy,
         departments: Departments,
         audit: Arc<dyn AuditSink>,
+        metrics: Metrics,
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
@@ -120,8 +131,17 @@ impl Exchange {
                 departments,
                 limiter: RateLimiter::default(),
                 audit,
+                metrics,
             }),
         }
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn audit_sink(&self) -> &Arc<dyn AuditSink> {
+        &self.inner.audit
     }
 
     pub fn node(&self) -> &str {
@@ -173,11 +193,12 @@ impl Exchange {
         {
             Ok(matter)
         } else {
-            Err(tongban_core::Denial::MatterNotGranted {
+            let denial = tongban_core::Denial::MatterNotGranted {
                 caller: caller.to_string(),
                 matter: code.to_owned(),
-            }
-            .into())
+            };
+            self.inner.metrics.record_denial(denial.reason());
+            Err(denial.into())
         }
     }
 
@@ -203,6 +224,11 @@ impl Exchange {
         let started = Instant::now();
         let time = Utc::now();
         let (department, outcome) = self.answer(caller, request, deadline).await;
+        if let Err(e @ (ExchangeError::Denied(_) | ExchangeError::FieldsNotGranted { .. })) =
+            &outcome
+        {
+            self.inner.metrics.record_denial(&e.reason());
+        }
         let event = AuditEvent {
             time,
             kind,
@@ -220,7 +246,7 @@ impl Exchange {
                 Err(e) => e.reason(),
             },
             latency: started.elapsed(),
-            trace_id: String::new(),
+            trace_id: tongban_telemetry::current_trace_id(),
             released: match &outcome {
                 Ok(ev) => ev
                     .fields

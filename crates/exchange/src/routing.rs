@@ -2,10 +2,11 @@
 //! caller's deadline capped per department.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tongban_proto::v1::adapter_client::AdapterClient;
 use tongban_proto::v1::{Evidence, QueryRequest};
+use tongban_telemetry::Metrics;
 use tonic::Code;
 use tonic::transport::Channel;
 
@@ -15,8 +16,10 @@ use crate::error::ExchangeError;
 #[derive(Debug, Clone)]
 pub struct Department {
     id: String,
+    channel: Channel,
     client: AdapterClient<Channel>,
     max_timeout: Duration,
+    metrics: Option<Metrics>,
 }
 
 impl Department {
@@ -24,23 +27,61 @@ impl Department {
     pub fn new(id: impl Into<String>, channel: Channel, max_timeout: Duration) -> Self {
         Self {
             id: id.into(),
-            client: AdapterClient::new(channel),
+            client: AdapterClient::new(channel.clone()),
+            channel,
             max_timeout,
+            metrics: None,
         }
+    }
+
+    /// Records every query's latency and outcome in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn id(&self) -> &str {
         &self.id
     }
 
+    /// The channel to the adapter (also carries its health service).
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The longest the exchange waits for this department.
+    pub fn max_timeout(&self) -> Duration {
+        self.max_timeout
+    }
+
     /// Asks the adapter, within the caller's deadline capped by this
-    /// department's configured maximum.
+    /// department's configured maximum. The span is the client side of the
+    /// hop; its W3C context travels in the request so the adapter's span is
+    /// its child.
     #[tracing::instrument(
         name = "department.query",
         skip_all,
-        fields(department = %self.id, evidence_type = %request.evidence_type)
+        fields(otel.kind = "client", department = %self.id, evidence_type = %request.evidence_type)
     )]
     pub async fn query(
+        &self,
+        request: QueryRequest,
+        caller_deadline: Option<Duration>,
+    ) -> Result<Evidence, ExchangeError> {
+        let started = Instant::now();
+        let evidence_type = request.evidence_type.clone();
+        let outcome = self.ask(request, caller_deadline).await;
+        if let Some(metrics) = &self.metrics {
+            let code = match &outcome {
+                Ok(_) => Code::Ok,
+                Err(e) => e.code(),
+            };
+            metrics.record_department_query(&self.id, &evidence_type, code, started.elapsed());
+        }
+        outcome
+    }
+
+    async fn ask(
         &self,
         request: QueryRequest,
         caller_deadline: Option<Duration>,
@@ -49,6 +90,7 @@ impl Department {
         let mut request = tonic::Request::new(request);
         // Tell the adapter how long it has, so it can stop early too.
         request.set_timeout(timeout);
+        tongban_telemetry::inject_trace_context(request.metadata_mut());
         let mut client = self.client.clone();
         let answer = tokio::time::timeout(timeout, client.query(request)).await;
         let status = match answer {
@@ -125,6 +167,10 @@ impl Departments {
 
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.by_id.keys().map(String::as_str)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Department> {
+        self.by_id.values()
     }
 }
 

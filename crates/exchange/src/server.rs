@@ -1,6 +1,11 @@
 //! Starting an exchange node from its configuration: listeners (mutual TLS or
 //! plaintext), department channels, policy and certificate reload, health and
-//! reflection.
+//! reflection, telemetry (server spans, metrics, the admin endpoint).
+//!
+//! Health (`grpc.health.v1.Health`), probed every `health_probe_ms`:
+//! `""` and `tongban.v1.Exchange` are SERVING while the audit store answers
+//! (nothing can be released without it); `tongban.v1.Adapter/<department>`
+//! is SERVING while that department's adapter answers its own health check.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,11 +16,16 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tongban_core::{Caller, Catalogue, CatalogueError};
 use tongban_proto::v1::exchange_server::ExchangeServer;
+use tongban_telemetry::{AdminServer, GrpcServerLayer, Metrics, PrometheusMetrics};
 use tongban_trust::{
     CertReloader, IncomingOptions, PeerConnectInfo, PeerIdentity, ReloadOptions, TlsClientConfig,
     TlsIncoming, TlsServerConfig,
 };
 use tonic::transport::{Channel, Endpoint, Server};
+use tonic_health::ServingStatus;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::server::HealthReporter;
 
 use tongban_audit::AuditLog;
 
@@ -52,6 +62,26 @@ pub enum StartError {
     Config(String),
     #[error("{0}")]
     Audit(String),
+    #[error("admin endpoint: {0}")]
+    Admin(#[from] tongban_telemetry::TelemetryError),
+}
+
+/// The health service name of the exchange itself.
+pub const EXCHANGE_HEALTH_SERVICE: &str = "tongban.v1.Exchange";
+
+/// The health service name reporting whether `department` is reachable.
+pub fn department_health_service(department: &str) -> String {
+    format!("tongban.v1.Adapter/{department}")
+}
+
+/// Telemetry handed to a node by its process (see `tongban_telemetry::init`).
+/// The default records nothing and serves no admin endpoint.
+#[derive(Debug, Clone, Default)]
+pub struct StartOptions {
+    /// Where the node records its metrics.
+    pub metrics: Option<Metrics>,
+    /// Served on `[admin] listen` when given and enabled.
+    pub prometheus: Option<PrometheusMetrics>,
 }
 
 /// A running exchange node.
@@ -63,12 +93,19 @@ pub struct ExchangeHandle {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     background: Vec<JoinHandle<()>>,
     audit_log: Option<AuditLog>,
+    admin: Option<AdminServer>,
+    drain_timeout: Duration,
     _cert_reloader: Option<CertReloader>,
 }
 
 impl ExchangeHandle {
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// Where the Prometheus endpoint listens, when it runs.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(AdminServer::local_addr)
     }
 
     pub fn exchange(&self) -> &Exchange {
@@ -80,7 +117,8 @@ impl ExchangeHandle {
         self.audit_log.as_ref()
     }
 
-    /// Stops accepting, lets in-flight requests finish, then commits the
+    /// Stops accepting, lets in-flight requests finish (at most
+    /// `drain_timeout_ms`, then the rest are cut off), then commits the
     /// audit log's tail and signs a final checkpoint.
     pub async fn shutdown(mut self) -> Result<(), tonic::transport::Error> {
         if let Some(tx) = self.shutdown.take() {
@@ -89,13 +127,24 @@ impl ExchangeHandle {
         for task in &self.background {
             task.abort();
         }
-        let served = match (&mut self.server).await {
-            Ok(result) => result,
-            Err(join) => {
+        let served = match tokio::time::timeout(self.drain_timeout, &mut self.server).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => {
                 tracing::error!(error = %join, "exchange server task failed");
                 Ok(())
             }
+            Err(_) => {
+                tracing::warn!(
+                    drain_timeout_ms = self.drain_timeout.as_millis(),
+                    "requests still in flight after the drain timeout; cutting them off"
+                );
+                self.server.abort();
+                Ok(())
+            }
         };
+        if let Some(admin) = self.admin.take() {
+            admin.shutdown().await;
+        }
         if let Some(log) = &self.audit_log
             && let Err(e) = log.shutdown().await
         {
@@ -123,14 +172,25 @@ pub fn load_catalogue(config: &ExchangeConfig) -> Result<Catalogue, StartError> 
 /// Starts an exchange node on `config.listen` (port 0 picks a free port),
 /// writing its audit log as configured.
 pub async fn start(config: ExchangeConfig) -> Result<ExchangeHandle, StartError> {
-    let log = config
+    start_with(config, StartOptions::default()).await
+}
+
+/// [`start`] with the process's telemetry.
+pub async fn start_with(
+    config: ExchangeConfig,
+    options: StartOptions,
+) -> Result<ExchangeHandle, StartError> {
+    let (log, store) = config
         .audit
-        .open_log(&config.node)
+        .open_log_and_store(&config.node)
         .await
         .map_err(StartError::Audit)?;
     let pseudonymizer = config.audit.pseudonymizer().map_err(StartError::Audit)?;
-    let sink = Arc::new(AuditLogSink::new(log.clone(), pseudonymizer));
-    start_with_audit(config, sink, Some(log)).await
+    let mut sink = AuditLogSink::new(log.clone(), pseudonymizer).with_store(store);
+    if let Some(metrics) = &options.metrics {
+        sink = sink.with_metrics(metrics.clone());
+    }
+    start_with_audit_options(config, Arc::new(sink), Some(log), options).await
 }
 
 /// Starts an exchange node with the given audit sink (tests use this to put
@@ -140,15 +200,27 @@ pub async fn start_with_audit(
     audit: Arc<dyn AuditSink>,
     audit_log: Option<AuditLog>,
 ) -> Result<ExchangeHandle, StartError> {
+    start_with_audit_options(config, audit, audit_log, StartOptions::default()).await
+}
+
+/// [`start_with_audit`] with the process's telemetry.
+pub async fn start_with_audit_options(
+    config: ExchangeConfig,
+    audit: Arc<dyn AuditSink>,
+    audit_log: Option<AuditLog>,
+    options: StartOptions,
+) -> Result<ExchangeHandle, StartError> {
+    let metrics = options.metrics.clone().unwrap_or_else(Metrics::disabled);
     let catalogue = Arc::new(load_catalogue(&config)?);
     let policy = load_policy(&config.policy, &catalogue)?;
-    let departments = connect_departments(&config, &catalogue)?;
+    let departments = connect_departments(&config, &catalogue, &metrics)?;
     let exchange = Exchange::new(
         config.node.clone(),
         catalogue.clone(),
         policy,
         departments,
         audit,
+        metrics.clone(),
     );
     let poll = Duration::from_millis(config.reload_poll_ms);
     let policy_task =
@@ -158,8 +230,19 @@ pub async fn start_with_audit(
     health
         .set_serving::<ExchangeServer<ExchangeService>>()
         .await;
+    for id in exchange.departments().ids() {
+        health
+            .set_service_status(department_health_service(id), ServingStatus::NotServing)
+            .await;
+    }
+    let probe_task = tokio::spawn(probe_readiness(
+        exchange.clone(),
+        health.clone(),
+        Duration::from_millis(config.health_probe_ms),
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(tongban_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
 
@@ -213,8 +296,16 @@ pub async fn start_with_audit(
         }
     };
 
+    let admin = match (&options.prometheus, config.admin.enabled) {
+        (Some(prometheus), true) => {
+            Some(AdminServer::bind(config.admin.listen, prometheus.clone()).await?)
+        }
+        _ => None,
+    };
+
     let service = ExchangeService::new(exchange.clone(), authenticate);
     let router = Server::builder()
+        .layer(GrpcServerLayer::new().with_metrics(metrics))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ExchangeServer::new(service));
@@ -233,8 +324,10 @@ pub async fn start_with_audit(
         exchange,
         shutdown: Some(shutdown_tx),
         server,
-        background: vec![policy_task],
+        background: vec![policy_task, probe_task],
         audit_log,
+        admin,
+        drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         _cert_reloader: cert_reloader,
     })
 }
@@ -266,9 +359,98 @@ fn certificate_authenticator(exchange: Exchange) -> Authenticator {
     })
 }
 
+/// Keeps the health statuses current: the audit store for the exchange
+/// itself, each adapter's own health for its department. Logs transitions.
+async fn probe_readiness(exchange: Exchange, health: HealthReporter, every: Duration) {
+    let mut audit_ok = true;
+    let mut reachable: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let audit = exchange.audit_sink().probe();
+        let departments = futures::future::join_all(
+            exchange
+                .departments()
+                .iter()
+                .map(|d| async move { (d.id().to_owned(), probe_department(d, every).await) }),
+        );
+        let (audit, departments) = tokio::join!(audit, departments);
+        let ok = audit.is_ok();
+        if ok != audit_ok {
+            audit_ok = ok;
+            let status = if ok {
+                tracing::info!("audit store reachable again; health SERVING");
+                ServingStatus::Serving
+            } else {
+                tracing::warn!(error = %audit.err().unwrap_or_default(), "audit store unreachable; health NOT_SERVING");
+                ServingStatus::NotServing
+            };
+            health.set_service_status("", status).await;
+            health
+                .set_service_status(EXCHANGE_HEALTH_SERVICE, status)
+                .await;
+        }
+        for (id, outcome) in departments {
+            let ok = outcome.is_ok();
+            if reachable.get(&id) == Some(&ok) {
+                continue;
+            }
+            let first = !reachable.contains_key(&id);
+            reachable.insert(id.clone(), ok);
+            match &outcome {
+                Ok(()) if !first => tracing::info!(department = %id, "department reachable again"),
+                Ok(()) => {}
+                Err(why) => {
+                    tracing::warn!(department = %id, error = %why, "department unreachable")
+                }
+            }
+            let status = if ok {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            health
+                .set_service_status(department_health_service(&id), status)
+                .await;
+        }
+    }
+}
+
+/// Asks the adapter's own health service (which follows its database). An
+/// adapter without a health service but answering is reachable.
+async fn probe_department(
+    department: &crate::routing::Department,
+    every: Duration,
+) -> Result<(), String> {
+    let mut client = HealthClient::new(department.channel().clone());
+    let timeout = department
+        .max_timeout()
+        .min(every)
+        .max(Duration::from_millis(100));
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: "tongban.v1.Adapter".into(),
+    });
+    request.set_timeout(timeout);
+    match tokio::time::timeout(timeout, client.check(request)).await {
+        Err(_) => Err(format!("no health answer within {timeout:?}")),
+        Ok(Ok(answer)) => {
+            let status = answer.into_inner().status;
+            if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                Ok(())
+            } else {
+                Err(format!("adapter reports health status {status}"))
+            }
+        }
+        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Ok(()),
+        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+    }
+}
+
 fn connect_departments(
     config: &ExchangeConfig,
     catalogue: &Catalogue,
+    metrics: &Metrics,
 ) -> Result<Departments, StartError> {
     let mut out = Vec::new();
     for (id, d) in &config.departments {
@@ -288,11 +470,10 @@ fn connect_departments(
             Some(files) => tls_channel(endpoint, files, d.identity.as_deref()).map_err(fail)?,
             None => plaintext_channel(endpoint).map_err(fail)?,
         };
-        out.push(Department::new(
-            id.clone(),
-            channel,
-            Duration::from_millis(d.timeout_ms),
-        ));
+        out.push(
+            Department::new(id.clone(), channel, Duration::from_millis(d.timeout_ms))
+                .with_metrics(metrics.clone()),
+        );
     }
     for dept in catalogue.departments() {
         if !config.departments.contains_key(&dept.id) {
