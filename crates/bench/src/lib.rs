@@ -1,0 +1,476 @@
+//! `tongban bench`: one run, one load generator, the same load, side by side:
+//!
+//! - (a) a department adapter called directly (plaintext) — the floor;
+//! - (b) nginx `grpc_pass` in front of the same adapter — the peer, a plain
+//!   proxy that checks nothing and logs nothing (skipped without nginx);
+//! - (c) the exchange without TLS, policy and durable audit on;
+//! - (d) the exchange with mutual TLS on both hops, policy and durable audit;
+//! - (e) one request in flight through each of them, for latency;
+//!
+//! plus a `Gather` across three departments against its slowest single
+//! lookup. Everything runs on 127.0.0.1 ephemeral ports from a temporary
+//! directory that is removed afterwards.
+//!
+//! The exchange runs as a child process (`tongban serve`) so its peak RSS is
+//! its own; the departments and the generator share the bench process.
+
+pub mod deploy;
+pub mod load;
+pub mod nginx;
+pub mod report;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+use tongban_adapter::reference::{Dept, stories};
+use tongban_proto::v1::{CaseContext, GatherRequest, LookupRequest, QueryRequest, Subject};
+
+pub use deploy::{Deployment, ExchangeRunner, PeakRss, RunningExchange, Security};
+pub use load::{Call, LoadSpec, RunStats, Target};
+pub use report::{BenchReport, GatherReport, LookupLatency, Machine, PathReport, Ratios, Settings};
+
+/// The matter every benchmark request is made for: it needs evidence from
+/// all three departments, so the same grant serves Lookup and Gather.
+pub const MATTER: &str = "pension-qualification";
+/// The evidence type of the unary benchmark.
+pub const LOOKUP_EVIDENCE: &str = "police.identity";
+/// The Gather's evidence, one per department.
+pub const GATHER_EVIDENCE: [(&str, Dept); 3] = [
+    ("police.identity", Dept::Police),
+    ("civil.death", Dept::Civil),
+    ("hrss.pension", Dept::Hrss),
+];
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("setting up: {0}")]
+    Setup(String),
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("exchange: {0}")]
+    Exchange(String),
+    #[error("nginx: {0}")]
+    Nginx(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl BenchError {
+    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// One of the compared paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PathId {
+    /// Directly against a department adapter, plaintext.
+    A,
+    /// nginx grpc_pass in front of the same adapter.
+    B,
+    /// The exchange, plaintext, policy and durable audit on.
+    C,
+    /// The exchange, mutual TLS on both hops, policy and durable audit on.
+    D,
+}
+
+impl PathId {
+    pub const ALL: [Self; 4] = [Self::A, Self::B, Self::C, Self::D];
+
+    pub fn letter(self) -> char {
+        match self {
+            Self::A => 'a',
+            Self::B => 'b',
+            Self::C => 'c',
+            Self::D => 'd',
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::A => "direct adapter (plaintext)",
+            Self::B => "nginx grpc_pass -> adapter",
+            Self::C => "exchange plaintext, policy+audit",
+            Self::D => "exchange mTLS both hops, policy+audit",
+        }
+    }
+}
+
+/// `tongban bench`: measure the paths side by side.
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Measuring time of each path under load (e.g. 5s, 300ms).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Warm-up before each measurement, not counted.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// HTTP/2 connections of the load generator.
+    #[arg(long, default_value_t = 16)]
+    pub connections: usize,
+    /// Concurrent streams per connection (requests in flight = connections × concurrency).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Only these paths (comma-separated): a direct, b nginx, c exchange plaintext, d exchange mTLS.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub only: Vec<PathId>,
+    /// Skip the one-request-in-flight latency runs (e).
+    #[arg(long)]
+    pub no_latency: bool,
+    /// Skip the Gather benchmark.
+    #[arg(long)]
+    pub no_gather: bool,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    pub json: bool,
+    /// Run the exchange inside the bench process instead of as a child
+    /// process (peak RSS then covers the generator and adapters too).
+    #[arg(long)]
+    pub in_process: bool,
+    /// The `tongban` binary to run the exchange with (default: this one).
+    #[arg(long, hide = true)]
+    pub exchange_binary: Option<PathBuf>,
+}
+
+impl Default for BenchArgs {
+    fn default() -> Self {
+        Self {
+            duration: Duration::from_secs(5),
+            warmup: Duration::from_secs(1),
+            connections: 16,
+            concurrency: 32,
+            only: Vec::new(),
+            no_latency: false,
+            no_gather: false,
+            json: false,
+            in_process: false,
+            exchange_binary: None,
+        }
+    }
+}
+
+/// `5s`, `300ms`, `1.5s`, `2m`, or plain seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
+        (n, 1e-3)
+    } else if let Some(n) = text.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = text.strip_suffix('m') {
+        (n, 60.0)
+    } else {
+        (text, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 5s or 300ms"))?;
+    if !value.is_finite() || value < 0.0 || value * scale > 3600.0 {
+        return Err(format!("{text:?} must be between 0 and 1 hour"));
+    }
+    Ok(Duration::from_secs_f64(value * scale))
+}
+
+/// Runs the benchmark and prints the table (or JSON) on stdout; progress
+/// goes to stderr.
+pub async fn bench(args: BenchArgs) -> Result<BenchReport, BenchError> {
+    let json = args.json;
+    let report = run(args).await?;
+    if json {
+        let text = serde_json::to_string_pretty(&report)
+            .map_err(|e| BenchError::Invalid(format!("JSON: {e}")))?;
+        println!("{text}");
+    } else {
+        print!("{}", report.render());
+    }
+    Ok(report)
+}
+
+fn case() -> CaseContext {
+    CaseContext {
+        matter: MATTER.into(),
+        case_number: "BENCH-2026-000001".into(),
+        operator_id: "bench-clerk".into(),
+    }
+}
+
+fn subject() -> Subject {
+    let who = stories::CERTIFIED_RETIREE;
+    Subject {
+        id_number: who.id_number.into(),
+        name: who.name.into(),
+    }
+}
+
+fn lookup(evidence_type: &str) -> Call {
+    Call::Lookup(LookupRequest {
+        case: Some(case()),
+        subject: Some(subject()),
+        evidence_type: evidence_type.into(),
+        fields: None,
+    })
+}
+
+/// What the exchange itself would send the adapter for [`lookup`].
+fn query(requester: String) -> Call {
+    Call::Query(QueryRequest {
+        case: Some(case()),
+        subject: Some(subject()),
+        evidence_type: LOOKUP_EVIDENCE.into(),
+        fields: None,
+        requester,
+    })
+}
+
+fn gather() -> Call {
+    Call::Gather(GatherRequest {
+        case: Some(case()),
+        subject: Some(subject()),
+        evidence_types: GATHER_EVIDENCE.iter().map(|(e, _)| (*e).into()).collect(),
+    })
+}
+
+fn progress(quiet: bool, line: &str) {
+    if !quiet {
+        eprintln!("bench: {line}");
+    }
+}
+
+fn selected(args: &BenchArgs) -> Vec<PathId> {
+    let mut paths = if args.only.is_empty() {
+        PathId::ALL.to_vec()
+    } else {
+        args.only.clone()
+    };
+    paths.sort();
+    paths.dedup();
+    paths
+}
+
+/// Runs the benchmark and returns the report (prints only progress).
+pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
+    let paths = selected(&args);
+    let runner = if args.in_process {
+        ExchangeRunner::InProcess
+    } else {
+        match &args.exchange_binary {
+            Some(p) => ExchangeRunner::Process(p.clone()),
+            None => ExchangeRunner::Process(
+                std::env::current_exe()
+                    .map_err(|e| BenchError::io("finding the tongban binary", e))?,
+            ),
+        }
+    };
+    let load_spec = LoadSpec {
+        connections: args.connections,
+        concurrency: args.concurrency,
+        warmup: args.warmup,
+        duration: args.duration,
+    };
+    // Latency runs are light; half the time gives thousands of samples.
+    let single_spec = LoadSpec::single(args.warmup / 2, args.duration / 2);
+    let quiet = args.json;
+    let mut report = BenchReport::new(Settings::new(&args, &runner, load_spec, single_spec));
+
+    progress(quiet, "seeding the reference departments and a dev PKI");
+    let deployment = Deployment::start().await?;
+    let police = deployment.plain_adapter(Dept::Police)?;
+    let result = run_paths(
+        &args,
+        &paths,
+        &runner,
+        &deployment,
+        police,
+        load_spec,
+        single_spec,
+        &mut report,
+    )
+    .await;
+    deployment.shutdown().await;
+    result?;
+    report.finish();
+    Ok(report)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_paths(
+    args: &BenchArgs,
+    paths: &[PathId],
+    runner: &ExchangeRunner,
+    deployment: &Deployment,
+    police: std::net::SocketAddr,
+    load_spec: LoadSpec,
+    single_spec: LoadSpec,
+    report: &mut BenchReport,
+) -> Result<(), BenchError> {
+    let quiet = args.json;
+    for &path in paths {
+        let mut entry = PathReport::new(path);
+        let mut nginx = None;
+        let mut exchange = None;
+        let (target, call) = match path {
+            PathId::A => (Target::plaintext(police), query(deployment.requester())),
+            PathId::B => match nginx::find() {
+                None => {
+                    let why = "nginx is not installed (apt-get install -y nginx); path (b) skipped";
+                    progress(quiet, why);
+                    entry.skipped = Some(why.into());
+                    report.paths.push(entry);
+                    continue;
+                }
+                Some(binary) => {
+                    let n =
+                        nginx::Nginx::start(&binary, &deployment.dir().join("nginx"), police)
+                            .await?;
+                    let target = Target::plaintext(n.addr);
+                    nginx = Some(n);
+                    (target, query(deployment.requester()))
+                }
+            },
+            PathId::C | PathId::D => {
+                let security = if path == PathId::C {
+                    Security::Plaintext
+                } else {
+                    Security::MutualTls
+                };
+                let x = deployment.start_exchange(security, runner).await?;
+                let target = deployment.exchange_target(security, x.addr)?;
+                exchange = Some(x);
+                (target, lookup(LOOKUP_EVIDENCE))
+            }
+        };
+        let measured = measure_path(
+            args,
+            path,
+            &target,
+            &call,
+            load_spec,
+            single_spec,
+            &mut entry,
+            report,
+        )
+        .await;
+        entry.peak_rss = match (&exchange, &nginx) {
+            (Some(x), _) => x.peak_rss(),
+            (_, Some(n)) => n.peak_rss(),
+            _ => None,
+        };
+        if let Some(n) = nginx {
+            n.stop().await;
+        }
+        let stopped = match exchange {
+            Some(x) => x.stop().await,
+            None => Ok(()),
+        };
+        measured?;
+        stopped?;
+        report.paths.push(entry);
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure_path(
+    args: &BenchArgs,
+    path: PathId,
+    target: &Target,
+    call: &Call,
+    load_spec: LoadSpec,
+    single_spec: LoadSpec,
+    entry: &mut PathReport,
+    report: &mut BenchReport,
+) -> Result<(), BenchError> {
+    let quiet = args.json;
+    let letter = path.letter();
+    progress(
+        quiet,
+        &format!(
+            "({letter}) {}: {} connections × {} streams, {:?} + {:?} warm-up",
+            path.title(),
+            load_spec.connections,
+            load_spec.concurrency,
+            load_spec.duration,
+            load_spec.warmup
+        ),
+    );
+    entry.load = Some(load::run(target, call, load_spec).await?);
+    if !args.no_latency {
+        progress(quiet, &format!("(e) one request in flight through ({letter})"));
+        entry.single = Some(load::run(target, call, single_spec).await?);
+    }
+    if !args.no_gather && matches!(path, PathId::C | PathId::D) {
+        progress(
+            quiet,
+            &format!("Gather across three departments through ({letter}), one in flight"),
+        );
+        let mut lookups = Vec::new();
+        for (evidence, _) in GATHER_EVIDENCE {
+            let stats = load::run(target, &lookup(evidence), single_spec).await?;
+            lookups.push(LookupLatency {
+                evidence_type: evidence.into(),
+                stats,
+            });
+        }
+        let gather = load::run(target, &gather(), single_spec).await?;
+        report.gather.push(GatherReport::new(path, lookups, gather));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        bench: BenchArgs,
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("2h").is_err());
+    }
+
+    #[test]
+    fn flags_parse_and_default() {
+        let cli = Cli::parse_from(["bench"]);
+        assert_eq!(cli.bench.duration, Duration::from_secs(5));
+        assert_eq!((cli.bench.connections, cli.bench.concurrency), (16, 32));
+        assert_eq!(selected(&cli.bench), PathId::ALL.to_vec());
+        let cli = Cli::parse_from([
+            "bench",
+            "--only",
+            "d,a,c",
+            "--duration",
+            "300ms",
+            "--warmup",
+            "0s",
+            "--json",
+        ]);
+        assert_eq!(selected(&cli.bench), vec![PathId::A, PathId::C, PathId::D]);
+        assert_eq!(cli.bench.duration, Duration::from_millis(300));
+        assert!(cli.bench.json);
+        assert!(Cli::try_parse_from(["bench", "--only", "x"]).is_err());
+    }
+}

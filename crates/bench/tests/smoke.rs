@@ -1,0 +1,68 @@
+//! A very short benchmark run: every path must produce numbers and no call
+//! may fail. No performance assertions: this machine is shared.
+
+use std::time::Duration;
+
+use tongban_bench::{BenchArgs, PathId};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_run_measures_every_path_without_errors() {
+    let args = BenchArgs {
+        duration: Duration::from_millis(300),
+        warmup: Duration::from_millis(100),
+        connections: 2,
+        concurrency: 2,
+        json: true,
+        // The test binary is not `tongban`, so the exchange cannot be a child.
+        in_process: true,
+        ..BenchArgs::default()
+    };
+    let report = tokio::time::timeout(Duration::from_secs(120), tongban_bench::run(args))
+        .await
+        .expect("the run is bounded")
+        .expect("the benchmark runs");
+
+    let nginx = tongban_bench::nginx::find().is_some();
+    for id in PathId::ALL {
+        let path = report.path(id).expect("every path is reported");
+        if id == PathId::B && !nginx {
+            assert!(path.skipped.as_deref().unwrap().contains("nginx"));
+            continue;
+        }
+        assert!(path.skipped.is_none(), "{id:?} skipped: {:?}", path.skipped);
+        for stats in [path.load.as_ref(), path.single.as_ref()] {
+            let stats = stats.unwrap_or_else(|| panic!("{id:?} has load and latency runs"));
+            assert_eq!(
+                (stats.errors, stats.warmup_errors),
+                (0, 0),
+                "{id:?}: {:?}",
+                stats.first_error
+            );
+            assert!(stats.requests > 0, "{id:?} completed no request");
+            assert!(stats.throughput_rps > 0.0 && stats.p50_us > 0.0);
+            assert!(stats.p50_us <= stats.p99_us && stats.p99_us <= stats.p999_us);
+        }
+        assert!(path.added_p50_us.is_some(), "{id:?} latency over (a)");
+    }
+    // Every exchange answer carries the receipt of its durable audit entry.
+    for id in [PathId::C, PathId::D] {
+        let load = report.path(id).unwrap().load.as_ref().unwrap();
+        assert_eq!(load.audited, load.requests, "{id:?}");
+        assert!(report.path(id).unwrap().peak_rss.is_some());
+    }
+    assert!(report.ratios.c_over_a.is_some() && report.ratios.d_over_a.is_some());
+    assert_eq!(report.ratios.c_over_b.is_some(), nginx);
+
+    assert_eq!(report.gather.len(), 2);
+    for g in &report.gather {
+        assert_eq!(g.lookups.len(), 3);
+        assert!(g.gather.requests > 0 && g.gather.errors == 0);
+        assert!(g.ratio_p50.is_some());
+    }
+    assert_eq!(report.total_errors(), 0);
+
+    let table = report.render();
+    assert!(table.contains("(c)/(b)") && table.contains("Gather"));
+    let json: serde_json::Value = serde_json::to_value(&report).unwrap();
+    assert!(json["paths"][0]["load"]["throughput_rps"].as_f64().unwrap() > 0.0);
+}
