@@ -77,11 +77,9 @@ impl Deployment {
             .prefix("tongban-bench-")
             .tempdir()
             .map_err(|e| BenchError::io("creating a temporary directory", e))?;
-        let pki = tongban_trust::pki::init_dev_pki(
-            &dir.path().join("pki"),
-            &DevPkiOptions::default(),
-        )
-        .map_err(|e| BenchError::Setup(format!("dev PKI: {e}")))?;
+        let pki =
+            tongban_trust::pki::init_dev_pki(&dir.path().join("pki"), &DevPkiOptions::default())
+                .map_err(|e| BenchError::Setup(format!("dev PKI: {e}")))?;
         let mut deployment = Self {
             dir,
             pki,
@@ -362,18 +360,16 @@ impl RunningExchange {
     /// The exchange's peak RSS so far (`VmHWM`).
     pub fn peak_rss(&self) -> Option<PeakRss> {
         match &self.kind {
-            ExchangeKind::Process { pid, .. } => vm_hwm_kib(&format!("/proc/{pid}/status")).map(
-                |kib| PeakRss {
+            ExchangeKind::Process { pid, .. } => {
+                vm_hwm_kib(&format!("/proc/{pid}/status")).map(|kib| PeakRss {
                     mib: kib as f64 / 1024.0,
                     scope: "exchange process".into(),
-                },
-            ),
-            ExchangeKind::InProcess(_) => {
-                vm_hwm_kib("/proc/self/status").map(|kib| PeakRss {
-                    mib: kib as f64 / 1024.0,
-                    scope: "whole bench process (exchange in-process)".into(),
                 })
             }
+            ExchangeKind::InProcess(_) => vm_hwm_kib("/proc/self/status").map(|kib| PeakRss {
+                mib: kib as f64 / 1024.0,
+                scope: "whole bench process (exchange in-process)".into(),
+            }),
         }
     }
 
@@ -513,7 +509,8 @@ mod tests {
 
     #[test]
     fn reads_peak_rss_from_proc_status() {
-        let status = "Name:\ttongban\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40000 kB\n";
+        let status =
+            "Name:\ttongban\nVmPeak:\t  900000 kB\nVmHWM:\t   51200 kB\nVmRSS:\t   40000 kB\n";
         assert_eq!(parse_status_kib(status, "VmHWM:"), Some(51200));
         assert_eq!(parse_status_kib(status, "VmSwap:"), None);
         assert!(vm_hwm_kib("/proc/self/status").is_some_and(|k| k > 0));

@@ -331,9 +331,8 @@ async fn run_paths(
                     continue;
                 }
                 Some(binary) => {
-                    let n =
-                        nginx::Nginx::start(&binary, &deployment.dir().join("nginx"), police)
-                            .await?;
+                    let n = nginx::Nginx::start(&binary, &deployment.dir().join("nginx"), police)
+                        .await?;
                     let target = Target::plaintext(n.addr);
                     nginx = Some(n);
                     (target, query(deployment.requester()))
@@ -407,7 +406,10 @@ async fn measure_path(
     );
     entry.load = Some(load::run(target, call, load_spec).await?);
     if !args.no_latency {
-        progress(quiet, &format!("(e) one request in flight through ({letter})"));
+        progress(
+            quiet,
+            &format!("(e) one request in flight through ({letter})"),
+        );
         entry.single = Some(load::run(target, call, single_spec).await?);
     }
     if !args.no_gather && matches!(path, PathId::C | PathId::D) {

@@ -48,11 +48,9 @@ impl Target {
                 .connect()
                 .await
                 .map_err(|e| connect_error(e.to_string())),
-            Some((tls, expected)) => {
-                tongban_trust::connect_channel(&self.url, tls, Some(expected))
-                    .await
-                    .map_err(|e| connect_error(e.to_string()))
-            }
+            Some((tls, expected)) => tongban_trust::connect_channel(&self.url, tls, Some(expected))
+                .await
+                .map_err(|e| connect_error(e.to_string())),
         }
     }
 }
@@ -240,7 +238,8 @@ pub async fn run(target: &Target, call: &Call, spec: LoadSpec) -> Result<RunStat
     let mut latencies = Vec::new();
     let mut total = StreamTally::default();
     for stream in futures::future::join_all(streams).await {
-        let tally = stream.map_err(|e| BenchError::Invalid(format!("a load stream failed: {e}")))?;
+        let tally =
+            stream.map_err(|e| BenchError::Invalid(format!("a load stream failed: {e}")))?;
         latencies.extend(tally.latencies_ns);
         total.errors += tally.errors;
         total.warmup_errors += tally.warmup_errors;

@@ -76,7 +76,11 @@ pub struct Nginx {
 
 impl Nginx {
     /// Starts nginx in `dir` proxying to `upstream`.
-    pub async fn start(binary: &Path, dir: &Path, upstream: SocketAddr) -> Result<Self, BenchError> {
+    pub async fn start(
+        binary: &Path,
+        dir: &Path,
+        upstream: SocketAddr,
+    ) -> Result<Self, BenchError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
         // nginx binds by itself: take a free port and hand it over.
@@ -210,7 +214,11 @@ mod tests {
 
     #[test]
     fn config_proxies_to_the_upstream() {
-        let text = config(Path::new("/tmp/x"), 8080, "127.0.0.1:50061".parse().unwrap());
+        let text = config(
+            Path::new("/tmp/x"),
+            8080,
+            "127.0.0.1:50061".parse().unwrap(),
+        );
         assert!(text.contains("listen 127.0.0.1:8080 http2;"));
         assert!(text.contains("server 127.0.0.1:50061;"));
         assert!(text.contains("grpc_pass grpc://adapter;"));

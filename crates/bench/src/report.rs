@@ -273,11 +273,7 @@ impl BenchReport {
             s.warmup_ms,
             s.exchange
         );
-        let _ = writeln!(
-            out,
-            "Under load ({} in flight)",
-            self.settings.in_flight
-        );
+        let _ = writeln!(out, "Under load ({} in flight)", self.settings.in_flight);
         let _ = writeln!(
             out,
             "  {:<44} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10}",

@@ -44,6 +44,9 @@ pub enum Command {
     /// Certificates.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Measure throughput and latency side by side: a department directly,
+    /// nginx grpc_pass, the exchange plaintext and with mTLS (see BENCHMARKS.md).
+    Bench(tongban_bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -89,6 +92,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Lookup(args) => client::lookup(args).await?,
         Command::Gather(args) => client::gather(args).await?,
         Command::Demo(args) => demo::run(args).await?,
+        Command::Bench(args) => {
+            let report = tongban_bench::bench(args).await?;
+            if report.total_errors() > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
         Command::Certs(CertsCommand::Init {
             dir,
             trust_domain,
