@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,11 +14,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tongban_adapter::AdapterService;
 use tongban_adapter::reference::{self, Dept};
 use tongban_exchange::{ExchangeConfig, ExchangeHandle};
+use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
 use tongban_proto::v1::exchange_client::ExchangeClient;
-use tongban_trust::PeerIdentity;
+use tongban_proto::v1::{DescribeRequest, DescribeResponse, QueryRequest, QueryResponse};
 use tongban_trust::pki::{DevPki, DevPkiOptions, Role};
+use tongban_trust::{IncomingOptions, PeerIdentity, TlsIncoming, TlsServerConfig};
 use tonic::transport::Channel;
 
 /// The departments of the reference deployment.
@@ -31,11 +35,65 @@ struct LocalAdapter {
     task: JoinHandle<()>,
 }
 
+/// Writes the access policy from the deployment's PKI.
+type PolicyWriter = Box<dyn Fn(&DevPki) -> anyhow::Result<String> + Send + Sync>;
+
+/// Variations on the reference deployment, for tests and benchmarks;
+/// [`LocalDeployment::start`] uses the defaults.
+#[derive(Default)]
+pub struct LocalOptions {
+    policy: Option<PolicyWriter>,
+    slow: BTreeMap<&'static str, Duration>,
+    department_timeout: Option<Duration>,
+    reload_poll: Option<Duration>,
+}
+
+impl std::fmt::Debug for LocalOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalOptions")
+            .field("custom_policy", &self.policy.is_some())
+            .field("slow", &self.slow)
+            .field("department_timeout", &self.department_timeout)
+            .field("reload_poll", &self.reload_poll)
+            .finish()
+    }
+}
+
+impl LocalOptions {
+    /// The policy file's text, instead of [`policy_toml`].
+    pub fn policy(
+        mut self,
+        write: impl Fn(&DevPki) -> anyhow::Result<String> + Send + Sync + 'static,
+    ) -> Self {
+        self.policy = Some(Box::new(write));
+        self
+    }
+
+    /// The department answers every query only after `delay`.
+    pub fn slow_department(mut self, dept: Dept, delay: Duration) -> Self {
+        self.slow.insert(dept.id(), delay);
+        self
+    }
+
+    /// The longest the exchange waits for any department (default 3 s).
+    pub fn department_timeout(mut self, timeout: Duration) -> Self {
+        self.department_timeout = Some(timeout);
+        self
+    }
+
+    /// How often the exchange checks the policy file (default 1 s).
+    pub fn reload_poll(mut self, every: Duration) -> Self {
+        self.reload_poll = Some(every);
+        self
+    }
+}
+
 /// Everything running; dropped or [`shutdown`](Self::shutdown) stops it.
 #[derive(Debug)]
 pub struct LocalDeployment {
     state_dir: PathBuf,
     pki: DevPki,
+    options: LocalOptions,
     exchange: Option<ExchangeHandle>,
     adapters: BTreeMap<&'static str, LocalAdapter>,
 }
@@ -44,6 +102,11 @@ impl LocalDeployment {
     /// Starts everything under `state_dir`, reusing a PKI, databases and
     /// audit log already there.
     pub async fn start(state_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(state_dir, LocalOptions::default()).await
+    }
+
+    /// Like [`start`](Self::start), with variations.
+    pub async fn start_with(state_dir: &Path, options: LocalOptions) -> anyhow::Result<Self> {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let pki_dir = state_dir.join("pki");
@@ -55,6 +118,7 @@ impl LocalDeployment {
         let mut deployment = Self {
             state_dir: state_dir.to_owned(),
             pki,
+            options,
             exchange: None,
             adapters: BTreeMap::new(),
         };
@@ -63,7 +127,11 @@ impl LocalDeployment {
                 .start_adapter(dept, "127.0.0.1:0".parse()?)
                 .await?;
         }
-        std::fs::write(state_dir.join("policy.toml"), policy_toml(&deployment.pki)?)?;
+        let policy = match &deployment.options.policy {
+            Some(write) => write(&deployment.pki)?,
+            None => policy_toml(&deployment.pki)?,
+        };
+        std::fs::write(deployment.policy_path(), policy)?;
         let exchange_toml = state_dir.join("exchange.toml");
         std::fs::write(&exchange_toml, deployment.exchange_toml())?;
         let config = ExchangeConfig::load(&exchange_toml)?;
@@ -89,11 +157,20 @@ impl LocalDeployment {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let name = dept.id();
+        let delay = self.options.slow.get(name).copied();
         let task = tokio::spawn(async move {
             let shutdown = async {
                 let _ = stopped.await;
             };
-            if let Err(e) = tongban_adapter::serve_tls(service, listener, tls, shutdown).await {
+            let served = match delay {
+                None => tongban_adapter::serve_tls(service, listener, tls, shutdown)
+                    .await
+                    .map_err(anyhow::Error::from),
+                Some(delay) => {
+                    serve_delayed(Delayed { service, delay }, listener, tls, shutdown).await
+                }
+            };
+            if let Err(e) = served {
                 tracing::error!(department = name, error = %e, "adapter stopped with an error");
             }
         });
@@ -132,11 +209,20 @@ impl LocalDeployment {
 
     fn exchange_toml(&self) -> String {
         let pki = "pki";
+        let reload_poll_ms = self
+            .options
+            .reload_poll
+            .map_or(1000, |d| d.as_millis().max(1));
+        let timeout_ms = self
+            .options
+            .department_timeout
+            .map_or(3000, |d| d.as_millis().max(1));
         let mut text = format!(
             "# Written by tongban's local deployment.\n\
              node = \"exchange-1\"\n\
              listen = \"127.0.0.1:0\"\n\
-             policy = \"policy.toml\"\n\n\
+             policy = \"policy.toml\"\n\
+             reload_poll_ms = {reload_poll_ms}\n\n\
              [tls]\n\
              cert = \"{pki}/exchange.pem\"\n\
              key = \"{pki}/exchange.key\"\n\
@@ -154,7 +240,7 @@ impl LocalDeployment {
                 .unwrap_or_default();
             let _ = write!(
                 text,
-                "\n[departments.{dept}]\nendpoints = [\"https://127.0.0.1:{}\"]\ntimeout_ms = 3000\nidentity = \"{identity}\"\n",
+                "\n[departments.{dept}]\nendpoints = [\"https://127.0.0.1:{}\"]\ntimeout_ms = {timeout_ms}\nidentity = \"{identity}\"\n",
                 adapter.addr.port()
             );
         }
@@ -163,6 +249,11 @@ impl LocalDeployment {
 
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
+    }
+
+    /// The access policy file the exchange watches.
+    pub fn policy_path(&self) -> PathBuf {
+        self.state_dir.join("policy.toml")
     }
 
     pub fn pki(&self) -> &DevPki {
@@ -209,6 +300,45 @@ impl LocalDeployment {
         }
         Ok(())
     }
+}
+
+/// A department whose every query takes `delay` longer (a slow back end).
+#[derive(Debug, Clone)]
+struct Delayed {
+    service: AdapterService,
+    delay: Duration,
+}
+
+#[tonic::async_trait]
+impl Adapter for Delayed {
+    async fn query(
+        &self,
+        request: tonic::Request<QueryRequest>,
+    ) -> Result<tonic::Response<QueryResponse>, tonic::Status> {
+        tokio::time::sleep(self.delay).await;
+        self.service.query(request).await
+    }
+
+    async fn describe(
+        &self,
+        request: tonic::Request<DescribeRequest>,
+    ) -> Result<tonic::Response<DescribeResponse>, tonic::Status> {
+        self.service.describe(request).await
+    }
+}
+
+async fn serve_delayed(
+    adapter: Delayed,
+    listener: tokio::net::TcpListener,
+    tls: TlsServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let incoming = TlsIncoming::new(listener, tls.load_reloadable()?, IncomingOptions::default())?;
+    tonic::transport::Server::builder()
+        .add_service(AdapterServer::new(adapter))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await?;
+    Ok(())
 }
 
 /// The deployment's policy: who may handle which matters, from the PKI's
