@@ -12,6 +12,9 @@
 //! listen = "127.0.0.1:50061"
 //! max_connections = 8           # pool size (default 8)
 //! acquire_timeout_ms = 2000     # wait for a pooled connection (default 2000)
+//! drain_timeout_ms = 10000      # on SIGTERM, longest wait for in-flight calls
+//! # Optional: Prometheus `GET /metrics` (keep it on loopback).
+//! # admin_listen = "127.0.0.1:9465"
 //!
 //! [evidence."police.identity"]
 //! # One row per subject; columns named after the catalogue's fields, plus an
@@ -20,6 +23,11 @@
 //! # Optional: used instead of `sql` when the database is PostgreSQL.
 //! # postgres_sql = "..."
 //! ```
+//!
+//! Every key can be overridden from the environment as
+//! `TONGBAN_<SECTION>_<KEY>` (`TONGBAN_DATABASE_URL`, `TONGBAN_LISTEN`,
+//! `TONGBAN_TLS_CERT`, ...; see [`AdapterConfig::env_keys`]) when the file is
+//! read with [`AdapterConfig::from_file`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -27,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tongban_core::Catalogue;
+use tongban_core::config_env::{AppliedOverride, EnvKey, ValueKind, apply_env_overrides};
 
 use crate::sql::{self, Dialect};
 
@@ -57,6 +66,14 @@ pub struct AdapterConfig {
     /// is reported unavailable.
     #[serde(default = "default_acquire_timeout_ms")]
     pub acquire_timeout_ms: u64,
+    /// On SIGTERM, the longest a stand-alone adapter waits for in-flight
+    /// calls before it cuts them off.
+    #[serde(default = "default_drain_timeout_ms")]
+    pub drain_timeout_ms: u64,
+    /// Where a stand-alone adapter serves Prometheus `GET /metrics`; none
+    /// when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_listen: Option<SocketAddr>,
     /// Mutual TLS. Without it the adapter serves plaintext (development
     /// only): anyone who can reach the port can ask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -101,6 +118,14 @@ impl EvidenceQuery {
     }
 }
 
+fn names(applied: &[AppliedOverride]) -> String {
+    applied
+        .iter()
+        .map(|a| a.var.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 50061))
 }
@@ -109,6 +134,9 @@ fn default_max_connections() -> u32 {
 }
 fn default_acquire_timeout_ms() -> u64 {
     2000
+}
+fn default_drain_timeout_ms() -> u64 {
+    10_000
 }
 
 /// A configuration that cannot be used, with the reason.
@@ -223,13 +251,75 @@ impl AdapterConfig {
         })
     }
 
-    /// Reads a config file; a relative `catalogue` path is made relative to it.
+    /// Every key an environment variable may override.
+    pub fn env_keys() -> Vec<EnvKey> {
+        use ValueKind::{Integer, String as Str, StringList};
+        [
+            ("department", Str),
+            ("database_url", Str),
+            ("catalogue", Str),
+            ("listen", Str),
+            ("max_connections", Integer),
+            ("acquire_timeout_ms", Integer),
+            ("drain_timeout_ms", Integer),
+            ("admin_listen", Str),
+            ("tls.cert", Str),
+            ("tls.key", Str),
+            ("tls.ca", Str),
+            ("tls.allowed_callers", StringList),
+        ]
+        .into_iter()
+        .map(|(path, kind)| EnvKey::new(path, kind))
+        .collect()
+    }
+
+    /// Parses a config with the overrides among `vars` applied.
+    pub fn from_toml_with_env<K: AsRef<str>, V: AsRef<str>>(
+        text: &str,
+        source_name: &str,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(Self, Vec<AppliedOverride>), ConfigError> {
+        let parse = |message: String| ConfigError::Parse {
+            source_name: source_name.to_owned(),
+            message,
+        };
+        let mut document: toml::Table = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
+        let applied = apply_env_overrides(&mut document, &Self::env_keys(), vars).map_err(parse)?;
+        if applied.is_empty() {
+            // The text itself, for errors with line and column.
+            return Ok((Self::from_toml(text, source_name)?, applied));
+        }
+        let config = document.try_into().map_err(|e: toml::de::Error| {
+            parse(format!("{} (with {})", e.message().trim(), names(&applied)))
+        })?;
+        Ok((config, applied))
+    }
+
+    /// The configuration as TOML with the database password redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = tongban_core::config_env::redact_url(&shown.database_url);
+        shown.to_toml()
+    }
+
+    /// Reads a config file with the process's `TONGBAN_…` overrides; a
+    /// relative `catalogue` or TLS path is made relative to it.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_file_with_env(path, std::env::vars()).map(|(config, _)| config)
+    }
+
+    /// [`from_file`](Self::from_file) with the given variables; also
+    /// returns the overrides applied.
+    pub fn from_file_with_env<K: AsRef<str>, V: AsRef<str>>(
+        path: &Path,
+        vars: impl IntoIterator<Item = (K, V)>,
+    ) -> Result<(Self, Vec<AppliedOverride>), ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        let mut config = Self::from_toml(&text, &path.display().to_string())?;
+        let (mut config, applied) =
+            Self::from_toml_with_env(&text, &path.display().to_string(), vars)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
@@ -244,7 +334,7 @@ impl AdapterConfig {
             fix(&mut tls.key);
             fix(&mut tls.ca);
         }
-        Ok(config)
+        Ok((config, applied))
     }
 
     /// Renders the config as TOML (e.g. to write out a reference config).
@@ -283,6 +373,9 @@ impl AdapterConfig {
         }
         if self.acquire_timeout_ms == 0 {
             return Err(ConfigError::Zero("acquire_timeout_ms"));
+        }
+        if self.drain_timeout_ms == 0 {
+            return Err(ConfigError::Zero("drain_timeout_ms"));
         }
         if catalogue.department(&self.department).is_none() {
             return Err(ConfigError::UnknownDepartment(self.department.clone()));
@@ -402,6 +495,37 @@ sql = "SELECT deceased, date_of_death FROM d WHERE id_number = :id_number"
         assert_eq!(c.acquire_timeout_ms, 2000);
         assert_eq!(c.listen.port(), 50061);
         assert_eq!(c.dialect().unwrap(), Dialect::Sqlite);
+    }
+
+    #[test]
+    fn environment_overrides_and_redaction() {
+        let (c, applied) = AdapterConfig::from_toml_with_env(
+            &civil_config(),
+            "test.toml",
+            [
+                ("TONGBAN_DATABASE_URL", "postgres://civil:s3cret@db:5432/civil"),
+                ("TONGBAN_LISTEN", "0.0.0.0:50062"),
+                ("TONGBAN_ADMIN_LISTEN", "127.0.0.1:9466"),
+                ("TONGBAN_DRAIN_TIMEOUT_MS", "2500"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(applied.len(), 4);
+        c.validate(&Catalogue::embedded()).unwrap();
+        assert_eq!(c.dialect().unwrap(), Dialect::Postgres);
+        assert_eq!(c.listen.port(), 50062);
+        assert_eq!(c.admin_listen.map(|a| a.port()), Some(9466));
+        assert_eq!(c.drain_timeout_ms, 2500);
+        let shown = c.to_redacted_toml();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://civil:REDACTED@db:5432/civil"));
+        let err = AdapterConfig::from_toml_with_env(
+            &civil_config(),
+            "test.toml",
+            [("TONGBAN_MAX_CONNECTIONS", "many")],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("TONGBAN_MAX_CONNECTIONS"), "{err}");
     }
 
     #[test]

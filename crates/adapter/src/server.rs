@@ -1,5 +1,10 @@
-//! Serving an adapter: the `Adapter` service plus gRPC health, on any
-//! incoming connection stream (plain TCP here; mTLS from `tongban-trust`).
+//! Serving an adapter: the `Adapter` service plus gRPC health and server
+//! reflection, on any incoming connection stream (plain TCP here; mTLS from
+//! `tongban-trust`). Every call gets a server span, child of the exchange's
+//! W3C trace context, and the RPC metrics when the service has them.
+//!
+//! Health: `""` and `tongban.v1.Adapter` are SERVING while the department
+//! database answers.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -38,6 +43,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("TLS: {0}")]
     Tls(#[from] tongban_trust::TlsError),
+    #[error("reflection: {0}")]
+    Reflection(String),
 }
 
 /// Builds the service from a config: loads the catalogue, opens the pool,
@@ -76,6 +83,15 @@ where
     reporter
         .set_serving::<AdapterServer<AdapterService>>()
         .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tongban_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let mut layer = tongban_telemetry::GrpcServerLayer::new();
+    if let Some(metrics) = service.metrics() {
+        layer = layer.with_metrics(metrics.clone());
+    }
     let pool = service.source().pool().clone();
     let probe = tokio::spawn(async move {
         let mut serving = true;
@@ -86,21 +102,27 @@ where
             let ok = ping(&pool).await;
             if ok != serving {
                 serving = ok;
-                if ok {
-                    reporter
-                        .set_serving::<AdapterServer<AdapterService>>()
-                        .await;
+                let status = if ok {
+                    tracing::info!("department database reachable again; health SERVING");
+                    tonic_health::ServingStatus::Serving
                 } else {
                     tracing::warn!("department database unreachable; health NOT_SERVING");
-                    reporter
-                        .set_not_serving::<AdapterServer<AdapterService>>()
-                        .await;
-                }
+                    tonic_health::ServingStatus::NotServing
+                };
+                reporter.set_service_status("", status).await;
+                reporter
+                    .set_service_status(
+                        <AdapterServer<AdapterService> as tonic::server::NamedService>::NAME,
+                        status,
+                    )
+                    .await;
             }
         }
     });
     let result = tonic::transport::Server::builder()
+        .layer(layer)
         .add_service(health)
+        .add_service(reflection)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;

@@ -37,6 +37,7 @@ pub struct AdapterService {
     source: Arc<EvidenceSource>,
     caller_check: Option<Arc<dyn CallerCheck>>,
     today: fn() -> NaiveDate,
+    metrics: Option<tongban_telemetry::Metrics>,
 }
 
 impl fmt::Debug for AdapterService {
@@ -55,7 +56,18 @@ impl AdapterService {
             source,
             caller_check: None,
             today: china_today,
+            metrics: None,
         }
+    }
+
+    /// Records the RPC metrics of every call in `metrics` when served.
+    pub fn with_metrics(mut self, metrics: tongban_telemetry::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn metrics(&self) -> Option<&tongban_telemetry::Metrics> {
+        self.metrics.as_ref()
     }
 
     /// Refuses requests for which `check` fails (e.g. not the exchange's

@@ -153,6 +153,8 @@ pub fn config(dept: Dept, database_url: &str) -> AdapterConfig {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], dept.default_port())),
         max_connections: 8,
         acquire_timeout_ms: 2000,
+        drain_timeout_ms: 10_000,
+        admin_listen: None,
         tls: None,
         evidence,
     }
