@@ -2,6 +2,7 @@
 //! parses arguments and calls [`run`].
 
 pub mod client;
+pub mod config;
 pub mod demo;
 pub mod local;
 pub mod render;
@@ -47,6 +48,9 @@ pub enum Command {
     /// Measure throughput and latency side by side: a department directly,
     /// nginx grpc_pass, the exchange plaintext and with mTLS (see BENCHMARKS.md).
     Bench(tongban_bench::BenchArgs),
+    /// Configuration files.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,29 +70,66 @@ pub enum CertsCommand {
     },
 }
 
-/// Logs go to stderr; `RUST_LOG` filters (default: info for servers, warn
-/// for client commands and the demo, whose output is the transcript).
-pub fn init_logging(cli: &Cli) {
-    use tracing_subscriber::EnvFilter;
-    let default = match cli.command {
-        Command::Serve(_) | Command::Adapter(_) => "info",
-        _ => "warn",
-    };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// What the process's telemetry hands to the servers it runs.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessTelemetry {
+    pub metrics: Option<tongban_telemetry::Metrics>,
+    /// For the admin endpoint (`GET /metrics`).
+    pub prometheus: Option<tongban_telemetry::PrometheusMetrics>,
+}
+
+impl ProcessTelemetry {
+    pub fn from_guard(guard: &tongban_telemetry::TelemetryGuard) -> Self {
+        Self {
+            metrics: Some(guard.metrics().clone()),
+            prometheus: Some(guard.prometheus().clone()),
+        }
     }
 }
 
-/// Runs one command.
+/// `service.name` of the process: `tongban-exchange`,
+/// `tongban-adapter-<department>` (read from its config) or `tongban-cli`.
+pub fn service_name(cli: &Cli) -> String {
+    match &cli.command {
+        Command::Serve(_) => "tongban-exchange".into(),
+        Command::Adapter(args) => tongban_adapter::AdapterConfig::from_file(&args.config)
+            .map_or_else(
+                |_| "tongban-adapter".into(),
+                |c| format!("tongban-adapter-{}", c.department),
+            ),
+        _ => "tongban-cli".into(),
+    }
+}
+
+/// The telemetry options for a command: logs on stderr in the chosen
+/// format, `RUST_LOG` filtering (default info for servers, warn for client
+/// commands and the demo, whose output is the transcript), OTLP export when
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` (or a signal-specific variant) is set.
+pub fn telemetry_options(cli: &Cli) -> tongban_telemetry::TelemetryOptions {
+    let mut options = tongban_telemetry::TelemetryOptions::new(service_name(cli));
+    options.default_log_filter = match cli.command {
+        Command::Serve(_) | Command::Adapter(_) => "info",
+        _ => "warn",
+    }
+    .into();
+    options.log_format = match cli.log_format {
+        LogFormat::Text => tongban_telemetry::LogFormat::Text,
+        LogFormat::Json => tongban_telemetry::LogFormat::Json,
+    };
+    options
+}
+
+/// Runs one command without telemetry handed to servers.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    run_with(cli, ProcessTelemetry::default()).await
+}
+
+/// Runs one command; servers record into `telemetry`.
+pub async fn run_with(cli: Cli, telemetry: ProcessTelemetry) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve(args) => serve::serve(args).await?,
-        Command::Adapter(args) => serve::adapter(args).await?,
+        Command::Serve(args) => serve::serve(args, telemetry).await?,
+        Command::Adapter(args) => serve::adapter(args, telemetry).await?,
+        Command::Config(command) => config::run(command)?,
         Command::Lookup(args) => client::lookup(args).await?,
         Command::Gather(args) => client::gather(args).await?,
         Command::Demo(args) => demo::run(args).await?,

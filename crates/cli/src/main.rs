@@ -1,5 +1,5 @@
-//! `tongban`: the one binary. Parsing and logging set-up only; every command
-//! lives in the `tongban_cli` library.
+//! `tongban`: the one binary. Parsing and telemetry set-up only; every
+//! command lives in the `tongban_cli` library.
 
 use std::process::ExitCode;
 
@@ -7,7 +7,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = tongban_cli::Cli::parse();
-    tongban_cli::init_logging(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -18,11 +17,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(tongban_cli::run(cli)) {
+    // The OTLP exporters run on the runtime: set up inside it.
+    let guard = {
+        let _rt = runtime.enter();
+        match tongban_telemetry::init(tongban_cli::telemetry_options(&cli)) {
+            Ok(guard) => guard,
+            Err(e) => {
+                eprintln!("error: telemetry: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let telemetry = tongban_cli::ProcessTelemetry::from_guard(&guard);
+    let code = match runtime.block_on(tongban_cli::run_with(cli, telemetry)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    };
+    // Flushes spans and metrics (bounded) while the runtime still runs.
+    if let Err(e) = guard.shutdown() {
+        eprintln!("warning: telemetry did not flush: {e}");
     }
+    code
 }

@@ -1,6 +1,7 @@
 //! `tongban serve` (an exchange node) and `tongban adapter` (a department).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
@@ -15,7 +16,7 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Args)]
 pub struct AdapterArgs {
     /// The adapter's configuration file.
-    #[arg(long, short)]
+    #[arg(long, short, env = "TONGBAN_CONFIG")]
     pub config: PathBuf,
     /// Fill the database with the reference department's synthetic data
     /// first (idempotent). Only for the reference departments.
@@ -23,17 +24,26 @@ pub struct AdapterArgs {
     pub seed_reference: bool,
 }
 
-/// Runs until Ctrl-C or SIGTERM, then drains and commits the audit tail.
-pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+/// Runs until Ctrl-C or SIGTERM, then drains in-flight requests (at most
+/// `drain_timeout_ms`) and commits the audit tail; the caller flushes
+/// telemetry.
+pub async fn serve(args: ServeArgs, telemetry: crate::ProcessTelemetry) -> anyhow::Result<()> {
     let config = tongban_exchange::ExchangeConfig::load(&args.config)?;
-    let exchange = tongban_exchange::start(config).await?;
+    let options = tongban_exchange::StartOptions {
+        metrics: telemetry.metrics,
+        prometheus: telemetry.prometheus,
+    };
+    let exchange = tongban_exchange::start_with(config, options).await?;
     println!("exchange listening on {}", exchange.local_addr());
     wait_for_stop().await?;
     exchange.shutdown().await?;
+    tracing::info!("exchange stopped");
     Ok(())
 }
 
-pub async fn adapter(args: AdapterArgs) -> anyhow::Result<()> {
+/// Runs until Ctrl-C or SIGTERM, then drains in-flight calls (at most
+/// `drain_timeout_ms`).
+pub async fn adapter(args: AdapterArgs, telemetry: crate::ProcessTelemetry) -> anyhow::Result<()> {
     let config = tongban_adapter::AdapterConfig::from_file(&args.config)?;
     if args.seed_reference {
         let dept: tongban_adapter::reference::Dept = config
@@ -44,7 +54,16 @@ pub async fn adapter(args: AdapterArgs) -> anyhow::Result<()> {
         tongban_adapter::reference::seed(dept, &pool).await?;
         pool.close().await;
     }
-    let service = tongban_adapter::service_from_config(&config).await?;
+    let mut service = tongban_adapter::service_from_config(&config).await?;
+    if let Some(metrics) = telemetry.metrics {
+        service = service.with_metrics(metrics);
+    }
+    let admin = match (config.admin_listen, telemetry.prometheus) {
+        (Some(addr), Some(prometheus)) => {
+            Some(tongban_telemetry::AdminServer::bind(addr, prometheus).await?)
+        }
+        _ => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -53,10 +72,30 @@ pub async fn adapter(args: AdapterArgs) -> anyhow::Result<()> {
         config.department,
         listener.local_addr()?
     );
-    tongban_adapter::serve_configured(&config, service, listener, async {
-        let _ = wait_for_stop().await;
-    })
-    .await?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tongban_adapter::serve_configured(&config, service, listener, async {
+        let _ = stopped.await;
+    });
+    tokio::pin!(served);
+    tokio::select! {
+        result = &mut served => result?,
+        stop_requested = wait_for_stop() => {
+            stop_requested?;
+            let _ = stop.send(());
+            let drain = Duration::from_millis(config.drain_timeout_ms);
+            match tokio::time::timeout(drain, &mut served).await {
+                Ok(result) => result?,
+                Err(_) => tracing::warn!(
+                    drain_timeout_ms = config.drain_timeout_ms,
+                    "calls still in flight after the drain timeout; cutting them off"
+                ),
+            }
+        }
+    }
+    if let Some(admin) = admin {
+        admin.shutdown().await;
+    }
+    tracing::info!(department = %config.department, "adapter stopped");
     Ok(())
 }
 
