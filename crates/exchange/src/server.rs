@@ -62,8 +62,6 @@ pub enum StartError {
     Config(String),
     #[error("{0}")]
     Audit(String),
-    #[error("admin endpoint: {0}")]
-    Admin(#[from] tongban_telemetry::TelemetryError),
 }
 
 /// The health service name of the exchange itself.
@@ -296,9 +294,17 @@ pub async fn start_with_audit_options(
         }
     };
 
+    // Metrics are for operators; a taken admin port must not stop the node
+    // from serving, so it is reported loudly instead.
     let admin = match (&options.prometheus, config.admin.enabled) {
         (Some(prometheus), true) => {
-            Some(AdminServer::bind(config.admin.listen, prometheus.clone()).await?)
+            match AdminServer::bind(config.admin.listen, prometheus.clone()).await {
+                Ok(admin) => Some(admin),
+                Err(e) => {
+                    tracing::error!(error = %e, "admin endpoint not started; /metrics unavailable");
+                    None
+                }
+            }
         }
         _ => None,
     };

@@ -1,0 +1,284 @@
+//! SIGTERM on the real `tongban serve` process under load: requests in
+//! flight finish (within the drain bound), the audit log is committed, the
+//! process exits 0; past the bound, the process still exits promptly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
+use tongban_proto::v1::exchange_client::ExchangeClient;
+use tongban_proto::v1::{
+    CaseContext, DescribeRequest, DescribeResponse, Evidence, LookupRequest, QueryRequest,
+    QueryResponse, Subject,
+};
+
+const CALLER: &str = "org/91350100M000100Y43/unit/lifecycle";
+/// A synthetic identity number with a valid check character.
+const SUBJECT: &str = "510403198507220465";
+
+/// A department that answers every query after `delay`, with no fields.
+#[derive(Debug, Clone)]
+struct SlowAdapter {
+    delay: Duration,
+}
+
+#[tonic::async_trait]
+impl Adapter for SlowAdapter {
+    async fn query(
+        &self,
+        request: tonic::Request<QueryRequest>,
+    ) -> Result<tonic::Response<QueryResponse>, tonic::Status> {
+        tokio::time::sleep(self.delay).await;
+        let evidence_type = request.into_inner().evidence_type;
+        Ok(tonic::Response::new(QueryResponse {
+            evidence: Some(Evidence {
+                department: evidence_type
+                    .split('.')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+                evidence_type,
+                current_as_of: None,
+                fields: Vec::new(),
+            }),
+        }))
+    }
+
+    async fn describe(
+        &self,
+        _: tonic::Request<DescribeRequest>,
+    ) -> Result<tonic::Response<DescribeResponse>, tonic::Status> {
+        Ok(tonic::Response::new(DescribeResponse::default()))
+    }
+}
+
+async fn spawn_adapter(delay: Duration) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AdapterServer::new(SlowAdapter { delay }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+fn write_config(dir: &Path, adapter: SocketAddr, drain_ms: u64) -> std::path::PathBuf {
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!("[[grant]]\ncallers = [\"{CALLER}\"]\nmatters = [\"unemployment-benefit\"]\n"),
+    )
+    .unwrap();
+    let path = dir.join("exchange.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen = \"127.0.0.1:0\"\npolicy = \"policy.toml\"\nplaintext_caller = \"{CALLER}\"\n\
+             drain_timeout_ms = {drain_ms}\n\n[admin]\nenabled = false\n\n\
+             [departments.hrss]\nendpoints = [\"http://{adapter}\"]\ntimeout_ms = 10000\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// Starts `tongban serve` and reads where it listens.
+async fn spawn_exchange(config: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the exchange says where it listens")
+        .unwrap()
+        .unwrap();
+    let addr = line
+        .strip_prefix("exchange listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    // Keep draining stdout so the child never blocks on it.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+fn sigterm(child: &Child) {
+    let pid = child.id().unwrap();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn lookup() -> tonic::Request<LookupRequest> {
+    let mut request = tonic::Request::new(LookupRequest {
+        case: Some(CaseContext {
+            matter: "unemployment-benefit".into(),
+            case_number: "LIFE-2026-000001".into(),
+            operator_id: "clerk.lifecycle@test".into(),
+        }),
+        subject: Some(Subject {
+            id_number: SUBJECT.into(),
+            name: String::new(),
+        }),
+        evidence_type: "hrss.unemployment".into(),
+        fields: None,
+    });
+    request.set_timeout(Duration::from_secs(20));
+    request
+}
+
+/// One request as the client saw it.
+#[derive(Debug, Clone)]
+struct Outcome {
+    started: Instant,
+    finished: Instant,
+    code: tonic::Code,
+}
+
+/// `workers` clients asking in a loop until `stop_at`.
+async fn load(addr: SocketAddr, workers: usize, stop_at: Instant) -> Arc<Mutex<Vec<Outcome>>> {
+    let outcomes: Arc<Mutex<Vec<Outcome>>> = Arc::default();
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for _ in 0..workers {
+        let outcomes = outcomes.clone();
+        let mut client = ExchangeClient::new(channel.clone());
+        tokio::spawn(async move {
+            while Instant::now() < stop_at {
+                let started = Instant::now();
+                let code = match client.lookup(lookup()).await {
+                    Ok(_) => tonic::Code::Ok,
+                    Err(status) => status.code(),
+                };
+                outcomes.lock().unwrap().push(Outcome {
+                    started,
+                    finished: Instant::now(),
+                    code,
+                });
+                if code != tonic::Code::Ok {
+                    // The node is going away: do not spin.
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        });
+    }
+    outcomes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_commits_the_audit_log_and_exits_zero() {
+    let delay = Duration::from_millis(400);
+    let adapter = spawn_adapter(delay).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), adapter, 5000);
+    let (mut child, addr) = spawn_exchange(&config).await;
+
+    let outcomes = load(addr, 8, Instant::now() + Duration::from_secs(4)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let term_at = Instant::now();
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the process exits within the drain bound")
+        .unwrap();
+    let exited_after = term_at.elapsed();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(exited_after < Duration::from_secs(5), "{exited_after:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let outcomes = outcomes.lock().unwrap().clone();
+    // Requests under way when SIGTERM arrived were answered, not cut off.
+    let in_flight: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.started + Duration::from_millis(50) < term_at && o.finished > term_at)
+        .collect();
+    assert!(!in_flight.is_empty(), "the load overlapped the SIGTERM");
+    for o in &outcomes {
+        if o.started + Duration::from_millis(50) < term_at {
+            assert_eq!(o.code, tonic::Code::Ok, "{o:?} (SIGTERM at {term_at:?})");
+        } else {
+            // Afterwards: answered, or refused at once because the node
+            // is stopping (never started, so never cut off).
+            assert!(
+                o.code == tonic::Code::Ok
+                    || (matches!(
+                        o.code,
+                        tonic::Code::Unavailable | tonic::Code::Cancelled | tonic::Code::Unknown
+                    ) && o.finished - o.started < Duration::from_millis(200)),
+                "{o:?}"
+            );
+        }
+    }
+    let answered = outcomes
+        .iter()
+        .filter(|o| o.code == tonic::Code::Ok)
+        .count();
+    assert!(answered >= 8, "{answered}");
+
+    // Every answer was audited and the tail committed before exit.
+    let store = tongban_audit::SqliteStore::open(&dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    let state = tongban_audit::AuditStore::log_state(&store, "exchange-1")
+        .await
+        .unwrap();
+    assert!(
+        state.size >= answered as u64,
+        "{} entries for {answered} answers",
+        state.size
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_is_bounded() {
+    // Answers take far longer than the drain allows.
+    let adapter = spawn_adapter(Duration::from_secs(8)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), adapter, 500);
+    let (mut child, addr) = spawn_exchange(&config).await;
+
+    let outcomes = load(addr, 2, Instant::now() + Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let term_at = Instant::now();
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the process exits")
+        .unwrap();
+    let exited_after = term_at.elapsed();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    // 500 ms of drain plus the audit commit and telemetry flush.
+    assert!(exited_after < Duration::from_secs(4), "{exited_after:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let outcomes = outcomes.lock().unwrap().clone();
+    assert!(
+        outcomes.iter().all(|o| o.code != tonic::Code::Ok),
+        "nothing could have been answered: {outcomes:?}"
+    );
+    assert!(
+        !outcomes.is_empty(),
+        "the cut-off requests failed at the client"
+    );
+}
