@@ -67,6 +67,10 @@ pub enum CertsCommand {
         /// Replace an existing PKI in the directory.
         #[arg(long)]
         force: bool,
+        /// Extra host name the servers' certificates are valid for (e.g. a
+        /// container or Kubernetes service name); repeatable.
+        #[arg(long = "server-host")]
+        server_hosts: Vec<String>,
     },
 }
 
@@ -143,12 +147,14 @@ pub async fn run_with(cli: Cli, telemetry: ProcessTelemetry) -> anyhow::Result<E
             dir,
             trust_domain,
             force,
+            server_hosts,
         }) => {
-            let options = tongban_trust::pki::DevPkiOptions {
+            let mut options = tongban_trust::pki::DevPkiOptions {
                 trust_domain,
                 force,
                 ..Default::default()
             };
+            options.server_hosts.extend(server_hosts);
             let pki = tongban_trust::pki::init_dev_pki(&dir, &options)?;
             println!("development PKI written to {}", pki.dir.display());
             println!("  CA: {}", pki.ca_cert.display());
