@@ -51,7 +51,9 @@ impl SqliteStore {
         path: Option<PathBuf>,
     ) -> Result<Self, StoreError> {
         // Seven search indexes make inserts page-cache bound: 16 MiB per connection.
-        let opts = opts.pragma("cache_size", "-16384");
+        let opts = opts
+            .pragma("cache_size", "-16384")
+            .pragma("wal_autocheckpoint", "16384");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
