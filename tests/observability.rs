@@ -94,11 +94,16 @@ async fn health_follows_the_audit_store_and_each_department_and_reflection_lists
 
     let dir = tempfile::tempdir().unwrap();
     let mut adapters = obs::Adapters::start(dir.path(), None).await;
+    // The plaintext health-only port (for probes without a certificate).
+    let health_addr = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap()
+    };
     let config = obs::exchange_config(
         dir.path(),
         &adapters,
         &format!(
-            "health_probe_ms = 100\n[audit]\nstore = \"postgres://postgres@{}/test\"\npostgres_schema = \"{schema}\"\n",
+            "health_probe_ms = 100\nhealth_listen = \"{health_addr}\"\n[audit]\nstore = \"postgres://postgres@{}/test\"\npostgres_schema = \"{schema}\"\n",
             proxy.addr()
         ),
     );
@@ -122,8 +127,11 @@ async fn health_follows_the_audit_store_and_each_department_and_reflection_lists
         .unwrap();
 
     // The audit store goes away: the node is not ready; it comes back.
+    let probe_port = channel(health_addr).await;
+    assert_eq!(health(&probe_port, "").await, SERVING);
     proxy.cut();
     wait_health(&ch, "", NOT_SERVING).await;
+    wait_health(&probe_port, "", NOT_SERVING).await;
     wait_health(&ch, tongban_exchange::EXCHANGE_HEALTH_SERVICE, NOT_SERVING).await;
     proxy.restore();
     wait_health(&ch, "", SERVING).await;

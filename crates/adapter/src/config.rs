@@ -15,6 +15,8 @@
 //! drain_timeout_ms = 10000      # on SIGTERM, longest wait for in-flight calls
 //! # Optional: Prometheus `GET /metrics` (keep it on loopback).
 //! # admin_listen = "127.0.0.1:9465"
+//! # Optional: gRPC health alone, plaintext, for probes without a certificate.
+//! # health_listen = "0.0.0.0:8081"
 //!
 //! [evidence."police.identity"]
 //! # One row per subject; columns named after the catalogue's fields, plus an
@@ -74,6 +76,10 @@ pub struct AdapterConfig {
     /// when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_listen: Option<SocketAddr>,
+    /// Where a stand-alone adapter also serves gRPC health alone, in
+    /// plaintext (for probes without a client certificate); none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
     /// Mutual TLS. Without it the adapter serves plaintext (development
     /// only): anyone who can reach the port can ask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -263,6 +269,7 @@ impl AdapterConfig {
             ("acquire_timeout_ms", Integer),
             ("drain_timeout_ms", Integer),
             ("admin_listen", Str),
+            ("health_listen", Str),
             ("tls.cert", Str),
             ("tls.key", Str),
             ("tls.ca", Str),
@@ -503,7 +510,10 @@ sql = "SELECT deceased, date_of_death FROM d WHERE id_number = :id_number"
             &civil_config(),
             "test.toml",
             [
-                ("TONGBAN_DATABASE_URL", "postgres://civil:s3cret@db:5432/civil"),
+                (
+                    "TONGBAN_DATABASE_URL",
+                    "postgres://civil:s3cret@db:5432/civil",
+                ),
                 ("TONGBAN_LISTEN", "0.0.0.0:50062"),
                 ("TONGBAN_ADMIN_LISTEN", "127.0.0.1:9466"),
                 ("TONGBAN_DRAIN_TIMEOUT_MS", "2500"),

@@ -88,6 +88,20 @@ where
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| ServeError::Reflection(e.to_string()))?;
+    let health_only = match service.health_listen() {
+        None => None,
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            let health = health.clone();
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(health)
+                    .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+            ))
+        }
+    };
     let mut layer = tongban_telemetry::GrpcServerLayer::new();
     if let Some(metrics) = service.metrics() {
         layer = layer.with_metrics(metrics.clone());
@@ -127,6 +141,9 @@ where
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     probe.abort();
+    if let Some(task) = health_only {
+        task.abort();
+    }
     Ok(result?)
 }
 

@@ -38,6 +38,7 @@ pub struct AdapterService {
     caller_check: Option<Arc<dyn CallerCheck>>,
     today: fn() -> NaiveDate,
     metrics: Option<tongban_telemetry::Metrics>,
+    health_listen: Option<std::net::SocketAddr>,
 }
 
 impl fmt::Debug for AdapterService {
@@ -57,7 +58,20 @@ impl AdapterService {
             caller_check: None,
             today: china_today,
             metrics: None,
+            health_listen: None,
         }
+    }
+
+    /// Also serves the health service alone, in plaintext, on `addr` when
+    /// served (for probes that cannot present a client certificate, such as
+    /// the kubelet's gRPC probe).
+    pub fn with_health_listen(mut self, addr: std::net::SocketAddr) -> Self {
+        self.health_listen = Some(addr);
+        self
+    }
+
+    pub fn health_listen(&self) -> Option<std::net::SocketAddr> {
+        self.health_listen
     }
 
     /// Records the RPC metrics of every call in `metrics` when served.

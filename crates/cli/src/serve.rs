@@ -58,6 +58,9 @@ pub async fn adapter(args: AdapterArgs, telemetry: crate::ProcessTelemetry) -> a
     if let Some(metrics) = telemetry.metrics {
         service = service.with_metrics(metrics);
     }
+    if let Some(addr) = config.health_listen {
+        service = service.with_health_listen(addr);
+    }
     let admin = match (config.admin_listen, telemetry.prometheus) {
         (Some(addr), Some(prometheus)) => {
             Some(tongban_telemetry::AdminServer::bind(addr, prometheus).await?)

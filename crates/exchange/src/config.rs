@@ -49,6 +49,11 @@ pub struct ExchangeConfig {
     /// gRPC health service.
     #[serde(default = "default_health_probe_ms")]
     pub health_probe_ms: u64,
+    /// Also serve gRPC health alone, in plaintext, here (for probes that
+    /// cannot present a client certificate, e.g. the kubelet's); none when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
     /// The node's audit log.
     #[serde(default)]
     pub audit: AuditSettings,
@@ -205,6 +210,7 @@ impl ExchangeConfig {
             ("plaintext_caller", Str),
             ("drain_timeout_ms", Integer),
             ("health_probe_ms", Integer),
+            ("health_listen", Str),
             ("tls.cert", Str),
             ("tls.key", Str),
             ("tls.ca", Str),

@@ -309,6 +309,22 @@ pub async fn start_with_audit_options(
         _ => None,
     };
 
+    let mut background = vec![policy_task, probe_task];
+    if let Some(addr) = config.health_listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        // Health alone, plaintext: it reveals readiness, nothing else.
+        let health_only = Server::builder()
+            .add_service(health_service.clone())
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+        background.push(tokio::spawn(async move {
+            if let Err(e) = health_only.await {
+                tracing::error!(error = %e, "plaintext health endpoint failed");
+            }
+        }));
+    }
+
     let service = ExchangeService::new(exchange.clone(), authenticate);
     let router = Server::builder()
         .layer(GrpcServerLayer::new().with_metrics(metrics))
@@ -330,7 +346,7 @@ pub async fn start_with_audit_options(
         exchange,
         shutdown: Some(shutdown_tx),
         server,
-        background: vec![policy_task, probe_task],
+        background,
         audit_log,
         admin,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),

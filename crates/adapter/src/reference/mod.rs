@@ -155,6 +155,7 @@ pub fn config(dept: Dept, database_url: &str) -> AdapterConfig {
         acquire_timeout_ms: 2000,
         drain_timeout_ms: 10_000,
         admin_listen: None,
+        health_listen: None,
         tls: None,
         evidence,
     }
