@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use tongban_audit::AuditError;
 use tongban_core::{Denial, FieldViolation};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -46,6 +47,9 @@ pub enum ExchangeError {
     BadAnswer { department: String, detail: String },
     #[error("audit log unavailable, nothing released: {0}")]
     AuditUnavailable(String),
+    /// Reading the audit log failed (administrators, receipt proofs).
+    #[error("audit log: {0}")]
+    Audit(tongban_audit::AuditError),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -72,6 +76,15 @@ impl ExchangeError {
             Self::DepartmentTimeout { .. } => Code::DeadlineExceeded,
             Self::Department { status, .. } => status.code(),
             Self::BadAnswer { .. } => Code::Internal,
+            Self::Audit(e) => match e {
+                AuditError::NotFound(_) => Code::NotFound,
+                AuditError::Invalid(_) | AuditError::BadNode(_) => Code::InvalidArgument,
+                AuditError::Inconsistent { .. } => Code::DataLoss,
+                AuditError::Unavailable(_) | AuditError::Closed | AuditError::Store(_) => {
+                    Code::Unavailable
+                }
+                AuditError::WrongNode { .. } | AuditError::Note(_) => Code::Internal,
+            },
         }
     }
 
@@ -94,6 +107,9 @@ impl ExchangeError {
                 .unwrap_or_else(|| format!("DEPARTMENT_{:?}", status.code()).to_uppercase()),
             Self::BadAnswer { .. } => "DEPARTMENT_BAD_ANSWER".into(),
             Self::AuditUnavailable(_) => "AUDIT_UNAVAILABLE".into(),
+            Self::Audit(AuditError::NotFound(_)) => "AUDIT_ENTRY_NOT_FOUND".into(),
+            Self::Audit(AuditError::Inconsistent { .. }) => "AUDIT_LOG_INCONSISTENT".into(),
+            Self::Audit(_) => "AUDIT_READ_FAILED".into(),
         }
     }
 

@@ -8,6 +8,7 @@
 //! [`server`] start a node, [`reload`] keeps the policy current.
 
 pub mod audit;
+pub mod audit_service;
 pub mod config;
 pub mod error;
 pub mod limits;
@@ -18,6 +19,7 @@ pub mod server;
 pub mod service;
 
 pub use audit::{AuditLogSink, AuditSettings};
+pub use audit_service::{AuditReader, AuditService};
 pub use config::ExchangeConfig;
 pub use error::{ERROR_DOMAIN, ExchangeError};
 pub use pipeline::{AuditEvent, AuditKind, AuditSink, EvidenceRequest, Exchange};

@@ -15,6 +15,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tongban_core::{Caller, Catalogue, CatalogueError};
+use tongban_proto::v1::audit_server::AuditServer;
 use tongban_proto::v1::exchange_server::ExchangeServer;
 use tongban_telemetry::{AdminServer, GrpcServerLayer, Metrics, PrometheusMetrics};
 use tongban_trust::{
@@ -30,6 +31,7 @@ use tonic_health::server::HealthReporter;
 use tongban_audit::AuditLog;
 
 use crate::audit::AuditLogSink;
+use crate::audit_service::{AuditReader, AuditService};
 use crate::config::{ExchangeConfig, TlsFiles};
 use crate::error::ExchangeError;
 use crate::pipeline::{AuditSink, Exchange};
@@ -184,11 +186,12 @@ pub async fn start_with(
         .await
         .map_err(StartError::Audit)?;
     let pseudonymizer = config.audit.pseudonymizer().map_err(StartError::Audit)?;
-    let mut sink = AuditLogSink::new(log.clone(), pseudonymizer).with_store(store);
+    let mut sink = AuditLogSink::new(log, pseudonymizer).with_store(store.clone());
     if let Some(metrics) = &options.metrics {
         sink = sink.with_metrics(metrics.clone());
     }
-    start_with_audit_options(config, Arc::new(sink), Some(log), options).await
+    let reader = AuditReader::new(sink.clone(), store);
+    start_with_audit_options(config, Arc::new(sink), Some(reader), options).await
 }
 
 /// Starts an exchange node with the given audit sink (tests use this to put
@@ -196,18 +199,19 @@ pub async fn start_with(
 pub async fn start_with_audit(
     config: ExchangeConfig,
     audit: Arc<dyn AuditSink>,
-    audit_log: Option<AuditLog>,
+    reader: Option<AuditReader>,
 ) -> Result<ExchangeHandle, StartError> {
-    start_with_audit_options(config, audit, audit_log, StartOptions::default()).await
+    start_with_audit_options(config, audit, reader, StartOptions::default()).await
 }
 
 /// [`start_with_audit`] with the process's telemetry.
 pub async fn start_with_audit_options(
     config: ExchangeConfig,
     audit: Arc<dyn AuditSink>,
-    audit_log: Option<AuditLog>,
+    reader: Option<AuditReader>,
     options: StartOptions,
 ) -> Result<ExchangeHandle, StartError> {
+    let audit_log = reader.as_ref().map(|r| r.log().clone());
     let metrics = options.metrics.clone().unwrap_or_else(Metrics::disabled);
     let catalogue = Arc::new(load_catalogue(&config)?);
     let policy = load_policy(&config.policy, &catalogue)?;
@@ -325,12 +329,18 @@ pub async fn start_with_audit_options(
         }));
     }
 
-    let service = ExchangeService::new(exchange.clone(), authenticate);
+    let mut service = ExchangeService::new(exchange.clone(), authenticate.clone());
+    // Administrators read the log through the node that writes it.
+    let audit_service = reader.map(|reader| {
+        service = service.clone().with_audit_reader(reader.clone());
+        AuditServer::new(AuditService::new(exchange.clone(), authenticate, reader))
+    });
     let router = Server::builder()
         .layer(GrpcServerLayer::new().with_metrics(metrics))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(ExchangeServer::new(service));
+        .add_service(ExchangeServer::new(service))
+        .add_optional_service(audit_service);
     let server = match listener {
         Listener::Tls(incoming) => {
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))

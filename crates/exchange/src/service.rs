@@ -11,10 +11,11 @@ use tongban_proto::v1::exchange_server::Exchange as ExchangeApi;
 use tongban_proto::v1::{
     self as pb, DescribeMatterRequest, DescribeMatterResponse, GatherItem, GatherRequest,
     GatherResponse, ListEvidenceTypesRequest, ListEvidenceTypesResponse, ListMattersRequest,
-    ListMattersResponse, LookupRequest, LookupResponse, gather_item,
+    ListMattersResponse, LookupRequest, LookupResponse, ProveReceiptRequest, gather_item,
 };
 use tonic::{Request, Response, Status};
 
+use crate::audit_service::AuditReader;
 use crate::error::ExchangeError;
 use crate::pipeline::{AuditKind, EvidenceRequest, Exchange, Refused, validate_case_and_subject};
 use crate::routing::parse_grpc_timeout;
@@ -35,6 +36,7 @@ pub fn fixed_caller(caller: Caller) -> Authenticator {
 pub struct ExchangeService {
     exchange: Exchange,
     authenticate: Authenticator,
+    audit_reader: Option<AuditReader>,
 }
 
 impl std::fmt::Debug for ExchangeService {
@@ -50,7 +52,14 @@ impl ExchangeService {
         Self {
             exchange,
             authenticate,
+            audit_reader: None,
         }
+    }
+
+    /// Serves `ProveReceipt` from this audit log.
+    pub fn with_audit_reader(mut self, reader: AuditReader) -> Self {
+        self.audit_reader = Some(reader);
+        self
     }
 
     /// Authenticates the caller and bounds the request's size.
@@ -75,6 +84,28 @@ fn deadline<T>(request: &Request<T>) -> Option<Duration> {
 
 #[tonic::async_trait]
 impl ExchangeApi for ExchangeService {
+    #[tracing::instrument(name = "Exchange/ProveReceipt", skip_all)]
+    async fn prove_receipt(
+        &self,
+        request: Request<ProveReceiptRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        let caller = self.admit(&request)?;
+        self.exchange.charge(&caller, 1)?;
+        let Some(reader) = &self.audit_reader else {
+            return Err(Status::unimplemented(
+                "this exchange node serves no audit proofs",
+            ));
+        };
+        let receipt = request
+            .into_inner()
+            .receipt
+            .ok_or_else(|| ExchangeError::invalid("receipt", "is required"))?;
+        let is_admin = self.exchange.policy().require_admin(&caller).is_ok();
+        Ok(Response::new(
+            reader.prove_receipt(&caller, &receipt, is_admin).await?,
+        ))
+    }
+
     #[tracing::instrument(name = "Exchange/Lookup", skip_all)]
     async fn lookup(
         &self,

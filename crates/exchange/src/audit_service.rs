@@ -1,0 +1,611 @@
+//! The `Audit` gRPC service: administrators search, report, export and prove
+//! the audit log. Reading the log is itself audited: every call — refused or
+//! not — becomes an `AdminAction` entry, committed before anything is
+//! returned. Also the read side of `Exchange.ProveReceipt`, which lets a
+//! caller prove its own receipts.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio_stream::Stream;
+use tongban_audit::{
+    AuditEntry, AuditError, AuditStore, Cursor, EntryKind, LoggedEntry, PageRequest, SearchFilter,
+};
+use tongban_core::{Caller, FieldViolation};
+use tongban_proto::v1::audit_server::Audit as AuditApi;
+use tongban_proto::v1::{
+    self as pb, AdminContext, AuditExportRequest, AuditFilter, AuditRecord, AuditSearchRequest,
+    AuditSearchResponse, ConsistencyProofRequest, InclusionProofRequest, ListCheckpointsRequest,
+    ListCheckpointsResponse, SubjectReportRequest, SubjectReportResponse,
+};
+use tonic::{Request, Response, Status};
+
+use crate::audit::AuditLogSink;
+use crate::error::ExchangeError;
+use crate::pipeline::Exchange;
+use crate::service::Authenticator;
+
+/// The log's read side, shared by the `Audit` service and `ProveReceipt`.
+#[derive(Debug, Clone)]
+pub struct AuditReader {
+    sink: AuditLogSink,
+    store: Arc<dyn AuditStore>,
+}
+
+impl AuditReader {
+    pub fn new(sink: AuditLogSink, store: Arc<dyn AuditStore>) -> Self {
+        Self { sink, store }
+    }
+
+    pub fn store(&self) -> &dyn AuditStore {
+        self.store.as_ref()
+    }
+
+    /// The node's log (administrators' acts are appended to it).
+    pub fn log(&self) -> &tongban_audit::AuditLog {
+        self.sink.log()
+    }
+
+    /// An inclusion proof for `receipt`, if `caller` caused that entry (or
+    /// `any_caller` is set, for administrators).
+    pub async fn prove_receipt(
+        &self,
+        caller: &Caller,
+        receipt: &pb::AuditReceipt,
+        any_caller: bool,
+    ) -> Result<pb::InclusionProof, ExchangeError> {
+        let entry = self
+            .store
+            .entry(&receipt.node, receipt.index)
+            .await
+            .map_err(|e| ExchangeError::Audit(e.into()))?
+            .ok_or_else(|| {
+                ExchangeError::Audit(AuditError::NotFound(format!(
+                    "no entry {} in the log of node {:?}",
+                    receipt.index, receipt.node
+                )))
+            })?;
+        let own =
+            entry.entry.caller_org == caller.org.as_str() && entry.entry.caller_unit == caller.unit;
+        // A receipt for someone else's entry gets the same answer as a
+        // missing one: it must not reveal that the entry exists.
+        if !(own || any_caller)
+            || (!receipt.leaf_hash.is_empty() && receipt.leaf_hash != entry.leaf_hash)
+        {
+            return Err(ExchangeError::Audit(AuditError::NotFound(format!(
+                "no entry {} of yours in the log of node {:?} with that leaf hash",
+                receipt.index, receipt.node
+            ))));
+        }
+        let proof =
+            tongban_audit::inclusion_proof(self.store.as_ref(), &receipt.node, receipt.index)
+                .await
+                .map_err(ExchangeError::Audit)?;
+        Ok(inclusion_to_proto(proof))
+    }
+}
+
+/// The `Audit` gRPC service.
+#[derive(Clone)]
+pub struct AuditService {
+    exchange: Exchange,
+    authenticate: Authenticator,
+    reader: AuditReader,
+}
+
+impl std::fmt::Debug for AuditService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditService")
+            .field("reader", &self.reader)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Longest reason accepted, in characters.
+const MAX_REASON_CHARS: usize = 200;
+/// Accesses a subject report returns at most.
+const MAX_REPORT: u32 = 10_000;
+
+impl AuditService {
+    pub fn new(exchange: Exchange, authenticate: Authenticator, reader: AuditReader) -> Self {
+        Self {
+            exchange,
+            authenticate,
+            reader,
+        }
+    }
+
+    /// Authenticates, validates the admin context, checks the caller is an
+    /// administrator and logs the act — refused or not — before returning.
+    /// `describe` renders what is being done, without identity numbers.
+    async fn admit<T>(
+        &self,
+        request: &Request<T>,
+        admin: Option<&AdminContext>,
+        action: &str,
+        detail: String,
+    ) -> Result<Caller, Status> {
+        let started = Instant::now();
+        let caller = (self.authenticate)(request.extensions())?;
+        let context = validate_admin(admin);
+        let decision = match &context {
+            Ok(_) => self
+                .exchange
+                .policy()
+                .require_admin(&caller)
+                .map_err(ExchangeError::from),
+            Err(violations) => Err(ExchangeError::InvalidArgument(violations.clone())),
+        };
+        let mut entry = AuditEntry::new(EntryKind::AdminAction, Utc::now());
+        entry.caller_org = caller.org.to_string();
+        entry.caller_unit = caller.unit.clone();
+        if let Ok((operator, reason)) = &context {
+            entry.operator = operator.clone();
+            entry.detail = format!("{action} {detail}; reason: {reason}");
+        } else {
+            entry.detail = format!("{action} {detail}");
+        }
+        if let Err(e) = &decision {
+            entry.outcome_code = e.code() as i32;
+            entry.outcome_reason = e.reason();
+        }
+        entry.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        entry.trace_id = tongban_telemetry::current_trace_id();
+        if let Err(e) = self.reader.sink.log().append(entry).await {
+            tracing::error!(error = %e, "cannot log an administrator's act; refusing it");
+            return Err(ExchangeError::AuditUnavailable(e.to_string()).into());
+        }
+        decision?;
+        Ok(caller)
+    }
+
+    fn pseudonym(&self, id_number: &str) -> Result<String, Status> {
+        let id = tongban_core::IdNumber::parse(id_number.trim()).map_err(|e| {
+            ExchangeError::invalid(
+                "id_number",
+                format!(
+                    "not a valid resident identity number ({} check failed): {e}",
+                    e.check()
+                ),
+            )
+        })?;
+        Ok(self.reader.sink.pseudonymizer().pseudonym(id.as_str()))
+    }
+
+    /// The filter as the store takes it, and a description for the log.
+    fn store_filter(&self, filter: Option<&AuditFilter>) -> Result<(SearchFilter, String), Status> {
+        let Some(f) = filter else {
+            return Ok((SearchFilter::default(), "all entries".into()));
+        };
+        let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+        let time = |t: Option<&prost_types::Timestamp>| {
+            t.map(|t| {
+                DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                    .ok_or_else(|| ExchangeError::invalid("filter", "timestamp out of range"))
+            })
+            .transpose()
+        };
+        let kind = match f.kind.as_str() {
+            "" => None,
+            k => Some(
+                k.parse::<EntryKind>()
+                    .map_err(|e| ExchangeError::invalid("filter.kind", e))?,
+            ),
+        };
+        let subject = match f.subject_id_number.as_str() {
+            "" => None,
+            id => Some(self.pseudonym(id).map_err(|s| {
+                Status::invalid_argument(format!("filter.subject_id_number: {}", s.message()))
+            })?),
+        };
+        let store_filter = SearchFilter {
+            node: text(&f.node),
+            from: time(f.from.as_ref())?,
+            to: time(f.to.as_ref())?,
+            kind,
+            caller_org: text(&f.caller_org),
+            caller_unit: text(&f.caller_unit),
+            operator: text(&f.operator_id),
+            department: text(&f.department),
+            evidence_type: text(&f.evidence_type),
+            matter: text(&f.matter),
+            case_number: text(&f.case_number),
+            outcome_code: f.outcome_code,
+            subject,
+        };
+        Ok((store_filter.clone(), describe_filter(&store_filter)))
+    }
+}
+
+fn validate_admin(admin: Option<&AdminContext>) -> Result<(String, String), Vec<FieldViolation>> {
+    let Some(admin) = admin else {
+        return Err(vec![FieldViolation::new(
+            "admin",
+            "is required: operator_id and reason",
+        )]);
+    };
+    let mut violations = Vec::new();
+    // The operator follows the same rules as a clerk's id in a case.
+    if let Err(v) = tongban_core::CaseContext::new("audit", "audit", &admin.operator_id) {
+        violations.extend(
+            v.into_iter()
+                .map(|v| FieldViolation::new("admin.operator_id", v.description)),
+        );
+    }
+    let reason = admin.reason.trim();
+    if reason.is_empty() {
+        violations.push(FieldViolation::new(
+            "admin.reason",
+            "is required: why the log is read",
+        ));
+    } else if reason.chars().count() > MAX_REASON_CHARS || reason.chars().any(char::is_control) {
+        violations.push(FieldViolation::new(
+            "admin.reason",
+            format!("must be at most {MAX_REASON_CHARS} characters without control characters"),
+        ));
+    }
+    if violations.is_empty() {
+        Ok((admin.operator_id.clone(), reason.to_owned()))
+    } else {
+        Err(violations)
+    }
+}
+
+/// The filter for the log; the subject appears only as its pseudonym.
+fn describe_filter(f: &SearchFilter) -> String {
+    let mut parts = Vec::new();
+    let mut add = |name: &str, value: Option<String>| {
+        if let Some(v) = value {
+            parts.push(format!("{name}={v}"));
+        }
+    };
+    add("node", f.node.clone());
+    add("from", f.from.map(|t| t.to_rfc3339()));
+    add("to", f.to.map(|t| t.to_rfc3339()));
+    add("kind", f.kind.map(|k| k.as_str().to_owned()));
+    add("caller_org", f.caller_org.clone());
+    add("caller_unit", f.caller_unit.clone());
+    add("operator", f.operator.clone());
+    add("department", f.department.clone());
+    add("evidence_type", f.evidence_type.clone());
+    add("matter", f.matter.clone());
+    add("case_number", f.case_number.clone());
+    add("outcome_code", f.outcome_code.map(|c| c.to_string()));
+    add("subject", f.subject.clone());
+    if parts.is_empty() {
+        "all entries".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+fn parse_page_token(token: &str) -> Result<Option<Cursor>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || {
+        Status::from(ExchangeError::invalid(
+            "page_token",
+            "is not a token this service issued",
+        ))
+    };
+    let mut parts = token.splitn(3, ':');
+    let (Some(time), Some(index), Some(node)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(bad());
+    };
+    Ok(Some(Cursor {
+        time_us: time.parse().map_err(|_| bad())?,
+        index: index.parse().map_err(|_| bad())?,
+        node: node.to_owned(),
+    }))
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos().min(999_999_999)).unwrap_or(0),
+    }
+}
+
+/// The wire form of a stored entry.
+pub fn record_to_proto(e: LoggedEntry) -> AuditRecord {
+    let x = e.entry;
+    AuditRecord {
+        node: x.node,
+        index: e.index,
+        leaf_hash: e.leaf_hash.to_vec(),
+        time: Some(timestamp(x.time)),
+        kind: x.kind.as_str().to_owned(),
+        caller_org: x.caller_org,
+        caller_unit: x.caller_unit,
+        operator_id: x.operator,
+        matter: x.matter,
+        case_number: x.case_number,
+        evidence_type: x.evidence_type,
+        department: x.department,
+        subject: x.subject,
+        outcome_code: x.outcome_code,
+        outcome_reason: x.outcome_reason,
+        latency_us: x.latency_us,
+        trace_id: x.trace_id,
+        released_fields_hash: x.released_fields_hash,
+        detail: x.detail,
+    }
+}
+
+fn inclusion_to_proto(p: tongban_audit::InclusionProof) -> pb::InclusionProof {
+    pb::InclusionProof {
+        node: p.node,
+        index: p.index,
+        tree_size: p.tree_size,
+        leaf_hash: p.leaf_hash.to_vec(),
+        proof: p.proof.iter().map(|h| h.to_vec()).collect(),
+        checkpoint: p.checkpoint,
+    }
+}
+
+type RecordStream = Pin<Box<dyn Stream<Item = Result<AuditRecord, Status>> + Send>>;
+
+/// Entries read per store query while exporting.
+const EXPORT_BATCH: u32 = 2000;
+
+#[tonic::async_trait]
+impl AuditApi for AuditService {
+    #[tracing::instrument(name = "Audit/Search", skip_all)]
+    async fn search(
+        &self,
+        request: Request<AuditSearchRequest>,
+    ) -> Result<Response<AuditSearchResponse>, Status> {
+        let req = request.get_ref();
+        let (filter, description) = self.store_filter(req.filter.as_ref())?;
+        let after = parse_page_token(&req.page_token)?;
+        let detail = format!("filter: {description}");
+        self.admit(&request, req.admin.as_ref(), "search", detail)
+            .await?;
+        let page = tongban_audit::search(
+            self.reader.store(),
+            &filter,
+            &PageRequest {
+                limit: req.page_size,
+                after,
+            },
+        )
+        .await
+        .map_err(ExchangeError::Audit)?;
+        Ok(Response::new(AuditSearchResponse {
+            records: page.entries.into_iter().map(record_to_proto).collect(),
+            next_page_token: page.next.map(|c| c.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    #[tracing::instrument(name = "Audit/SubjectReport", skip_all)]
+    async fn subject_report(
+        &self,
+        request: Request<SubjectReportRequest>,
+    ) -> Result<Response<SubjectReportResponse>, Status> {
+        let req = request.get_ref();
+        let pseudonym = self.pseudonym(&req.id_number)?;
+        let max = match req.max_accesses {
+            0 => 1000,
+            n => n.min(MAX_REPORT),
+        };
+        self.admit(
+            &request,
+            req.admin.as_ref(),
+            "subject report",
+            format!("subject={pseudonym}"),
+        )
+        .await?;
+        let filter = SearchFilter {
+            subject: Some(pseudonym),
+            ..SearchFilter::default()
+        };
+        let mut accesses = Vec::new();
+        let mut after = None;
+        let truncated = loop {
+            let page = tongban_audit::search(
+                self.reader.store(),
+                &filter,
+                &PageRequest {
+                    limit: tongban_audit::read::MAX_PAGE,
+                    after: after.take(),
+                },
+            )
+            .await
+            .map_err(ExchangeError::Audit)?;
+            for e in page.entries {
+                if accesses.len() as u32 == max {
+                    break;
+                }
+                accesses.push(record_to_proto(e));
+            }
+            match page.next {
+                Some(next) if (accesses.len() as u32) < max => after = Some(next),
+                Some(_) => break true,
+                None => break false,
+            }
+        };
+        Ok(Response::new(SubjectReportResponse {
+            accesses,
+            truncated,
+        }))
+    }
+
+    type ExportStream = RecordStream;
+
+    #[tracing::instrument(name = "Audit/Export", skip_all)]
+    async fn export(
+        &self,
+        request: Request<AuditExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        let req = request.get_ref();
+        let node = (!req.node.is_empty()).then(|| req.node.clone());
+        let detail = format!("node={}", node.as_deref().unwrap_or("all"));
+        self.admit(&request, req.admin.as_ref(), "export", detail)
+            .await?;
+        let store = self.reader.store.clone();
+        let nodes = match node {
+            Some(n) => vec![n],
+            None => store
+                .list_nodes()
+                .await
+                .map_err(|e| ExchangeError::Audit(e.into()))?,
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<AuditRecord, Status>>(64);
+        tokio::spawn(async move {
+            for node in nodes {
+                let mut from = 0u64;
+                loop {
+                    let rows = match store.scan(&node, from, EXPORT_BATCH).await {
+                        Ok(rows) => rows,
+                        Err(e) => {
+                            let _ = tx.send(Err(ExchangeError::Audit(e.into()).into())).await;
+                            return;
+                        }
+                    };
+                    let Some(last) = rows.last() else { break };
+                    from = last.index + 1;
+                    for row in rows {
+                        if tx.send(Ok(record_to_proto(row))).await.is_err() {
+                            return; // the client went away
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    #[tracing::instrument(name = "Audit/ListCheckpoints", skip_all)]
+    async fn list_checkpoints(
+        &self,
+        request: Request<ListCheckpointsRequest>,
+    ) -> Result<Response<ListCheckpointsResponse>, Status> {
+        let admin = request.get_ref().admin.clone();
+        self.admit(&request, admin.as_ref(), "list checkpoints", String::new())
+            .await?;
+        let store = self.reader.store();
+        let mut checkpoints = Vec::new();
+        for node in store
+            .list_nodes()
+            .await
+            .map_err(|e| ExchangeError::Audit(e.into()))?
+        {
+            if let Some(cp) = store
+                .latest_checkpoint(&node)
+                .await
+                .map_err(|e| ExchangeError::Audit(e.into()))?
+            {
+                checkpoints.push(pb::NodeCheckpoint {
+                    node,
+                    tree_size: cp.tree_size,
+                    checkpoint: cp.note,
+                });
+            }
+        }
+        Ok(Response::new(ListCheckpointsResponse { checkpoints }))
+    }
+
+    #[tracing::instrument(name = "Audit/GetInclusionProof", skip_all)]
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<InclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        let req = request.get_ref();
+        let detail = format!("node={} index={}", req.node, req.index);
+        let caller = self
+            .admit(&request, req.admin.as_ref(), "inclusion proof", detail)
+            .await?;
+        let receipt = pb::AuditReceipt {
+            node: req.node.clone(),
+            index: req.index,
+            leaf_hash: Vec::new(),
+        };
+        Ok(Response::new(
+            self.reader.prove_receipt(&caller, &receipt, true).await?,
+        ))
+    }
+
+    #[tracing::instrument(name = "Audit/GetConsistencyProof", skip_all)]
+    async fn get_consistency_proof(
+        &self,
+        request: Request<ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        let req = request.get_ref();
+        let detail = format!("node={} {}..{}", req.node, req.old_size, req.new_size);
+        self.admit(&request, req.admin.as_ref(), "consistency proof", detail)
+            .await?;
+        let proof = tongban_audit::consistency_proof(
+            self.reader.store(),
+            &req.node,
+            req.old_size,
+            req.new_size,
+        )
+        .await
+        .map_err(ExchangeError::Audit)?;
+        Ok(Response::new(pb::ConsistencyProof {
+            node: proof.node,
+            old_size: proof.old_size,
+            new_size: proof.new_size,
+            proof: proof.proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_context_is_required_and_checked() {
+        assert!(validate_admin(None).is_err());
+        let ok = validate_admin(Some(&AdminContext {
+            operator_id: "auditor.wang".into(),
+            reason: " citizen request 2026-117 ".into(),
+        }))
+        .unwrap();
+        assert_eq!(
+            ok,
+            ("auditor.wang".into(), "citizen request 2026-117".into())
+        );
+        let bad = validate_admin(Some(&AdminContext {
+            operator_id: "auditor wang".into(),
+            reason: String::new(),
+        }))
+        .unwrap_err();
+        assert_eq!(bad.len(), 2);
+        assert_eq!(bad[0].field, "admin.operator_id");
+        assert_eq!(bad[1].field, "admin.reason");
+    }
+
+    #[test]
+    fn page_tokens_round_trip() {
+        let c = Cursor {
+            time_us: 1_790_000_000_000_000,
+            node: "exchange-1".into(),
+            index: 42,
+        };
+        assert_eq!(parse_page_token(&c.to_string()).unwrap(), Some(c));
+        assert_eq!(parse_page_token("").unwrap(), None);
+        assert!(parse_page_token("garbage").is_err());
+        assert!(parse_page_token("x:1:n").is_err());
+    }
+
+    #[test]
+    fn filter_description_never_holds_an_identity_number() {
+        let f = SearchFilter {
+            matter: Some("unemployment-benefit".into()),
+            subject: Some("ab12".into()),
+            ..SearchFilter::default()
+        };
+        assert_eq!(
+            describe_filter(&f),
+            "matter=unemployment-benefit subject=ab12"
+        );
+        assert_eq!(describe_filter(&SearchFilter::default()), "all entries");
+    }
+}
