@@ -9,13 +9,17 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tongban_adapter::reference::{self, Dept};
 use tongban_trust::pki::{DevPki, DevPkiOptions, ORG_DONGLI_COMMUNITY};
-use tongban_trust::{PeerIdentity, TlsClientConfig};
+
+use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
+use tongban_proto::v1::{DescribeRequest, DescribeResponse, QueryRequest, QueryResponse};
+use tongban_trust::{IncomingOptions, PeerIdentity, TlsClientConfig, TlsIncoming};
 
 use crate::BenchError;
 use crate::load::Target;
@@ -72,7 +76,9 @@ impl std::fmt::Debug for Deployment {
 
 impl Deployment {
     /// Creates the PKI, seeds and serves the departments, writes the policy.
-    pub async fn start() -> Result<Self, BenchError> {
+    /// With `memory`, each department answers from a recorded answer
+    /// instead of its SQLite database (isolates the proxies' own cost).
+    pub async fn start(memory: bool) -> Result<Self, BenchError> {
         let dir = tempfile::Builder::new()
             .prefix("tongban-bench-")
             .tempdir()
@@ -88,14 +94,14 @@ impl Deployment {
             tasks: Vec::new(),
         };
         for dept in Dept::ALL {
-            deployment.serve_department(dept).await?;
+            deployment.serve_department(dept, memory).await?;
         }
         let policy = deployment.policy_toml();
         write(&deployment.dir.path().join("policy.toml"), &policy)?;
         Ok(deployment)
     }
 
-    async fn serve_department(&mut self, dept: Dept) -> Result<(), BenchError> {
+    async fn serve_department(&mut self, dept: Dept, memory: bool) -> Result<(), BenchError> {
         let db = self.dir.path().join(format!("{}.db", dept.id()));
         let service = reference::service(dept, &format!("sqlite://{}?mode=rwc", db.display()))
             .await
@@ -106,6 +112,11 @@ impl Deployment {
             .server_config(dept.id())
             .map_err(|e| BenchError::Setup(e.to_string()))?
             .allow_only([exchange]);
+        let memory = if memory {
+            Some(MemoryDepartment::record(&service, dept, self.requester()).await?)
+        } else {
+            None
+        };
         let plain_listener = bind().await?;
         let tls_listener = bind().await?;
         let plain = local_addr(&plain_listener)?;
@@ -114,11 +125,23 @@ impl Deployment {
         let (stop_tls, tls_stopped) = oneshot::channel::<()>();
         let name = dept.id();
         let plain_service = service.clone();
+        let plain_memory = memory.clone();
         self.tasks.push(tokio::spawn(async move {
             let stopped = async {
                 let _ = plain_stopped.await;
             };
-            if let Err(e) = tongban_adapter::serve(plain_service, plain_listener, stopped).await {
+            let incoming = nodelay_incoming(plain_listener);
+            let served = match plain_memory {
+                None => tongban_adapter::serve_with_incoming(plain_service, incoming, stopped)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Some(m) => tonic::transport::Server::builder()
+                    .add_service(AdapterServer::new(m))
+                    .serve_with_incoming_shutdown(incoming, stopped)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = served {
                 tracing::error!(department = name, error = %e, "plaintext adapter stopped");
             }
         }));
@@ -126,7 +149,13 @@ impl Deployment {
             let stopped = async {
                 let _ = tls_stopped.await;
             };
-            if let Err(e) = tongban_adapter::serve_tls(service, tls_listener, tls, stopped).await {
+            let served = match memory {
+                None => tongban_adapter::serve_tls(service, tls_listener, tls, stopped)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Some(m) => serve_memory_tls(m, tls_listener, tls, stopped).await,
+            };
+            if let Err(e) = served {
                 tracing::error!(department = name, error = %e, "mTLS adapter stopped");
             }
         }));
@@ -313,6 +342,92 @@ max_request_bytes = 16384
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
         }
     }
+}
+
+/// Accepted connections with Nagle off, as nginx and tonic's own listener
+/// do; `serve_with_incoming` leaves sockets as they come.
+fn nodelay_incoming(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt as _;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|accepted| {
+        let stream = accepted?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    })
+}
+
+/// A department that answers every query for an evidence type with the
+/// answer its reference adapter gave once (whatever the subject).
+#[derive(Debug, Clone)]
+pub struct MemoryDepartment {
+    answers: Arc<Vec<(String, QueryResponse)>>,
+    describe: Arc<DescribeResponse>,
+}
+
+impl MemoryDepartment {
+    async fn record(
+        service: &tongban_adapter::AdapterService,
+        dept: Dept,
+        requester: String,
+    ) -> Result<Self, BenchError> {
+        let mut answers = Vec::new();
+        for (evidence, _) in crate::GATHER_EVIDENCE.iter().filter(|(_, d)| *d == dept) {
+            let request = crate::query_request(requester.clone(), evidence);
+            let answer = service
+                .query(tonic::Request::new(request))
+                .await
+                .map_err(|s| BenchError::Setup(format!("recording {evidence}: {}", s.message())))?;
+            answers.push(((*evidence).to_owned(), answer.into_inner()));
+        }
+        let describe = service
+            .describe(tonic::Request::new(DescribeRequest {}))
+            .await
+            .map_err(|s| BenchError::Setup(format!("recording Describe: {}", s.message())))?
+            .into_inner();
+        Ok(Self {
+            answers: Arc::new(answers),
+            describe: Arc::new(describe),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Adapter for MemoryDepartment {
+    async fn query(
+        &self,
+        request: tonic::Request<QueryRequest>,
+    ) -> Result<tonic::Response<QueryResponse>, tonic::Status> {
+        let wanted = &request.get_ref().evidence_type;
+        self.answers
+            .iter()
+            .find(|(e, _)| e == wanted)
+            .map(|(_, a)| tonic::Response::new(a.clone()))
+            .ok_or_else(|| tonic::Status::not_found(format!("no recorded answer for {wanted}")))
+    }
+
+    async fn describe(
+        &self,
+        _request: tonic::Request<DescribeRequest>,
+    ) -> Result<tonic::Response<DescribeResponse>, tonic::Status> {
+        Ok(tonic::Response::new((*self.describe).clone()))
+    }
+}
+
+async fn serve_memory_tls(
+    department: MemoryDepartment,
+    listener: TcpListener,
+    tls: tongban_trust::TlsServerConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let config = tls.load_reloadable().map_err(|e| e.to_string())?;
+    let incoming = TlsIncoming::new(listener, config, IncomingOptions::default())
+        .map_err(|e| e.to_string())?;
+    tonic::transport::Server::builder()
+        .add_service(AdapterServer::new(department))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn bind() -> Result<TcpListener, BenchError> {

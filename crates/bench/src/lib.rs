@@ -132,6 +132,10 @@ pub struct BenchArgs {
     /// Skip the Gather benchmark.
     #[arg(long)]
     pub no_gather: bool,
+    /// Departments answer from memory (one recorded answer per evidence
+    /// type) instead of SQLite, so the numbers show the proxies' own cost.
+    #[arg(long)]
+    pub memory_departments: bool,
     /// Print JSON instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -154,6 +158,7 @@ impl Default for BenchArgs {
             only: Vec::new(),
             no_latency: false,
             no_gather: false,
+            memory_departments: false,
             json: false,
             in_process: false,
             exchange_binary: None,
@@ -224,14 +229,18 @@ fn lookup(evidence_type: &str) -> Call {
 }
 
 /// What the exchange itself would send the adapter for [`lookup`].
-fn query(requester: String) -> Call {
-    Call::Query(QueryRequest {
+pub(crate) fn query_request(requester: String, evidence_type: &str) -> QueryRequest {
+    QueryRequest {
         case: Some(case()),
         subject: Some(subject()),
-        evidence_type: LOOKUP_EVIDENCE.into(),
+        evidence_type: evidence_type.into(),
         fields: None,
         requester,
-    })
+    }
+}
+
+fn query(requester: String, evidence_type: &str) -> Call {
+    Call::Query(query_request(requester, evidence_type))
 }
 
 fn gather() -> Call {
@@ -285,7 +294,7 @@ pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
     let mut report = BenchReport::new(Settings::new(&args, &runner, load_spec, single_spec));
 
     progress(quiet, "seeding the reference departments and a dev PKI");
-    let deployment = Deployment::start().await?;
+    let deployment = Deployment::start(args.memory_departments).await?;
     let police = deployment.plain_adapter(Dept::Police)?;
     let result = run_paths(
         &args,
@@ -321,7 +330,10 @@ async fn run_paths(
         let mut nginx = None;
         let mut exchange = None;
         let (target, call) = match path {
-            PathId::A => (Target::plaintext(police), query(deployment.requester())),
+            PathId::A => (
+                Target::plaintext(police),
+                query(deployment.requester(), LOOKUP_EVIDENCE),
+            ),
             PathId::B => match nginx::find() {
                 None => {
                     let why = "nginx is not installed (apt-get install -y nginx); path (b) skipped";
@@ -335,7 +347,7 @@ async fn run_paths(
                         .await?;
                     let target = Target::plaintext(n.addr);
                     nginx = Some(n);
-                    (target, query(deployment.requester()))
+                    (target, query(deployment.requester(), LOOKUP_EVIDENCE))
                 }
             },
             PathId::C | PathId::D => {

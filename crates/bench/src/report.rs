@@ -67,13 +67,15 @@ pub struct Settings {
     pub single_duration_ms: u128,
     pub single_warmup_ms: u128,
     pub exchange: String,
+    /// Where the departments answer from.
+    pub departments: String,
     pub matter: String,
     pub lookup_evidence: String,
 }
 
 impl Settings {
     pub(crate) fn new(
-        _args: &BenchArgs,
+        args: &BenchArgs,
         runner: &ExchangeRunner,
         load: LoadSpec,
         single: LoadSpec,
@@ -89,6 +91,11 @@ impl Settings {
             exchange: match runner {
                 ExchangeRunner::Process(p) => format!("child process: {} serve", p.display()),
                 ExchangeRunner::InProcess => "in the bench process".into(),
+            },
+            departments: if args.memory_departments {
+                "in memory (one recorded answer per evidence type)".into()
+            } else {
+                "reference adapters on SQLite".into()
             },
             matter: crate::MATTER.into(),
             lookup_evidence: crate::LOOKUP_EVIDENCE.into(),
@@ -263,9 +270,10 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "unary {} for matter {}; load: {} connections × {} streams = {} in flight, {} ms (+{} ms warm-up); exchange: {}\n",
+            "unary {} for matter {}; departments: {}\nload: {} connections × {} streams = {} in flight, {} ms (+{} ms warm-up); exchange: {}\n",
             s.lookup_evidence,
             s.matter,
+            s.departments,
             s.connections,
             s.concurrency,
             s.in_flight,

@@ -66,3 +66,37 @@ async fn a_short_run_measures_every_path_without_errors() {
     let json: serde_json::Value = serde_json::to_value(&report).unwrap();
     assert!(json["paths"][0]["load"]["throughput_rps"].as_f64().unwrap() > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_departments_answer_through_every_hop() {
+    let args = BenchArgs {
+        duration: Duration::from_millis(200),
+        warmup: Duration::from_millis(50),
+        connections: 1,
+        concurrency: 2,
+        only: vec![PathId::A, PathId::D],
+        memory_departments: true,
+        json: true,
+        in_process: true,
+        ..BenchArgs::default()
+    };
+    let report = tokio::time::timeout(Duration::from_secs(120), tongban_bench::run(args))
+        .await
+        .expect("the run is bounded")
+        .expect("the benchmark runs");
+    assert_eq!(report.paths.len(), 2);
+    for p in &report.paths {
+        let load = p.load.as_ref().unwrap();
+        assert!(
+            load.requests > 0 && load.errors == 0,
+            "{:?}",
+            load.first_error
+        );
+    }
+    // Gather over mTLS reaches all three in-memory departments.
+    assert_eq!(report.gather.len(), 1);
+    assert_eq!(report.gather[0].gather.errors, 0);
+    assert!(report.gather[0].gather.requests > 0);
+    assert_eq!(report.total_errors(), 0);
+    assert!(report.settings.departments.contains("memory"));
+}
