@@ -10,8 +10,10 @@ use std::time::Duration;
 use tongban_adapter::reference::stories;
 use tongban_cli::local::{LocalDeployment, LocalOptions, policy_toml};
 use tongban_proto::v1::LookupRequest;
+use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_tests::*;
 use tonic::Code;
+use tonic::transport::Channel;
 use tonic_types::StatusExt;
 
 const HOTLINE: &str = "hotline-96196";
@@ -156,8 +158,7 @@ fn tiny_rate(pki: &tongban_trust::pki::DevPki) -> anyhow::Result<String> {
     Ok(limited)
 }
 
-async fn community_lookup(local: &LocalDeployment) -> Result<(), tonic::Status> {
-    let mut client = local.client("dongli-community").await.unwrap();
+async fn community_lookup(client: &mut ExchangeClient<Channel>) -> Result<(), tonic::Status> {
     client
         .lookup(timed(lookup_request(
             "unemployment-benefit",
@@ -173,10 +174,13 @@ async fn rate_limit_answers_resource_exhausted_with_retry_info() {
     let (_dir, local) = own_deployment(LocalOptions::default().policy(tiny_rate))
         .await
         .unwrap();
+    // One connection, so the three calls follow each other closely (a token
+    // comes back only after a second).
+    let mut community = local.client("dongli-community").await.unwrap();
     // The burst passes; the next request is refused.
-    community_lookup(&local).await.unwrap();
-    community_lookup(&local).await.unwrap();
-    let status = community_lookup(&local).await.unwrap_err();
+    community_lookup(&mut community).await.unwrap();
+    community_lookup(&mut community).await.unwrap();
+    let status = community_lookup(&mut community).await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     let (reason, domain, _) = error_info(&status);
     assert_eq!(
@@ -206,6 +210,6 @@ async fn rate_limit_answers_resource_exhausted_with_retry_info() {
 
     // After the advised delay, the caller is served again.
     tokio::time::sleep(retry + Duration::from_millis(50)).await;
-    community_lookup(&local).await.unwrap();
+    community_lookup(&mut community).await.unwrap();
     local.shutdown().await.unwrap();
 }
