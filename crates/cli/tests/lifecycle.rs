@@ -282,3 +282,94 @@ async fn the_drain_is_bounded() {
         "the cut-off requests failed at the client"
     );
 }
+
+fn free_port() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    probe.local_addr().unwrap()
+}
+
+/// `GET /metrics` over HTTP/1.1.
+async fn scrape(addr: SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_adapter_serves_metrics_and_stops_cleanly_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let admin = free_port();
+    let mut config = tongban_adapter::reference::config(
+        tongban_adapter::reference::Dept::Police,
+        &format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("police.db").display()
+        ),
+    );
+    config.listen = "127.0.0.1:0".parse().unwrap();
+    config.admin_listen = Some(admin);
+    config.drain_timeout_ms = 2000;
+    let path = dir.path().join("police.toml");
+    std::fs::write(&path, config.to_toml()).unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
+        .args([
+            "--log-format",
+            "json",
+            "adapter",
+            "--seed-reference",
+            "--config",
+        ])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the adapter says where it listens")
+        .unwrap()
+        .unwrap();
+    let addr: SocketAddr = line
+        .strip_prefix("police adapter listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+
+    // One call, counted on the adapter's own admin endpoint.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut adapter = tongban_proto::v1::adapter_client::AdapterClient::new(channel);
+    adapter.describe(DescribeRequest::default()).await.unwrap();
+    let metrics = scrape(admin).await;
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("tongban_rpc_requests_total")
+                && l.contains("tongban.v1.Adapter/Describe")),
+        "{metrics}"
+    );
+
+    let term_at = Instant::now();
+    sigterm(&child);
+    let status = tokio::time::timeout(Duration::from_secs(15), child.wait())
+        .await
+        .expect("the adapter exits")
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(term_at.elapsed() < Duration::from_secs(5));
+}
