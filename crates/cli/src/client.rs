@@ -39,6 +39,11 @@ pub struct ConnectArgs {
 
 impl ConnectArgs {
     pub async fn connect(&self) -> anyhow::Result<ExchangeClient<Channel>> {
+        Ok(ExchangeClient::new(self.channel().await?))
+    }
+
+    /// A connected channel, for any of the exchange's services.
+    pub async fn channel(&self) -> anyhow::Result<Channel> {
         let channel = if self.exchange.starts_with("https://") {
             let (Some(cert), Some(key), Some(ca)) = (&self.cert, &self.key, &self.ca) else {
                 bail!(
@@ -60,7 +65,7 @@ impl ConnectArgs {
                 self.exchange
             );
         };
-        Ok(ExchangeClient::new(channel))
+        Ok(channel)
     }
 }
 

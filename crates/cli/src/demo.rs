@@ -8,11 +8,13 @@ use clap::Args;
 use tongban_adapter::reference::Dept;
 use tongban_adapter::reference::stories::{self, Story};
 use tongban_core::Catalogue;
+use tongban_proto::v1::audit_client::AuditClient;
 use tongban_proto::v1::{
     self as pb, CaseContext, GatherRequest, GatherResponse, LookupRequest, Subject, gather_item,
 };
 use tonic::Code;
 
+use crate::audit;
 use crate::local::{CALL_TIMEOUT, LocalDeployment};
 use crate::render;
 
@@ -211,6 +213,7 @@ async fn play(local: &mut LocalDeployment) -> anyhow::Result<()> {
     )
     .await?;
     count(&r);
+    let proof_receipt = r.items.iter().find_map(|i| i.receipt.clone());
     let eligible = flag(&r, "hrss.unemployment", "eligible")?;
     println!(
         "  {} {} — the claim is {} in about ten minutes.",
@@ -389,21 +392,126 @@ async fn play(local: &mut LocalDeployment) -> anyhow::Result<()> {
     );
 
     // Accountability.
-    let exchange = local.exchange();
-    println!("\nAudit");
-    if let Some(log) = exchange.audit_log() {
-        log.flush().await?;
-        let stats = log.stats();
+    println!("\nAudit · 审计");
+    audit_section(local, receipts, proof_receipt).await?;
+    println!("\nThe demo ran to the end.");
+    Ok(())
+}
+
+/// Shows accountability working: an administrator's subject report (itself
+/// logged), a clerk proving a receipt offline, and a full verification of
+/// the log in its store against the node's pinned key.
+async fn audit_section(
+    local: &LocalDeployment,
+    receipts: usize,
+    receipt: Option<pb::AuditReceipt>,
+) -> anyhow::Result<()> {
+    let Some(log) = local.exchange().audit_log() else {
+        bail!("the exchange writes no audit log");
+    };
+    let status = |s: tonic::Status| anyhow::anyhow!("{}", render::status_text(&s));
+
+    // 1. Who looked at one resident's data.
+    let w = stories::LAID_OFF_WORKER;
+    println!(
+        "  {} asks who has looked at her data. An administrator runs `tongban audit subject` (the question is logged too):",
+        w.name
+    );
+    let mut audit = AuditClient::new(local.channel("admin").await?);
+    let mut request = tonic::Request::new(pb::SubjectReportRequest {
+        admin: Some(pb::AdminContext {
+            operator_id: "auditor-zhao".into(),
+            reason: "citizen request by phone, ticket 96196-20261126-90".into(),
+        }),
+        id_number: w.id_number.into(),
+        max_accesses: 100,
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    let report = audit
+        .subject_report(request)
+        .await
+        .map_err(status)?
+        .into_inner();
+    for r in report
+        .accesses
+        .iter()
+        .rev()
+        .filter(|r| r.kind != "AdminAction")
+    {
         println!(
-            "  Every request above — answered, refused or failed — is in the audit log: {} entries,",
-            stats.tree_size
-        );
-        println!(
-            "  committed in {} batches and covered by {} signed checkpoints; {receipts} receipts were handed out.",
-            stats.batches, stats.checkpoints_signed
+            "    {}  {:<17} {:<9} {:<24} {:<20} {}",
+            r.time
+                .as_ref()
+                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                .map(|t| t.format("%H:%M:%S").to_string())
+                .unwrap_or_default(),
+            r.caller_unit,
+            r.operator_id,
+            r.matter,
+            r.evidence_type,
+            if r.outcome_code == 0 {
+                "released".to_owned()
+            } else {
+                format!("{} {}", audit::code_name(r.outcome_code), r.outcome_reason)
+            }
         );
     }
-    println!("\nThe demo ran to the end.");
+
+    // 2. A clerk proves one of her receipts, offline, with the pinned key.
+    log.flush().await?;
+    let key_path = local.state_dir().join("audit-signing.pub");
+    let keyring = audit::read_keyring(std::slice::from_ref(&key_path))?;
+    if let Some(receipt) = receipt {
+        let mut client = local.client("dongli-community").await?;
+        let mut request = tonic::Request::new(pb::ProveReceiptRequest {
+            receipt: Some(receipt.clone()),
+        });
+        request.set_timeout(CALL_TIMEOUT);
+        let proof = client
+            .prove_receipt(request)
+            .await
+            .map_err(status)?
+            .into_inner();
+        let (text, ok) = audit::check_proof(&proof, &keyring);
+        if !ok {
+            bail!("{text}");
+        }
+        println!(
+            "  ✓ The Dongli clerk proves her receipt {}#{}: {} hashes lead to the root signed at size {}, checked offline.",
+            receipt.node,
+            receipt.index,
+            proof.proof.len(),
+            proof.tree_size
+        );
+    }
+
+    // 3. Verify everything in the store, trusting nothing but the key.
+    log.flush().await?;
+    let store = tongban_audit::SqliteStore::open(&local.state_dir().join("audit.db")).await?;
+    let verified = tongban_audit::verify(
+        &store,
+        &keyring,
+        &tongban_audit::VerifyOptions::default(),
+        &mut |_| {},
+    )
+    .await?;
+    for finding in &verified.findings {
+        println!("    {finding}");
+    }
+    if !verified.is_ok() {
+        bail!("the audit log does not verify");
+    }
+    let (entries, checkpoints) = verified.nodes.iter().fold((0, 0), |(e, c), n| {
+        (e + n.entries_checked, c + n.checkpoints_checked)
+    });
+    let stats = log.stats();
+    println!(
+        "  ✓ `tongban audit verify`: {entries} entries and {checkpoints} signed checkpoint(s) recomputed against the pinned key — intact."
+    );
+    println!(
+        "  Every request above — answered, refused or failed — is in the log ({} batches); {receipts} receipts were handed out.",
+        stats.batches
+    );
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! The `tongban` command line: one binary, many subcommands. `main.rs` only
 //! parses arguments and calls [`run`].
 
+pub mod audit;
 pub mod client;
 pub mod config;
 pub mod demo;
@@ -51,6 +52,9 @@ pub enum Command {
     /// Configuration files.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// The audit log: search, subject reports, export, proofs, verification.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -136,6 +140,7 @@ pub async fn run_with(cli: Cli, telemetry: ProcessTelemetry) -> anyhow::Result<E
         Command::Config(command) => config::run(command)?,
         Command::Lookup(args) => client::lookup(args).await?,
         Command::Gather(args) => client::gather(args).await?,
+        Command::Audit(command) => return audit::run(command).await,
         Command::Demo(args) => demo::run(args).await?,
         Command::Bench(args) => {
             let report = tongban_bench::bench(args).await?;

@@ -282,12 +282,17 @@ impl LocalDeployment {
     /// A connected client presenting the certificate of PKI party `party`
     /// (e.g. `dongli-community`); the exchange must prove its identity.
     pub async fn client(&self, party: &str) -> anyhow::Result<ExchangeClient<Channel>> {
+        Ok(ExchangeClient::new(self.channel(party).await?))
+    }
+
+    /// A channel to the exchange as PKI party `party`, for any of its
+    /// services (e.g. `Audit` as `admin`).
+    pub async fn channel(&self, party: &str) -> anyhow::Result<Channel> {
         let tls = self.pki.client_config(party)?;
         let expected = self.pki.get("exchange")?.identity.clone();
-        let channel = tongban_trust::connect_channel(&self.exchange_url(), &tls, Some(&expected))
+        tongban_trust::connect_channel(&self.exchange_url(), &tls, Some(&expected))
             .await
-            .with_context(|| format!("{party} connecting to the exchange"))?;
-        Ok(ExchangeClient::new(channel))
+            .with_context(|| format!("{party} connecting to the exchange"))
     }
 
     /// Stops the exchange (committing its audit tail) and the adapters.

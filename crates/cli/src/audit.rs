@@ -1,0 +1,1048 @@
+//! `tongban audit …`: administrators read the log through the exchange's
+//! `Audit` service (every call is itself logged there), and check it
+//! directly in its store with pinned keys (`verify`, `prune`), trusting
+//! nothing the exchange says.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use clap::{Args, Subcommand};
+use tongban_audit::{
+    AuditEntry, AuditStore, EntryKind, Keyring, LoggedEntry, PostgresStore, Progress, SqliteStore,
+    VerifyOptions, VerifyReport,
+};
+use tongban_core::Catalogue;
+use tongban_proto::v1::audit_client::AuditClient;
+use tongban_proto::v1::{
+    self as pb, AdminContext, AuditExportRequest, AuditFilter, AuditRecord, AuditSearchRequest,
+    InclusionProofRequest, ListCheckpointsRequest, SubjectReportRequest,
+};
+use tonic::transport::Channel;
+
+use crate::client::ConnectArgs;
+use crate::render;
+
+// Parsed once per process: the size of the arguments does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Search the log (newest first) through the exchange.
+    Search(SearchArgs),
+    /// Every access to one person's data: a report to hand to the citizen.
+    Subject(SubjectArgs),
+    /// Every entry as JSON Lines, in log order.
+    Export(ExportArgs),
+    /// Fetch an entry's inclusion proof and check it offline with pinned keys.
+    Proof(ProofArgs),
+    /// The latest signed checkpoint of every node (save them to detect
+    /// truncation or rollback later).
+    Checkpoints(CheckpointsArgs),
+    /// Recompute the whole log in its store against pinned keys.
+    Verify(VerifyArgs),
+    /// Delete entries older than the retention period, directly in the store.
+    Prune(PruneArgs),
+}
+
+/// An administrator's connection and the context every read is logged with.
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+    /// Who is reading the log (your operator id).
+    #[arg(long, env = "TONGBAN_OPERATOR")]
+    pub operator: String,
+    /// Why (ticket, citizen request, inspection); logged with the read.
+    #[arg(long)]
+    pub reason: String,
+}
+
+impl AdminArgs {
+    async fn client(&self) -> anyhow::Result<AuditClient<Channel>> {
+        Ok(AuditClient::new(self.connect.channel().await?))
+    }
+
+    fn context(&self) -> Option<AdminContext> {
+        Some(AdminContext {
+            operator_id: self.operator.clone(),
+            reason: self.reason.clone(),
+        })
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(Duration::from_millis(self.connect.timeout_ms));
+        request
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SearchArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Entries at or after this time (RFC 3339, or a date: YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    pub from: Option<DateTime<Utc>>,
+    /// Entries before this time (RFC 3339, or a date: YYYY-MM-DD).
+    #[arg(long, value_parser = parse_time)]
+    pub to: Option<DateTime<Utc>>,
+    /// Calling organisation (unified social credit code).
+    #[arg(long)]
+    pub caller_org: Option<String>,
+    /// Calling unit within the organisation.
+    #[arg(long)]
+    pub caller_unit: Option<String>,
+    /// The clerk (operator id) who made the request.
+    #[arg(long = "clerk")]
+    pub clerk: Option<String>,
+    #[arg(long)]
+    pub department: Option<String>,
+    #[arg(long)]
+    pub evidence_type: Option<String>,
+    #[arg(long)]
+    pub matter: Option<String>,
+    #[arg(long = "case")]
+    pub case_number: Option<String>,
+    /// Outcome status: a name (OK, PERMISSION_DENIED, …) or its number.
+    #[arg(long, value_parser = parse_code)]
+    pub outcome: Option<i32>,
+    /// A resident identity number; the exchange pseudonymises it before searching.
+    #[arg(long)]
+    pub subject: Option<String>,
+    /// Only this exchange node's log.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Lookup, GatherItem or AdminAction.
+    #[arg(long)]
+    pub kind: Option<String>,
+    /// At most this many entries (ignored with --all).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+    /// Follow every page to the end.
+    #[arg(long)]
+    pub all: bool,
+    /// JSON Lines (one entry per line) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SubjectArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The person's resident identity number.
+    pub id_number: String,
+    /// At most this many accesses (up to 10 000).
+    #[arg(long, default_value_t = 1000)]
+    pub max: u32,
+    /// JSON instead of the printable report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Only this node's log (default: every node).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Write here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProofArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Exchange node whose log holds the entry.
+    pub node: String,
+    /// The entry's index in that log.
+    pub index: u64,
+    /// Pinned verifier key file(s) (a node's audit-signing.pub); repeatable.
+    #[arg(long = "log-key", required = true)]
+    pub keys: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CheckpointsArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Check the signatures with these pinned verifier key files.
+    #[arg(long = "log-key")]
+    pub keys: Vec<PathBuf>,
+    /// Append the checkpoints to this file (for `verify --checkpoint`).
+    #[arg(long)]
+    pub save: Option<PathBuf>,
+}
+
+/// Where the log is stored.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// A SQLite file path or a postgres:// URL.
+    #[arg(long)]
+    pub store: String,
+    /// PostgreSQL schema of the audit tables.
+    #[arg(long)]
+    pub schema: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Pinned verifier key file(s), one key per line; repeatable. Never read
+    /// from the store.
+    #[arg(long = "key", visible_alias = "log-key", required = true)]
+    pub keys: Vec<PathBuf>,
+    /// Checkpoints saved earlier (`audit checkpoints --save`); repeatable.
+    #[arg(long)]
+    pub checkpoint: Vec<PathBuf>,
+    /// Only these nodes (default: every node in the store); repeatable.
+    #[arg(long)]
+    pub node: Vec<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Delete entries older than this many days.
+    #[arg(long)]
+    pub older_than_days: u32,
+    /// Allow a retention below the legal minimum of 183 days.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        AuditCommand::Search(args) => search(args).await,
+        AuditCommand::Subject(args) => subject(args).await,
+        AuditCommand::Export(args) => export(args).await,
+        AuditCommand::Proof(args) => proof(args).await,
+        AuditCommand::Checkpoints(args) => checkpoints(args).await,
+        AuditCommand::Verify(args) => verify(args).await,
+        AuditCommand::Prune(args) => prune(args).await,
+    }
+}
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+        .ok_or_else(|| format!("{s:?} is neither RFC 3339 (2026-11-26T08:00:00Z) nor YYYY-MM-DD"))
+}
+
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// A gRPC status code by name (any case) or number.
+pub fn parse_code(s: &str) -> Result<i32, String> {
+    if let Ok(n) = s.parse::<i32>()
+        && (0..CODE_NAMES.len() as i32).contains(&n)
+    {
+        return Ok(n);
+    }
+    let upper = s.trim().to_ascii_uppercase().replace('-', "_");
+    CODE_NAMES
+        .iter()
+        .position(|n| *n == upper)
+        .map(|i| i as i32)
+        .ok_or_else(|| format!("{s:?} is not a gRPC status code (e.g. OK, PERMISSION_DENIED, 7)"))
+}
+
+pub fn code_name(code: i32) -> &'static str {
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| CODE_NAMES.get(i))
+        .copied()
+        .unwrap_or("?")
+}
+
+fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
+    }
+}
+
+fn record_time(r: &AuditRecord) -> DateTime<Utc> {
+    r.time
+        .as_ref()
+        .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .unwrap_or_default()
+}
+
+/// The wire record as the library's entry, so JSON output has one shape
+/// (that of `tongban_audit::export_jsonl`) and leaf hashes can be rechecked.
+pub fn record_to_entry(r: &AuditRecord) -> anyhow::Result<LoggedEntry> {
+    let kind: EntryKind = r.kind.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    let mut entry = AuditEntry::new(kind, record_time(r));
+    entry.node = r.node.clone();
+    entry.caller_org = r.caller_org.clone();
+    entry.caller_unit = r.caller_unit.clone();
+    entry.operator = r.operator_id.clone();
+    entry.matter = r.matter.clone();
+    entry.case_number = r.case_number.clone();
+    entry.evidence_type = r.evidence_type.clone();
+    entry.department = r.department.clone();
+    entry.subject = r.subject.clone();
+    entry.outcome_code = r.outcome_code;
+    entry.outcome_reason = r.outcome_reason.clone();
+    entry.latency_us = r.latency_us;
+    entry.trace_id = r.trace_id.clone();
+    entry.released_fields_hash = r.released_fields_hash.clone();
+    entry.detail = r.detail.clone();
+    let leaf_hash: [u8; 32] = r
+        .leaf_hash
+        .as_slice()
+        .try_into()
+        .context("leaf hash is not 32 bytes")?;
+    Ok(LoggedEntry {
+        index: r.index,
+        leaf_hash,
+        entry,
+    })
+}
+
+/// One JSON line for a record; `leaf_ok` is false when the entry's fields
+/// no longer hash to the leaf hash the exchange sent.
+fn json_line(r: &AuditRecord) -> anyhow::Result<String> {
+    let logged = record_to_entry(r)?;
+    Ok(serde_json::to_string(&logged)?)
+}
+
+fn outcome_text(code: i32, reason: &str) -> String {
+    match (code, reason) {
+        (0, _) => "OK".into(),
+        (c, "") => code_name(c).into(),
+        (c, r) => format!("{} {r}", code_name(c)),
+    }
+}
+
+fn short_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// A readable table of records (UTC times).
+pub fn records_table(records: &[AuditRecord]) -> String {
+    let mut out = format!(
+        "{:<19}  {:<16}  {:<11}  {:<28}  {:<14}  {:<22}  {:<18}  {:<20}  {}\n",
+        "TIME (UTC)",
+        "ENTRY",
+        "KIND",
+        "CALLER (ORG/UNIT)",
+        "OPERATOR",
+        "MATTER",
+        "CASE",
+        "EVIDENCE",
+        "OUTCOME"
+    );
+    for r in records {
+        let what = if r.kind == "AdminAction" {
+            truncate(&r.detail, 60)
+        } else {
+            r.evidence_type.clone()
+        };
+        out.push_str(&format!(
+            "{:<19}  {:<16}  {:<11}  {:<28}  {:<14}  {:<22}  {:<18}  {:<20}  {}\n",
+            short_time(record_time(r)),
+            truncate(&format!("{}#{}", r.node, r.index), 16),
+            r.kind,
+            truncate(&format!("{}/{}", r.caller_org, r.caller_unit), 28),
+            truncate(&r.operator_id, 14),
+            truncate(&r.matter, 22),
+            truncate(&r.case_number, 18),
+            what,
+            outcome_text(r.outcome_code, &r.outcome_reason)
+        ));
+    }
+    out
+}
+
+pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.admin.client().await?;
+    let filter = AuditFilter {
+        from: args.from.map(timestamp),
+        to: args.to.map(timestamp),
+        node: args.node.clone().unwrap_or_default(),
+        kind: args.kind.clone().unwrap_or_default(),
+        caller_org: args.caller_org.clone().unwrap_or_default(),
+        caller_unit: args.caller_unit.clone().unwrap_or_default(),
+        operator_id: args.clerk.clone().unwrap_or_default(),
+        department: args.department.clone().unwrap_or_default(),
+        evidence_type: args.evidence_type.clone().unwrap_or_default(),
+        matter: args.matter.clone().unwrap_or_default(),
+        case_number: args.case_number.clone().unwrap_or_default(),
+        outcome_code: args.outcome,
+        subject_id_number: args.subject.clone().unwrap_or_default(),
+    };
+    let wanted = if args.all {
+        u64::MAX
+    } else {
+        args.limit.max(1).into()
+    };
+    let mut shown = 0u64;
+    let mut token = String::new();
+    let mut table = Vec::new();
+    let stdout = std::io::stdout();
+    loop {
+        let left = wanted - shown;
+        let page_size = u32::try_from(left.min(1000)).unwrap_or(1000);
+        let response = client
+            .search(args.admin.request(AuditSearchRequest {
+                admin: args.admin.context(),
+                filter: Some(filter.clone()),
+                page_size,
+                page_token: token.clone(),
+            }))
+            .await
+            .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
+            .into_inner();
+        shown += response.records.len() as u64;
+        if args.json {
+            let mut out = stdout.lock();
+            for r in &response.records {
+                writeln!(out, "{}", json_line(r)?)?;
+            }
+        } else {
+            table.extend(response.records);
+        }
+        token = response.next_page_token;
+        if token.is_empty() || shown >= wanted {
+            break;
+        }
+    }
+    if !args.json {
+        print!("{}", records_table(&table));
+        let more = if token.is_empty() {
+            String::new()
+        } else {
+            " (more match: raise --limit or pass --all)".into()
+        };
+        println!("{} entries{more}", table.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// An identity number with its middle hidden, for headings.
+pub fn masked(id_number: &str) -> String {
+    let chars: Vec<char> = id_number.trim().chars().collect();
+    if chars.len() < 10 {
+        return "*".repeat(chars.len());
+    }
+    let head: String = chars[..6].iter().collect();
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{head}{}{tail}", "*".repeat(chars.len() - 10))
+}
+
+/// The Data-Tracker-style report: who accessed one person's data, when, why.
+pub fn subject_report_text(
+    id_number: &str,
+    accesses: &[AuditRecord],
+    truncated: bool,
+    catalogue: &Catalogue,
+) -> String {
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line("Record of access to personal data · 个人信息查询记录".into());
+    line(format!("Person · 身份证号: {}", masked(id_number)));
+    line(format!(
+        "Produced · 生成时间: {} UTC",
+        short_time(Utc::now())
+    ));
+    let data_accesses: Vec<&AuditRecord> = accesses
+        .iter()
+        .filter(|r| r.kind != "AdminAction")
+        .collect();
+    line(format!(
+        "Accesses · 查询次数: {}{}",
+        data_accesses.len(),
+        if truncated {
+            " (more exist; list cut)"
+        } else {
+            ""
+        }
+    ));
+    if data_accesses.is_empty() {
+        line("No service point has asked for this person's data.".into());
+    }
+    for (n, r) in data_accesses.iter().enumerate() {
+        let matter = catalogue
+            .matter(&r.matter)
+            .map(|m| format!("{} · {} ({})", m.title, m.title_zh, r.matter))
+            .unwrap_or_else(|| r.matter.clone());
+        let evidence = catalogue
+            .evidence(&r.evidence_type)
+            .map(|e| format!("{} · {} ({})", e.title, e.title_zh, r.evidence_type))
+            .unwrap_or_else(|| r.evidence_type.clone());
+        let department = catalogue
+            .department(&r.department)
+            .map(|d| format!("{} · {}", d.title, d.title_zh))
+            .unwrap_or_else(|| r.department.clone());
+        let result = match r.outcome_code {
+            0 => "released · 已提供".to_owned(),
+            7 | 16 => format!(
+                "refused, nothing released · 拒绝 ({})",
+                outcome_text(r.outcome_code, &r.outcome_reason)
+            ),
+            _ => format!(
+                "not answered · 未提供 ({})",
+                outcome_text(r.outcome_code, &r.outcome_reason)
+            ),
+        };
+        line(String::new());
+        line(format!(
+            "{:>3}. When · 时间      {} UTC",
+            n + 1,
+            short_time(record_time(r))
+        ));
+        line(format!(
+            "     Who · 查询单位   organisation {}, unit {}, clerk {}",
+            r.caller_org, r.caller_unit, r.operator_id
+        ));
+        line(format!(
+            "     Why · 办理事项   {matter}, case {}",
+            r.case_number
+        ));
+        line(format!(
+            "     What · 数据      {evidence}, held by {department}"
+        ));
+        line(format!("     Result · 结果    {result}"));
+        line(format!("     Log entry · 记录 {}#{}", r.node, r.index));
+    }
+    out
+}
+
+pub async fn subject(args: SubjectArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.admin.client().await?;
+    let response = client
+        .subject_report(args.admin.request(SubjectReportRequest {
+            admin: args.admin.context(),
+            id_number: args.id_number.clone(),
+            max_accesses: args.max,
+        }))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
+        .into_inner();
+    if args.json {
+        let accesses = response
+            .accesses
+            .iter()
+            .map(record_to_entry)
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        println!(
+            "{}",
+            serde_json::json!({ "accesses": accesses, "truncated": response.truncated })
+        );
+    } else {
+        print!(
+            "{}",
+            subject_report_text(
+                &args.id_number,
+                &response.accesses,
+                response.truncated,
+                &Catalogue::embedded()
+            )
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.admin.client().await?;
+    // An export may take long: no overall deadline, only the connect timeout.
+    let mut stream = client
+        .export(tonic::Request::new(AuditExportRequest {
+            admin: args.admin.context(),
+            node: args.node.clone().unwrap_or_default(),
+        }))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
+        .into_inner();
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(path) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut written = 0u64;
+    let mut mismatched = 0u64;
+    while let Some(record) = stream
+        .message()
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
+    {
+        let logged = record_to_entry(&record)?;
+        if logged.entry.leaf_hash(logged.index) != logged.leaf_hash {
+            mismatched += 1;
+        }
+        serde_json::to_writer(&mut out, &logged)?;
+        out.write_all(b"\n")?;
+        written += 1;
+    }
+    out.flush()?;
+    if let Some(path) = &args.out {
+        eprintln!("{written} entries written to {}", path.display());
+    }
+    if mismatched > 0 {
+        eprintln!(
+            "warning: {mismatched} exported entries do not hash to their leaf hash; run `tongban audit verify` on the store"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Reads pinned verifier keys (one per line) from files.
+pub fn read_keyring(paths: &[PathBuf]) -> anyhow::Result<Keyring> {
+    let mut keyring = Keyring::new();
+    for path in paths {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading verifier key {}", path.display()))?;
+        let keys =
+            Keyring::parse(&text).with_context(|| format!("verifier key {}", path.display()))?;
+        for key in keys.keys() {
+            keyring.add(key.clone());
+        }
+    }
+    if keyring.keys().is_empty() {
+        bail!("no verifier keys given (--log-key FILE, e.g. a node's audit-signing.pub)");
+    }
+    Ok(keyring)
+}
+
+/// The wire proof as the library's, to verify offline.
+pub fn proof_from_proto(p: &pb::InclusionProof) -> anyhow::Result<tongban_audit::InclusionProof> {
+    let hash = |b: &[u8]| -> anyhow::Result<[u8; 32]> {
+        b.try_into().context("a proof hash is not 32 bytes")
+    };
+    Ok(tongban_audit::InclusionProof {
+        node: p.node.clone(),
+        index: p.index,
+        tree_size: p.tree_size,
+        leaf_hash: hash(&p.leaf_hash)?,
+        proof: p
+            .proof
+            .iter()
+            .map(|h| hash(h))
+            .collect::<anyhow::Result<_>>()?,
+        checkpoint: p.checkpoint.clone(),
+    })
+}
+
+/// Checks a proof offline; returns a printable verdict and whether it holds.
+pub fn check_proof(p: &pb::InclusionProof, keyring: &Keyring) -> (String, bool) {
+    let verdict = proof_from_proto(p).and_then(|proof| Ok(proof.verify(keyring)?));
+    match verdict {
+        Ok(cp) => (
+            format!(
+                "OK: entry {} (leaf {}) is in the log of node {} as signed at size {}, {} UTC (root {})",
+                p.index,
+                hex::encode(&p.leaf_hash),
+                p.node,
+                cp.size,
+                short_time(cp.time),
+                hex::encode(cp.root)
+            ),
+            true,
+        ),
+        Err(e) => (
+            format!(
+                "FAILED: the proof for entry {} of node {} does not verify: {e:#}",
+                p.index, p.node
+            ),
+            false,
+        ),
+    }
+}
+
+pub async fn proof(args: ProofArgs) -> anyhow::Result<ExitCode> {
+    let keyring = read_keyring(&args.keys)?;
+    let mut client = args.admin.client().await?;
+    let proof = client
+        .get_inclusion_proof(args.admin.request(InclusionProofRequest {
+            admin: args.admin.context(),
+            node: args.node.clone(),
+            index: args.index,
+        }))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
+        .into_inner();
+    if proof.node != args.node || proof.index != args.index {
+        println!(
+            "FAILED: asked for {}#{}, the exchange proved {}#{}",
+            args.node, args.index, proof.node, proof.index
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("Checkpoint:\n{}", proof.checkpoint.trim_end());
+    println!(
+        "Audit path: {} hashes from entry {} to the root of size {}",
+        proof.proof.len(),
+        proof.index,
+        proof.tree_size
+    );
+    let (text, ok) = check_proof(&proof, &keyring);
+    println!("{text}");
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn checkpoints(args: CheckpointsArgs) -> anyhow::Result<ExitCode> {
+    let keyring = if args.keys.is_empty() {
+        None
+    } else {
+        Some(read_keyring(&args.keys)?)
+    };
+    let mut client = args.admin.client().await?;
+    let response = client
+        .list_checkpoints(args.admin.request(ListCheckpointsRequest {
+            admin: args.admin.context(),
+        }))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
+        .into_inner();
+    let mut all_ok = true;
+    for cp in &response.checkpoints {
+        let status = match &keyring {
+            None => "signature not checked (no --log-key)".to_owned(),
+            Some(k) => match tongban_audit::Checkpoint::open(
+                &cp.checkpoint,
+                k,
+                &tongban_audit::origin_for_node(&cp.node),
+            ) {
+                Ok(c) if c.size == cp.tree_size => {
+                    format!("signature OK, signed {} UTC", short_time(c.time))
+                }
+                Ok(c) => {
+                    all_ok = false;
+                    format!(
+                        "FAILED: listed as size {} but signed for {}",
+                        cp.tree_size, c.size
+                    )
+                }
+                Err(e) => {
+                    all_ok = false;
+                    format!("FAILED: {e}")
+                }
+            },
+        };
+        println!("node {}: size {} — {status}", cp.node, cp.tree_size);
+    }
+    if response.checkpoints.is_empty() {
+        println!("no node has signed a checkpoint yet");
+    }
+    if let Some(path) = &args.save {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        for cp in &response.checkpoints {
+            let note = cp.checkpoint.trim_end();
+            writeln!(file, "{note}\n")?;
+        }
+        file.sync_all()?;
+        println!(
+            "{} checkpoints appended to {} (pass it to `tongban audit verify --checkpoint`)",
+            response.checkpoints.len(),
+            path.display()
+        );
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Opens a store directly: a postgres:// URL or an existing SQLite file.
+pub async fn open_store(args: &StoreArgs) -> anyhow::Result<Arc<dyn AuditStore>> {
+    if args.store.starts_with("postgres://") || args.store.starts_with("postgresql://") {
+        let store = PostgresStore::connect(&args.store, args.schema.as_deref())
+            .await
+            .context("connecting to the PostgreSQL audit store")?;
+        Ok(Arc::new(store))
+    } else {
+        let path = Path::new(args.store.strip_prefix("sqlite://").unwrap_or(&args.store));
+        // Opening creates missing files: a typo must not verify an empty log.
+        if !path.is_file() {
+            bail!("no audit store at {}", path.display());
+        }
+        let store = SqliteStore::open(path)
+            .await
+            .with_context(|| format!("opening the audit store {}", path.display()))?;
+        Ok(Arc::new(store))
+    }
+}
+
+/// Reports progress on stderr at most once a second and at each 10 %.
+struct ProgressPrinter {
+    last: Instant,
+    last_tenth: u64,
+    node: String,
+}
+
+impl ProgressPrinter {
+    fn observe(&mut self, p: Progress<'_>) {
+        if p.node != self.node {
+            self.node = p.node.to_owned();
+            self.last_tenth = 0;
+        }
+        let tenth = p
+            .checked
+            .saturating_mul(10)
+            .checked_div(p.total)
+            .unwrap_or(10);
+        if tenth > self.last_tenth || self.last.elapsed() >= Duration::from_secs(1) {
+            self.last_tenth = tenth;
+            self.last = Instant::now();
+            let pct = p
+                .checked
+                .saturating_mul(100)
+                .checked_div(p.total)
+                .unwrap_or(100);
+            eprintln!(
+                "verifying node {}: {}/{} entries ({pct}%)",
+                p.node, p.checked, p.total
+            );
+        }
+    }
+}
+
+/// The human report of a verification.
+pub fn verify_report_text(report: &VerifyReport) -> String {
+    let mut out = String::new();
+    for n in &report.nodes {
+        out.push_str(&format!(
+            "node {}: entries {}..{} ({} checked), {} checkpoints checked, latest signed size {}, root {}\n",
+            n.node,
+            n.first_index,
+            n.tree_size,
+            n.entries_checked,
+            n.checkpoints_checked,
+            n.latest_signed_size,
+            n.root.as_deref().unwrap_or("not rebuilt")
+        ));
+    }
+    if report.nodes.is_empty() {
+        out.push_str("the store holds no audit log\n");
+    }
+    for f in &report.findings {
+        out.push_str(&format!("{f}\n"));
+    }
+    let errors = report.errors().count();
+    if report.is_ok() {
+        out.push_str(
+            "OK: every entry, subtree hash and checkpoint verifies against the pinned keys\n",
+        );
+    } else {
+        out.push_str(&format!("FAILED: {errors} error finding(s)\n"));
+    }
+    out
+}
+
+pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
+    let keyring = read_keyring(&args.keys)?;
+    let mut external = Vec::new();
+    for path in &args.checkpoint {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading checkpoints {}", path.display()))?;
+        external.extend(tongban_audit::verify::split_checkpoint_notes(&text));
+    }
+    let store = open_store(&args.store).await?;
+    let options = VerifyOptions {
+        external_checkpoints: external,
+        nodes: (!args.node.is_empty()).then(|| args.node.clone()),
+        page_size: 0,
+    };
+    let mut printer = ProgressPrinter {
+        last: Instant::now(),
+        last_tenth: 0,
+        node: String::new(),
+    };
+    let report = tongban_audit::verify(store.as_ref(), &keyring, &options, &mut |p| {
+        printer.observe(p)
+    })
+    .await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "ok": report.is_ok(), "nodes": report.nodes, "findings": report.findings })
+        );
+    } else {
+        print!("{}", verify_report_text(&report));
+    }
+    Ok(if report.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
+    let days = i64::from(args.older_than_days);
+    if days < tongban_audit::MIN_RETENTION_DAYS && !args.force {
+        bail!(
+            "refusing to prune entries younger than {} days (Cybersecurity Law art. 21 requires keeping logs at least six months); pass --force to override",
+            tongban_audit::MIN_RETENTION_DAYS
+        );
+    }
+    let store = open_store(&args.store).await?;
+    let report = tongban_audit::prune(store.as_ref(), TimeDelta::days(days), args.force).await?;
+    if let Some(cutoff) = report.cutoff {
+        println!("cutoff: entries before {} UTC", short_time(cutoff));
+    }
+    if report.nodes.is_empty() {
+        println!("nothing to prune");
+    }
+    for n in &report.nodes {
+        println!(
+            "node {}: {} entries deleted; entries from index {} on remain (checkpoints and subtree hashes kept)",
+            n.node, n.deleted, n.pruned_before
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_parse_by_name_or_number() {
+        assert_eq!(parse_code("PERMISSION_DENIED"), Ok(7));
+        assert_eq!(parse_code("permission-denied"), Ok(7));
+        assert_eq!(parse_code("14"), Ok(14));
+        assert_eq!(parse_code("OK"), Ok(0));
+        assert!(parse_code("17").is_err());
+        assert!(parse_code("DENIED").is_err());
+        assert_eq!(code_name(5), "NOT_FOUND");
+        assert_eq!(code_name(99), "?");
+    }
+
+    #[test]
+    fn times_parse_as_rfc3339_or_dates() {
+        assert_eq!(
+            parse_time("2026-11-26T08:00:00+08:00").unwrap(),
+            parse_time("2026-11-26T00:00:00Z").unwrap()
+        );
+        assert_eq!(
+            parse_time("2026-11-26").unwrap(),
+            parse_time("2026-11-26T00:00:00Z").unwrap()
+        );
+        assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn identity_numbers_are_masked_in_headings() {
+        assert_eq!(masked("51040319850722046X"), "510403********046X");
+        assert_eq!(masked("123"), "***");
+    }
+
+    #[test]
+    fn records_become_library_entries_with_their_hash() {
+        let mut entry = AuditEntry::new(EntryKind::Lookup, Utc::now());
+        entry.node = "exchange-1".into();
+        entry.matter = "unemployment-benefit".into();
+        entry.outcome_code = 7;
+        let leaf = entry.leaf_hash(3);
+        let record = AuditRecord {
+            node: "exchange-1".into(),
+            index: 3,
+            leaf_hash: leaf.to_vec(),
+            time: Some(timestamp(entry.time)),
+            kind: "Lookup".into(),
+            matter: "unemployment-benefit".into(),
+            outcome_code: 7,
+            ..Default::default()
+        };
+        let logged = record_to_entry(&record).unwrap();
+        assert_eq!(logged.entry, entry);
+        assert_eq!(logged.entry.leaf_hash(3), logged.leaf_hash);
+        let line: serde_json::Value = serde_json::from_str(&json_line(&record).unwrap()).unwrap();
+        assert_eq!(line["index"], 3);
+        assert_eq!(line["leaf_hash"], hex::encode(leaf));
+    }
+
+    #[test]
+    fn the_subject_report_names_matter_caller_and_result() {
+        let record = AuditRecord {
+            node: "exchange-1".into(),
+            index: 9,
+            kind: "GatherItem".into(),
+            caller_org: "91510400MA0000000X".into(),
+            caller_unit: "dongli-community".into(),
+            operator_id: "clerk-he".into(),
+            matter: "unemployment-benefit".into(),
+            case_number: "XQ-DL-2026-0317".into(),
+            evidence_type: "hrss.unemployment".into(),
+            department: "hrss".into(),
+            ..Default::default()
+        };
+        let admin = AuditRecord {
+            kind: "AdminAction".into(),
+            ..Default::default()
+        };
+        let text = subject_report_text(
+            "510403198507220465",
+            &[record, admin],
+            false,
+            &Catalogue::embedded(),
+        );
+        assert!(text.contains("510403********0465"), "{text}");
+        assert!(!text.contains("510403198507220465"), "{text}");
+        assert!(text.contains("Accesses · 查询次数: 1"), "{text}");
+        assert!(text.contains("dongli-community"), "{text}");
+        assert!(text.contains("XQ-DL-2026-0317"), "{text}");
+        assert!(text.contains("released"), "{text}");
+        assert!(text.contains("exchange-1#9"), "{text}");
+    }
+}
