@@ -5,7 +5,7 @@
 //! they may request: evidence E only within a matter that needs E. A grant may
 //! restrict the fields released per evidence type. Everything else is denied.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
 
 use serde::Deserialize;
@@ -335,12 +335,26 @@ impl Policy {
             .collect()
     }
 
-    /// Evidence type ids `caller` may request under some granted matter.
-    pub fn granted_evidence(&self, caller: &Caller, catalogue: &Catalogue) -> HashSet<String> {
-        self.granted_matters(caller, catalogue)
-            .into_iter()
-            .flat_map(|m| m.evidence.iter().cloned())
-            .collect()
+    /// The fields of `evidence_type` that `caller` receives under some
+    /// granted matter needing it (the union over those matters), or `None`
+    /// when no granted matter needs it. What discovery may show this caller.
+    pub fn evidence_release(
+        &self,
+        caller: &Caller,
+        evidence_type: &str,
+        catalogue: &Catalogue,
+    ) -> Option<FieldRelease> {
+        let mut union: Option<BTreeSet<String>> = None;
+        for matter in self.granted_matters(caller, catalogue) {
+            match self.authorize(caller, matter, evidence_type) {
+                Ok(FieldRelease::All) => return Some(FieldRelease::All),
+                Ok(FieldRelease::Only(fields)) => {
+                    union.get_or_insert_with(BTreeSet::new).extend(fields)
+                }
+                Err(_) => {}
+            }
+        }
+        union.map(FieldRelease::Only)
     }
 
     pub fn require_admin(&self, caller: &Caller) -> Result<(), Denial> {
@@ -514,9 +528,27 @@ burst = 10
             .map(|m| m.code.as_str())
             .collect();
         assert_eq!(codes, ["unemployment-benefit", "pension-qualification"]);
-        let ev = p.granted_evidence(&community, &cat);
-        assert!(ev.contains("civil.death") && !ev.contains("civil.marriage"));
+        assert!(
+            p.evidence_release(&community, "civil.death", &cat)
+                .is_some()
+        );
+        assert!(
+            p.evidence_release(&community, "civil.marriage", &cat)
+                .is_none()
+        );
         assert!(p.require_admin(&caller(org(3), "admin")).is_ok());
+        let hotline = caller(org(3), "hotline-96196");
+        assert_eq!(
+            p.evidence_release(&hotline, "hrss.unemployment", &cat),
+            Some(FieldRelease::Only(
+                ["eligible".to_owned(), "reason".to_owned()].into()
+            ))
+        );
+        assert_eq!(
+            p.evidence_release(&hotline, "police.identity", &cat),
+            Some(FieldRelease::All)
+        );
+        assert_eq!(p.evidence_release(&hotline, "civil.death", &cat), None);
         assert_eq!(
             p.require_admin(&community).unwrap_err().reason(),
             "NOT_ADMINISTRATOR"

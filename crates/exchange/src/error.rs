@@ -47,6 +47,8 @@ pub enum ExchangeError {
     BadAnswer { department: String, detail: String },
     #[error("audit log unavailable, nothing released: {0}")]
     AuditUnavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
     /// Reading the audit log failed (administrators, receipt proofs).
     #[error("audit log: {0}")]
     Audit(tongban_audit::AuditError),
@@ -75,7 +77,7 @@ impl ExchangeError {
             Self::DepartmentUnavailable { .. } | Self::AuditUnavailable(_) => Code::Unavailable,
             Self::DepartmentTimeout { .. } => Code::DeadlineExceeded,
             Self::Department { status, .. } => status.code(),
-            Self::BadAnswer { .. } => Code::Internal,
+            Self::BadAnswer { .. } | Self::Internal(_) => Code::Internal,
             Self::Audit(e) => match e {
                 AuditError::NotFound(_) => Code::NotFound,
                 AuditError::Invalid(_) | AuditError::BadNode(_) => Code::InvalidArgument,
@@ -107,6 +109,7 @@ impl ExchangeError {
                 .unwrap_or_else(|| format!("DEPARTMENT_{:?}", status.code()).to_uppercase()),
             Self::BadAnswer { .. } => "DEPARTMENT_BAD_ANSWER".into(),
             Self::AuditUnavailable(_) => "AUDIT_UNAVAILABLE".into(),
+            Self::Internal(_) => "INTERNAL".into(),
             Self::Audit(AuditError::NotFound(_)) => "AUDIT_ENTRY_NOT_FOUND".into(),
             Self::Audit(AuditError::Inconsistent { .. }) => "AUDIT_LOG_INCONSISTENT".into(),
             Self::Audit(_) => "AUDIT_READ_FAILED".into(),

@@ -23,6 +23,7 @@ use tongban_core::{
 };
 use tongban_proto::v1::{self as pb, AuditReceipt, Evidence, QueryRequest};
 use tongban_telemetry::Metrics;
+use tracing::Instrument;
 
 use crate::error::ExchangeError;
 use crate::limits::RateLimiter;
@@ -219,7 +220,7 @@ impl Exchange {
         caller: &Caller,
         request: &EvidenceRequest,
         kind: AuditKind,
-        deadline: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> Result<Released, Refused> {
         let started = Instant::now();
         let time = Utc::now();
@@ -272,13 +273,41 @@ impl Exchange {
         }
     }
 
+    /// [`request_evidence`](Self::request_evidence) on its own task, so a
+    /// caller who hangs up mid-way cannot stop the outcome from being
+    /// audited once a department has been asked.
+    pub async fn request_evidence_detached(
+        &self,
+        caller: Caller,
+        request: EvidenceRequest,
+        kind: AuditKind,
+        deadline: Option<Instant>,
+    ) -> Result<Released, Refused> {
+        let exchange = self.clone();
+        let task = tokio::spawn(
+            async move {
+                exchange
+                    .request_evidence(&caller, &request, kind, deadline)
+                    .await
+            }
+            .instrument(tracing::Span::current()),
+        );
+        task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "evidence request task failed");
+            Err(Refused {
+                error: ExchangeError::Internal("the request failed inside the exchange".into()),
+                receipt: None,
+            })
+        })
+    }
+
     /// Authorise, route, minimise. Returns the department (for the audit
     /// entry, empty if the request never got that far) and the outcome.
     async fn answer(
         &self,
         caller: &Caller,
         request: &EvidenceRequest,
-        deadline: Option<Duration>,
+        deadline: Option<Instant>,
     ) -> (String, Result<Evidence, ExchangeError>) {
         let catalogue = &self.inner.catalogue;
         let Some(def) = catalogue.evidence(&request.evidence_type) else {

@@ -66,7 +66,7 @@ impl Department {
     pub async fn query(
         &self,
         request: QueryRequest,
-        caller_deadline: Option<Duration>,
+        caller_deadline: Option<Instant>,
     ) -> Result<Evidence, ExchangeError> {
         let started = Instant::now();
         let evidence_type = request.evidence_type.clone();
@@ -84,9 +84,11 @@ impl Department {
     async fn ask(
         &self,
         request: QueryRequest,
-        caller_deadline: Option<Duration>,
+        caller_deadline: Option<Instant>,
     ) -> Result<Evidence, ExchangeError> {
-        let timeout = caller_deadline.map_or(self.max_timeout, |d| d.min(self.max_timeout));
+        let timeout = caller_deadline.map_or(self.max_timeout, |at| {
+            department_budget(at.saturating_duration_since(Instant::now())).min(self.max_timeout)
+        });
         let mut request = tonic::Request::new(request);
         // Tell the adapter how long it has, so it can stop early too.
         request.set_timeout(timeout);
@@ -174,6 +176,14 @@ impl Departments {
     }
 }
 
+/// How much of the caller's remaining time a department may use: the rest is
+/// kept back so the exchange can still commit the audit entry and answer
+/// (DEADLINE_EXCEEDED, with a receipt) before the caller gives up.
+pub fn department_budget(remaining: Duration) -> Duration {
+    let reserve = (remaining / 10).clamp(Duration::from_millis(5), Duration::from_millis(100));
+    remaining.saturating_sub(reserve)
+}
+
 /// Parses a `grpc-timeout` header value ("100m", "5S", ...).
 pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
@@ -195,6 +205,23 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn department_budget_keeps_time_back() {
+        assert_eq!(
+            department_budget(Duration::from_millis(300)),
+            Duration::from_millis(270)
+        );
+        assert_eq!(
+            department_budget(Duration::from_secs(10)),
+            Duration::from_millis(9900)
+        );
+        assert_eq!(
+            department_budget(Duration::from_millis(20)),
+            Duration::from_millis(15)
+        );
+        assert_eq!(department_budget(Duration::from_millis(3)), Duration::ZERO);
+    }
 
     #[test]
     fn grpc_timeout_values() {

@@ -2,10 +2,10 @@
 //! back. Authentication happens here, from the transport, never from fields.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::Instant;
 
 use prost::Message;
-use tongban_core::{Caller, FieldViolation};
+use tongban_core::{Caller, FieldRelease, FieldViolation};
 use tongban_proto::google::rpc::Status as RpcStatus;
 use tongban_proto::v1::exchange_server::Exchange as ExchangeApi;
 use tongban_proto::v1::{
@@ -74,12 +74,14 @@ impl ExchangeService {
     }
 }
 
-fn deadline<T>(request: &Request<T>) -> Option<Duration> {
+/// The caller's deadline as an instant, from its `grpc-timeout`.
+fn deadline<T>(request: &Request<T>) -> Option<Instant> {
     request
         .metadata()
         .get("grpc-timeout")
         .and_then(|v| v.to_str().ok())
         .and_then(parse_grpc_timeout)
+        .map(|timeout| Instant::now() + timeout)
 }
 
 #[tonic::async_trait]
@@ -130,7 +132,7 @@ impl ExchangeApi for ExchangeService {
         };
         match self
             .exchange
-            .request_evidence(&caller, &evidence_request, AuditKind::Lookup, deadline)
+            .request_evidence_detached(caller, evidence_request, AuditKind::Lookup, deadline)
             .await
         {
             Ok(released) => Ok(Response::new(LookupResponse {
@@ -188,26 +190,27 @@ impl ExchangeApi for ExchangeService {
             u32::try_from(evidence_types.len()).unwrap_or(u32::MAX),
         )?;
         let matter_code = matter.code.clone();
-        let requests: Vec<EvidenceRequest> = evidence_types
-            .into_iter()
-            .map(|evidence_type| EvidenceRequest {
+        let outcomes = futures::future::join_all(evidence_types.iter().map(|evidence_type| {
+            let request = EvidenceRequest {
                 case: case.clone(),
                 subject: subject.clone(),
                 subject_name: subject_name.clone(),
-                evidence_type,
+                evidence_type: evidence_type.clone(),
                 fields: Vec::new(),
-            })
-            .collect();
-        let outcomes = futures::future::join_all(requests.iter().map(|r| {
-            self.exchange
-                .request_evidence(&caller, r, AuditKind::GatherItem, deadline)
+            };
+            self.exchange.request_evidence_detached(
+                caller.clone(),
+                request,
+                AuditKind::GatherItem,
+                deadline,
+            )
         }))
         .await;
         let mut items = Vec::with_capacity(outcomes.len());
-        for (request, outcome) in requests.into_iter().zip(outcomes) {
+        for (evidence_type, outcome) in evidence_types.into_iter().zip(outcomes) {
             items.push(match outcome {
                 Ok(released) => GatherItem {
-                    evidence_type: request.evidence_type,
+                    evidence_type,
                     result: Some(gather_item::Result::Evidence(released.evidence)),
                     receipt: released.receipt,
                 },
@@ -220,7 +223,7 @@ impl ExchangeApi for ExchangeService {
                     return Err(ExchangeError::AuditUnavailable(why).into());
                 }
                 Err(Refused { error, receipt }) => GatherItem {
-                    evidence_type: request.evidence_type,
+                    evidence_type,
                     result: Some(gather_item::Result::Error(rpc_status(&error))),
                     receipt,
                 },
@@ -239,18 +242,16 @@ impl ExchangeApi for ExchangeService {
     ) -> Result<Response<ListEvidenceTypesResponse>, Status> {
         let caller = self.admit(&request)?;
         let department = request.into_inner().department;
-        let granted = self
-            .exchange
-            .policy()
-            .granted_evidence(&caller, self.exchange.catalogue());
-        let evidence_types = self
-            .exchange
-            .catalogue()
+        let policy = self.exchange.policy();
+        let catalogue = self.exchange.catalogue();
+        let evidence_types = catalogue
             .evidence_types()
             .iter()
-            .filter(|e| granted.contains(&e.id))
             .filter(|e| department.is_empty() || e.department == department)
-            .map(pb::EvidenceTypeInfo::from)
+            .filter_map(|e| {
+                let release = policy.evidence_release(&caller, &e.id, catalogue)?;
+                Some(released_info(e, &release))
+            })
             .collect();
         Ok(Response::new(ListEvidenceTypesResponse { evidence_types }))
     }
@@ -279,11 +280,15 @@ impl ExchangeApi for ExchangeService {
         let caller = self.admit(&request)?;
         let code = request.into_inner().matter;
         let matter = self.exchange.granted_matter(&caller, &code)?;
+        let policy = self.exchange.policy();
         let evidence_types = matter
             .evidence
             .iter()
             .filter_map(|e| self.exchange.catalogue().evidence(e))
-            .map(pb::EvidenceTypeInfo::from)
+            .filter_map(|e| {
+                let release = policy.authorize(&caller, matter, &e.id).ok()?;
+                Some(released_info(e, &release))
+            })
             .collect();
         Ok(Response::new(DescribeMatterResponse {
             matter: Some(pb::Matter::from(matter)),
@@ -313,4 +318,14 @@ fn status_with_receipt(error: &ExchangeError, receipt: Option<&pb::AuditReceipt>
         );
     }
     status
+}
+
+/// An evidence type as one caller may see it: only the fields it receives.
+fn released_info(
+    def: &tongban_core::EvidenceTypeDef,
+    release: &FieldRelease,
+) -> pb::EvidenceTypeInfo {
+    let mut info = pb::EvidenceTypeInfo::from(def);
+    info.fields.retain(|f| release.allows(&f.name));
+    info
 }
