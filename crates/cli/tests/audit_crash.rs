@@ -1,0 +1,273 @@
+//! Acceptance crash test: the real `tongban serve` under concurrent Lookups
+//! is killed with SIGKILL mid-load and restarted; every receipt a client
+//! received is in the log, provable, and the log verifies with the pinned key
+//! (`tongban audit verify`, the library and `ProveReceipt` agree).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tongban_audit::{AuditStore, Keyring, SqliteStore, VerifyOptions};
+use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
+use tongban_proto::v1::exchange_client::ExchangeClient;
+use tongban_proto::v1::{
+    AuditReceipt, CaseContext, DescribeRequest, DescribeResponse, Evidence, LookupRequest,
+    ProveReceiptRequest, QueryRequest, QueryResponse, Subject,
+};
+
+const CALLER: &str = "org/91350100M000100Y43/unit/crash-test";
+/// Synthetic identity numbers with valid check characters.
+const SUBJECTS: [&str; 2] = ["510403198507220465", "510421199003070026"];
+
+#[derive(Debug, Clone)]
+struct InstantAdapter;
+
+#[tonic::async_trait]
+impl Adapter for InstantAdapter {
+    async fn query(
+        &self,
+        request: tonic::Request<QueryRequest>,
+    ) -> Result<tonic::Response<QueryResponse>, tonic::Status> {
+        let evidence_type = request.into_inner().evidence_type;
+        Ok(tonic::Response::new(QueryResponse {
+            evidence: Some(Evidence {
+                department: "hrss".into(),
+                evidence_type,
+                current_as_of: None,
+                fields: Vec::new(),
+            }),
+        }))
+    }
+
+    async fn describe(
+        &self,
+        _: tonic::Request<DescribeRequest>,
+    ) -> Result<tonic::Response<DescribeResponse>, tonic::Status> {
+        Ok(tonic::Response::new(DescribeResponse::default()))
+    }
+}
+
+async fn spawn_adapter() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(AdapterServer::new(InstantAdapter))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    addr
+}
+
+fn write_config(dir: &Path, adapter: SocketAddr) -> PathBuf {
+    std::fs::write(
+        dir.join("policy.toml"),
+        format!("[[grant]]\ncallers = [\"{CALLER}\"]\nmatters = [\"unemployment-benefit\"]\n"),
+    )
+    .unwrap();
+    let path = dir.join("exchange.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "node = \"exchange-crash\"\nlisten = \"127.0.0.1:0\"\npolicy = \"policy.toml\"\n\
+             plaintext_caller = \"{CALLER}\"\n\n[admin]\nenabled = false\n\n\
+             [audit]\nstore = \"audit.db\"\ncheckpoint_interval_ms = 200\n\n\
+             [departments.hrss]\nendpoints = [\"http://{adapter}\"]\ntimeout_ms = 10000\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn spawn_exchange(config: &Path) -> (Child, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "error")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("the exchange says where it listens")
+        .unwrap()
+        .unwrap();
+    let addr = line
+        .strip_prefix("exchange listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+        .parse()
+        .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, addr)
+}
+
+fn lookup(n: usize) -> tonic::Request<LookupRequest> {
+    let mut request = tonic::Request::new(LookupRequest {
+        case: Some(CaseContext {
+            matter: "unemployment-benefit".into(),
+            case_number: format!("CRASH-{n}"),
+            operator_id: "clerk-crash".into(),
+        }),
+        subject: Some(Subject {
+            id_number: SUBJECTS[n % 2].into(),
+            name: String::new(),
+        }),
+        evidence_type: "hrss.unemployment".into(),
+        fields: None,
+    });
+    request.set_timeout(Duration::from_secs(10));
+    request
+}
+
+async fn client(addr: SocketAddr) -> ExchangeClient<tonic::transport::Channel> {
+    ExchangeClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_receipt_survives_kill_9_and_the_log_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let adapter = spawn_adapter().await;
+    let config = write_config(dir.path(), adapter);
+    let (mut child, addr) = spawn_exchange(&config).await;
+
+    // Concurrent load; every receipt a client receives is kept.
+    let receipts: Arc<Mutex<Vec<AuditReceipt>>> = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..8 {
+        let receipts = receipts.clone();
+        let stop = stop.clone();
+        let mut client = client(addr).await;
+        workers.push(tokio::spawn(async move {
+            let mut n = w;
+            while !stop.load(Ordering::Relaxed) {
+                match client.lookup(lookup(n)).await {
+                    Ok(r) => receipts
+                        .lock()
+                        .unwrap()
+                        .push(r.into_inner().receipt.expect("a receipt")),
+                    Err(s) => {
+                        // Only the kill may stop a worker.
+                        assert!(
+                            matches!(
+                                s.code(),
+                                tonic::Code::Unavailable
+                                    | tonic::Code::Unknown
+                                    | tonic::Code::Cancelled
+                                    | tonic::Code::Internal
+                            ),
+                            "{s:?}"
+                        );
+                        return;
+                    }
+                }
+                n += 8;
+            }
+        }));
+    }
+    let started = Instant::now();
+    while receipts.lock().unwrap().len() < 400 && started.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // SIGKILL while the workers are still sending.
+    child.start_kill().unwrap();
+    let status = child.wait().await.unwrap();
+    assert!(!status.success());
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let received = receipts.lock().unwrap().clone();
+    assert!(received.len() >= 400, "only {} receipts", received.len());
+
+    // Restart on the same store: it recovers and serves again.
+    let (mut child, addr) = spawn_exchange(&config).await;
+    let mut client = client(addr).await;
+    client.lookup(lookup(1)).await.unwrap();
+    // The last receipt before the kill is provable once a checkpoint covers it.
+    let last = received.iter().max_by_key(|r| r.index).unwrap().clone();
+    let started = Instant::now();
+    let proof = loop {
+        match client
+            .prove_receipt(ProveReceiptRequest {
+                receipt: Some(last.clone()),
+            })
+            .await
+        {
+            Ok(p) => break p.into_inner(),
+            Err(s) if started.elapsed() < Duration::from_secs(10) => {
+                assert_eq!(s.code(), tonic::Code::NotFound, "{s:?}");
+                client.lookup(lookup(2)).await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(s) => panic!("receipt {last:?} never became provable: {s:?}"),
+        }
+    };
+    let key = dir.path().join("audit-signing.pub");
+    let keyring = Keyring::parse(&std::fs::read_to_string(&key).unwrap()).unwrap();
+    let (text, ok) = tongban_cli::audit::check_proof(&proof, &keyring);
+    assert!(ok, "{text}");
+
+    // Graceful stop; then check the store without the exchange.
+    let pid = child.id().unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let store = SqliteStore::open(&dir.path().join("audit.db"))
+        .await
+        .unwrap();
+    for r in &received {
+        let entry = store
+            .entry(&r.node, r.index)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("receipt {r:?} lost in the crash"));
+        assert_eq!(entry.leaf_hash.to_vec(), r.leaf_hash, "entry {}", r.index);
+        assert_eq!(entry.entry.leaf_hash(r.index), entry.leaf_hash);
+    }
+    let report = tongban_audit::verify(&store, &keyring, &VerifyOptions::default(), &mut |_| {})
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{:#?}", report.findings);
+    assert!(report.findings.is_empty(), "{:#?}", report.findings);
+    drop(store);
+
+    // The command-line verifier agrees.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tongban"))
+        .args(["audit", "verify", "--store"])
+        .arg(dir.path().join("audit.db"))
+        .arg("--key")
+        .arg(&key)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("OK: every entry"), "{stdout}");
+    assert!(stdout.contains("node exchange-crash"), "{stdout}");
+}
