@@ -488,6 +488,15 @@ impl RunningExchange {
         }
     }
 
+    /// The processes whose CPU time is the exchange's alone (none when it
+    /// shares the bench process).
+    pub fn pids(&self) -> Vec<String> {
+        match &self.kind {
+            ExchangeKind::Process { pid, .. } => vec![pid.to_string()],
+            ExchangeKind::InProcess(_) => Vec::new(),
+        }
+    }
+
     /// Drains in-flight calls and commits the audit tail (SIGTERM for a
     /// child), killing a child that does not stop in time.
     pub async fn stop(self) -> Result<(), BenchError> {
@@ -610,6 +619,18 @@ pub(crate) fn vm_hwm_kib(status_path: &str) -> Option<u64> {
     parse_status_kib(&text, "VmHWM:")
 }
 
+/// CPU time (user + system, all threads) of a process so far, from
+/// `/proc/<pid>/stat`; `pid` may be `self`.
+pub fn cpu_time(pid: &str) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after_name.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    // USER_HZ is 100 on every Linux ABI tongban targets.
+    Some(Duration::from_millis((user + system) * 10))
+}
+
 pub(crate) fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
@@ -629,5 +650,14 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmHWM:"), Some(51200));
         assert_eq!(parse_status_kib(status, "VmSwap:"), None);
         assert!(vm_hwm_kib("/proc/self/status").is_some_and(|k| k > 0));
+        let before = cpu_time("self").unwrap();
+        let spin = std::time::Instant::now();
+        let mut x = 0u64;
+        while spin.elapsed() < Duration::from_millis(60) {
+            x = x.wrapping_add(std::hint::black_box(1));
+        }
+        assert!(x > 0);
+        assert!(cpu_time("self").unwrap() > before);
+        assert_eq!(cpu_time("999999999"), None);
     }
 }

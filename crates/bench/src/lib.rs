@@ -362,11 +362,17 @@ async fn run_paths(
                 (target, lookup(LOOKUP_EVIDENCE))
             }
         };
+        let proxy_pids = match (&exchange, &nginx) {
+            (Some(x), _) => x.pids(),
+            (_, Some(n)) => n.pids(),
+            _ => Vec::new(),
+        };
         let measured = measure_path(
             args,
             path,
             &target,
             &call,
+            proxy_pids,
             load_spec,
             single_spec,
             &mut entry,
@@ -398,6 +404,7 @@ async fn measure_path(
     path: PathId,
     target: &Target,
     call: &Call,
+    proxy_pids: Vec<String>,
     load_spec: LoadSpec,
     single_spec: LoadSpec,
     entry: &mut PathReport,
@@ -416,7 +423,16 @@ async fn measure_path(
             load_spec.warmup
         ),
     );
-    entry.load = Some(load::run(target, call, load_spec).await?);
+    let cpu = tokio::spawn(cpu_in_window(proxy_pids, load_spec));
+    let load = load::run(target, call, load_spec).await?;
+    if let Ok(Some((proxy, bench))) = cpu.await
+        && load.requests > 0
+    {
+        let per_request = |d: std::time::Duration| d.as_secs_f64() * 1e6 / load.requests as f64;
+        entry.proxy_cpu_us_per_request = proxy.map(per_request);
+        entry.bench_cpu_us_per_request = Some(per_request(bench));
+    }
+    entry.load = Some(load);
     if !args.no_latency {
         progress(
             quiet,
@@ -441,6 +457,27 @@ async fn measure_path(
         report.gather.push(GatherReport::new(path, lookups, gather));
     }
     Ok(())
+}
+
+/// CPU time spent in the measuring window by the proxy's processes (if it
+/// has its own) and by the bench process (generator and departments).
+async fn cpu_in_window(
+    proxy_pids: Vec<String>,
+    spec: LoadSpec,
+) -> Option<(Option<Duration>, Duration)> {
+    let sample =
+        |pids: &[String]| -> Option<Duration> { pids.iter().map(|p| deploy::cpu_time(p)).sum() };
+    tokio::time::sleep(spec.warmup).await;
+    let proxy_start = sample(&proxy_pids);
+    let bench_start = deploy::cpu_time("self")?;
+    tokio::time::sleep(spec.duration).await;
+    let proxy_end = sample(&proxy_pids);
+    let bench_end = deploy::cpu_time("self")?;
+    let proxy = match (proxy_start, proxy_end) {
+        (Some(a), Some(b)) if !proxy_pids.is_empty() => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    Some((proxy, bench_end.saturating_sub(bench_start)))
 }
 
 #[cfg(test)]

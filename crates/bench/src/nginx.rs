@@ -139,6 +139,17 @@ impl Nginx {
         })
     }
 
+    /// The master and its workers.
+    pub fn pids(&self) -> Vec<String> {
+        let Some(master) = self.child.id() else {
+            return Vec::new();
+        };
+        std::iter::once(master)
+            .chain(children_of(master))
+            .map(|p| p.to_string())
+            .collect()
+    }
+
     /// Sum of the peak RSS of the master and its workers.
     pub fn peak_rss(&self) -> Option<PeakRss> {
         let master = self.child.id()?;

@@ -115,6 +115,11 @@ pub struct PathReport {
     /// One request in flight (e).
     pub single: Option<RunStats>,
     pub peak_rss: Option<PeakRss>,
+    /// CPU time of the proxy's own processes (nginx, a child exchange) per
+    /// request under load: its cost, whatever else the machine was doing.
+    pub proxy_cpu_us_per_request: Option<f64>,
+    /// CPU time of the bench process (generator and departments) per request.
+    pub bench_cpu_us_per_request: Option<f64>,
     /// One-in-flight latency added over (a).
     pub added_p50_us: Option<f64>,
     pub added_p99_us: Option<f64>,
@@ -129,6 +134,8 @@ impl PathReport {
             load: None,
             single: None,
             peak_rss: None,
+            proxy_cpu_us_per_request: None,
+            bench_cpu_us_per_request: None,
             added_p50_us: None,
             added_p99_us: None,
         }
@@ -284,8 +291,16 @@ impl BenchReport {
         let _ = writeln!(out, "Under load ({} in flight)", self.settings.in_flight);
         let _ = writeln!(
             out,
-            "  {:<44} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10}",
-            "path", "req/s", "p50 ms", "p99 ms", "p99.9 ms", "errors", "peak RSS"
+            "  {:<44} {:>10} {:>9} {:>9} {:>9} {:>7} {:>10} {:>11} {:>11}",
+            "path",
+            "req/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "errors",
+            "peak RSS",
+            "proxy CPU",
+            "bench CPU"
         );
         for p in &self.paths {
             let name = format!("({}) {}", p.path.letter(), p.title);
@@ -296,7 +311,7 @@ impl BenchReport {
                 (None, Some(l)) => {
                     let _ = writeln!(
                         out,
-                        "  {name:<44} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>10}",
+                        "  {name:<44} {:>10.0} {:>9.3} {:>9.3} {:>9.3} {:>7} {:>10} {:>11} {:>11}",
                         l.throughput_rps,
                         l.p50_us / 1000.0,
                         l.p99_us / 1000.0,
@@ -305,11 +320,17 @@ impl BenchReport {
                         p.peak_rss
                             .as_ref()
                             .map_or("-".into(), |r| format!("{:.1} MiB", r.mib)),
+                        per_request(p.proxy_cpu_us_per_request),
+                        per_request(p.bench_cpu_us_per_request),
                     );
                 }
                 (None, None) => {}
             }
         }
+        let _ = writeln!(
+            out,
+            "  CPU columns: CPU time per request in the window; proxy = nginx or the exchange process, bench = generator + departments"
+        );
         for p in &self.paths {
             if let Some(r) = &p.peak_rss {
                 let _ = writeln!(out, "  peak RSS ({}): {}", p.path.letter(), r.scope);
@@ -390,6 +411,10 @@ fn row(out: &mut String, name: &str, l: &RunStats) {
         "  {name:<44} {:>10.0} {:>9.0} {:>9.0} {:>9.0}",
         l.throughput_rps, l.p50_us, l.p99_us, l.p999_us
     );
+}
+
+fn per_request(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.0} µs/req"))
 }
 
 fn opt(v: Option<f64>, digits: usize) -> String {

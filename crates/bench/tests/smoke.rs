@@ -43,6 +43,9 @@ async fn a_short_run_measures_every_path_without_errors() {
             assert!(stats.p50_us <= stats.p99_us && stats.p99_us <= stats.p999_us);
         }
         assert!(path.added_p50_us.is_some(), "{id:?} latency over (a)");
+        assert!(path.bench_cpu_us_per_request.is_some(), "{id:?} CPU");
+        // Only nginx has processes of its own here (the exchange is in-process).
+        assert_eq!(path.proxy_cpu_us_per_request.is_some(), id == PathId::B);
     }
     // Every exchange answer carries the receipt of its durable audit entry.
     for id in [PathId::C, PathId::D] {
