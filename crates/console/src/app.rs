@@ -182,7 +182,10 @@ impl Console {
         }
         match (method, path) {
             (&Method::GET, "/") => return redirect("/overview", None),
-            (&Method::GET, "/login") => return self.login_form(None, StatusCode::OK),
+            (&Method::GET, "/login") => {
+                return self.login_form(request, None, StatusCode::OK);
+            }
+            (&Method::GET, "/favicon.ico") => return asset_response("favicon.ico"),
             (&Method::POST, "/login") => return self.login(request).await,
             _ => {}
         }
@@ -247,8 +250,18 @@ impl Console {
         }
     }
 
-    fn login_form(&self, error: Option<&str>, status: StatusCode) -> ConsoleResponse {
-        let token = random_token();
+    fn login_form(
+        &self,
+        request: &ConsoleRequest,
+        error: Option<&str>,
+        status: StatusCode,
+    ) -> ConsoleResponse {
+        // Keep the browser's token: a second tab or a stray request for the
+        // sign-in page must not invalidate a form already shown.
+        let token = request
+            .cookie(LOGIN_COOKIE)
+            .filter(|t| t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()))
+            .unwrap_or_else(random_token);
         let body = pages::login_body(&token, error);
         let mut response = html_response(
             status,
@@ -282,6 +295,7 @@ impl Console {
         let cookie = request.cookie(LOGIN_COOKIE).unwrap_or_default();
         if token.is_empty() || !constant_time_eq(&token, &cookie) {
             return self.login_form(
+                request,
                 Some("表单已过期，请重试。The form expired; try again."),
                 StatusCode::FORBIDDEN,
             );
@@ -330,7 +344,7 @@ impl Console {
             } else {
                 "用户名或密码错误。Wrong name or password."
             };
-            return self.login_form(Some(message), StatusCode::UNAUTHORIZED);
+            return self.login_form(request, Some(message), StatusCode::UNAUTHORIZED);
         }
         let id = self.inner.sessions.create(&user);
         let mut response = redirect("/overview", Some(&self.cookie(SESSION_COOKIE, &id, false)));
