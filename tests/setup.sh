@@ -18,3 +18,10 @@ if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   echo "tests/setup.sh: installing grpcio and grpcio-tools"
   python3 -m pip install --quiet grpcio grpcio-tools
 fi
+
+# The console's browser tests (crates/console/tests/browser.rs) drive headless
+# Chromium through chromedriver; a CJK font makes the screenshots legible.
+command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q . || {
+  echo "tests/setup.sh: installing chromium, chromium-driver and a CJK font"
+  apt-get update && apt-get install -y chromium chromium-driver fonts-wqy-zenhei
+}
