@@ -46,6 +46,7 @@ pub struct LocalOptions {
     slow: BTreeMap<&'static str, Duration>,
     department_timeout: Option<Duration>,
     reload_poll: Option<Duration>,
+    max_in_flight: Option<usize>,
 }
 
 impl std::fmt::Debug for LocalOptions {
@@ -55,6 +56,7 @@ impl std::fmt::Debug for LocalOptions {
             .field("slow", &self.slow)
             .field("department_timeout", &self.department_timeout)
             .field("reload_poll", &self.reload_poll)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -72,6 +74,13 @@ impl LocalOptions {
     /// The department answers every query only after `delay`.
     pub fn slow_department(mut self, dept: Dept, delay: Duration) -> Self {
         self.slow.insert(dept.id(), delay);
+        self
+    }
+
+    /// Requests in flight per department before the exchange sheds
+    /// (default: the exchange's default).
+    pub fn max_in_flight(mut self, limit: usize) -> Self {
+        self.max_in_flight = Some(limit);
         self
     }
 
@@ -243,6 +252,9 @@ impl LocalDeployment {
                 "\n[departments.{dept}]\nendpoints = [\"https://127.0.0.1:{}\"]\ntimeout_ms = {timeout_ms}\nidentity = \"{identity}\"\n",
                 adapter.addr.port()
             );
+            if let Some(limit) = self.options.max_in_flight {
+                let _ = writeln!(text, "max_in_flight = {limit}");
+            }
         }
         text
     }

@@ -6,11 +6,13 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tongban_core::config_env::{AppliedOverride, EnvKey, ValueKind, apply_env_overrides};
 
 use crate::audit::AuditSettings;
+use crate::routing::Resilience;
 
 /// Everything one exchange node needs to start.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,6 +123,40 @@ pub struct DepartmentConfig {
     /// The SPIFFE id the adapter's certificate must carry (TLS only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Requests in flight to this department at once; more are shed with
+    /// RESOURCE_EXHAUSTED instead of queued.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// Consecutive failures that take an endpoint out of rotation.
+    #[serde(default = "default_eject_after_failures")]
+    pub eject_after_failures: u32,
+    /// First time out of rotation (doubles while probes fail, up to 30 s).
+    #[serde(default = "default_eject_for_ms")]
+    pub eject_for_ms: u64,
+}
+
+impl DepartmentConfig {
+    /// The protection this department's traffic gets.
+    pub fn resilience(&self) -> Resilience {
+        Resilience {
+            max_in_flight: self.max_in_flight,
+            eject_after: self.eject_after_failures,
+            eject_for: Duration::from_millis(self.eject_for_ms),
+            ..Resilience::default()
+        }
+    }
+}
+
+fn default_max_in_flight() -> usize {
+    Resilience::default().max_in_flight
+}
+
+fn default_eject_after_failures() -> u32 {
+    Resilience::default().eject_after
+}
+
+fn default_eject_for_ms() -> u64 {
+    u64::try_from(Resilience::default().eject_for.as_millis()).unwrap_or(500)
 }
 
 fn default_node() -> String {
@@ -234,6 +270,18 @@ impl ExchangeConfig {
                 ));
                 keys.push(EnvKey::new(format!("departments.{id}.timeout_ms"), Integer));
                 keys.push(EnvKey::new(format!("departments.{id}.identity"), Str));
+                keys.push(EnvKey::new(
+                    format!("departments.{id}.max_in_flight"),
+                    Integer,
+                ));
+                keys.push(EnvKey::new(
+                    format!("departments.{id}.eject_after_failures"),
+                    Integer,
+                ));
+                keys.push(EnvKey::new(
+                    format!("departments.{id}.eject_for_ms"),
+                    Integer,
+                ));
             }
         }
         keys
@@ -292,8 +340,14 @@ impl ExchangeConfig {
                     ));
                 }
             }
-            if d.timeout_ms == 0 {
-                return Err(format!("department {id:?}: timeout_ms must be positive"));
+            if d.timeout_ms == 0
+                || d.max_in_flight == 0
+                || d.eject_after_failures == 0
+                || d.eject_for_ms == 0
+            {
+                return Err(format!(
+                    "department {id:?}: timeout_ms, max_in_flight, eject_after_failures and eject_for_ms must be positive"
+                ));
             }
         }
         if self.reload_poll_ms == 0 {

@@ -11,6 +11,9 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo.domain` of every tongban error.
 pub const ERROR_DOMAIN: &str = "tongban.gov";
 
+/// What a shed request is told to wait before trying again.
+const OVERLOAD_RETRY_AFTER: Duration = Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
     #[error("invalid request: {}", describe(.0))]
@@ -37,6 +40,11 @@ pub enum ExchangeError {
     TooLarge { size: usize, limit: usize },
     #[error("department {department} is unavailable: {detail}")]
     DepartmentUnavailable { department: String, detail: String },
+    #[error("department {department} has {in_flight} requests in flight; this one is shed")]
+    DepartmentOverloaded {
+        department: String,
+        in_flight: usize,
+    },
     #[error("department {department} did not answer within {after:?}")]
     DepartmentTimeout { department: String, after: Duration },
     /// A well-formed refusal from the department (e.g. no record of the
@@ -73,7 +81,9 @@ impl ExchangeError {
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::Denied(_) | Self::FieldsNotGranted { .. } => Code::PermissionDenied,
             Self::UnknownMatter(_) | Self::UnknownEvidenceType(_) => Code::NotFound,
-            Self::RateLimited { .. } | Self::TooLarge { .. } => Code::ResourceExhausted,
+            Self::RateLimited { .. }
+            | Self::TooLarge { .. }
+            | Self::DepartmentOverloaded { .. } => Code::ResourceExhausted,
             Self::DepartmentUnavailable { .. } | Self::AuditUnavailable(_) => Code::Unavailable,
             Self::DepartmentTimeout { .. } => Code::DeadlineExceeded,
             Self::Department { status, .. } => status.code(),
@@ -103,6 +113,7 @@ impl ExchangeError {
             Self::TooLarge { .. } => "REQUEST_TOO_LARGE".into(),
             Self::DepartmentUnavailable { .. } => "DEPARTMENT_UNAVAILABLE".into(),
             Self::DepartmentTimeout { .. } => "DEPARTMENT_TIMEOUT".into(),
+            Self::DepartmentOverloaded { .. } => "DEPARTMENT_OVERLOADED".into(),
             Self::Department { status, .. } => status
                 .get_details_error_info()
                 .map(|i| i.reason)
@@ -149,6 +160,7 @@ impl ExchangeError {
             }
             Self::DepartmentUnavailable { department, .. }
             | Self::DepartmentTimeout { department, .. }
+            | Self::DepartmentOverloaded { department, .. }
             | Self::Department { department, .. }
             | Self::BadAnswer { department, .. } => {
                 m.insert("department".into(), department.clone());
@@ -172,8 +184,14 @@ impl ExchangeError {
                     .collect::<Vec<_>>(),
             );
         }
-        if let Self::RateLimited { retry_after, .. } = self {
-            details.set_retry_info(Some(*retry_after));
+        match self {
+            Self::RateLimited { retry_after, .. } => {
+                details.set_retry_info(Some(*retry_after));
+            }
+            Self::DepartmentOverloaded { .. } => {
+                details.set_retry_info(Some(OVERLOAD_RETRY_AFTER));
+            }
+            _ => {}
         }
         if details.error_info().is_none() {
             details.set_error_info(self.reason(), ERROR_DOMAIN, self.metadata());

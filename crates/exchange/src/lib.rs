@@ -23,7 +23,7 @@ pub use audit_service::{AuditReader, AuditService};
 pub use config::ExchangeConfig;
 pub use error::{ERROR_DOMAIN, ExchangeError};
 pub use pipeline::{AuditEvent, AuditKind, AuditSink, EvidenceRequest, Exchange};
-pub use routing::{Department, Departments};
+pub use routing::{Department, Departments, Resilience};
 pub use server::{
     EXCHANGE_HEALTH_SERVICE, ExchangeHandle, StartError, StartOptions, department_health_service,
     start, start_with, start_with_audit, start_with_audit_options,

@@ -455,28 +455,41 @@ async fn probe_department(
     department: &crate::routing::Department,
     every: Duration,
 ) -> Result<(), String> {
-    let mut client = HealthClient::new(department.channel().clone());
     let timeout = department
         .max_timeout()
         .min(every)
         .max(Duration::from_millis(100));
-    let mut request = tonic::Request::new(HealthCheckRequest {
-        service: "tongban.v1.Adapter".into(),
-    });
-    request.set_timeout(timeout);
-    match tokio::time::timeout(timeout, client.check(request)).await {
-        Err(_) => Err(format!("no health answer within {timeout:?}")),
-        Ok(Ok(answer)) => {
-            let status = answer.into_inner().status;
-            if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
-                Ok(())
-            } else {
-                Err(format!("adapter reports health status {status}"))
+    // Reachable when any endpoint is.
+    let probes = department.channels().map(|channel| async move {
+        let mut client = HealthClient::new(channel.clone());
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: "tongban.v1.Adapter".into(),
+        });
+        request.set_timeout(timeout);
+        match tokio::time::timeout(timeout, client.check(request)).await {
+            Err(_) => Err(format!("no health answer within {timeout:?}")),
+            Ok(Ok(answer)) => {
+                let status = answer.into_inner().status;
+                if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+                {
+                    Ok(())
+                } else {
+                    Err(format!("adapter reports health status {status}"))
+                }
             }
+            Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Ok(()),
+            Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
         }
-        Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Ok(()),
-        Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+    });
+    let outcomes = futures::future::join_all(probes).await;
+    if outcomes.iter().any(Result::is_ok) {
+        return Ok(());
     }
+    Err(outcomes
+        .into_iter()
+        .filter_map(Result::err)
+        .collect::<Vec<_>>()
+        .join("; "))
 }
 
 fn connect_departments(
@@ -493,19 +506,21 @@ fn connect_departments(
         if catalogue.department(id).is_none() {
             return Err(fail("is not in the catalogue".into()));
         }
-        let [endpoint] = d.endpoints.as_slice() else {
-            return Err(fail(
-                "exactly one endpoint is supported per department".into(),
-            ));
-        };
-        let channel = match &config.tls {
-            Some(files) => tls_channel(endpoint, files, d.identity.as_deref()).map_err(fail)?,
-            None => plaintext_channel(endpoint).map_err(fail)?,
-        };
-        out.push(
-            Department::new(id.clone(), channel, Duration::from_millis(d.timeout_ms))
-                .with_metrics(metrics.clone()),
-        );
+        let mut endpoints = Vec::with_capacity(d.endpoints.len());
+        for endpoint in &d.endpoints {
+            let channel = match &config.tls {
+                Some(files) => tls_channel(endpoint, files, d.identity.as_deref()).map_err(fail)?,
+                None => plaintext_channel(endpoint).map_err(fail)?,
+            };
+            endpoints.push((endpoint.clone(), channel));
+        }
+        out.push(Department::with_endpoints(
+            id.clone(),
+            endpoints,
+            Duration::from_millis(d.timeout_ms),
+            d.resilience(),
+            Some(metrics.clone()),
+        ));
     }
     for dept in catalogue.departments() {
         if !config.departments.contains_key(&dept.id) {
