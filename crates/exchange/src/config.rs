@@ -62,6 +62,9 @@ pub struct ExchangeConfig {
     /// The admin HTTP endpoint (Prometheus `GET /metrics`).
     #[serde(default)]
     pub admin: AdminSettings,
+    /// The administrators' web console; off unless enabled or users are set.
+    #[serde(default)]
+    pub console: tongban_console::ConsoleSettings,
 }
 
 /// `[admin]`: the Prometheus endpoint. It reveals traffic patterns, not
@@ -258,6 +261,11 @@ impl ExchangeConfig {
             ("audit.checkpoint_every", Integer),
             ("admin.enabled", Bool),
             ("admin.listen", Str),
+            ("console.enabled", Bool),
+            ("console.listen", Str),
+            ("console.secure_cookie", Bool),
+            ("console.session_idle_secs", Integer),
+            ("console.session_max_secs", Integer),
         ]
         .into_iter()
         .map(|(path, kind)| EnvKey::new(path, kind))
@@ -292,6 +300,9 @@ impl ExchangeConfig {
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.audit.store = tongban_core::config_env::redact_url(&shown.audit.store);
+        for hash in shown.console.users.values_mut() {
+            *hash = "<redacted>".into();
+        }
         // Plain data (strings, numbers, paths, maps): serialisation cannot fail.
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
@@ -359,6 +370,7 @@ impl ExchangeConfig {
         if self.health_probe_ms == 0 {
             return Err("health_probe_ms must be positive".into());
         }
+        self.console.check()?;
         Ok(())
     }
 
@@ -373,6 +385,7 @@ impl ExchangeConfig {
             fix(c);
         }
         self.audit.resolve_paths(base);
+        self.console.resolve_paths(base);
         if let Some(t) = &mut self.tls {
             fix(&mut t.cert);
             fix(&mut t.key);

@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod audit_service;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod limits;
 pub mod pipeline;
