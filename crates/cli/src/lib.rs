@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod local;
 pub mod render;
@@ -55,6 +56,9 @@ pub enum Command {
     /// The audit log: search, subject reports, export, proofs, verification.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// The administrators' web console: password hashes for `[console.users]`.
+    #[command(subcommand)]
+    Console(console::ConsoleCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +142,7 @@ pub async fn run_with(cli: Cli, telemetry: ProcessTelemetry) -> anyhow::Result<E
         Command::Serve(args) => serve::serve(args, telemetry).await?,
         Command::Adapter(args) => serve::adapter(args, telemetry).await?,
         Command::Config(command) => config::run(command)?,
+        Command::Console(command) => console::run(command)?,
         Command::Lookup(args) => client::lookup(args).await?,
         Command::Gather(args) => client::gather(args).await?,
         Command::Audit(command) => return audit::run(command).await,
