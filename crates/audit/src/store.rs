@@ -602,11 +602,23 @@ macro_rules! impl_common_store {
                             qb.push(format!(" AND {col} = ")).push_bind(v.clone());
                         }
                     }
+                    // Repeat the partial indexes' own WHERE terms: a planner
+                    // cannot prove `x = $1` implies `x <> ''` for a bound $1,
+                    // and would otherwise scan the time index instead.
+                    if filter.subject.as_deref().is_some_and(|s| !s.is_empty()) {
+                        qb.push(" AND subject <> ''");
+                    }
+                    if filter.case_number.as_deref().is_some_and(|s| !s.is_empty()) {
+                        qb.push(" AND case_number <> ''");
+                    }
                     if let Some(k) = filter.kind {
                         qb.push(" AND kind = ").push_bind(k.as_str());
                     }
                     if let Some(code) = filter.outcome_code {
                         qb.push(" AND outcome_code = ").push_bind(code);
+                        if code != 0 {
+                            qb.push(" AND outcome_code <> 0");
+                        }
                     }
                     if let Some(from) = filter.from {
                         qb.push(" AND time_us >= ").push_bind(from.timestamp_micros());
