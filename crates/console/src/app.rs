@@ -823,6 +823,11 @@ mod tests {
         let html = body(&r);
         assert!(html.contains("id=\"result-count\">1<"), "{html}");
         assert!(html.contains("/entry?node=node-a&amp;index=0"));
+        // Sending the form again keeps the person filter, as a pseudonym.
+        assert!(html.contains(&format!(
+            "<input type=\"hidden\" name=\"subject\" value=\"{pseudonym}\">"
+        )));
+        assert!(!html.contains(ID));
 
         let actions = admin_actions(f.store.as_ref()).await;
         let search = actions

@@ -127,6 +127,8 @@ const LEFT: f64 = 56.0;
 const RIGHT: f64 = 16.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 40.0;
+/// Grid intervals per axis: with maxima of 1, 2 or 5 × 10ⁿ every label is round.
+const TICKS: u32 = 5;
 
 fn nice_max(v: f64) -> f64 {
     if v <= 0.0 {
@@ -149,9 +151,9 @@ fn frame(id: &str, label: &str, max: f64, unit: &str, start: DateTime<Utc>) -> (
         escape_html(label)
     );
     let plot_h = H - TOP - BOTTOM;
-    for i in 0..=4 {
-        let v = max * f64::from(i) / 4.0;
-        let y = TOP + plot_h * (1.0 - f64::from(i) / 4.0);
+    for i in 0..=TICKS {
+        let v = max * f64::from(i) / f64::from(TICKS);
+        let y = TOP + plot_h * (1.0 - f64::from(i) / f64::from(TICKS));
         let _ = write!(
             s,
             "<line class=\"grid\" x1=\"{LEFT}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\"/>\
@@ -181,7 +183,9 @@ fn format_value(v: f64) -> String {
     if v >= 100.0 || v.fract() == 0.0 {
         format!("{v:.0}")
     } else {
-        format!("{v:.1}")
+        // Trim the zeros of e.g. 0.20 and 0.0040.
+        let s = format!("{v:.4}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
     }
 }
 
@@ -352,19 +356,19 @@ pub(crate) fn render_stats(stats: &Stats) -> String {
     let bar_h = 14.0;
     let group_h = bar_h * 3.0 + 14.0;
     let height = TOP + group_h * rows.len().max(1) as f64 + 30.0;
-    let label_w = 170.0;
+    let label_w = 250.0;
     let plot_w = W - label_w - RIGHT - 60.0;
     let mut svg = format!(
         "<svg class=\"chart\" id=\"chart-latency\" viewBox=\"0 0 {W} {height:.0}\" role=\"img\" aria-label=\"latency percentiles\" xmlns=\"http://www.w3.org/2000/svg\">"
     );
-    for i in 0..=4 {
-        let x = label_w + plot_w * f64::from(i) / 4.0;
+    for i in 0..=TICKS {
+        let x = label_w + plot_w * f64::from(i) / f64::from(TICKS);
         let _ = write!(
             svg,
             "<line class=\"grid\" x1=\"{x:.1}\" y1=\"{TOP}\" x2=\"{x:.1}\" y2=\"{:.1}\"/><text class=\"axis\" x=\"{x:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{} ms</text>",
             height - 26.0,
             height - 10.0,
-            format_value(max_ms * f64::from(i) / 4.0)
+            format_value(max_ms * f64::from(i) / f64::from(TICKS))
         );
     }
     for (g, (dept, p, _)) in rows.iter().enumerate() {
@@ -436,6 +440,20 @@ mod tests {
         assert_eq!(percentile(&v, 100), 100);
         assert_eq!(percentile(&[7], 99), 7);
         assert_eq!(percentile(&[], 50), 0);
+    }
+
+    #[test]
+    fn axis_labels_are_round() {
+        assert_eq!(format_value(0.2), "0.2");
+        assert_eq!(format_value(0.004), "0.004");
+        assert_eq!(format_value(1.0), "1");
+        assert_eq!(format_value(250.0), "250");
+        for max in [0.5, 1.0, 2.0, 5.0, 20.0, 500.0] {
+            for i in 0..=TICKS {
+                let label = format_value(max * f64::from(i) / f64::from(TICKS));
+                assert!(label.len() <= 5, "{max}: {label}");
+            }
+        }
     }
 
     #[test]

@@ -206,6 +206,16 @@ fn search_form(admin: &Admin, params: &[(String, String)]) -> String {
         let _ = write!(out, "<option{sel}>{k}</option>");
     }
     out.push_str("</select></label>");
+    let pseudonym = param(params, "subject");
+    if !pseudonym.is_empty() {
+        // Keeps the person filter when the form is sent again; a new
+        // identity number replaces it.
+        let _ = write!(
+            out,
+            "<input type=\"hidden\" name=\"subject\" value=\"{}\">",
+            escape_html(pseudonym)
+        );
+    }
     let _ = write!(
         out,
         "<label>结果码 Outcome code <input name=\"outcome\" inputmode=\"numeric\" value=\"{}\"></label>\
@@ -255,7 +265,7 @@ fn entries_table(entries: &[LoggedEntry]) -> String {
         };
         let _ = write!(
             out,
-            "<tr><td class=\"nowrap\">{}</td><td><a class=\"entry-link\" href=\"{}\">{}#{}</a></td><td>{}</td>\
+            "<tr><td class=\"nowrap\">{}</td><td class=\"nowrap\"><a class=\"entry-link\" href=\"{}\">{}#{}</a></td><td>{}</td>\
              <td>{}<br><small>{}</small></td><td>{}</td><td>{}<br><small>{}</small></td><td>{}<br><small>{}</small></td>\
              <td>{subject}</td><td>{}</td><td class=\"num\">{:.1} ms</td></tr>",
             escape_html(&format_time(&x.time)),
@@ -766,7 +776,7 @@ pub(crate) async fn subject_report(
         let _ = write!(
             body,
             "<tr><td class=\"nowrap\">{}</td><td>{}<br><small>{}</small></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
-             <td><a href=\"{}\">{}#{}</a></td></tr>",
+             <td class=\"nowrap\"><a href=\"{}\">{}#{}</a></td></tr>",
             escape_html(&format_time(&a.time)),
             escape_html(&a.caller_org),
             escape_html(&a.caller_unit),
