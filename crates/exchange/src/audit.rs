@@ -39,6 +39,11 @@ pub struct AuditSettings {
     /// ... and after this many entries.
     #[serde(default = "default_checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Entries older than this many days are pruned once a day (checkpoints
+    /// and the tree frontier stay). At least 183 (Cybersecurity Law art. 21);
+    /// 0 keeps everything.
+    #[serde(default = "default_retention_days")]
+    pub retention_days: u32,
 }
 
 impl Default for AuditSettings {
@@ -50,6 +55,7 @@ impl Default for AuditSettings {
             subject_key: default_subject_key(),
             checkpoint_interval_ms: default_checkpoint_interval_ms(),
             checkpoint_every: default_checkpoint_every(),
+            retention_days: default_retention_days(),
         }
     }
 }
@@ -69,8 +75,34 @@ fn default_checkpoint_interval_ms() -> u64 {
 fn default_checkpoint_every() -> u64 {
     4096
 }
+fn default_retention_days() -> u32 {
+    // The legal minimum fits an i64 day count trivially.
+    tongban_audit::MIN_RETENTION_DAYS as u32
+}
+
+/// How often the exchange prunes entries past their retention.
+pub const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 impl AuditSettings {
+    /// Rejects a retention under the legal minimum.
+    pub fn check(&self) -> Result<(), String> {
+        if self.retention_days != 0
+            && i64::from(self.retention_days) < tongban_audit::MIN_RETENTION_DAYS
+        {
+            return Err(format!(
+                "audit.retention_days = {} is below the legal minimum of {} days (Cybersecurity Law art. 21); use 0 to keep everything",
+                self.retention_days,
+                tongban_audit::MIN_RETENTION_DAYS
+            ));
+        }
+        Ok(())
+    }
+
+    /// The retention period, or None when entries are kept forever.
+    pub fn retention(&self) -> Option<chrono::TimeDelta> {
+        (self.retention_days > 0).then(|| chrono::TimeDelta::days(i64::from(self.retention_days)))
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.store.starts_with("postgres://") || self.store.starts_with("postgresql://")
     }
@@ -314,5 +346,111 @@ impl AuditSink for AuditLogSink {
                 )),
             }
         })
+    }
+}
+
+/// Prunes entries past `retention` now and then every `every`; each prune
+/// that deletes anything is itself logged as an administrator's act.
+pub fn spawn_retention(
+    store: Arc<dyn AuditStore>,
+    log: AuditLog,
+    retention: chrono::TimeDelta,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        loop {
+            ticks.tick().await;
+            prune_once(store.as_ref(), &log, retention).await;
+        }
+    })
+}
+
+/// One retention sweep over every node's log in the store.
+pub async fn prune_once(store: &dyn AuditStore, log: &AuditLog, retention: chrono::TimeDelta) {
+    let report = match tongban_audit::prune(store, retention, false).await {
+        Ok(report) => report,
+        Err(e) => {
+            tracing::error!(error = %e, "audit retention sweep failed");
+            return;
+        }
+    };
+    for pruned in report.nodes.iter().filter(|n| n.deleted > 0) {
+        let mut entry = AuditEntry::new(EntryKind::AdminAction, chrono::Utc::now());
+        entry.operator = "retention".into();
+        entry.detail = format!(
+            "retention prune node={} before_index={} deleted={} older_than_days={}",
+            pruned.node,
+            pruned.pruned_before,
+            pruned.deleted,
+            retention.num_days()
+        );
+        if let Err(e) = log.append(entry).await {
+            tracing::error!(error = %e, "cannot log the retention prune");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn retention_below_the_legal_minimum_is_refused() {
+        let mut settings = AuditSettings::default();
+        assert_eq!(settings.retention_days, 183);
+        assert!(settings.check().is_ok());
+        settings.retention_days = 30;
+        assert!(settings.check().unwrap_err().contains("183"));
+        settings.retention_days = 0;
+        assert!(settings.check().is_ok());
+        assert_eq!(settings.retention(), None);
+        settings.retention_days = 400;
+        assert_eq!(settings.retention(), Some(chrono::TimeDelta::days(400)));
+    }
+
+    #[tokio::test]
+    async fn the_sweep_prunes_old_entries_and_logs_that_it_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn AuditStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("a.db")).await.unwrap());
+        let signer = LogSigner::generate(&origin_for_node("n1")).unwrap();
+        let log = AuditLog::open(store.clone(), signer, AuditConfig::new("n1"))
+            .await
+            .unwrap();
+        let old = chrono::Utc::now() - chrono::TimeDelta::days(200);
+        for _ in 0..5 {
+            log.append(AuditEntry::new(EntryKind::Lookup, old))
+                .await
+                .unwrap();
+        }
+        log.append(AuditEntry::new(EntryKind::Lookup, chrono::Utc::now()))
+            .await
+            .unwrap();
+        log.flush().await.unwrap();
+        prune_once(store.as_ref(), &log, chrono::TimeDelta::days(183)).await;
+        log.flush().await.unwrap();
+        assert_eq!(store.log_state("n1").await.unwrap().pruned_before, 5);
+        let page = tongban_audit::search(
+            store.as_ref(),
+            &tongban_audit::SearchFilter {
+                kind: Some(EntryKind::AdminAction),
+                ..Default::default()
+            },
+            &tongban_audit::PageRequest::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(page.entries.len(), 1);
+        assert_eq!(
+            page.entries[0].entry.detail,
+            "retention prune node=n1 before_index=5 deleted=5 older_than_days=183"
+        );
+        // A second sweep finds nothing more and logs nothing.
+        prune_once(store.as_ref(), &log, chrono::TimeDelta::days(183)).await;
+        log.flush().await.unwrap();
+        assert_eq!(store.log_state("n1").await.unwrap().size, 7);
+        log.shutdown().await.unwrap();
     }
 }

@@ -43,6 +43,10 @@ impl AuditReader {
         self.store.as_ref()
     }
 
+    pub fn store_arc(&self) -> Arc<dyn AuditStore> {
+        self.store.clone()
+    }
+
     /// The node's log (administrators' acts are appended to it).
     pub fn log(&self) -> &tongban_audit::AuditLog {
         self.sink.log()

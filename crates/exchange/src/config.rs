@@ -259,6 +259,7 @@ impl ExchangeConfig {
             ("audit.subject_key", Str),
             ("audit.checkpoint_interval_ms", Integer),
             ("audit.checkpoint_every", Integer),
+            ("audit.retention_days", Integer),
             ("admin.enabled", Bool),
             ("admin.listen", Str),
             ("console.enabled", Bool),
@@ -308,6 +309,7 @@ impl ExchangeConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        self.audit.check()?;
         if self.node.is_empty()
             || !self
                 .node

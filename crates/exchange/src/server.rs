@@ -111,7 +111,9 @@ impl ExchangeHandle {
 
     /// Where the administrators' console listens, when it runs.
     pub fn console_addr(&self) -> Option<SocketAddr> {
-        self.console.as_ref().map(tongban_console::ConsoleServer::local_addr)
+        self.console
+            .as_ref()
+            .map(tongban_console::ConsoleServer::local_addr)
     }
 
     pub fn exchange(&self) -> &Exchange {
@@ -323,6 +325,14 @@ pub async fn start_with_audit_options(
     };
 
     let mut background = vec![policy_task, probe_task];
+    if let (Some(reader), Some(retention)) = (&reader, config.audit.retention()) {
+        background.push(crate::audit::spawn_retention(
+            reader.store_arc(),
+            reader.log().clone(),
+            retention,
+            crate::audit::RETENTION_SWEEP_EVERY,
+        ));
+    }
     if let Some(addr) = config.health_listen {
         let listener = TcpListener::bind(addr)
             .await
