@@ -160,7 +160,8 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small unary messages: never let Nagle hold a reply back.
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     serve_with_incoming(service, incoming, shutdown).await
 }
 

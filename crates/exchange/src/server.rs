@@ -374,7 +374,9 @@ pub async fn start_with_audit_options(
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
         }
         Listener::Plain(listener) => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            // Small unary messages: never let Nagle hold a reply back.
+            let incoming =
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
         }
     };
