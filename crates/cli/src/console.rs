@@ -48,6 +48,47 @@ pub fn hash_from_reader(mut input: impl BufRead) -> anyhow::Result<String> {
     tongban_console::hash_password(password).map_err(|e| anyhow::anyhow!("hashing: {e}"))
 }
 
+/// The console of a local deployment (`tongban demo --serve`): signs in as
+/// `admin` with a fresh random password, on 127.0.0.1:9465 or, if that is
+/// taken, a free loopback port. Returns the server and the password.
+pub async fn serve_for_local(
+    local: &crate::local::LocalDeployment,
+) -> anyhow::Result<(tongban_console::ConsoleServer, String)> {
+    let config = tongban_exchange::ExchangeConfig::load(&local.state_dir().join("exchange.toml"))?;
+    let log = local
+        .exchange()
+        .audit_log()
+        .context("the local exchange writes no audit log")?
+        .clone();
+    let password = tongban_console::auth::random_token()[..20].to_owned();
+    let mut settings = tongban_console::ConsoleSettings::default();
+    settings.users.insert(
+        "admin".into(),
+        tongban_console::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let backend = tongban_console::ConsoleBackend {
+        store: config
+            .audit
+            .open_store()
+            .await
+            .map_err(anyhow::Error::msg)?,
+        pseudonymizer: config.audit.pseudonymizer().map_err(anyhow::Error::msg)?,
+        log,
+        keyring: tongban_exchange::console::console_keyring(&config).map_err(anyhow::Error::msg)?,
+    };
+    let console = tongban_console::Console::new(settings, backend)?;
+    let server = match tongban_console::ConsoleServer::bind(
+        tongban_console::DEFAULT_CONSOLE_ADDR,
+        console.clone(),
+    )
+    .await
+    {
+        Ok(server) => server,
+        Err(_) => tongban_console::ConsoleServer::bind("127.0.0.1:0".parse()?, console).await?,
+    };
+    Ok((server, password))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

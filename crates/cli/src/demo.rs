@@ -531,9 +531,15 @@ async fn serve_until_interrupted(local: &LocalDeployment) -> anyhow::Result<()> 
         pki.ca_cert.display(),
         stories::LAID_OFF_WORKER.id_number
     );
+    let (console, password) = crate::console::serve_for_local(local).await?;
+    println!(
+        "\n  Administrators' console 审计控制台: http://{}/  (user admin, password {password})",
+        console.local_addr()
+    );
     tokio::signal::ctrl_c()
         .await
         .context("waiting for Ctrl-C")?;
     println!("\nStopping.");
+    console.shutdown().await;
     Ok(())
 }
