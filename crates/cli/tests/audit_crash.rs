@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use sqlx::Connection;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tongban_audit::{AuditStore, Keyring, SqliteStore, VerifyOptions};
+use tongban_audit::{AuditStore, Keyring, PostgresStore, SqliteStore, VerifyOptions};
 use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_proto::v1::{
@@ -64,7 +65,47 @@ async fn spawn_adapter() -> SocketAddr {
     addr
 }
 
-fn write_config(dir: &Path, adapter: SocketAddr) -> PathBuf {
+/// Where the log goes: a SQLite file in the test directory, or a schema of
+/// the test PostgreSQL.
+#[derive(Debug, Clone)]
+enum Backend {
+    Sqlite,
+    Postgres { url: String, schema: String },
+}
+
+impl Backend {
+    fn toml(&self) -> String {
+        match self {
+            Backend::Sqlite => "store = \"audit.db\"\n".into(),
+            Backend::Postgres { url, schema } => {
+                format!("store = \"{url}\"\npostgres_schema = \"{schema}\"\n")
+            }
+        }
+    }
+
+    async fn open(&self, dir: &Path) -> Box<dyn AuditStore> {
+        match self {
+            Backend::Sqlite => Box::new(SqliteStore::open(&dir.join("audit.db")).await.unwrap()),
+            Backend::Postgres { url, schema } => {
+                Box::new(PostgresStore::connect(url, Some(schema)).await.unwrap())
+            }
+        }
+    }
+
+    fn cli_args(&self, dir: &Path) -> Vec<String> {
+        match self {
+            Backend::Sqlite => vec!["--store".into(), dir.join("audit.db").display().to_string()],
+            Backend::Postgres { url, schema } => vec![
+                "--store".into(),
+                url.clone(),
+                "--schema".into(),
+                schema.clone(),
+            ],
+        }
+    }
+}
+
+fn write_config(dir: &Path, adapter: SocketAddr, backend: &Backend) -> PathBuf {
     std::fs::write(
         dir.join("policy.toml"),
         format!("[[grant]]\ncallers = [\"{CALLER}\"]\nmatters = [\"unemployment-benefit\"]\n"),
@@ -76,8 +117,9 @@ fn write_config(dir: &Path, adapter: SocketAddr) -> PathBuf {
         format!(
             "node = \"exchange-crash\"\nlisten = \"127.0.0.1:0\"\npolicy = \"policy.toml\"\n\
              plaintext_caller = \"{CALLER}\"\n\n[admin]\nenabled = false\n\n\
-             [audit]\nstore = \"audit.db\"\ncheckpoint_interval_ms = 200\n\n\
-             [departments.hrss]\nendpoints = [\"http://{adapter}\"]\ntimeout_ms = 10000\n"
+             [audit]\n{store}checkpoint_interval_ms = 200\n\n\
+             [departments.hrss]\nendpoints = [\"http://{adapter}\"]\ntimeout_ms = 10000\n",
+            store = backend.toml()
         ),
     )
     .unwrap();
@@ -138,10 +180,46 @@ async fn client(addr: SocketAddr) -> ExchangeClient<tonic::transport::Channel> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_receipt_survives_kill_9_and_the_log_verifies() {
+async fn every_receipt_survives_kill_9_and_the_log_verifies_on_sqlite() {
+    crash_and_check(Backend::Sqlite).await;
+}
+
+/// On `TONGBAN_TEST_POSTGRES_URL` (default: the local test server), in a
+/// schema of its own, dropped afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_receipt_survives_kill_9_and_the_log_verifies_on_postgres() {
+    let url = std::env::var("TONGBAN_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let schema = format!("audit_crash_{}_{nanos}", std::process::id());
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA \"{schema}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let outcome = tokio::spawn(crash_and_check(Backend::Postgres {
+        url,
+        schema: schema.clone(),
+    }))
+    .await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP SCHEMA \"{schema}\" CASCADE"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+async fn crash_and_check(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let adapter = spawn_adapter().await;
-    let config = write_config(dir.path(), adapter);
+    let config = write_config(dir.path(), adapter, &backend);
     let (mut child, addr) = spawn_exchange(&config).await;
 
     // Concurrent load; every receipt a client receives is kept.
@@ -235,9 +313,7 @@ async fn every_receipt_survives_kill_9_and_the_log_verifies() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 
-    let store = SqliteStore::open(&dir.path().join("audit.db"))
-        .await
-        .unwrap();
+    let store = backend.open(dir.path()).await;
     for r in &received {
         let entry = store
             .entry(&r.node, r.index)
@@ -247,17 +323,22 @@ async fn every_receipt_survives_kill_9_and_the_log_verifies() {
         assert_eq!(entry.leaf_hash.to_vec(), r.leaf_hash, "entry {}", r.index);
         assert_eq!(entry.entry.leaf_hash(r.index), entry.leaf_hash);
     }
-    let report = tongban_audit::verify(&store, &keyring, &VerifyOptions::default(), &mut |_| {})
-        .await
-        .unwrap();
+    let report = tongban_audit::verify(
+        store.as_ref(),
+        &keyring,
+        &VerifyOptions::default(),
+        &mut |_| {},
+    )
+    .await
+    .unwrap();
     assert!(report.is_ok(), "{:#?}", report.findings);
     assert!(report.findings.is_empty(), "{:#?}", report.findings);
     drop(store);
 
     // The command-line verifier agrees.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tongban"))
-        .args(["audit", "verify", "--store"])
-        .arg(dir.path().join("audit.db"))
+        .args(["audit", "verify"])
+        .args(backend.cli_args(dir.path()))
         .arg("--key")
         .arg(&key)
         .output()
