@@ -48,8 +48,9 @@ function pollVerify() {
 }
 
 document.addEventListener("DOMContentLoaded", function () {
-  var box = $("verify-box");
-  if (box && box.getAttribute("data-state") === "running") pollVerify();
+  // Fetch once on load (the page may be older than the job) and keep
+  // polling while a verification runs.
+  if ($("verify-box")) pollVerify();
   var print = $("print");
   if (print) print.addEventListener("click", function () { window.print(); });
 });

@@ -7,6 +7,24 @@
 //! its inclusion proof, subject report (printable), integrity (checkpoints and
 //! a background "verify now"). Every administrator's act is appended to the
 //! audit log as an `AdminAction` before the page is answered.
+//!
+//! The exchange serves it when configured (see `tongban_exchange::console`):
+//!
+//! ```toml
+//! [console]
+//! listen = "127.0.0.1:9465"      # the default; keep it on loopback or a management network
+//! secure_cookie = false          # true behind a TLS-terminating proxy
+//! session_idle_secs = 1800       # 30 min idle ...
+//! session_max_secs = 28800       # ... 8 h absolute
+//! verifier_keys = ["other-nodes.pub"]  # checkpoint keys of further nodes sharing the store
+//!
+//! [console.users]                # `tongban console hash-password --user alice`
+//! alice = "$argon2id$v=19$m=19456,t=2,p=1$..."
+//! ```
+//!
+//! Embedding it elsewhere: build a [`ConsoleBackend`] (store, pseudonymiser,
+//! the node's `AuditLog`, pinned keys), then [`Console::new`] and
+//! [`ConsoleServer::bind`], or feed requests to [`Console::handle`].
 
 mod app;
 pub mod auth;

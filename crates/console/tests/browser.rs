@@ -671,6 +671,11 @@ async fn walk_through_every_page() -> anyhow::Result<()> {
     .await?;
     assert_eq!(b.attr("#verify-box", "data-state").await?, "passed");
     ensure!(b.text("#verify-state").await?.contains("PASSED"));
+    // console.js (a static file under the CSP) polled the JSON status.
+    h.wait_for("console.js to render the status", || async {
+        Ok(b.text("#verify-count").await?.contains(" s"))
+    })
+    .await?;
     h.shot("05-integrity-verified").await?;
 
     // Every act above is in the audit log.
