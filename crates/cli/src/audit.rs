@@ -367,7 +367,7 @@ fn truncate(s: &str, max: usize) -> String {
 /// A readable table of records (UTC times).
 pub fn records_table(records: &[AuditRecord]) -> String {
     let mut out = format!(
-        "{:<19}  {:<16}  {:<11}  {:<28}  {:<14}  {:<22}  {:<18}  {:<20}  {}\n",
+        "{:<19}  {:<16}  {:<11}  {:<40}  {:<14}  {:<22}  {:<18}  {:<20}  {}\n",
         "TIME (UTC)",
         "ENTRY",
         "KIND",
@@ -385,11 +385,11 @@ pub fn records_table(records: &[AuditRecord]) -> String {
             r.evidence_type.clone()
         };
         out.push_str(&format!(
-            "{:<19}  {:<16}  {:<11}  {:<28}  {:<14}  {:<22}  {:<18}  {:<20}  {}\n",
+            "{:<19}  {:<16}  {:<11}  {:<40}  {:<14}  {:<22}  {:<18}  {:<20}  {}\n",
             short_time(record_time(r)),
             truncate(&format!("{}#{}", r.node, r.index), 16),
             r.kind,
-            truncate(&format!("{}/{}", r.caller_org, r.caller_unit), 28),
+            truncate(&format!("{}/{}", r.caller_org, r.caller_unit), 40),
             truncate(&r.operator_id, 14),
             truncate(&r.matter, 22),
             truncate(&r.case_number, 18),
