@@ -509,7 +509,7 @@ mod tests {
         console: Console,
         store: Arc<dyn AuditStore>,
         log: AuditLog,
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
     }
 
     async fn fixture() -> Fixture {
@@ -554,7 +554,7 @@ mod tests {
             console,
             store,
             log,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -943,6 +943,87 @@ mod tests {
             e.detail
                 .starts_with("console.verify-finished result=passed")
         }));
+    }
+
+    async fn run_verify(c: &Console, cookie: &str, csrf: &str) -> serde_json::Value {
+        let r = c
+            .handle(post("/integrity/verify", cookie, &format!("csrf={csrf}")))
+            .await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        for _ in 0..200 {
+            let r = c.handle(get("/integrity/verify/status", cookie)).await;
+            let v: serde_json::Value = serde_json::from_str(&body(&r)).unwrap();
+            if v["state"] != "running" {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("verification did not finish within 10 s");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_tampered_entry_fails_verification_and_its_proof() {
+        let f = fixture().await;
+        let (cookie, csrf) = sign_in(&f.console).await;
+        // An insider edits a stored entry behind the exchange's back.
+        let db = sqlx::SqlitePool::connect(&format!(
+            "sqlite://{}",
+            f.dir.path().join("audit.db").display()
+        ))
+        .await
+        .unwrap();
+        sqlx::query("UPDATE audit_entries SET department = 'civil' WHERE idx = 1")
+            .execute(&db)
+            .await
+            .unwrap();
+        let v = run_verify(&f.console, &cookie, &csrf).await;
+        assert_eq!(v["state"], "failed", "{v}");
+        let findings = v["findings"].as_array().unwrap();
+        assert!(
+            findings
+                .iter()
+                .any(|x| x["severity"] == "error" && x["location"] == "entry 1"),
+            "{v}"
+        );
+        let html = body(&f.console.handle(get("/integrity", &cookie)).await);
+        assert!(html.contains("data-state=\"failed\""));
+        assert!(html.contains("entry 1"));
+        let html = body(
+            &f.console
+                .handle(get("/entry?node=node-a&index=1", &cookie))
+                .await,
+        );
+        assert!(html.contains("id=\"leaf-mismatch\""), "{html}");
+        assert!(html.contains("data-status=\"failed\""), "{html}");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn export_writes_json_lines_and_is_logged() {
+        let f = fixture().await;
+        let (cookie, _) = sign_in(&f.console).await;
+        let r = f
+            .console
+            .handle(get("/export?department=police", &cookie))
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()[header::CONTENT_TYPE], "application/x-ndjson");
+        let text = body(&r);
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 5);
+        assert!(
+            lines
+                .iter()
+                .all(|l| l["department"] == "police" && l["leaf_hash"].is_string())
+        );
+        let actions = admin_actions(f.store.as_ref()).await;
+        assert!(
+            actions
+                .iter()
+                .any(|e| e.detail == "console.export filter: department=police")
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
