@@ -432,6 +432,10 @@ async fn audit_section(
         .await
         .map_err(status)?
         .into_inner();
+    println!(
+        "    {:<8}  {:<17} {:<9} {:<24} {:<20} result",
+        "time", "service point", "clerk", "matter", "evidence"
+    );
     for r in report
         .accesses
         .iter()
