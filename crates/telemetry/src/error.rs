@@ -18,6 +18,4 @@ pub enum TelemetryError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("pseudonymisation key must be at least {min} bytes")]
-    WeakKey { min: usize },
 }

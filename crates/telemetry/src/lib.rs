@@ -17,8 +17,8 @@
 //! Identity numbers, names and secrets must never appear in span names, span
 //! fields, span events or log fields, in clear. Everything `tracing` records
 //! may leave the process (log collectors, the OTLP collector). Record
-//! [`tongban_core::IdNumber`]'s masked rendering, or a keyed pseudonym from
-//! [`Pseudonymiser`] when records must be correlated; never the raw value.
+//! [`tongban_core::IdNumber`]'s masked rendering, or the audit log's keyed
+//! pseudonym when records must be correlated; never the raw value.
 //! The layers in this crate record only gRPC methods, status codes,
 //! department ids, evidence types and trace ids.
 //!
@@ -28,7 +28,6 @@ pub mod admin;
 mod error;
 pub mod metrics;
 pub mod propagation;
-mod pseudonym;
 mod setup;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing;
@@ -40,5 +39,4 @@ pub use propagation::{
     GrpcServerLayer, TraceContextInterceptor, current_trace_id, extract_trace_context,
     inject_trace_context,
 };
-pub use pseudonym::Pseudonymiser;
 pub use setup::{LogFormat, LogOutput, Telemetry, TelemetryGuard, TelemetryOptions, build, init};
