@@ -322,6 +322,11 @@ impl Policy {
         Ok(FieldRelease::Only(union))
     }
 
+    /// May `caller` handle matter `code` at all?
+    pub fn may_handle(&self, caller: &Caller, code: &str) -> bool {
+        self.grants_for(caller, code).next().is_some()
+    }
+
     /// Matters `caller` may handle, in catalogue order.
     pub fn granted_matters<'c>(
         &self,
@@ -331,7 +336,7 @@ impl Policy {
         catalogue
             .matters()
             .iter()
-            .filter(|m| self.grants_for(caller, &m.code).next().is_some())
+            .filter(|m| self.may_handle(caller, &m.code))
             .collect()
     }
 

@@ -186,12 +186,7 @@ impl Exchange {
             .catalogue
             .matter(code)
             .ok_or_else(|| ExchangeError::UnknownMatter(code.to_owned()))?;
-        let policy = self.inner.policy.load();
-        if policy
-            .granted_matters(caller, &self.inner.catalogue)
-            .iter()
-            .any(|m| m.code == matter.code)
-        {
+        if self.inner.policy.load().may_handle(caller, &matter.code) {
             Ok(matter)
         } else {
             let denial = tongban_core::Denial::MatterNotGranted {
