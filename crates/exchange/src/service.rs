@@ -84,9 +84,11 @@ fn deadline<T>(request: &Request<T>) -> Option<Instant> {
         .map(|timeout| Instant::now() + timeout)
 }
 
+// The handler spans are at debug level: `GrpcServerLayer` already opens an
+// info-level server span per call, named after the method.
 #[tonic::async_trait]
 impl ExchangeApi for ExchangeService {
-    #[tracing::instrument(name = "Exchange/ProveReceipt", skip_all)]
+    #[tracing::instrument(name = "Exchange/ProveReceipt", level = "debug", skip_all)]
     async fn prove_receipt(
         &self,
         request: Request<ProveReceiptRequest>,
@@ -108,7 +110,7 @@ impl ExchangeApi for ExchangeService {
         ))
     }
 
-    #[tracing::instrument(name = "Exchange/Lookup", skip_all)]
+    #[tracing::instrument(name = "Exchange/Lookup", level = "debug", skip_all)]
     async fn lookup(
         &self,
         request: Request<LookupRequest>,
@@ -143,7 +145,7 @@ impl ExchangeApi for ExchangeService {
         }
     }
 
-    #[tracing::instrument(name = "Exchange/Gather", skip_all)]
+    #[tracing::instrument(name = "Exchange/Gather", level = "debug", skip_all)]
     async fn gather(
         &self,
         request: Request<GatherRequest>,
@@ -235,7 +237,7 @@ impl ExchangeApi for ExchangeService {
         }))
     }
 
-    #[tracing::instrument(name = "Exchange/ListEvidenceTypes", skip_all)]
+    #[tracing::instrument(name = "Exchange/ListEvidenceTypes", level = "debug", skip_all)]
     async fn list_evidence_types(
         &self,
         request: Request<ListEvidenceTypesRequest>,
@@ -256,7 +258,7 @@ impl ExchangeApi for ExchangeService {
         Ok(Response::new(ListEvidenceTypesResponse { evidence_types }))
     }
 
-    #[tracing::instrument(name = "Exchange/ListMatters", skip_all)]
+    #[tracing::instrument(name = "Exchange/ListMatters", level = "debug", skip_all)]
     async fn list_matters(
         &self,
         request: Request<ListMattersRequest>,
@@ -272,7 +274,7 @@ impl ExchangeApi for ExchangeService {
         Ok(Response::new(ListMattersResponse { matters }))
     }
 
-    #[tracing::instrument(name = "Exchange/DescribeMatter", skip_all)]
+    #[tracing::instrument(name = "Exchange/DescribeMatter", level = "debug", skip_all)]
     async fn describe_matter(
         &self,
         request: Request<DescribeMatterRequest>,
