@@ -6,64 +6,21 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sqlx::Connection;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tongban_audit::{AuditStore, Keyring, PostgresStore, SqliteStore, VerifyOptions};
-use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
 use tongban_proto::v1::exchange_client::ExchangeClient;
-use tongban_proto::v1::{
-    AuditReceipt, CaseContext, DescribeRequest, DescribeResponse, Evidence, LookupRequest,
-    ProveReceiptRequest, QueryRequest, QueryResponse, Subject,
-};
+use tongban_proto::v1::{AuditReceipt, CaseContext, LookupRequest, ProveReceiptRequest, Subject};
+
+mod common;
+use common::{spawn_adapter, spawn_exchange};
 
 const CALLER: &str = "org/91350100M000100Y43/unit/crash-test";
 /// Synthetic identity numbers with valid check characters.
 const SUBJECTS: [&str; 2] = ["510403198507220465", "510421199003070026"];
-
-#[derive(Debug, Clone)]
-struct InstantAdapter;
-
-#[tonic::async_trait]
-impl Adapter for InstantAdapter {
-    async fn query(
-        &self,
-        request: tonic::Request<QueryRequest>,
-    ) -> Result<tonic::Response<QueryResponse>, tonic::Status> {
-        let evidence_type = request.into_inner().evidence_type;
-        Ok(tonic::Response::new(QueryResponse {
-            evidence: Some(Evidence {
-                department: "hrss".into(),
-                evidence_type,
-                current_as_of: None,
-                fields: Vec::new(),
-            }),
-        }))
-    }
-
-    async fn describe(
-        &self,
-        _: tonic::Request<DescribeRequest>,
-    ) -> Result<tonic::Response<DescribeResponse>, tonic::Status> {
-        Ok(tonic::Response::new(DescribeResponse::default()))
-    }
-}
-
-async fn spawn_adapter() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AdapterServer::new(InstantAdapter))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
-}
 
 /// Where the log goes: a SQLite file in the test directory, or a schema of
 /// the test PostgreSQL.
@@ -124,35 +81,6 @@ fn write_config(dir: &Path, adapter: SocketAddr, backend: &Backend) -> PathBuf {
     )
     .unwrap();
     path
-}
-
-async fn spawn_exchange(config: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "error")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("the exchange says where it listens")
-        .unwrap()
-        .unwrap();
-    let addr = line
-        .strip_prefix("exchange listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 fn lookup(n: usize) -> tonic::Request<LookupRequest> {
@@ -218,9 +146,9 @@ async fn every_receipt_survives_kill_9_and_the_log_verifies_on_postgres() {
 
 async fn crash_and_check(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
-    let adapter = spawn_adapter().await;
+    let adapter = spawn_adapter(Duration::ZERO).await;
     let config = write_config(dir.path(), adapter, &backend);
-    let (mut child, addr) = spawn_exchange(&config).await;
+    let (mut child, addr) = spawn_exchange(&config, "error").await;
 
     // Concurrent load; every receipt a client receives is kept.
     let receipts: Arc<Mutex<Vec<AuditReceipt>>> = Arc::default();
@@ -273,7 +201,7 @@ async fn crash_and_check(backend: Backend) {
     assert!(received.len() >= 400, "only {} receipts", received.len());
 
     // Restart on the same store: it recovers and serves again.
-    let (mut child, addr) = spawn_exchange(&config).await;
+    let (mut child, addr) = spawn_exchange(&config, "error").await;
     let mut client = client(addr).await;
     client.lookup(lookup(1)).await.unwrap();
     // The last receipt before the kill is provable once a checkpoint covers it.

@@ -13,13 +13,14 @@ use std::time::Duration;
 use sqlx::Connection;
 use tongban_audit::{Keyring, PostgresStore, VerifyOptions};
 use tongban_exchange::ExchangeConfig;
-use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
 use tongban_proto::v1::audit_client::AuditClient;
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_proto::v1::{
-    AdminContext, AuditFilter, AuditSearchRequest, CaseContext, DescribeRequest, DescribeResponse,
-    Evidence, LookupRequest, QueryRequest, QueryResponse, Subject,
+    AdminContext, AuditFilter, AuditSearchRequest, CaseContext, LookupRequest, Subject,
 };
+
+mod common;
+use common::spawn_adapter;
 
 const CALLER: &str = "org/91350100M000100Y43/unit/two-nodes";
 const SUBJECT: &str = "510403198507220465";
@@ -27,45 +28,6 @@ const SUBJECT: &str = "510403198507220465";
 fn pg_url() -> String {
     std::env::var("TONGBAN_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-#[derive(Debug, Clone)]
-struct InstantAdapter;
-
-#[tonic::async_trait]
-impl Adapter for InstantAdapter {
-    async fn query(
-        &self,
-        request: tonic::Request<QueryRequest>,
-    ) -> Result<tonic::Response<QueryResponse>, tonic::Status> {
-        let evidence_type = request.into_inner().evidence_type;
-        Ok(tonic::Response::new(QueryResponse {
-            evidence: Some(Evidence {
-                department: "hrss".into(),
-                evidence_type,
-                current_as_of: None,
-                fields: Vec::new(),
-            }),
-        }))
-    }
-
-    async fn describe(
-        &self,
-        _: tonic::Request<DescribeRequest>,
-    ) -> Result<tonic::Response<DescribeResponse>, tonic::Status> {
-        Ok(tonic::Response::new(DescribeResponse::default()))
-    }
-}
-
-async fn spawn_adapter() -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AdapterServer::new(InstantAdapter))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
 }
 
 fn node_config(dir: &Path, node: &str, schema: &str, adapter: SocketAddr) -> ExchangeConfig {
@@ -112,7 +74,7 @@ fn lookup(n: usize) -> tonic::Request<LookupRequest> {
 }
 
 async fn run(dir: &Path, schema: &str) {
-    let adapter = spawn_adapter().await;
+    let adapter = spawn_adapter(Duration::ZERO).await;
     let a = tongban_exchange::start(node_config(dir, "exchange-a", schema, adapter))
         .await
         .unwrap();

@@ -11,63 +11,15 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
 use tongban_proto::v1::exchange_client::ExchangeClient;
-use tongban_proto::v1::{
-    CaseContext, DescribeRequest, DescribeResponse, Evidence, LookupRequest, QueryRequest,
-    QueryResponse, Subject,
-};
+use tongban_proto::v1::{CaseContext, DescribeRequest, LookupRequest, Subject};
+
+mod common;
+use common::{spawn_adapter, spawn_exchange};
 
 const CALLER: &str = "org/91350100M000100Y43/unit/lifecycle";
 /// A synthetic identity number with a valid check character.
 const SUBJECT: &str = "510403198507220465";
-
-/// A department that answers every query after `delay`, with no fields.
-#[derive(Debug, Clone)]
-struct SlowAdapter {
-    delay: Duration,
-}
-
-#[tonic::async_trait]
-impl Adapter for SlowAdapter {
-    async fn query(
-        &self,
-        request: tonic::Request<QueryRequest>,
-    ) -> Result<tonic::Response<QueryResponse>, tonic::Status> {
-        tokio::time::sleep(self.delay).await;
-        let evidence_type = request.into_inner().evidence_type;
-        Ok(tonic::Response::new(QueryResponse {
-            evidence: Some(Evidence {
-                department: evidence_type
-                    .split('.')
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned(),
-                evidence_type,
-                current_as_of: None,
-                fields: Vec::new(),
-            }),
-        }))
-    }
-
-    async fn describe(
-        &self,
-        _: tonic::Request<DescribeRequest>,
-    ) -> Result<tonic::Response<DescribeResponse>, tonic::Status> {
-        Ok(tonic::Response::new(DescribeResponse::default()))
-    }
-}
-
-async fn spawn_adapter(delay: Duration) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(AdapterServer::new(SlowAdapter { delay }))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    addr
-}
 
 fn write_config(dir: &Path, adapter: SocketAddr, drain_ms: u64) -> std::path::PathBuf {
     std::fs::write(
@@ -86,37 +38,6 @@ fn write_config(dir: &Path, adapter: SocketAddr, drain_ms: u64) -> std::path::Pa
     )
     .unwrap();
     path
-}
-
-/// Starts `tongban serve` and reads where it listens.
-async fn spawn_exchange(config: &Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tongban"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env("RUST_LOG", "warn")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
-        .env_remove("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
-        .await
-        .expect("the exchange says where it listens")
-        .unwrap()
-        .unwrap();
-    let addr = line
-        .strip_prefix("exchange listening on ")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .unwrap();
-    // Keep draining stdout so the child never blocks on it.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, addr)
 }
 
 fn sigterm(child: &Child) {
@@ -193,7 +114,7 @@ async fn sigterm_drains_in_flight_requests_commits_the_audit_log_and_exits_zero(
     let adapter = spawn_adapter(delay).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), adapter, 5000);
-    let (mut child, addr) = spawn_exchange(&config).await;
+    let (mut child, addr) = spawn_exchange(&config, "warn").await;
 
     let outcomes = load(addr, 8, Instant::now() + Duration::from_secs(4)).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -257,7 +178,7 @@ async fn the_drain_is_bounded() {
     let adapter = spawn_adapter(Duration::from_secs(8)).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), adapter, 500);
-    let (mut child, addr) = spawn_exchange(&config).await;
+    let (mut child, addr) = spawn_exchange(&config, "warn").await;
 
     let outcomes = load(addr, 2, Instant::now() + Duration::from_secs(1)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
