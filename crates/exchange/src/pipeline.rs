@@ -1,5 +1,5 @@
 //! The request path. Every evidence request, from `Lookup` or from one item of
-//! a `Gather`, goes through [`Exchange::request_evidence`] and nothing else:
+//! a `Gather`, goes through [`Exchange::request_all`] and nothing else:
 //!
 //! 1. the caller is authenticated by the transport (see `service.rs`);
 //! 2. the request is validated ([`validate_case`], [`validate_subject`]);
@@ -96,6 +96,12 @@ pub struct Released {
 pub struct Refused {
     pub error: ExchangeError,
     pub receipt: Option<AuditReceipt>,
+}
+
+/// One answered (or refused) request, not yet audited.
+struct Answered {
+    event: AuditEvent,
+    outcome: Result<Evidence, ExchangeError>,
 }
 
 /// The exchange's engine, shared by every connection.
@@ -198,7 +204,63 @@ impl Exchange {
         }
     }
 
-    /// The whole path for one evidence request; see the module docs.
+    /// The whole path (see the module docs) for the evidence requests of one
+    /// call — one for a Lookup, several for a Gather: every department is
+    /// asked in parallel, then every outcome is audited at once, so the
+    /// entries share one group commit instead of queueing behind each other.
+    pub async fn request_all(
+        &self,
+        caller: &Caller,
+        requests: &[EvidenceRequest],
+        kind: AuditKind,
+        deadline: Option<Instant>,
+    ) -> Vec<Result<Released, Refused>> {
+        let answered = futures::future::join_all(
+            requests
+                .iter()
+                .map(|r| self.answer_and_describe(caller, r, kind, deadline)),
+        )
+        .await;
+        futures::future::join_all(answered.into_iter().map(|a| self.audit_and_release(a))).await
+    }
+
+    /// [`request_all`](Self::request_all) on its own task, so a caller who
+    /// hangs up mid-way cannot stop the outcomes from being audited once a
+    /// department has been asked.
+    pub async fn request_all_detached(
+        &self,
+        caller: Caller,
+        requests: Vec<EvidenceRequest>,
+        kind: AuditKind,
+        deadline: Option<Instant>,
+    ) -> Vec<Result<Released, Refused>> {
+        let count = requests.len();
+        let exchange = self.clone();
+        let task = tokio::spawn(
+            async move {
+                exchange
+                    .request_all(&caller, &requests, kind, deadline)
+                    .await
+            }
+            .instrument(tracing::Span::current()),
+        );
+        task.await.unwrap_or_else(|e| {
+            tracing::error!(error = %e, "evidence request task failed");
+            (0..count)
+                .map(|_| {
+                    Err(Refused {
+                        error: ExchangeError::Internal(
+                            "the request failed inside the exchange".into(),
+                        ),
+                        receipt: None,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Authorise, route and minimise one request, and describe the outcome
+    /// for the audit log.
     #[tracing::instrument(
         name = "exchange.evidence",
         skip_all,
@@ -210,13 +272,13 @@ impl Exchange {
             subject = %request.subject,
         )
     )]
-    pub async fn request_evidence(
+    async fn answer_and_describe(
         &self,
         caller: &Caller,
         request: &EvidenceRequest,
         kind: AuditKind,
         deadline: Option<Instant>,
-    ) -> Result<Released, Refused> {
+    ) -> Answered {
         let started = Instant::now();
         let time = Utc::now();
         let (department, outcome) = self.answer(caller, request, deadline).await;
@@ -252,7 +314,12 @@ impl Exchange {
                 Err(_) => Vec::new(),
             },
         };
-        let receipt = match self.inner.audit.record(event).await {
+        Answered { event, outcome }
+    }
+
+    /// Writes the outcome to the audit log; releases it only once durable.
+    async fn audit_and_release(&self, answered: Answered) -> Result<Released, Refused> {
+        let receipt = match self.inner.audit.record(answered.event).await {
             Ok(receipt) => receipt,
             Err(why) => {
                 tracing::error!(error = %why, "audit write failed; answer withheld");
@@ -262,38 +329,10 @@ impl Exchange {
                 });
             }
         };
-        match outcome {
+        match answered.outcome {
             Ok(evidence) => Ok(Released { evidence, receipt }),
             Err(error) => Err(Refused { error, receipt }),
         }
-    }
-
-    /// [`request_evidence`](Self::request_evidence) on its own task, so a
-    /// caller who hangs up mid-way cannot stop the outcome from being
-    /// audited once a department has been asked.
-    pub async fn request_evidence_detached(
-        &self,
-        caller: Caller,
-        request: EvidenceRequest,
-        kind: AuditKind,
-        deadline: Option<Instant>,
-    ) -> Result<Released, Refused> {
-        let exchange = self.clone();
-        let task = tokio::spawn(
-            async move {
-                exchange
-                    .request_evidence(&caller, &request, kind, deadline)
-                    .await
-            }
-            .instrument(tracing::Span::current()),
-        );
-        task.await.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "evidence request task failed");
-            Err(Refused {
-                error: ExchangeError::Internal("the request failed inside the exchange".into()),
-                receipt: None,
-            })
-        })
     }
 
     /// Authorise, route, minimise. Returns the department (for the audit

@@ -132,11 +132,17 @@ impl ExchangeApi for ExchangeService {
             evidence_type: req.evidence_type,
             fields: req.fields.map(|m| m.paths).unwrap_or_default(),
         };
-        match self
+        let outcome = self
             .exchange
-            .request_evidence_detached(caller, evidence_request, AuditKind::Lookup, deadline)
+            .request_all_detached(caller, vec![evidence_request], AuditKind::Lookup, deadline)
             .await
-        {
+            .pop();
+        match outcome.unwrap_or_else(|| {
+            Err(Refused {
+                error: ExchangeError::Internal("no outcome for the request".into()),
+                receipt: None,
+            })
+        }) {
             Ok(released) => Ok(Response::new(LookupResponse {
                 evidence: Some(released.evidence),
                 receipt: released.receipt,
@@ -192,22 +198,20 @@ impl ExchangeApi for ExchangeService {
             u32::try_from(evidence_types.len()).unwrap_or(u32::MAX),
         )?;
         let matter_code = matter.code.clone();
-        let outcomes = futures::future::join_all(evidence_types.iter().map(|evidence_type| {
-            let request = EvidenceRequest {
+        let requests: Vec<EvidenceRequest> = evidence_types
+            .iter()
+            .map(|evidence_type| EvidenceRequest {
                 case: case.clone(),
                 subject: subject.clone(),
                 subject_name: subject_name.clone(),
                 evidence_type: evidence_type.clone(),
                 fields: Vec::new(),
-            };
-            self.exchange.request_evidence_detached(
-                caller.clone(),
-                request,
-                AuditKind::GatherItem,
-                deadline,
-            )
-        }))
-        .await;
+            })
+            .collect();
+        let outcomes = self
+            .exchange
+            .request_all_detached(caller, requests, AuditKind::GatherItem, deadline)
+            .await;
         let mut items = Vec::with_capacity(outcomes.len());
         for (evidence_type, outcome) in evidence_types.into_iter().zip(outcomes) {
             items.push(match outcome {

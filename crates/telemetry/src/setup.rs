@@ -287,6 +287,14 @@ fn assemble(options: &TelemetryOptions) -> Result<(Subscriber, TelemetryGuard), 
         "OTEL_TRACES_EXPORTER",
     );
     let mut tracer_builder = SdkTracerProvider::builder().with_resource(resource.clone());
+    if !exporting_traces {
+        // Nothing will read recorded spans: keep trace ids and W3C
+        // propagation (audit entries and logs still carry trace ids) but
+        // record nothing, unless a caller asked for its trace to be sampled.
+        tracer_builder = tracer_builder.with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(
+            Box::new(opentelemetry_sdk::trace::Sampler::AlwaysOff),
+        ));
+    }
     if exporting_traces {
         require_runtime()?;
         let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
@@ -568,5 +576,26 @@ mod tests {
         let start = std::time::Instant::now();
         guard.shutdown().expect("shutdown");
         assert!(start.elapsed() < Duration::from_secs(2));
+    }
+
+    #[test]
+    fn without_an_exporter_spans_still_carry_and_propagate_trace_ids() {
+        let mut options = TelemetryOptions::new("t");
+        options.log_output = LogOutput::Off;
+        let telemetry = build(options).expect("build");
+        tracing::dispatcher::with_default(telemetry.dispatch(), || {
+            let span = tracing::info_span!("request");
+            let _entered = span.enter();
+            let trace_id = crate::propagation::current_trace_id();
+            assert_eq!(trace_id.len(), 32, "{trace_id:?}");
+            let mut metadata = tonic::metadata::MetadataMap::new();
+            crate::propagation::inject_trace_context(&mut metadata);
+            let traceparent = metadata
+                .get("traceparent")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            assert!(traceparent.contains(&trace_id), "{traceparent}");
+        });
     }
 }
