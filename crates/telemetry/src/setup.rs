@@ -291,9 +291,10 @@ fn assemble(options: &TelemetryOptions) -> Result<(Subscriber, TelemetryGuard), 
         // Nothing will read recorded spans: keep trace ids and W3C
         // propagation (audit entries and logs still carry trace ids) but
         // record nothing, unless a caller asked for its trace to be sampled.
-        tracer_builder = tracer_builder.with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(
-            Box::new(opentelemetry_sdk::trace::Sampler::AlwaysOff),
-        ));
+        tracer_builder =
+            tracer_builder.with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
+                opentelemetry_sdk::trace::Sampler::AlwaysOff,
+            )));
     }
     if exporting_traces {
         require_runtime()?;
