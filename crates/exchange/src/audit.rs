@@ -304,12 +304,7 @@ impl AuditLogSink {
         entry.latency_us = u64::try_from(event.latency.as_micros()).unwrap_or(u64::MAX);
         entry.trace_id = event.trace_id;
         if event.outcome_code == 0 {
-            let fields: Vec<(&str, String)> = event
-                .released
-                .iter()
-                .map(|(name, value)| (name.as_str(), value.clone()))
-                .collect();
-            entry.released_fields_hash = released_fields_hash(&fields);
+            entry.released_fields_hash = released_fields_hash(&event.released);
         }
         entry
     }
