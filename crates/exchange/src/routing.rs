@@ -287,7 +287,7 @@ impl Department {
 
     async fn ask(
         &self,
-        request: QueryRequest,
+        mut request: QueryRequest,
         caller_deadline: Option<Instant>,
     ) -> Result<Evidence, ExchangeError> {
         let d = &self.inner;
@@ -311,7 +311,14 @@ impl Department {
             };
             tried.push(index);
             let remaining = deadline.saturating_duration_since(Instant::now());
-            match self.attempt(index, request.clone(), remaining).await {
+            // Copy the request only while another endpoint could still be
+            // tried; the last (usually the only) attempt takes it.
+            let this_attempt = if tried.len() < d.endpoints.len() {
+                request.clone()
+            } else {
+                std::mem::take(&mut request)
+            };
+            match self.attempt(index, this_attempt, remaining).await {
                 Attempt::Answered(evidence) => return Ok(evidence),
                 Attempt::Refused(e) | Attempt::Failed(e) => return Err(e),
                 Attempt::Unreachable(e) => {
