@@ -291,6 +291,75 @@ macro_rules! impl_common_store {
             })
         }
 
+        /// Appends `INSERT INTO audit_entries ... VALUES ...` for `chunk` to `qb`.
+        fn push_entry_insert(
+            qb: &mut sqlx::QueryBuilder<$db>,
+            node: &str,
+            chunk: &[LoggedEntry],
+        ) -> Result<(), StoreError> {
+            qb.push(format_args!("INSERT INTO audit_entries ({ENTRY_COLUMNS}) "));
+            let mut bad = None;
+            qb.push_values(chunk, |mut b, e| {
+                let idx = to_i64(e.index).unwrap_or_else(|err| {
+                    bad = Some(err);
+                    0
+                });
+                let lat = to_i64(e.entry.latency_us).unwrap_or(i64::MAX);
+                b.push_bind(node.to_string())
+                    .push_bind(idx)
+                    .push_bind(e.entry.time.timestamp_micros())
+                    .push_bind(e.entry.kind.as_str())
+                    .push_bind(e.entry.caller_org.clone())
+                    .push_bind(e.entry.caller_unit.clone())
+                    .push_bind(e.entry.operator.clone())
+                    .push_bind(e.entry.matter.clone())
+                    .push_bind(e.entry.case_number.clone())
+                    .push_bind(e.entry.evidence_type.clone())
+                    .push_bind(e.entry.department.clone())
+                    .push_bind(e.entry.subject.clone())
+                    .push_bind(e.entry.outcome_code)
+                    .push_bind(e.entry.outcome_reason.clone())
+                    .push_bind(lat)
+                    .push_bind(e.entry.trace_id.clone())
+                    .push_bind(e.entry.released_fields_hash.clone())
+                    .push_bind(e.entry.detail.clone())
+                    .push_bind(e.leaf_hash.to_vec());
+            });
+            match bad {
+                Some(err) => Err(err),
+                None => Ok(()),
+            }
+        }
+
+        /// Appends `INSERT INTO audit_tree_nodes ... VALUES ...` for `chunk` to `qb`.
+        fn push_tree_insert(
+            qb: &mut sqlx::QueryBuilder<$db>,
+            node: &str,
+            chunk: &[(NodeId, Hash)],
+        ) -> Result<(), StoreError> {
+            qb.push("INSERT INTO audit_tree_nodes (node, level, idx, hash) ");
+            let mut bad = None;
+            qb.push_values(chunk, |mut b, (id, h)| {
+                let idx = to_i64(id.index).unwrap_or_else(|err| {
+                    bad = Some(err);
+                    0
+                });
+                b.push_bind(node.to_string())
+                    .push_bind(id.level as i32)
+                    .push_bind(idx)
+                    .push_bind(h.to_vec());
+            });
+            match bad {
+                Some(err) => Err(err),
+                None => Ok(()),
+            }
+        }
+
+        /// Rows per INSERT: 19 binds per entry row keeps a statement under
+        /// SQLite's 32766-parameter limit (and PostgreSQL's 65535).
+        const ENTRY_CHUNK: usize = 1000;
+        const TREE_CHUNK: usize = 4000;
+
         impl AuditStore for $store {
             fn backend(&self) -> &'static str {
                 Self::BACKEND
@@ -307,7 +376,7 @@ macro_rules! impl_common_store {
                     )
                     .bind(node)
                     .bind(Utc::now().timestamp_micros())
-                    .execute(&self.pool)
+                    .execute(self.writes())
                     .await?;
                     Ok(())
                 })
@@ -359,60 +428,9 @@ macro_rules! impl_common_store {
                 entries: &'a [LoggedEntry],
                 tree_nodes: &'a [(NodeId, Hash)],
             ) -> StoreFuture<'a, ()> {
-                Box::pin(async move {
-                    let mut tx = self.pool.begin().await?;
-                    // 19 binds per row keeps each statement under SQLite's 32766 limit.
-                    for chunk in entries.chunks(1000) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
-                            "INSERT INTO audit_entries ({ENTRY_COLUMNS}) "
-                        ));
-                        let mut bad = None;
-                        qb.push_values(chunk, |mut b, e| {
-                            let idx = to_i64(e.index).unwrap_or_else(|err| {
-                                bad = Some(err);
-                                0
-                            });
-                            let lat = to_i64(e.entry.latency_us).unwrap_or(i64::MAX);
-                            b.push_bind(node.to_string())
-                                .push_bind(idx)
-                                .push_bind(e.entry.time.timestamp_micros())
-                                .push_bind(e.entry.kind.as_str())
-                                .push_bind(e.entry.caller_org.clone())
-                                .push_bind(e.entry.caller_unit.clone())
-                                .push_bind(e.entry.operator.clone())
-                                .push_bind(e.entry.matter.clone())
-                                .push_bind(e.entry.case_number.clone())
-                                .push_bind(e.entry.evidence_type.clone())
-                                .push_bind(e.entry.department.clone())
-                                .push_bind(e.entry.subject.clone())
-                                .push_bind(e.entry.outcome_code)
-                                .push_bind(e.entry.outcome_reason.clone())
-                                .push_bind(lat)
-                                .push_bind(e.entry.trace_id.clone())
-                                .push_bind(e.entry.released_fields_hash.clone())
-                                .push_bind(e.entry.detail.clone())
-                                .push_bind(e.leaf_hash.to_vec());
-                        });
-                        if let Some(err) = bad {
-                            return Err(err);
-                        }
-                        qb.build().execute(&mut *tx).await?;
-                    }
-                    for chunk in tree_nodes.chunks(4000) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new(
-                            "INSERT INTO audit_tree_nodes (node, level, idx, hash) ",
-                        );
-                        qb.push_values(chunk, |mut b, (id, h)| {
-                            b.push_bind(node.to_string())
-                                .push_bind(id.level as i32)
-                                .push_bind(i64::try_from(id.index).unwrap_or(i64::MAX))
-                                .push_bind(h.to_vec());
-                        });
-                        qb.build().execute(&mut *tx).await?;
-                    }
-                    tx.commit().await?;
-                    Ok(())
-                }.instrument(tracing::debug_span!("audit_store.append_batch", backend = Self::BACKEND, node, entries = entries.len())))
+                Box::pin(self.append_batch_impl(node, entries, tree_nodes).instrument(
+                    tracing::debug_span!("audit_store.append_batch", backend = Self::BACKEND, node, entries = entries.len()),
+                ))
             }
 
             fn get_nodes<'a>(
@@ -507,7 +525,7 @@ macro_rules! impl_common_store {
                     .bind(cp.root.to_vec())
                     .bind(cp.time.timestamp_micros())
                     .bind(cp.note.as_str())
-                    .execute(&self.pool)
+                    .execute(self.writes())
                     .await?;
                     Ok(())
                 }.instrument(tracing::debug_span!("audit_store.put_checkpoint", backend = Self::BACKEND, node, size = cp.tree_size)))
@@ -668,7 +686,7 @@ macro_rules! impl_common_store {
                 keep: &'a [(NodeId, Hash)],
             ) -> StoreFuture<'a, u64> {
                 Box::pin(async move {
-                    let mut tx = self.pool.begin().await?;
+                    let mut tx = self.writes().begin().await?;
                     for (id, h) in keep {
                         sqlx::query(
                             "INSERT INTO audit_tree_nodes (node, level, idx, hash) VALUES ($1, $2, $3, $4) ON CONFLICT (node, level, idx) DO NOTHING",

@@ -247,7 +247,7 @@ async fn administrators_use_the_audit_commands_and_verify_catches_tampering() {
         .execute(raw.pool())
         .await
         .unwrap();
-    raw.pool().close().await;
+    raw.close().await;
     let out = verify(vec![]).await;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(

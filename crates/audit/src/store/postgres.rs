@@ -54,6 +54,16 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// Closes every connection.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Writes share the pool: the server orders them.
+    fn writes(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// A session-level advisory lock on a dedicated connection: held while the
     /// writer lives, released by the server when the connection drops.
     async fn lock_writer_impl(&self, node: &str) -> Result<WriterLease, StoreError> {
@@ -77,6 +87,31 @@ impl PostgresStore {
         Ok(WriterLease::new(Box::new(LeaseConn(
             tokio::sync::Mutex::new(conn),
         ))))
+    }
+}
+
+impl PostgresStore {
+    /// One transaction; each INSERT is its own round trip (the extended
+    /// protocol takes one statement at a time).
+    async fn append_batch_impl(
+        &self,
+        node: &str,
+        entries: &[LoggedEntry],
+        tree_nodes: &[(NodeId, Hash)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.writes().begin().await?;
+        for chunk in entries.chunks(ENTRY_CHUNK) {
+            let mut qb = sqlx::QueryBuilder::<Postgres>::new("");
+            push_entry_insert(&mut qb, node, chunk)?;
+            qb.build().execute(&mut *tx).await?;
+        }
+        for chunk in tree_nodes.chunks(TREE_CHUNK) {
+            let mut qb = sqlx::QueryBuilder::<Postgres>::new("");
+            push_tree_insert(&mut qb, node, chunk)?;
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 }
 

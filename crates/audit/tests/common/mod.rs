@@ -137,8 +137,8 @@ impl TestDb {
 
     pub async fn close_pool(&self) {
         match &self.concrete {
-            Concrete::Sqlite(s) => s.pool().close().await,
-            Concrete::Postgres(s) => s.pool().close().await,
+            Concrete::Sqlite(s) => s.close().await,
+            Concrete::Postgres(s) => s.close().await,
         }
     }
 }
