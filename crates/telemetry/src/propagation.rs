@@ -286,7 +286,7 @@ where
 }
 
 /// The request's server span, child of the caller's trace context.
-fn server_span(
+pub(crate) fn server_span(
     name: &str,
     service: &str,
     method: &str,
