@@ -120,7 +120,9 @@ struct Counters {
 type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
 
 enum Command {
-    Append(Box<AuditEntry>, Reply<Receipt>),
+    /// Entries committed together (one call's evidence requests are never
+    /// split across group commits).
+    Append(Vec<(Box<AuditEntry>, Reply<Receipt>)>),
     /// Commit everything queued before it and sign a checkpoint.
     Flush(Reply<Option<String>>),
     Shutdown(Reply<Option<String>>),
@@ -200,10 +202,31 @@ impl AuditLog {
     pub async fn append(&self, entry: AuditEntry) -> Result<Receipt, AuditError> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Command::Append(Box::new(entry), reply))
+            .send(Command::Append(vec![(Box::new(entry), reply)]))
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Appends several entries in one transaction — never split across
+    /// group commits, so a call with several evidence requests waits for one
+    /// durable write, not one per entry. Results are in the entries' order.
+    pub async fn append_all(&self, entries: Vec<AuditEntry>) -> Vec<Result<Receipt, AuditError>> {
+        let mut items = Vec::with_capacity(entries.len());
+        let mut replies = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let (reply, rx) = oneshot::channel();
+            items.push((Box::new(entry), reply));
+            replies.push(rx);
+        }
+        if self.tx.send(Command::Append(items)).await.is_err() {
+            return replies.iter().map(|_| Err(AuditError::Closed)).collect();
+        }
+        let mut out = Vec::with_capacity(replies.len());
+        for rx in replies {
+            out.push(rx.await.unwrap_or(Err(AuditError::Closed)));
+        }
+        out
     }
 
     /// Commits everything queued so far and signs a checkpoint; returns it
@@ -354,11 +377,10 @@ impl Writer {
                 }
             };
             match first {
-                Command::Append(entry, reply) => {
-                    let mut batch = vec![(entry, reply)];
+                Command::Append(mut batch) => {
                     while batch.len() < self.config.max_batch {
                         match rx.try_recv() {
-                            Ok(Command::Append(e, r)) => batch.push((e, r)),
+                            Ok(Command::Append(items)) => batch.extend(items),
                             Ok(other) => {
                                 pending = Some(other);
                                 break;
@@ -381,8 +403,8 @@ impl Writer {
                     // Anything already queued behind the shutdown is still committed.
                     let mut rest = Vec::new();
                     while let Ok(c) = rx.try_recv() {
-                        if let Command::Append(e, r) = c {
-                            rest.push((e, r));
+                        if let Command::Append(items) = c {
+                            rest.extend(items);
                         } else if let Command::Flush(r) | Command::Shutdown(r) = c {
                             let _ = r.send(Err(AuditError::Closed));
                         }

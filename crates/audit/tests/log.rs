@@ -100,6 +100,49 @@ async fn concurrent_appenders_are_group_committed_and_provable() {
     }
 }
 
+/// One call's entries share one commit, whatever else is queued.
+async fn append_all_commits_together(b: Backend) {
+    let db = TestDb::new(b).await;
+    let log = open_log(db.store.clone(), "n1").await;
+    log.append(entry(0, Utc::now())).await.unwrap();
+    for round in 0..20u64 {
+        let before = log.stats().batches;
+        let entries = (0..3)
+            .map(|k| entry(1 + round * 3 + k, Utc::now()))
+            .collect();
+        let receipts: Vec<_> = log
+            .append_all(entries)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap())
+            .collect();
+        assert_eq!(log.stats().batches, before + 1, "one commit for the call");
+        let indices: Vec<u64> = receipts.iter().map(|r| r.index).collect();
+        let first = 1 + round * 3;
+        assert_eq!(
+            indices,
+            vec![first, first + 1, first + 2],
+            "in order, adjacent"
+        );
+        for r in &receipts {
+            let stored = db.store.entry("n1", r.index).await.unwrap().unwrap();
+            assert_eq!(stored.leaf_hash, r.leaf_hash);
+        }
+    }
+    assert!(log.append_all(Vec::new()).await.is_empty());
+    log.shutdown().await.unwrap();
+    let after: Vec<_> = log.append_all(vec![entry(99, Utc::now())]).await;
+    assert!(matches!(after[..], [Err(AuditError::Closed)]), "{after:?}");
+    verify_ok(&db, &["n1"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn append_all_is_one_commit() {
+    for b in BACKENDS {
+        append_all_commits_together(b).await;
+    }
+}
+
 async fn store_failure_fails_closed(b: Backend) {
     let db = TestDb::new(b).await;
     let log = open_log(db.store.clone(), "n1").await;

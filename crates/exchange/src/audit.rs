@@ -311,19 +311,24 @@ impl AuditLogSink {
 }
 
 impl AuditSink for AuditLogSink {
-    fn record(&self, event: AuditEvent) -> AuditFuture<'_> {
-        let entry = self.entry(event);
+    fn record_all(&self, events: Vec<AuditEvent>) -> AuditFuture<'_> {
+        let entries: Vec<AuditEntry> = events.into_iter().map(|e| self.entry(e)).collect();
         Box::pin(async move {
-            let appended = self.log.append(entry).await;
+            let appended = self.log.append_all(entries).await;
             if let Some(batches) = &self.batches {
                 batches.sample(self.log.stats());
             }
-            let receipt = appended.map_err(|e| e.to_string())?;
-            Ok(Some(AuditReceipt {
-                node: receipt.node,
-                index: receipt.index,
-                leaf_hash: receipt.leaf_hash.to_vec(),
-            }))
+            appended
+                .into_iter()
+                .map(|r| {
+                    let receipt = r.map_err(|e| e.to_string())?;
+                    Ok(Some(AuditReceipt {
+                        node: receipt.node,
+                        index: receipt.index,
+                        leaf_hash: receipt.leaf_hash.to_vec(),
+                    }))
+                })
+                .collect()
         })
     }
 

@@ -55,15 +55,18 @@ pub enum AuditKind {
     GatherItem,
 }
 
+/// One result per event, in the events' order: the receipt of its durable
+/// entry, or why it could not be written.
 pub type AuditFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Option<AuditReceipt>, String>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Vec<Result<Option<AuditReceipt>, String>>> + Send + 'a>>;
 
 pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
 
-/// Where audit events go. `record` must not return before the event is
-/// durable; an error means nothing may be released.
+/// Where audit events go. `record_all` must not return before the events
+/// are durable, and writes one call's events together (one commit, not one
+/// per event); an error means nothing of that event may be released.
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
-    fn record(&self, event: AuditEvent) -> AuditFuture<'_>;
+    fn record_all(&self, events: Vec<AuditEvent>) -> AuditFuture<'_>;
 
     /// Whether the sink could record now (the health service's readiness);
     /// the reason when not.
@@ -221,7 +224,7 @@ impl Exchange {
                 .map(|r| self.answer_and_describe(caller, r, kind, deadline)),
         )
         .await;
-        futures::future::join_all(answered.into_iter().map(|a| self.audit_and_release(a))).await
+        self.audit_and_release(answered).await
     }
 
     /// [`request_all`](Self::request_all) on its own task, so a caller who
@@ -317,22 +320,37 @@ impl Exchange {
         Answered { event, outcome }
     }
 
-    /// Writes the outcome to the audit log; releases it only once durable.
-    async fn audit_and_release(&self, answered: Answered) -> Result<Released, Refused> {
-        let receipt = match self.inner.audit.record(answered.event).await {
-            Ok(receipt) => receipt,
-            Err(why) => {
-                tracing::error!(error = %why, "audit write failed; answer withheld");
-                return Err(Refused {
-                    error: ExchangeError::AuditUnavailable(why),
-                    receipt: None,
-                });
-            }
-        };
-        match answered.outcome {
-            Ok(evidence) => Ok(Released { evidence, receipt }),
-            Err(error) => Err(Refused { error, receipt }),
-        }
+    /// Writes the outcomes to the audit log together; releases each only
+    /// once its entry is durable.
+    async fn audit_and_release(&self, answered: Vec<Answered>) -> Vec<Result<Released, Refused>> {
+        let (events, outcomes): (Vec<_>, Vec<_>) =
+            answered.into_iter().map(|a| (a.event, a.outcome)).unzip();
+        let receipts = self.inner.audit.record_all(events).await;
+        let mut receipts = receipts.into_iter();
+        outcomes
+            .into_iter()
+            .map(|outcome| {
+                // A sink that answers for fewer events than it was given has
+                // written nothing durable for the rest.
+                let written = receipts
+                    .next()
+                    .unwrap_or_else(|| Err("the audit log gave no result for this entry".into()));
+                let receipt = match written {
+                    Ok(receipt) => receipt,
+                    Err(why) => {
+                        tracing::error!(error = %why, "audit write failed; answer withheld");
+                        return Err(Refused {
+                            error: ExchangeError::AuditUnavailable(why),
+                            receipt: None,
+                        });
+                    }
+                };
+                match outcome {
+                    Ok(evidence) => Ok(Released { evidence, receipt }),
+                    Err(error) => Err(Refused { error, receipt }),
+                }
+            })
+            .collect()
     }
 
     /// Authorise, route, minimise. Returns the department (for the audit
