@@ -615,8 +615,7 @@ mod tests {
                 .expect("header"),
         );
         tracing::dispatcher::with_default(telemetry.dispatch(), || {
-            for (headers, expected) in [(headers, Some(caller_trace)), (Default::default(), None)]
-            {
+            for (headers, expected) in [(headers, Some(caller_trace)), (Default::default(), None)] {
                 let server = crate::propagation::server_span("Svc/M", "Svc", "M", &headers);
                 let _server = server.enter();
                 let handler = tracing::info_span!("handler", field = 1);
