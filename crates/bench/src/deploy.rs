@@ -2,6 +2,11 @@
 //! temporary directory: a dev PKI, the three reference departments (each
 //! served twice from the same database: plaintext and mutual TLS), the access
 //! policy and exchange nodes (plaintext or mTLS, durable SQLite audit).
+//!
+//! Every start of an exchange node gets a subdirectory of its own (its
+//! configuration, audit database, signing key and stderr), so a node
+//! restarted for another round begins from an empty audit log exactly like
+//! the first one did, and never opens the previous start's files.
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -10,6 +15,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -63,6 +69,8 @@ pub struct Deployment {
     adapters: Vec<ServedAdapter>,
     stops: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<()>>,
+    /// Exchange starts so far, to name each start's subdirectory.
+    exchange_starts: AtomicUsize,
 }
 
 impl std::fmt::Debug for Deployment {
@@ -92,6 +100,7 @@ impl Deployment {
             adapters: Vec::new(),
             stops: Vec::new(),
             tasks: Vec::new(),
+            exchange_starts: AtomicUsize::new(0),
         };
         for dept in Dept::ALL {
             deployment.serve_department(dept, memory).await?;
@@ -247,17 +256,48 @@ max_request_bytes = 16384
         )
     }
 
-    /// The configuration file of an exchange node, written to the directory.
-    pub fn exchange_config(&self, security: Security) -> Result<PathBuf, BenchError> {
-        let (node, tls) = match security {
-            Security::Plaintext => ("bench-plaintext", None),
-            Security::MutualTls => ("bench-mtls", Some(&self.pki)),
+    /// The node name of an exchange of the given kind.
+    fn node_name(security: Security) -> &'static str {
+        match security {
+            Security::Plaintext => "bench-plaintext",
+            Security::MutualTls => "bench-mtls",
+        }
+    }
+
+    /// A new, empty directory for one start of an exchange node:
+    /// `<node>-<n>` with `n` counting every start of this deployment.
+    fn exchange_dir(&self, security: Security) -> Result<PathBuf, BenchError> {
+        let n = self.exchange_starts.fetch_add(1, Ordering::Relaxed) + 1;
+        let dir = self
+            .dir
+            .path()
+            .join(format!("{}-{n}", Self::node_name(security)));
+        // `create_dir` (not `_all`): fails rather than reuse another start's files.
+        std::fs::create_dir(&dir)
+            .map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
+        Ok(dir)
+    }
+
+    /// The configuration file of an exchange node, written to `node_dir`
+    /// (a subdirectory of the deployment's; relative paths in it follow the
+    /// file): the node's audit database and signing key live there; the
+    /// policy and the subject pseudonym key are the deployment's, one level
+    /// up, shared by every node.
+    pub fn exchange_config(
+        &self,
+        security: Security,
+        node_dir: &Path,
+    ) -> Result<PathBuf, BenchError> {
+        let node = Self::node_name(security);
+        let tls = match security {
+            Security::Plaintext => None,
+            Security::MutualTls => Some(&self.pki),
         };
         let mut text = format!(
             "# Written by tongban bench.\n\
              node = \"{node}\"\n\
              listen = \"127.0.0.1:0\"\n\
-             policy = \"policy.toml\"\n"
+             policy = \"../policy.toml\"\n"
         );
         match tls {
             None => {
@@ -281,7 +321,7 @@ max_request_bytes = 16384
         }
         let _ = write!(
             text,
-            "\n[audit]\nstore = \"{node}-audit.db\"\nsigning_key = \"{node}-signing.key\"\nsubject_key = \"subject-pseudonym.key\"\n"
+            "\n[audit]\nstore = \"{node}-audit.db\"\nsigning_key = \"{node}-signing.key\"\nsubject_key = \"../subject-pseudonym.key\"\n"
         );
         for a in &self.adapters {
             let id = a.dept.id();
@@ -303,18 +343,20 @@ max_request_bytes = 16384
                 }
             }
         }
-        let path = self.dir.path().join(format!("{node}.toml"));
+        let path = node_dir.join(format!("{node}.toml"));
         write(&path, &text)?;
         Ok(path)
     }
 
-    /// Starts an exchange node of the given kind.
+    /// Starts an exchange node of the given kind, in a directory of its own
+    /// (see the module documentation), so it may be started again and again.
     pub async fn start_exchange(
         &self,
         security: Security,
         runner: &ExchangeRunner,
     ) -> Result<RunningExchange, BenchError> {
-        let config_path = self.exchange_config(security)?;
+        let node_dir = self.exchange_dir(security)?;
+        let config_path = self.exchange_config(security, &node_dir)?;
         match runner {
             ExchangeRunner::InProcess => {
                 let config = tongban_exchange::ExchangeConfig::load(&config_path)
@@ -328,7 +370,7 @@ max_request_bytes = 16384
                 })
             }
             ExchangeRunner::Process(binary) => {
-                spawn_exchange(binary, &config_path, self.dir.path()).await
+                spawn_exchange(binary, &config_path, &node_dir).await
             }
         }
     }

@@ -11,6 +11,15 @@
 //! lookup. Everything runs on 127.0.0.1 ephemeral ports from a temporary
 //! directory that is removed afterwards.
 //!
+//! On a shared machine one measurement of each path is not enough: the
+//! machine's load drifts between paths measured seconds apart. So the
+//! under-load measurement runs in `--rounds` interleaved rounds (round 1:
+//! a, b, c, d; round 2: a, b, c, d; …), each proxy started afresh for each
+//! round. The report shows each path's median-throughput round, every
+//! round, and the ratios between paths per round with their median as the
+//! headline. The one-in-flight latency runs (e) and the Gather benchmark run
+//! once, in round 1.
+//!
 //! The exchange runs as a child process (`tongban serve`) so its peak RSS is
 //! its own; the departments and the generator share the bench process.
 
@@ -29,7 +38,10 @@ use tongban_proto::v1::{CaseContext, GatherRequest, LookupRequest, QueryRequest,
 
 pub use deploy::{Deployment, ExchangeRunner, PeakRss, RunningExchange, Security};
 pub use load::{Call, LoadSpec, RunStats, Target};
-pub use report::{BenchReport, GatherReport, LookupLatency, Machine, PathReport, Ratios, Settings};
+pub use report::{
+    BenchReport, GatherReport, LookupLatency, Machine, PathReport, Ratios, RoundRatios, RoundStats,
+    Settings,
+};
 
 /// The matter every benchmark request is made for: it needs evidence from
 /// all three departments, so the same grant serves Lookup and Gather.
@@ -111,9 +123,13 @@ impl PathId {
 /// `tongban bench`: measure the paths side by side.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
-    /// Measuring time of each path under load (e.g. 5s, 300ms).
+    /// Measuring time of each path under load (e.g. 5s, 300ms), per round.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Interleaved rounds of the under-load measurement (every path once
+    /// per round); ratios are reported per round and as their median.
+    #[arg(long, default_value_t = DEFAULT_ROUNDS, value_parser = parse_rounds)]
+    pub rounds: usize,
     /// Warm-up before each measurement, not counted.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub warmup: Duration,
@@ -152,6 +168,7 @@ impl Default for BenchArgs {
     fn default() -> Self {
         Self {
             duration: Duration::from_secs(5),
+            rounds: DEFAULT_ROUNDS,
             warmup: Duration::from_secs(1),
             connections: 16,
             concurrency: 32,
@@ -163,6 +180,31 @@ impl Default for BenchArgs {
             in_process: false,
             exchange_binary: None,
         }
+    }
+}
+
+/// Rounds when `--rounds` is not given: the least that has a median.
+pub const DEFAULT_ROUNDS: usize = 3;
+/// More rounds than anyone waits for is a typo.
+const MAX_ROUNDS: usize = 1000;
+
+/// A number of rounds: 1 to [`MAX_ROUNDS`].
+pub fn parse_rounds(text: &str) -> Result<usize, String> {
+    let rounds: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of rounds"))?;
+    check_rounds(rounds)?;
+    Ok(rounds)
+}
+
+fn check_rounds(rounds: usize) -> Result<(), String> {
+    if (1..=MAX_ROUNDS).contains(&rounds) {
+        Ok(())
+    } else {
+        Err(format!(
+            "--rounds must be between 1 and {MAX_ROUNDS}, not {rounds}"
+        ))
     }
 }
 
@@ -270,6 +312,7 @@ fn selected(args: &BenchArgs) -> Vec<PathId> {
 
 /// Runs the benchmark and returns the report (prints only progress).
 pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
+    check_rounds(args.rounds).map_err(BenchError::Invalid)?;
     let paths = selected(&args);
     let runner = if args.in_process {
         ExchangeRunner::InProcess
@@ -325,83 +368,164 @@ async fn run_paths(
     report: &mut BenchReport,
 ) -> Result<(), BenchError> {
     let quiet = args.json;
-    for &path in paths {
-        let mut entry = PathReport::new(path);
-        let mut nginx = None;
-        let mut exchange = None;
-        let (target, call) = match path {
-            PathId::A => (
-                Target::plaintext(police),
-                query(deployment.requester(), LOOKUP_EVIDENCE),
-            ),
-            PathId::B => match nginx::find() {
-                None => {
-                    let why = "nginx is not installed (apt-get install -y nginx); path (b) skipped";
-                    progress(quiet, why);
-                    entry.skipped = Some(why.into());
-                    report.paths.push(entry);
-                    continue;
-                }
-                Some(binary) => {
-                    let n = nginx::Nginx::start(&binary, &deployment.dir().join("nginx"), police)
-                        .await?;
-                    let target = Target::plaintext(n.addr);
-                    nginx = Some(n);
-                    (target, query(deployment.requester(), LOOKUP_EVIDENCE))
-                }
-            },
-            PathId::C | PathId::D => {
-                let security = if path == PathId::C {
-                    Security::Plaintext
-                } else {
-                    Security::MutualTls
-                };
-                let x = deployment.start_exchange(security, runner).await?;
-                let target = deployment.exchange_target(security, x.addr)?;
-                exchange = Some(x);
-                (target, lookup(LOOKUP_EVIDENCE))
-            }
-        };
-        let proxy_pids = match (&exchange, &nginx) {
-            (Some(x), _) => x.pids(),
-            (_, Some(n)) => n.pids(),
-            _ => Vec::new(),
-        };
-        let measured = measure_path(
-            args,
-            path,
-            &target,
-            &call,
-            proxy_pids,
-            load_spec,
-            single_spec,
-            &mut entry,
-            report,
-        )
-        .await;
-        entry.peak_rss = match (&exchange, &nginx) {
-            (Some(x), _) => x.peak_rss(),
-            (_, Some(n)) => n.peak_rss(),
-            _ => None,
-        };
-        if let Some(n) = nginx {
-            n.stop().await;
+    let nginx_binary = if paths.contains(&PathId::B) {
+        nginx::find()
+    } else {
+        None
+    };
+    let mut entries: Vec<PathReport> = paths.iter().map(|&p| PathReport::new(p)).collect();
+    for entry in &mut entries {
+        if entry.path == PathId::B && nginx_binary.is_none() {
+            let why = "nginx is not installed (apt-get install -y nginx); path (b) skipped";
+            progress(quiet, why);
+            entry.skipped = Some(why.into());
         }
-        let stopped = match exchange {
-            Some(x) => x.stop().await,
-            None => Ok(()),
-        };
-        measured?;
-        stopped?;
-        report.paths.push(entry);
     }
+    for round in 1..=args.rounds {
+        for entry in entries.iter_mut().filter(|e| e.skipped.is_none()) {
+            let round = Round {
+                number: round,
+                of: args.rounds,
+            };
+            run_path_round(
+                args,
+                round,
+                runner,
+                deployment,
+                police,
+                nginx_binary.as_deref(),
+                load_spec,
+                single_spec,
+                entry,
+                report,
+            )
+            .await?;
+        }
+    }
+    report.paths.extend(entries);
     Ok(())
 }
 
+/// Which round of how many.
+#[derive(Debug, Clone, Copy)]
+struct Round {
+    number: usize,
+    of: usize,
+}
+
+impl Round {
+    /// Latency (e) and Gather run once, in the first round.
+    fn first(self) -> bool {
+        self.number == 1
+    }
+
+    /// The progress line's prefix.
+    fn prefix(self) -> String {
+        if self.of > 1 {
+            format!("round {}/{}: ", self.number, self.of)
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// One round of one path: starts its proxy (if any), measures, stops it,
+/// and adds the round to `entry`.
+#[allow(clippy::too_many_arguments)]
+async fn run_path_round(
+    args: &BenchArgs,
+    round: Round,
+    runner: &ExchangeRunner,
+    deployment: &Deployment,
+    police: std::net::SocketAddr,
+    nginx_binary: Option<&std::path::Path>,
+    load_spec: LoadSpec,
+    single_spec: LoadSpec,
+    entry: &mut PathReport,
+    report: &mut BenchReport,
+) -> Result<(), BenchError> {
+    let path = entry.path;
+    let mut nginx = None;
+    let mut exchange = None;
+    let (target, call) = match path {
+        PathId::A => (
+            Target::plaintext(police),
+            query(deployment.requester(), LOOKUP_EVIDENCE),
+        ),
+        PathId::B => {
+            let binary = nginx_binary.ok_or_else(|| {
+                BenchError::Nginx("path (b) is measured only with nginx installed".into())
+            })?;
+            // The same directory every round: nginx rewrites its
+            // configuration and removes its pid file when it stops.
+            let n = nginx::Nginx::start(binary, &deployment.dir().join("nginx"), police).await?;
+            let target = Target::plaintext(n.addr);
+            nginx = Some(n);
+            (target, query(deployment.requester(), LOOKUP_EVIDENCE))
+        }
+        PathId::C | PathId::D => {
+            let security = if path == PathId::C {
+                Security::Plaintext
+            } else {
+                Security::MutualTls
+            };
+            // A directory of its own for every start: see `Deployment::start_exchange`.
+            let x = deployment.start_exchange(security, runner).await?;
+            let target = match deployment.exchange_target(security, x.addr) {
+                Ok(t) => t,
+                Err(e) => {
+                    let _ = x.stop().await;
+                    return Err(e);
+                }
+            };
+            exchange = Some(x);
+            (target, lookup(LOOKUP_EVIDENCE))
+        }
+    };
+    let proxy_pids = match (&exchange, &nginx) {
+        (Some(x), _) => x.pids(),
+        (_, Some(n)) => n.pids(),
+        _ => Vec::new(),
+    };
+    let measured = measure_path(
+        args,
+        path,
+        round,
+        &target,
+        &call,
+        proxy_pids,
+        load_spec,
+        single_spec,
+        entry,
+        report,
+    )
+    .await;
+    let peak_rss = match (&exchange, &nginx) {
+        (Some(x), _) => x.peak_rss(),
+        (_, Some(n)) => n.peak_rss(),
+        _ => None,
+    };
+    if let Some(n) = nginx {
+        n.stop().await;
+    }
+    let stopped = match exchange {
+        Some(x) => x.stop().await,
+        None => Ok(()),
+    };
+    let mut stats = measured?;
+    stopped?;
+    stats.peak_rss = peak_rss;
+    entry.rounds.push(stats);
+    Ok(())
+}
+
+/// The under-load run of one path in one round and, in the first round,
+/// its latency (e) and Gather runs.
 #[allow(clippy::too_many_arguments)]
 async fn measure_path(
     args: &BenchArgs,
     path: PathId,
+    round: Round,
     target: &Target,
     call: &Call,
     proxy_pids: Vec<String>,
@@ -409,13 +533,14 @@ async fn measure_path(
     single_spec: LoadSpec,
     entry: &mut PathReport,
     report: &mut BenchReport,
-) -> Result<(), BenchError> {
+) -> Result<RoundStats, BenchError> {
     let quiet = args.json;
     let letter = path.letter();
+    let prefix = round.prefix();
     progress(
         quiet,
         &format!(
-            "({letter}) {}: {} connections × {} streams, {:?} + {:?} warm-up",
+            "{prefix}({letter}) {}: {} connections × {} streams, {:?} + {:?} warm-up",
             path.title(),
             load_spec.connections,
             load_spec.concurrency,
@@ -425,25 +550,29 @@ async fn measure_path(
     );
     let cpu = tokio::spawn(cpu_in_window(proxy_pids, load_spec));
     let load = load::run(target, call, load_spec).await?;
+    let (mut proxy_cpu, mut bench_cpu) = (None, None);
     if let Ok(Some((proxy, bench))) = cpu.await
         && load.requests > 0
     {
         let per_request = |d: std::time::Duration| d.as_secs_f64() * 1e6 / load.requests as f64;
-        entry.proxy_cpu_us_per_request = proxy.map(per_request);
-        entry.bench_cpu_us_per_request = Some(per_request(bench));
+        proxy_cpu = proxy.map(per_request);
+        bench_cpu = Some(per_request(bench));
     }
-    entry.load = Some(load);
+    let stats = RoundStats::new(round.number, load, proxy_cpu, bench_cpu);
+    if !round.first() {
+        return Ok(stats);
+    }
     if !args.no_latency {
         progress(
             quiet,
-            &format!("(e) one request in flight through ({letter})"),
+            &format!("{prefix}(e) one request in flight through ({letter})"),
         );
         entry.single = Some(load::run(target, call, single_spec).await?);
     }
     if !args.no_gather && matches!(path, PathId::C | PathId::D) {
         progress(
             quiet,
-            &format!("Gather across three departments through ({letter}), one in flight"),
+            &format!("{prefix}Gather across three departments through ({letter}), one in flight"),
         );
         let mut lookups = Vec::new();
         for (evidence, _) in GATHER_EVIDENCE {
@@ -456,7 +585,7 @@ async fn measure_path(
         let gather = load::run(target, &gather(), single_spec).await?;
         report.gather.push(GatherReport::new(path, lookups, gather));
     }
-    Ok(())
+    Ok(stats)
 }
 
 /// CPU time spent in the measuring window by the proxy's processes (if it
@@ -523,5 +652,42 @@ mod tests {
         assert_eq!(cli.bench.duration, Duration::from_millis(300));
         assert!(cli.bench.json);
         assert!(Cli::try_parse_from(["bench", "--only", "x"]).is_err());
+    }
+
+    #[test]
+    fn rounds_parse_default_to_three_and_refuse_zero() {
+        assert_eq!(Cli::parse_from(["bench"]).bench.rounds, 3);
+        assert_eq!(BenchArgs::default().rounds, 3);
+        assert_eq!(Cli::parse_from(["bench", "--rounds", "5"]).bench.rounds, 5);
+        assert_eq!(Cli::parse_from(["bench", "--rounds=1"]).bench.rounds, 1);
+        let zero = Cli::try_parse_from(["bench", "--rounds", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(zero.contains("--rounds must be between 1 and"), "{zero}");
+        assert!(Cli::try_parse_from(["bench", "--rounds", "-1"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "--rounds", "three"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "--rounds", "1001"]).is_err());
+    }
+
+    #[tokio::test]
+    async fn zero_rounds_fail_before_anything_starts() {
+        let args = BenchArgs {
+            rounds: 0,
+            json: true,
+            ..BenchArgs::default()
+        };
+        match run(args).await {
+            Err(BenchError::Invalid(why)) => assert!(why.contains("--rounds"), "{why}"),
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_round_is_first_only_once_and_prefixed_only_among_many() {
+        let one = Round { number: 1, of: 1 };
+        assert!(one.first() && one.prefix().is_empty());
+        let second = Round { number: 2, of: 3 };
+        assert!(!second.first());
+        assert_eq!(second.prefix(), "round 2/3: ");
     }
 }

@@ -12,6 +12,8 @@ async fn a_short_run_measures_every_path_without_errors() {
         warmup: Duration::from_millis(100),
         connections: 2,
         concurrency: 2,
+        // One round keeps it short; the next test runs two.
+        rounds: 1,
         json: true,
         // The test binary is not `tongban`, so the exchange cannot be a child.
         in_process: true,
@@ -78,6 +80,8 @@ async fn memory_departments_answer_through_every_hop() {
         connections: 1,
         concurrency: 2,
         only: vec![PathId::A, PathId::D],
+        // The mTLS exchange starts twice, in directories of its own.
+        rounds: 2,
         memory_departments: true,
         json: true,
         in_process: true,
@@ -95,8 +99,25 @@ async fn memory_departments_answer_through_every_hop() {
             "{:?}",
             load.first_error
         );
+        assert_eq!(p.rounds.iter().map(|r| r.round).collect::<Vec<_>>(), [1, 2]);
+        for r in &p.rounds {
+            assert!(r.requests_per_sec > 0.0 && r.errors == 0, "{:?}", r.load);
+            assert!(r.bench_cpu_us_per_request.is_some());
+        }
+        assert!(p.median_round.is_some());
+        // Latency (e) once, in round 1.
+        assert!(p.single.as_ref().is_some_and(|s| s.requests > 0));
     }
-    // Gather over mTLS reaches all three in-memory departments.
+    let d = report.path(PathId::D).unwrap();
+    for r in &d.rounds {
+        assert_eq!(r.load.audited, r.load.requests, "round {}", r.round);
+    }
+    assert_eq!(report.ratios.per_round.len(), 2);
+    assert!(report.ratios.per_round.iter().all(|r| r.d_over_a.is_some()));
+    assert!(report.ratios.d_over_a.is_some() && report.ratios.c_over_a.is_none());
+    assert_eq!(report.settings.rounds, 2);
+    assert!(report.render().contains("median-throughput round of 2"));
+    // Gather over mTLS reaches all three in-memory departments, in round 1 only.
     assert_eq!(report.gather.len(), 1);
     assert_eq!(report.gather[0].gather.errors, 0);
     assert!(report.gather[0].gather.requests > 0);
