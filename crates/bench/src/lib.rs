@@ -506,6 +506,19 @@ async fn run_path_round(
         _ => None,
     };
     if let Some(n) = nginx {
+        if let Ok(stats) = &measured
+            && stats.errors > 0
+        {
+            // nginx's own account of what failed (502s name the upstream error).
+            progress(
+                args.json,
+                &format!(
+                    "({}) nginx error log: {}",
+                    path.letter(),
+                    n.error_log_tail()
+                ),
+            );
+        }
         n.stop().await;
     }
     let stopped = match exchange {

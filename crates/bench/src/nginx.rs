@@ -139,6 +139,11 @@ impl Nginx {
         })
     }
 
+    /// The last lines of nginx's error log.
+    pub fn error_log_tail(&self) -> String {
+        crate::deploy::tail(&self.dir.join("error.log"))
+    }
+
     /// The master and its workers.
     pub fn pids(&self) -> Vec<String> {
         let Some(master) = self.child.id() else {
