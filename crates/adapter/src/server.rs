@@ -91,8 +91,7 @@ where
     let health_only = match service.health_listen() {
         None => None,
         Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
+            let listener = tongban_trust::bind_listener(addr)
                 .map_err(|source| ServeError::Bind { addr, source })?;
             let health = health.clone();
             Some(tokio::spawn(
@@ -227,8 +226,7 @@ impl RunningAdapter {
     /// Binds `addr` (use `127.0.0.1:0` for an ephemeral port) and serves
     /// `service` on a spawned task.
     pub async fn spawn(service: AdapterService, addr: SocketAddr) -> Result<Self, ServeError> {
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = tongban_trust::bind_listener(addr)
             .map_err(|source| ServeError::Bind { addr, source })?;
         let addr = listener
             .local_addr()

@@ -473,8 +473,7 @@ async fn serve_memory_tls(
 }
 
 async fn bind() -> Result<TcpListener, BenchError> {
-    TcpListener::bind("127.0.0.1:0")
-        .await
+    tongban_trust::bind_listener(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
         .map_err(|e| BenchError::io("binding 127.0.0.1:0", e))
 }
 

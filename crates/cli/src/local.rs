@@ -160,8 +160,7 @@ impl LocalDeployment {
             .pki
             .server_config(dept.id())?
             .allow_only([exchange_identity]);
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        let listener = tongban_trust::bind_listener(addr)
             .with_context(|| format!("binding the {} adapter", dept.id()))?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();

@@ -67,8 +67,7 @@ pub async fn adapter(args: AdapterArgs, telemetry: crate::ProcessTelemetry) -> a
         }
         _ => None,
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
+    let listener = tongban_trust::bind_listener(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
     println!(
         "{} adapter listening on {}",

@@ -259,9 +259,8 @@ pub async fn start_with_audit_options(
         .build_v1()
         .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
 
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| StartError::Bind {
+    let listener =
+        tongban_trust::bind_listener(config.listen).map_err(|source| StartError::Bind {
             addr: config.listen,
             source,
         })?;
@@ -334,8 +333,7 @@ pub async fn start_with_audit_options(
         ));
     }
     if let Some(addr) = config.health_listen {
-        let listener = TcpListener::bind(addr)
-            .await
+        let listener = tongban_trust::bind_listener(addr)
             .map_err(|source| StartError::Bind { addr, source })?;
         // Health alone, plaintext: it reveals readiness, nothing else.
         let health_only = Server::builder()

@@ -26,7 +26,7 @@ pub use client::{
 pub use identity::{IdentityError, PeerIdentity, validate_trust_domain, validate_unit};
 pub use pem::{ALPN_H2, TlsError, load_certs, load_private_key, load_roots};
 pub use server::{
-    CertReloader, ClientRejection, IncomingOptions, PeerConnectInfo, ReloadOptions,
-    ReloadableServerConfig, TlsConnection, TlsIncoming, TlsServerConfig, handshake_failure_reason,
-    peer_connect_info, peer_identity,
+    CertReloader, ClientRejection, IncomingOptions, LISTEN_BACKLOG, PeerConnectInfo, ReloadOptions,
+    ReloadableServerConfig, TlsConnection, TlsIncoming, TlsServerConfig, bind_listener,
+    handshake_failure_reason, peer_connect_info, peer_identity,
 };
