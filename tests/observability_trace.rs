@@ -23,17 +23,7 @@ async fn one_gather_is_one_trace_with_a_child_span_per_department() {
     let guard = tongban_telemetry::init(options).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let adapters = obs::Adapters::start(dir.path(), Some(guard.metrics().clone())).await;
-    let config = obs::exchange_config(dir.path(), &adapters, "");
-    let exchange = tongban_exchange::start_with(
-        config,
-        tongban_exchange::StartOptions {
-            metrics: Some(guard.metrics().clone()),
-            prometheus: None,
-        },
-    )
-    .await
-    .unwrap();
+    let (adapters, exchange) = obs::start_exchange(dir.path(), guard.metrics()).await;
     let mut client = obs::exchange_client(exchange.local_addr()).await;
 
     // The caller's own span: its W3C context travels in the request.

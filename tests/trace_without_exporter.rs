@@ -44,17 +44,7 @@ async fn the_callers_trace_id_reaches_every_audit_entry_without_an_exporter() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let adapters = obs::Adapters::start(dir.path(), Some(guard.metrics().clone())).await;
-    let config = obs::exchange_config(dir.path(), &adapters, "");
-    let exchange = tongban_exchange::start_with(
-        config,
-        tongban_exchange::StartOptions {
-            metrics: Some(guard.metrics().clone()),
-            prometheus: None,
-        },
-    )
-    .await
-    .unwrap();
+    let (adapters, exchange) = obs::start_exchange(dir.path(), guard.metrics()).await;
     let mut client = obs::exchange_client(exchange.local_addr()).await;
     let store = SqliteStore::open(&dir.path().join("audit.db"))
         .await

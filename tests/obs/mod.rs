@@ -120,6 +120,26 @@ pub fn exchange_config(dir: &Path, adapters: &Adapters, extra: &str) -> Exchange
         .0
 }
 
+/// Three reference adapters and a plaintext exchange in front of them, both
+/// recording into `metrics`; SQLite audit log at `dir/audit.db`.
+pub async fn start_exchange(
+    dir: &Path,
+    metrics: &Metrics,
+) -> (Adapters, tongban_exchange::ExchangeHandle) {
+    let adapters = Adapters::start(dir, Some(metrics.clone())).await;
+    let config = exchange_config(dir, &adapters, "");
+    let exchange = tongban_exchange::start_with(
+        config,
+        tongban_exchange::StartOptions {
+            metrics: Some(metrics.clone()),
+            prometheus: None,
+        },
+    )
+    .await
+    .unwrap();
+    (adapters, exchange)
+}
+
 pub async fn exchange_client(addr: SocketAddr) -> ExchangeClient<Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
