@@ -119,9 +119,8 @@ impl SqliteStore {
 impl SqliteStore {
     /// The whole batch — `BEGIN IMMEDIATE`, the inserts, `COMMIT` — as one
     /// multi-statement query: sqlx runs a SQLite connection on its own
-    /// thread, and every separate statement would be a round trip to it
-    /// (two thread wake-ups), which at one request in flight costs more than
-    /// the inserts themselves.
+    /// thread, and every separate statement would be one more round trip to
+    /// it (two thread wake-ups) on the commit path.
     async fn append_batch_impl(
         &self,
         node: &str,
