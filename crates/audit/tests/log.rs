@@ -143,6 +143,60 @@ async fn append_all_is_one_commit() {
     }
 }
 
+/// A batch larger than one INSERT's chunk (1000 rows) is still one atomic
+/// write: on SQLite several INSERTs inside one multi-statement query.
+async fn large_batch_in_one_write(b: Backend) {
+    use tongban_audit::merkle::NodeId;
+    let db = TestDb::new(b).await;
+    db.store.ensure_log("n1").await.unwrap();
+    let rows: Vec<tongban_audit::LoggedEntry> = (0..2100u64)
+        .map(|i| {
+            let mut e = entry(i, Utc::now());
+            e.node = "n1".into();
+            let leaf_hash = e.leaf_hash(i);
+            tongban_audit::LoggedEntry {
+                index: i,
+                leaf_hash,
+                entry: e,
+            }
+        })
+        .collect();
+    let nodes: Vec<(NodeId, [u8; 32])> = (0..4100u64)
+        .map(|i| (NodeId::new(1 + (i % 3) as u32, i), [7u8; 32]))
+        .collect();
+    db.store.append_batch("n1", &rows, &nodes).await.unwrap();
+    let stored = db.store.scan("n1", 0, 3000).await.unwrap();
+    assert_eq!(stored.len(), 2100, "{b:?}");
+    assert_eq!(stored[2099].leaf_hash, rows[2099].leaf_hash);
+    let found = db
+        .store
+        .get_nodes("n1", &[nodes[0].0, nodes[4099].0])
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 2, "{b:?}");
+    // The same rows again collide on the primary key: nothing of the batch lands.
+    let extra = vec![(NodeId::new(9, 0), [1u8; 32])];
+    assert!(db.store.append_batch("n1", &rows, &extra).await.is_err());
+    let found = db.store.get_nodes("n1", &[extra[0].0]).await.unwrap();
+    assert!(
+        found.is_empty(),
+        "a failed batch leaves nothing behind ({b:?})"
+    );
+    // ...and the store still takes the next good batch.
+    db.store.append_batch("n1", &[], &extra).await.unwrap();
+    assert_eq!(
+        db.store.get_nodes("n1", &[extra[0].0]).await.unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches_are_chunked_and_atomic() {
+    for b in BACKENDS {
+        large_batch_in_one_write(b).await;
+    }
+}
+
 async fn store_failure_fails_closed(b: Backend) {
     let db = TestDb::new(b).await;
     let log = open_log(db.store.clone(), "n1").await;
