@@ -70,6 +70,20 @@ impl CaseContext {
     }
 }
 
+/// Checks a catalogue code named by a caller (an evidence type such as
+/// `hrss.unemployment`, a department, a field name): at most 64 lower-case
+/// letters, digits and `.-_`. Codes reach the audit log and the reports
+/// printed from it, so anything else is refused before it is looked up.
+pub fn check_code(field: &str, value: &str, out: &mut Vec<FieldViolation>) {
+    check_token(
+        field,
+        value,
+        |c| c.is_ascii_lowercase() || c.is_ascii_digit() || ".-_".contains(c),
+        "lower-case letters, digits and .-_",
+        out,
+    );
+}
+
 fn check_token(
     field: &str,
     value: &str,
@@ -103,6 +117,21 @@ mod tests {
     fn valid_case() {
         let c = CaseContext::new("temporary-id-card", "MY-2026-000123", "clerk.li@salian").unwrap();
         assert_eq!(c.case_number, "MY-2026-000123");
+    }
+
+    #[test]
+    fn codes_are_short_plain_identifiers() {
+        let mut v = Vec::new();
+        check_code("evidence_type", "hrss.unemployment", &mut v);
+        check_code("fields[0]", "insured_months", &mut v);
+        assert!(v.is_empty(), "{v:?}");
+        check_code("evidence_type", "x\n\u{1b}[31mforged", &mut v);
+        check_code("evidence_type", &"a".repeat(16 * 1024), &mut v);
+        check_code("evidence_type", "", &mut v);
+        assert_eq!(v.len(), 3);
+        assert!(v[0].description.contains("'\\n'"), "{}", v[0].description);
+        assert!(v[1].description.contains("at most 64"));
+        assert_eq!(v[2].description, "is required");
     }
 
     #[test]

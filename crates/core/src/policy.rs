@@ -90,6 +90,15 @@ enum CallerPattern {
     Org(CreditCode),
 }
 
+impl std::fmt::Display for CallerPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unit(c) => write!(f, "{c}"),
+            Self::Org(org) => write!(f, "org/{org}/unit/*"),
+        }
+    }
+}
+
 impl CallerPattern {
     fn matches(&self, caller: &Caller) -> bool {
         match self {
@@ -114,6 +123,7 @@ pub struct Policy {
     grants: Vec<Grant>,
     admins: Vec<CallerPattern>,
     limits: Limits,
+    version: String,
 }
 
 #[derive(Deserialize)]
@@ -280,7 +290,50 @@ impl Policy {
             grants,
             admins,
             limits,
+            version: policy_version(text),
         })
+    }
+
+    /// The version of this policy: the first 16 hex digits of the SHA-256 of
+    /// its source text. Every audit entry records the version that decided
+    /// it, so a decision can be traced to the exact file in force.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
+    /// What this policy permits, one canonical line per permission
+    /// (`grant <caller pattern> <matter>`, `fields <caller pattern> <matter>
+    /// <evidence type> <field,…>`, `admin <caller pattern>`, `trust_domain …`,
+    /// `limits …`). Two policies' lines differ exactly where what they permit
+    /// differs, so a reload can record what was added and removed.
+    pub fn permissions(&self) -> BTreeSet<String> {
+        let mut lines = BTreeSet::new();
+        for g in &self.grants {
+            for caller in &g.callers {
+                for matter in &g.matters {
+                    lines.insert(format!("grant {caller} {matter}"));
+                    for (evidence, fields) in &g.fields {
+                        let list: Vec<&str> = fields.iter().map(String::as_str).collect();
+                        lines.insert(format!(
+                            "fields {caller} {matter} {evidence} {}",
+                            list.join(",")
+                        ));
+                    }
+                }
+            }
+        }
+        for admin in &self.admins {
+            lines.insert(format!("admin {admin}"));
+        }
+        if let Some(domain) = &self.trust_domain {
+            lines.insert(format!("trust_domain {domain}"));
+        }
+        let l = &self.limits;
+        lines.insert(format!(
+            "limits requests_per_second={} burst={} max_gather_evidence={} max_request_bytes={}",
+            l.requests_per_second, l.burst, l.max_gather_evidence, l.max_request_bytes
+        ));
+        lines
     }
 
     /// The trust domain callers' certificates must belong to, if pinned.
@@ -409,6 +462,13 @@ fn parse_pattern(input: &str, trust_domain: Option<&str>) -> Result<CallerPatter
     Ok(CallerPattern::Unit(caller))
 }
 
+/// See [`Policy::version`].
+fn policy_version(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
 fn check_domain(domain: &str, pinned: Option<&str>) -> Result<(), String> {
     match pinned {
         Some(p) if p != domain => Err(format!(
@@ -505,6 +565,41 @@ burst = 10
         ));
         assert_eq!(p.limits().burst, 10);
         assert_eq!(p.limits().max_gather_evidence, 16);
+    }
+
+    #[test]
+    fn version_and_permissions_follow_the_text() {
+        let a = policy(&sample()).unwrap();
+        assert_eq!(a.version().len(), 16);
+        assert!(a.version().chars().all(|c| c.is_ascii_hexdigit()));
+        // A comment changes the file, so the version, but not what it permits.
+        let commented = policy(&format!("# reviewed\n{}", sample())).unwrap();
+        assert_ne!(commented.version(), a.version());
+        assert_eq!(commented.permissions(), a.permissions());
+        let hotline = format!("org/{}/unit/hotline-96196", org(3));
+        let lines = a.permissions();
+        assert!(lines.contains(&format!("grant {hotline} unemployment-benefit")));
+        assert!(lines.contains(&format!(
+            "fields {hotline} unemployment-benefit hrss.unemployment eligible,reason"
+        )));
+        assert!(lines.contains(&format!(
+            "grant org/{}/unit/* pension-qualification",
+            org(2)
+        )));
+        assert!(lines.contains(&format!("admin org/{}/unit/admin", org(3))));
+        // Dropping the hotline's grant removes exactly its lines.
+        let without = policy(&sample().replace(
+            &format!(
+                "[[grant]]\ncallers = [\"org/{}/unit/hotline-96196\"]\nmatters = [\"unemployment-benefit\"]\nfields = {{ \"hrss.unemployment\" = [\"eligible\", \"reason\"] }}\n",
+                org(3)
+            ),
+            "",
+        ))
+        .unwrap();
+        let remaining = without.permissions();
+        let removed: Vec<_> = lines.difference(&remaining).collect();
+        assert_eq!(removed.len(), 2, "{removed:?}");
+        assert!(removed.iter().all(|l| l.contains("hotline-96196")));
     }
 
     #[test]
