@@ -19,6 +19,8 @@ pub enum EntryKind {
     GatherItem,
     /// An administrator's act (audit search, export, proof, prune...).
     AdminAction,
+    /// A policy that took effect (at start-up or on reload).
+    PolicyChange,
 }
 
 impl EntryKind {
@@ -27,6 +29,7 @@ impl EntryKind {
             EntryKind::Lookup => "Lookup",
             EntryKind::GatherItem => "GatherItem",
             EntryKind::AdminAction => "AdminAction",
+            EntryKind::PolicyChange => "PolicyChange",
         }
     }
     fn code(&self) -> u8 {
@@ -34,6 +37,7 @@ impl EntryKind {
             EntryKind::Lookup => 1,
             EntryKind::GatherItem => 2,
             EntryKind::AdminAction => 3,
+            EntryKind::PolicyChange => 5,
         }
     }
 }
@@ -45,6 +49,7 @@ impl std::str::FromStr for EntryKind {
             "Lookup" => Ok(EntryKind::Lookup),
             "GatherItem" => Ok(EntryKind::GatherItem),
             "AdminAction" => Ok(EntryKind::AdminAction),
+            "PolicyChange" => Ok(EntryKind::PolicyChange),
             other => Err(format!("unknown entry kind {other:?}")),
         }
     }

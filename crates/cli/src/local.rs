@@ -198,9 +198,11 @@ impl LocalDeployment {
         let Some(adapter) = self.adapters.get_mut(dept.id()) else {
             bail!("no adapter for {}", dept.id());
         };
-        if let Some(stop) = adapter.stop.take() {
-            let _ = stop.send(());
-        }
+        // Already stopped: its task has ended and was awaited.
+        let Some(stop) = adapter.stop.take() else {
+            return Ok(());
+        };
+        let _ = stop.send(());
         (&mut adapter.task).await?;
         Ok(())
     }

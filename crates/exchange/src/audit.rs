@@ -14,7 +14,7 @@ use tongban_audit::{
 use tongban_proto::v1::AuditReceipt;
 use tongban_telemetry::Metrics;
 
-use crate::pipeline::{AuditEvent, AuditFuture, AuditKind, AuditSink, ProbeFuture};
+use crate::pipeline::{AuditEvent, AuditFuture, AuditKind, AuditSink, PolicyChange, ProbeFuture};
 
 /// `[audit]` in the exchange configuration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -289,25 +289,49 @@ impl AuditLogSink {
         let kind = match event.kind {
             AuditKind::Lookup => EntryKind::Lookup,
             AuditKind::GatherItem => EntryKind::GatherItem,
+            AuditKind::AdminAction => EntryKind::AdminAction,
         };
         let mut entry = AuditEntry::new(kind, event.time);
         entry.caller_org = event.caller.org.to_string();
         entry.caller_unit = event.caller.unit;
-        entry.operator = event.case.operator_id;
-        entry.matter = event.case.matter;
-        entry.case_number = event.case.case_number;
+        entry.operator = event.operator;
+        entry.matter = event.matter;
+        entry.case_number = event.case_number;
         entry.evidence_type = event.evidence_type;
         entry.department = event.department;
-        entry.subject = self.pseudonymizer.pseudonym(event.subject.as_str());
+        entry.subject = event
+            .subject
+            .map(|s| self.pseudonymizer.pseudonym(s.as_str()))
+            .unwrap_or_default();
         entry.outcome_code = event.outcome_code;
         entry.outcome_reason = event.outcome_reason;
         entry.latency_us = u64::try_from(event.latency.as_micros()).unwrap_or(u64::MAX);
         entry.trace_id = event.trace_id;
+        entry.detail = event.detail;
         if event.outcome_code == 0 {
             entry.released_fields_hash = released_fields_hash(&event.released);
         }
         entry
     }
+}
+
+/// The audit entry of a policy that took effect: its version, where it came
+/// from, and what it permits that the previous one did not and vice versa
+/// (counts first, so they survive the log's bound on `detail`).
+fn policy_change_entry(change: PolicyChange) -> AuditEntry {
+    let mut entry = AuditEntry::new(EntryKind::PolicyChange, change.time);
+    entry.operator = "policy-reload".into();
+    entry.detail = format!(
+        "policy version={} previous={} source={} added={} removed={}; added: {}; removed: {}",
+        change.version,
+        change.previous.as_deref().unwrap_or("none"),
+        change.source,
+        change.added.len(),
+        change.removed.len(),
+        change.added.join(" | "),
+        change.removed.join(" | "),
+    );
+    entry
 }
 
 impl AuditSink for AuditLogSink {
@@ -329,6 +353,17 @@ impl AuditSink for AuditLogSink {
                     }))
                 })
                 .collect()
+        })
+    }
+
+    fn record_policy_change(&self, change: PolicyChange) -> ProbeFuture<'_> {
+        let entry = policy_change_entry(change);
+        Box::pin(async move {
+            self.log
+                .append(entry)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
         })
     }
 

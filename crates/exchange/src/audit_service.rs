@@ -6,7 +6,6 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio_stream::Stream;
@@ -23,9 +22,9 @@ use tongban_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::audit::AuditLogSink;
+use crate::auth::Authenticator;
 use crate::error::ExchangeError;
 use crate::pipeline::Exchange;
-use crate::service::Authenticator;
 
 /// The log's read side, shared by the `Audit` service and `ProveReceipt`.
 #[derive(Debug, Clone)]
@@ -52,41 +51,58 @@ impl AuditReader {
         self.sink.log()
     }
 
-    /// An inclusion proof for `receipt`, if `caller` caused that entry (or
-    /// `any_caller` is set, for administrators).
-    pub async fn prove_receipt(
+    /// An inclusion proof for `receipt`, if `caller` caused that entry.
+    /// A receipt of someone else's entry, of a pruned one, of an index past
+    /// the end, or with another leaf hash all get the same NOT_FOUND: the
+    /// answer reveals nothing about entries that are not the caller's.
+    pub async fn prove_own_receipt(
         &self,
         caller: &Caller,
         receipt: &pb::AuditReceipt,
-        any_caller: bool,
     ) -> Result<pb::InclusionProof, ExchangeError> {
+        let not_found = || {
+            ExchangeError::Audit(AuditError::NotFound(
+                "no entry of yours matches that receipt".into(),
+            ))
+        };
         let entry = self
             .store
             .entry(&receipt.node, receipt.index)
             .await
             .map_err(|e| ExchangeError::Audit(e.into()))?
-            .ok_or_else(|| {
-                ExchangeError::Audit(AuditError::NotFound(format!(
-                    "no entry {} in the log of node {:?}",
-                    receipt.index, receipt.node
-                )))
-            })?;
+            .ok_or_else(not_found)?;
         let own =
             entry.entry.caller_org == caller.org.as_str() && entry.entry.caller_unit == caller.unit;
-        // A receipt for someone else's entry gets the same answer as a
-        // missing one: it must not reveal that the entry exists.
-        if !(own || any_caller)
-            || (!receipt.leaf_hash.is_empty() && receipt.leaf_hash != entry.leaf_hash)
-        {
-            return Err(ExchangeError::Audit(AuditError::NotFound(format!(
-                "no entry {} of yours in the log of node {:?} with that leaf hash",
-                receipt.index, receipt.node
-            ))));
+        if !own || receipt.leaf_hash != entry.leaf_hash {
+            return Err(not_found());
         }
         let proof =
             tongban_audit::inclusion_proof(self.store.as_ref(), &receipt.node, receipt.index)
                 .await
-                .map_err(ExchangeError::Audit)?;
+                .map_err(|e| match e {
+                    AuditError::NotFound(_) => not_found(),
+                    e => ExchangeError::Audit(e),
+                })?;
+        Ok(inclusion_to_proto(proof))
+    }
+
+    /// An inclusion proof for any entry: for administrators, whose call is
+    /// logged before this runs.
+    async fn prove_any(&self, node: &str, index: u64) -> Result<pb::InclusionProof, ExchangeError> {
+        if self
+            .store
+            .entry(node, index)
+            .await
+            .map_err(|e| ExchangeError::Audit(e.into()))?
+            .is_none()
+        {
+            return Err(ExchangeError::Audit(AuditError::NotFound(format!(
+                "no entry {index} in the log of node {node:?}"
+            ))));
+        }
+        let proof = tongban_audit::inclusion_proof(self.store.as_ref(), node, index)
+            .await
+            .map_err(ExchangeError::Audit)?;
         Ok(inclusion_to_proto(proof))
     }
 }
@@ -121,54 +137,81 @@ impl AuditService {
         }
     }
 
-    /// Authenticates, validates the admin context, checks the caller is an
-    /// administrator and logs the act — refused or not — before returning.
-    /// `describe` renders what is being done, without identity numbers.
+    /// Authenticates, validates the admin context and what is asked,
+    /// charges the caller's rate, checks the caller is an administrator,
+    /// and logs the act — refused or not — before returning. `asked` is the
+    /// description of what is being done (no identity numbers), or why the
+    /// request itself is invalid; the caller's own text never reaches the
+    /// log unchecked (the log also bounds and escapes every field).
     async fn admit<T>(
         &self,
         request: &Request<T>,
         admin: Option<&AdminContext>,
         action: &str,
-        detail: String,
+        asked: Result<String, ExchangeError>,
     ) -> Result<Caller, Status> {
-        let started = Instant::now();
-        let caller = (self.authenticate)(request.extensions())?;
+        let call = self
+            .exchange
+            .begin(&self.authenticate, request.extensions(), None)?;
         let context = validate_admin(admin);
-        let decision = match &context {
-            Ok(_) => self
-                .exchange
-                .policy()
-                .require_admin(&caller)
-                .map_err(ExchangeError::from),
-            Err(violations) => Err(ExchangeError::InvalidArgument(violations.clone())),
+        let (detail, decision) = match (&context, asked) {
+            (Err(violations), _) => (
+                "admin context rejected".to_owned(),
+                Err(ExchangeError::InvalidArgument(violations.clone())),
+            ),
+            (Ok(_), Err(invalid)) => ("request rejected".to_owned(), Err(invalid)),
+            (Ok(_), Ok(detail)) => {
+                let decision = self.exchange.charge(&call, 1).and_then(|()| {
+                    call.policy
+                        .require_admin(&call.caller)
+                        .map_err(ExchangeError::from)
+                });
+                (detail, decision)
+            }
         };
-        let mut entry = AuditEntry::new(EntryKind::AdminAction, Utc::now());
-        entry.caller_org = caller.org.to_string();
-        entry.caller_unit = caller.unit.clone();
-        if let Ok((operator, reason)) = &context {
-            entry.operator = operator.clone();
-            entry.detail = format!("{action} {detail}; reason: {reason}");
-        } else {
-            entry.detail = format!("{action} {detail}");
+        let mut entry = AuditEntry::new(EntryKind::AdminAction, call.time);
+        entry.caller_org = call.caller.org.to_string();
+        entry.caller_unit = call.caller.unit.clone();
+        match &context {
+            Ok((operator, reason)) => {
+                entry.operator = operator.clone();
+                entry.detail = format!("{action} {detail}; reason: {reason}");
+            }
+            Err(_) => entry.detail = format!("{action} {detail}"),
         }
         if let Err(e) = &decision {
             entry.outcome_code = e.code() as i32;
             entry.outcome_reason = e.reason();
         }
-        entry.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        entry.latency_us = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         entry.trace_id = tongban_telemetry::current_trace_id();
         if let Err(e) = self.reader.sink.log().append(entry).await {
             tracing::error!(error = %e, "cannot log an administrator's act; refusing it");
             return Err(ExchangeError::AuditUnavailable(e.to_string()).into());
         }
         decision?;
-        Ok(caller)
+        Ok(call.caller)
     }
 
-    fn pseudonym(&self, id_number: &str) -> Result<String, Status> {
+    /// Logs a refused administrator's call and returns its status.
+    async fn reject<T>(
+        &self,
+        request: &Request<T>,
+        admin: Option<&AdminContext>,
+        action: &str,
+        error: ExchangeError,
+    ) -> Status {
+        match self.admit(request, admin, action, Err(error)).await {
+            Err(status) => status,
+            // `admit` refuses whenever `asked` is an error.
+            Ok(_) => Status::internal("a rejected request was admitted"),
+        }
+    }
+
+    fn pseudonym(&self, field: &str, id_number: &str) -> Result<String, ExchangeError> {
         let id = tongban_core::IdNumber::parse(id_number.trim()).map_err(|e| {
             ExchangeError::invalid(
-                "id_number",
+                field,
                 format!(
                     "not a valid resident identity number ({} check failed): {e}",
                     e.check()
@@ -179,10 +222,31 @@ impl AuditService {
     }
 
     /// The filter as the store takes it, and a description for the log.
-    fn store_filter(&self, filter: Option<&AuditFilter>) -> Result<(SearchFilter, String), Status> {
+    fn store_filter(
+        &self,
+        filter: Option<&AuditFilter>,
+    ) -> Result<(SearchFilter, String), ExchangeError> {
         let Some(f) = filter else {
             return Ok((SearchFilter::default(), "all entries".into()));
         };
+        let mut violations = Vec::new();
+        for (field, value) in [
+            ("filter.node", &f.node),
+            ("filter.kind", &f.kind),
+            ("filter.caller_org", &f.caller_org),
+            ("filter.caller_unit", &f.caller_unit),
+            ("filter.operator_id", &f.operator_id),
+            ("filter.department", &f.department),
+            ("filter.evidence_type", &f.evidence_type),
+            ("filter.matter", &f.matter),
+            ("filter.case_number", &f.case_number),
+            ("filter.subject_id_number", &f.subject_id_number),
+        ] {
+            check_filter_text(field, value, &mut violations);
+        }
+        if !violations.is_empty() {
+            return Err(ExchangeError::InvalidArgument(violations));
+        }
         let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let time = |t: Option<&prost_types::Timestamp>| {
             t.map(|t| {
@@ -200,9 +264,7 @@ impl AuditService {
         };
         let subject = match f.subject_id_number.as_str() {
             "" => None,
-            id => Some(self.pseudonym(id).map_err(|s| {
-                Status::invalid_argument(format!("filter.subject_id_number: {}", s.message()))
-            })?),
+            id => Some(self.pseudonym("filter.subject_id_number", id)?),
         };
         let store_filter = SearchFilter {
             node: text(&f.node),
@@ -219,7 +281,32 @@ impl AuditService {
             outcome_code: f.outcome_code,
             subject,
         };
-        Ok((store_filter.clone(), describe_filter(&store_filter)))
+        let description = describe_filter(&store_filter);
+        Ok((store_filter, description))
+    }
+}
+
+/// Longest text a filter field may hold: the longest value the log stores
+/// in such a field (codes, units, case numbers, operators) is 64 characters.
+const MAX_FILTER_CHARS: usize = 64;
+
+/// A node named by an administrator: bounded like any filter text.
+fn check_node(field: &str, node: &str) -> Result<(), ExchangeError> {
+    let mut violations = Vec::new();
+    check_filter_text(field, node, &mut violations);
+    if violations.is_empty() {
+        Ok(())
+    } else {
+        Err(ExchangeError::InvalidArgument(violations))
+    }
+}
+
+fn check_filter_text(field: &str, value: &str, violations: &mut Vec<tongban_core::FieldViolation>) {
+    if value.chars().count() > MAX_FILTER_CHARS || value.chars().any(char::is_control) {
+        violations.push(FieldViolation::new(
+            field,
+            format!("must be at most {MAX_FILTER_CHARS} characters without control characters"),
+        ));
     }
 }
 
@@ -285,16 +372,11 @@ fn describe_filter(f: &SearchFilter) -> String {
     }
 }
 
-fn parse_page_token(token: &str) -> Result<Option<Cursor>, Status> {
+fn parse_page_token(token: &str) -> Result<Option<Cursor>, ExchangeError> {
     if token.is_empty() {
         return Ok(None);
     }
-    let bad = || {
-        Status::from(ExchangeError::invalid(
-            "page_token",
-            "is not a token this service issued",
-        ))
-    };
+    let bad = || ExchangeError::invalid("page_token", "is not a token this service issued");
     let mut parts = token.splitn(3, ':');
     let (Some(time), Some(index), Some(node)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(bad());
@@ -363,10 +445,17 @@ impl AuditApi for AuditService {
         request: Request<AuditSearchRequest>,
     ) -> Result<Response<AuditSearchResponse>, Status> {
         let req = request.get_ref();
-        let (filter, description) = self.store_filter(req.filter.as_ref())?;
-        let after = parse_page_token(&req.page_token)?;
+        let asked = self
+            .store_filter(req.filter.as_ref())
+            .and_then(|(filter, description)| {
+                Ok((filter, parse_page_token(&req.page_token)?, description))
+            });
+        let (filter, after, description) = match asked {
+            Ok(asked) => asked,
+            Err(e) => return Err(self.reject(&request, req.admin.as_ref(), "search", e).await),
+        };
         let detail = format!("filter: {description}");
-        self.admit(&request, req.admin.as_ref(), "search", detail)
+        self.admit(&request, req.admin.as_ref(), "search", Ok(detail))
             .await?;
         let page = tongban_audit::search(
             self.reader.store(),
@@ -390,7 +479,14 @@ impl AuditApi for AuditService {
         request: Request<SubjectReportRequest>,
     ) -> Result<Response<SubjectReportResponse>, Status> {
         let req = request.get_ref();
-        let pseudonym = self.pseudonym(&req.id_number)?;
+        let pseudonym = match self.pseudonym("id_number", &req.id_number) {
+            Ok(pseudonym) => pseudonym,
+            Err(e) => {
+                return Err(self
+                    .reject(&request, req.admin.as_ref(), "subject report", e)
+                    .await);
+            }
+        };
         let max = match req.max_accesses {
             0 => 1000,
             n => n.min(MAX_REPORT),
@@ -399,7 +495,7 @@ impl AuditApi for AuditService {
             &request,
             req.admin.as_ref(),
             "subject report",
-            format!("subject={pseudonym}"),
+            Ok(format!("subject={pseudonym}")),
         )
         .await?;
         let filter = SearchFilter {
@@ -445,9 +541,12 @@ impl AuditApi for AuditService {
         request: Request<AuditExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
         let req = request.get_ref();
+        if let Err(e) = check_node("node", &req.node) {
+            return Err(self.reject(&request, req.admin.as_ref(), "export", e).await);
+        }
         let node = (!req.node.is_empty()).then(|| req.node.clone());
         let detail = format!("node={}", node.as_deref().unwrap_or("all"));
-        self.admit(&request, req.admin.as_ref(), "export", detail)
+        self.admit(&request, req.admin.as_ref(), "export", Ok(detail))
             .await?;
         let store = self.reader.store.clone();
         let nodes = match node {
@@ -490,8 +589,13 @@ impl AuditApi for AuditService {
         request: Request<ListCheckpointsRequest>,
     ) -> Result<Response<ListCheckpointsResponse>, Status> {
         let admin = request.get_ref().admin.clone();
-        self.admit(&request, admin.as_ref(), "list checkpoints", String::new())
-            .await?;
+        self.admit(
+            &request,
+            admin.as_ref(),
+            "list checkpoints",
+            Ok(String::new()),
+        )
+        .await?;
         let store = self.reader.store();
         let mut checkpoints = Vec::new();
         for node in store
@@ -520,17 +624,16 @@ impl AuditApi for AuditService {
         request: Request<InclusionProofRequest>,
     ) -> Result<Response<pb::InclusionProof>, Status> {
         let req = request.get_ref();
+        if let Err(e) = check_node("node", &req.node) {
+            return Err(self
+                .reject(&request, req.admin.as_ref(), "inclusion proof", e)
+                .await);
+        }
         let detail = format!("node={} index={}", req.node, req.index);
-        let caller = self
-            .admit(&request, req.admin.as_ref(), "inclusion proof", detail)
+        self.admit(&request, req.admin.as_ref(), "inclusion proof", Ok(detail))
             .await?;
-        let receipt = pb::AuditReceipt {
-            node: req.node.clone(),
-            index: req.index,
-            leaf_hash: Vec::new(),
-        };
         Ok(Response::new(
-            self.reader.prove_receipt(&caller, &receipt, true).await?,
+            self.reader.prove_any(&req.node, req.index).await?,
         ))
     }
 
@@ -540,9 +643,19 @@ impl AuditApi for AuditService {
         request: Request<ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
         let req = request.get_ref();
+        if let Err(e) = check_node("node", &req.node) {
+            return Err(self
+                .reject(&request, req.admin.as_ref(), "consistency proof", e)
+                .await);
+        }
         let detail = format!("node={} {}..{}", req.node, req.old_size, req.new_size);
-        self.admit(&request, req.admin.as_ref(), "consistency proof", detail)
-            .await?;
+        self.admit(
+            &request,
+            req.admin.as_ref(),
+            "consistency proof",
+            Ok(detail),
+        )
+        .await?;
         let proof = tongban_audit::consistency_proof(
             self.reader.store(),
             &req.node,

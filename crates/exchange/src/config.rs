@@ -353,6 +353,26 @@ impl ExchangeConfig {
                     ));
                 }
             }
+            // With TLS, a department is pinned to its adapter's identity:
+            // any certificate of the CA with the right host name is not
+            // enough to receive personal data.
+            match (&self.tls, &d.identity) {
+                (Some(_), None) => {
+                    return Err(format!(
+                        "department {id:?}: identity is required with [tls] (the SPIFFE id its adapter's certificate carries, e.g. \"spiffe://<trust domain>/org/<credit code>/unit/{id}\")"
+                    ));
+                }
+                (Some(_), Some(identity)) => {
+                    tongban_trust::PeerIdentity::parse_uri(identity)
+                        .map_err(|e| format!("department {id:?}: identity: {e}"))?;
+                }
+                (None, Some(_)) => {
+                    return Err(format!(
+                        "department {id:?}: identity applies only with [tls]"
+                    ));
+                }
+                (None, None) => {}
+            }
             if d.timeout_ms == 0
                 || d.max_in_flight == 0
                 || d.eject_after_failures == 0
@@ -431,6 +451,31 @@ endpoints = ["http://127.0.0.1:7101"]
             ExchangeConfig::from_toml(&tls_endpoint)
                 .unwrap_err()
                 .contains("must use http://")
+        );
+        // With TLS, every department is pinned to its adapter's identity.
+        let tls = PLAIN
+            .replace("http://", "https://")
+            .replace(
+                "plaintext_caller = \"org/91350100M000100Y43/unit/bench\"\n",
+                "",
+            )
+            .replace(
+                "[departments.police]",
+                "[tls]\ncert = \"x.pem\"\nkey = \"x.key\"\nca = \"ca.pem\"\n[departments.police]",
+            );
+        let unpinned = ExchangeConfig::from_toml(&tls).unwrap_err();
+        assert!(unpinned.contains("identity is required"), "{unpinned}");
+        let pinned = format!(
+            "{tls}identity = \"spiffe://tongban.test/org/11510400TB0000028Y/unit/police\"\n"
+        );
+        ExchangeConfig::from_toml(&pinned).unwrap();
+        let plain_pinned = format!(
+            "{PLAIN}identity = \"spiffe://tongban.test/org/11510400TB0000028Y/unit/police\"\n"
+        );
+        assert!(
+            ExchangeConfig::from_toml(&plain_pinned)
+                .unwrap_err()
+                .contains("only with [tls]")
         );
         let unknown = format!("{PLAIN}\ncolour = 1\n");
         assert!(

@@ -2,13 +2,15 @@
 //! caller, applies the policy, routes each request to the department that
 //! holds the data, minimises the answer and audits every outcome.
 //!
-//! Code map: [`service`] is the gRPC edge, [`pipeline`] the request path,
+//! Code map: [`service`] is the gRPC edge (with [`size_guard`] in front and
+//! [`auth`] for who is calling), [`pipeline`] the request path,
 //! [`routing`] the department channels, [`error`] the one place errors become
 //! gRPC statuses, [`limits`] the per-caller rate limit, [`config`] and
 //! [`server`] start a node, [`reload`] keeps the policy current.
 
 pub mod audit;
 pub mod audit_service;
+pub mod auth;
 pub mod config;
 pub mod console;
 pub mod error;
@@ -18,15 +20,19 @@ pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod service;
+pub mod size_guard;
 
 pub use audit::{AuditLogSink, AuditSettings};
 pub use audit_service::{AuditReader, AuditService};
+pub use auth::{Authenticator, certificate_authenticator, fixed_caller};
 pub use config::ExchangeConfig;
 pub use error::{ERROR_DOMAIN, ExchangeError};
-pub use pipeline::{AuditEvent, AuditKind, AuditSink, EvidenceRequest, Exchange};
+pub use pipeline::{
+    AuditEvent, AuditKind, AuditSink, Call, EvidenceRequest, Exchange, PolicyChange,
+};
 pub use routing::{Department, Departments, Resilience};
 pub use server::{
     EXCHANGE_HEALTH_SERVICE, ExchangeHandle, StartError, StartOptions, department_health_service,
     start, start_with, start_with_audit, start_with_audit_options,
 };
-pub use service::{Authenticator, ExchangeService, fixed_caller};
+pub use service::ExchangeService;

@@ -1,14 +1,23 @@
-//! The request path. Every evidence request, from `Lookup` or from one item of
-//! a `Gather`, goes through [`Exchange::request_all`] and nothing else:
+//! The request path. Every call that asks for personal data — a `Lookup`,
+//! a `Gather` — goes through [`Exchange::lookup`] or [`Exchange::gather`],
+//! which read top to bottom:
 //!
-//! 1. the caller is authenticated by the transport (see `service.rs`);
-//! 2. the request is validated ([`validate_case`], [`validate_subject`]);
-//! 3. the policy authorises this caller, matter and evidence type and says
+//! 1. the caller is authenticated by the transport, against the call's one
+//!    policy snapshot ([`Exchange::begin`]; see `auth.rs`);
+//! 2. the request is validated ([`validate_case`], [`validate_subject`],
+//!    codes);
+//! 3. the caller's rate is charged;
+//! 4. the policy authorises this caller, matter and evidence type and says
 //!    which fields may be released (deny by default, purpose-bound);
-//! 4. the department is asked for exactly those fields, within the deadline;
-//! 5. the answer is checked and minimised again;
-//! 6. the outcome — answered, refused or failed — is written to the audit
-//!    log, and nothing leaves before that write is durable.
+//! 5. the department is asked for exactly those fields, within the deadline;
+//! 6. the answer is checked and minimised again;
+//! 7. the outcome — answered, refused or failed, at whichever step — is
+//!    written to the audit log, and nothing leaves before that write is
+//!    durable.
+//!
+//! A refusal at steps 2–4 is audited like any other outcome
+//! ([`Exchange::refuse`]); so is a request too large to decode (see
+//! `size_guard.rs`).
 
 use std::collections::BTreeSet;
 use std::future::Future;
@@ -25,20 +34,26 @@ use tongban_proto::v1::{self as pb, AuditReceipt, Evidence, QueryRequest};
 use tongban_telemetry::Metrics;
 use tracing::Instrument;
 
+use crate::auth::Authenticator;
 use crate::error::ExchangeError;
 use crate::limits::RateLimiter;
 use crate::routing::Departments;
 
-/// What the audit log is told about one evidence request.
+/// What the audit log is told about one evidence request, or one refused
+/// call. Text is as the caller sent it when the call was refused before
+/// validation; the log bounds and escapes every field it stores.
 #[derive(Debug, Clone)]
 pub struct AuditEvent {
     pub time: DateTime<Utc>,
     pub kind: AuditKind,
     pub caller: Caller,
-    pub case: CaseContext,
+    pub matter: String,
+    pub case_number: String,
+    pub operator: String,
     pub evidence_type: String,
     pub department: String,
-    pub subject: IdNumber,
+    /// None when the request named no valid subject.
+    pub subject: Option<IdNumber>,
     /// gRPC code of the outcome (0 = answered).
     pub outcome_code: i32,
     /// Machine reason for a refusal or failure, empty when answered.
@@ -47,12 +62,32 @@ pub struct AuditEvent {
     pub trace_id: String,
     /// Released fields as (name, value) pairs, for the released-fields hash.
     pub released: Vec<(String, String)>,
+    /// The version of the policy that decided the call.
+    pub policy_version: String,
+    /// What an administrator's call did; empty for evidence requests.
+    pub detail: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuditKind {
     Lookup,
     GatherItem,
+    /// An administrator's call (or a refused attempt at one).
+    AdminAction,
+}
+
+/// A policy that took effect, for the audit log.
+#[derive(Debug, Clone)]
+pub struct PolicyChange {
+    pub time: DateTime<Utc>,
+    /// Where it came from (the file).
+    pub source: String,
+    pub version: String,
+    /// The version it replaced; None at start-up.
+    pub previous: Option<String>,
+    /// Permission lines added and removed (see `Policy::permissions`).
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 /// One result per event, in the events' order: the receipt of its durable
@@ -68,11 +103,68 @@ pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Sen
 pub trait AuditSink: Send + Sync + std::fmt::Debug {
     fn record_all(&self, events: Vec<AuditEvent>) -> AuditFuture<'_>;
 
+    /// Records that a policy took effect; returns once durable.
+    fn record_policy_change(&self, change: PolicyChange) -> ProbeFuture<'_>;
+
     /// Whether the sink could record now (the health service's readiness);
     /// the reason when not.
     fn probe(&self) -> ProbeFuture<'_> {
         Box::pin(async { Ok(()) })
     }
+}
+
+/// One call as the exchange handles it: who is calling, under which policy,
+/// until when. Built once per call by [`Exchange::begin`], so the whole call
+/// is decided by one policy snapshot even if the policy is reloaded midway.
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub caller: Caller,
+    pub policy: Arc<Policy>,
+    pub deadline: Option<Instant>,
+    pub started: Instant,
+    pub time: DateTime<Utc>,
+}
+
+/// A case as a caller sent it, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct CaseAsked {
+    pub matter: String,
+    pub case_number: String,
+    pub operator_id: String,
+}
+
+/// A subject as a caller sent it, before validation.
+#[derive(Debug, Clone, Default)]
+pub struct SubjectAsked {
+    pub id_number: String,
+    pub name: String,
+}
+
+/// A `Lookup` as asked.
+#[derive(Debug, Clone, Default)]
+pub struct LookupAsked {
+    pub case: Option<CaseAsked>,
+    pub subject: Option<SubjectAsked>,
+    pub evidence_type: String,
+    /// Fields asked for; empty means all released fields.
+    pub fields: Vec<String>,
+}
+
+/// A `Gather` as asked.
+#[derive(Debug, Clone, Default)]
+pub struct GatherAsked {
+    pub case: Option<CaseAsked>,
+    pub subject: Option<SubjectAsked>,
+    /// Empty means every evidence type the matter needs.
+    pub evidence_types: Vec<String>,
+}
+
+/// A `Gather`'s outcome: the matter and one result per evidence type, in
+/// the order asked.
+#[derive(Debug)]
+pub struct Gathered {
+    pub matter: String,
+    pub items: Vec<(String, Result<Released, Refused>)>,
 }
 
 /// A validated evidence request.
@@ -171,35 +263,88 @@ impl Exchange {
         self.inner.policy.load_full()
     }
 
-    /// Puts a new policy in force for every request that starts afterwards.
-    pub fn replace_policy(&self, policy: Policy) {
+    /// Puts a new policy in force for every call that starts afterwards,
+    /// once the change is durably in the audit log (a change that cannot be
+    /// recorded does not take effect).
+    pub async fn replace_policy(&self, policy: Policy, source: &str) -> Result<(), String> {
+        let previous = self.policy();
+        if previous.version() == policy.version() {
+            return Ok(());
+        }
+        let (old, new) = (previous.permissions(), policy.permissions());
+        let change = PolicyChange {
+            time: Utc::now(),
+            source: source.to_owned(),
+            version: policy.version().to_owned(),
+            previous: Some(previous.version().to_owned()),
+            added: new.difference(&old).cloned().collect(),
+            removed: old.difference(&new).cloned().collect(),
+        };
+        self.inner.audit.record_policy_change(change).await?;
         self.inner.policy.store(Arc::new(policy));
+        Ok(())
+    }
+
+    /// Records the policy in force at start-up.
+    pub async fn record_initial_policy(&self, source: &str) -> Result<(), String> {
+        let policy = self.policy();
+        self.inner
+            .audit
+            .record_policy_change(PolicyChange {
+                time: Utc::now(),
+                source: source.to_owned(),
+                version: policy.version().to_owned(),
+                previous: None,
+                added: policy.permissions().into_iter().collect(),
+                removed: Vec::new(),
+            })
+            .await
+    }
+
+    /// Starts a call: one policy snapshot, the caller authenticated against
+    /// it, the deadline. Unauthenticated calls are refused here, unaudited:
+    /// there is nobody to attribute them to (mutual TLS refuses them at the
+    /// handshake already).
+    pub fn begin(
+        &self,
+        authenticate: &Authenticator,
+        extensions: &tonic::Extensions,
+        deadline: Option<Instant>,
+    ) -> Result<Call, ExchangeError> {
+        let policy = self.policy();
+        let caller = authenticate(extensions, &policy)?;
+        Ok(Call {
+            caller,
+            policy,
+            deadline,
+            started: Instant::now(),
+            time: Utc::now(),
+        })
     }
 
     /// Charges `cost` requests to the caller's rate budget.
-    pub fn charge(&self, caller: &Caller, cost: u32) -> Result<(), ExchangeError> {
-        let policy = self.inner.policy.load();
+    pub fn charge(&self, call: &Call, cost: u32) -> Result<(), ExchangeError> {
         self.inner
             .limiter
-            .try_acquire(caller, cost, policy.limits())
+            .try_acquire(&call.caller, cost, call.policy.limits())
             .map_err(|retry_after| ExchangeError::RateLimited {
-                caller: caller.to_string(),
+                caller: call.caller.to_string(),
                 retry_after,
             })
     }
 
     /// The matter, or NOT_FOUND; then the caller must hold a grant for it.
-    pub fn granted_matter(&self, caller: &Caller, code: &str) -> Result<&Matter, ExchangeError> {
+    pub fn granted_matter(&self, call: &Call, code: &str) -> Result<&Matter, ExchangeError> {
         let matter = self
             .inner
             .catalogue
             .matter(code)
             .ok_or_else(|| ExchangeError::UnknownMatter(code.to_owned()))?;
-        if self.inner.policy.load().may_handle(caller, &matter.code) {
+        if call.policy.may_handle(&call.caller, &matter.code) {
             Ok(matter)
         } else {
             let denial = tongban_core::Denial::MatterNotGranted {
-                caller: caller.to_string(),
+                caller: call.caller.to_string(),
                 matter: code.to_owned(),
             };
             self.inner.metrics.record_denial(denial.reason());
@@ -207,21 +352,188 @@ impl Exchange {
         }
     }
 
-    /// The whole path (see the module docs) for the evidence requests of one
-    /// call — one for a Lookup, several for a Gather: every department is
-    /// asked in parallel, then every outcome is audited at once, so the
-    /// entries share one group commit instead of queueing behind each other.
+    /// A `Lookup`: validate, charge, then the evidence path.
+    pub async fn lookup(&self, call: Call, asked: LookupAsked) -> Result<Released, Refused> {
+        let request = match validate_lookup(&asked) {
+            Ok(request) => request,
+            Err(error) => {
+                let facts = RefusalFacts::from(&asked);
+                return Err(self.refuse(&call, AuditKind::Lookup, &facts, error).await);
+            }
+        };
+        if let Err(error) = self.charge(&call, 1) {
+            let facts = RefusalFacts::of_request(&request);
+            return Err(self.refuse(&call, AuditKind::Lookup, &facts, error).await);
+        }
+        self.request_all_detached(call, vec![request], AuditKind::Lookup)
+            .await
+            .pop()
+            .unwrap_or_else(|| {
+                Err(Refused {
+                    error: ExchangeError::Internal("no outcome for the request".into()),
+                    receipt: None,
+                })
+            })
+    }
+
+    /// A `Gather`: validate, check the matter is granted and the evidence
+    /// types are the matter's, charge one per evidence type, then the
+    /// evidence path for each, in parallel.
+    pub async fn gather(&self, call: Call, asked: GatherAsked) -> Result<Gathered, Refused> {
+        let (matter, requests) = match self.validate_gather(&call, &asked) {
+            Ok(valid) => valid,
+            Err(error) => {
+                let facts = RefusalFacts::from(&asked);
+                return Err(self
+                    .refuse(&call, AuditKind::GatherItem, &facts, error)
+                    .await);
+            }
+        };
+        let cost = u32::try_from(requests.len()).unwrap_or(u32::MAX);
+        if let Err(error) = self.charge(&call, cost) {
+            let facts = RefusalFacts::from(&asked);
+            return Err(self
+                .refuse(&call, AuditKind::GatherItem, &facts, error)
+                .await);
+        }
+        let evidence_types: Vec<String> =
+            requests.iter().map(|r| r.evidence_type.clone()).collect();
+        let outcomes = self
+            .request_all_detached(call, requests, AuditKind::GatherItem)
+            .await;
+        Ok(Gathered {
+            matter,
+            items: evidence_types.into_iter().zip(outcomes).collect(),
+        })
+    }
+
+    fn validate_gather(
+        &self,
+        call: &Call,
+        asked: &GatherAsked,
+    ) -> Result<(String, Vec<EvidenceRequest>), ExchangeError> {
+        let mut violations = Vec::new();
+        let max = call.policy.limits().max_gather_evidence;
+        if asked.evidence_types.len() > max {
+            violations.push(FieldViolation::new(
+                "evidence_types",
+                format!(
+                    "asks for {} evidence types, at most {max} per Gather",
+                    asked.evidence_types.len()
+                ),
+            ));
+        } else {
+            for (i, e) in asked.evidence_types.iter().enumerate() {
+                tongban_core::case::check_code(&format!("evidence_types[{i}]"), e, &mut violations);
+            }
+            let unique: BTreeSet<&String> = asked.evidence_types.iter().collect();
+            if unique.len() != asked.evidence_types.len() {
+                violations.push(FieldViolation::new(
+                    "evidence_types",
+                    "lists an evidence type twice",
+                ));
+            }
+        }
+        let (case, subject, subject_name) =
+            validate_case_and_subject(asked.case.as_ref(), asked.subject.as_ref(), violations)?;
+        let matter = self.granted_matter(call, &case.matter)?;
+        let evidence_types = if asked.evidence_types.is_empty() {
+            matter.evidence.clone()
+        } else {
+            if let Some(unknown) = asked
+                .evidence_types
+                .iter()
+                .find(|e| self.inner.catalogue.evidence(e).is_none())
+            {
+                return Err(ExchangeError::UnknownEvidenceType(unknown.clone()));
+            }
+            asked.evidence_types.clone()
+        };
+        let matter_code = matter.code.clone();
+        let requests = evidence_types
+            .into_iter()
+            .map(|evidence_type| EvidenceRequest {
+                case: case.clone(),
+                subject: subject.clone(),
+                subject_name: subject_name.clone(),
+                evidence_type,
+                fields: Vec::new(),
+            })
+            .collect();
+        Ok((matter_code, requests))
+    }
+
+    /// Audits a call refused before any department was asked, and returns
+    /// the refusal with the receipt of its entry. If the entry cannot be
+    /// written the caller learns that instead (nothing is released either
+    /// way).
+    pub async fn refuse(
+        &self,
+        call: &Call,
+        kind: AuditKind,
+        facts: &RefusalFacts,
+        error: ExchangeError,
+    ) -> Refused {
+        if let ExchangeError::Denied(_) | ExchangeError::FieldsNotGranted { .. } = &error {
+            self.inner.metrics.record_denial(&error.reason());
+        }
+        let event = AuditEvent {
+            time: call.time,
+            kind,
+            caller: call.caller.clone(),
+            matter: facts.matter.clone(),
+            case_number: facts.case_number.clone(),
+            operator: facts.operator.clone(),
+            department: self
+                .inner
+                .catalogue
+                .evidence(&facts.evidence_type)
+                .map(|d| d.department.clone())
+                .unwrap_or_default(),
+            evidence_type: facts.evidence_type.clone(),
+            subject: facts.subject.clone(),
+            outcome_code: error.code() as i32,
+            outcome_reason: error.reason(),
+            latency: call.started.elapsed(),
+            trace_id: tongban_telemetry::current_trace_id(),
+            released: Vec::new(),
+            policy_version: call.policy.version().to_owned(),
+            detail: facts.detail.clone(),
+        };
+        let written = self.inner.audit.record_all(vec![event]).await.pop();
+        match written {
+            Some(Ok(receipt)) => Refused { error, receipt },
+            Some(Err(why)) => {
+                tracing::error!(error = %why, "cannot audit a refusal; answering UNAVAILABLE");
+                Refused {
+                    error: ExchangeError::AuditUnavailable(why),
+                    receipt: None,
+                }
+            }
+            None => Refused {
+                error: ExchangeError::AuditUnavailable(
+                    "the audit log gave no result for this entry".into(),
+                ),
+                receipt: None,
+            },
+        }
+    }
+
+    /// The evidence path (see the module docs) for the validated requests
+    /// of one call — one for a Lookup, several for a Gather: every
+    /// department is asked in parallel, then every outcome is audited at
+    /// once, so the entries share one group commit instead of queueing
+    /// behind each other.
     pub async fn request_all(
         &self,
-        caller: &Caller,
+        call: &Call,
         requests: &[EvidenceRequest],
         kind: AuditKind,
-        deadline: Option<Instant>,
     ) -> Vec<Result<Released, Refused>> {
         let answered = futures::future::join_all(
             requests
                 .iter()
-                .map(|r| self.answer_and_describe(caller, r, kind, deadline)),
+                .map(|r| self.answer_and_describe(call, r, kind)),
         )
         .await;
         self.audit_and_release(answered).await
@@ -230,22 +542,17 @@ impl Exchange {
     /// [`request_all`](Self::request_all) on its own task, so a caller who
     /// hangs up mid-way cannot stop the outcomes from being audited once a
     /// department has been asked.
-    pub async fn request_all_detached(
+    async fn request_all_detached(
         &self,
-        caller: Caller,
+        call: Call,
         requests: Vec<EvidenceRequest>,
         kind: AuditKind,
-        deadline: Option<Instant>,
     ) -> Vec<Result<Released, Refused>> {
         let count = requests.len();
         let exchange = self.clone();
         let task = tokio::spawn(
-            async move {
-                exchange
-                    .request_all(&caller, &requests, kind, deadline)
-                    .await
-            }
-            .instrument(tracing::Span::current()),
+            async move { exchange.request_all(&call, &requests, kind).await }
+                .instrument(tracing::Span::current()),
         );
         task.await.unwrap_or_else(|e| {
             tracing::error!(error = %e, "evidence request task failed");
@@ -268,7 +575,7 @@ impl Exchange {
         name = "exchange.evidence",
         skip_all,
         fields(
-            caller = %caller,
+            caller = %call.caller,
             matter = %request.case.matter,
             case_number = %request.case.case_number,
             evidence_type = %request.evidence_type,
@@ -277,14 +584,13 @@ impl Exchange {
     )]
     async fn answer_and_describe(
         &self,
-        caller: &Caller,
+        call: &Call,
         request: &EvidenceRequest,
         kind: AuditKind,
-        deadline: Option<Instant>,
     ) -> Answered {
         let started = Instant::now();
         let time = Utc::now();
-        let (department, outcome) = self.answer(caller, request, deadline).await;
+        let (department, outcome) = self.answer(call, request).await;
         if let Err(e @ (ExchangeError::Denied(_) | ExchangeError::FieldsNotGranted { .. })) =
             &outcome
         {
@@ -293,11 +599,13 @@ impl Exchange {
         let event = AuditEvent {
             time,
             kind,
-            caller: caller.clone(),
-            case: request.case.clone(),
+            caller: call.caller.clone(),
+            matter: request.case.matter.clone(),
+            case_number: request.case.case_number.clone(),
+            operator: request.case.operator_id.clone(),
             evidence_type: request.evidence_type.clone(),
             department,
-            subject: request.subject.clone(),
+            subject: Some(request.subject.clone()),
             outcome_code: match &outcome {
                 Ok(_) => 0,
                 Err(e) => e.code() as i32,
@@ -316,6 +624,8 @@ impl Exchange {
                     .collect(),
                 Err(_) => Vec::new(),
             },
+            policy_version: call.policy.version().to_owned(),
+            detail: String::new(),
         };
         Answered { event, outcome }
     }
@@ -357,9 +667,8 @@ impl Exchange {
     /// entry, empty if the request never got that far) and the outcome.
     async fn answer(
         &self,
-        caller: &Caller,
+        call: &Call,
         request: &EvidenceRequest,
-        deadline: Option<Instant>,
     ) -> (String, Result<Evidence, ExchangeError>) {
         let catalogue = &self.inner.catalogue;
         let Some(def) = catalogue.evidence(&request.evidence_type) else {
@@ -375,11 +684,7 @@ impl Exchange {
             let matter = catalogue
                 .matter(&request.case.matter)
                 .ok_or_else(|| ExchangeError::UnknownMatter(request.case.matter.clone()))?;
-            let release = self
-                .inner
-                .policy
-                .load()
-                .authorize(caller, matter, &def.id)?;
+            let release = call.policy.authorize(&call.caller, matter, &def.id)?;
             let fields = released_fields(def, &request.fields, &release)?;
             let route = self.inner.departments.get(&def.department).ok_or_else(|| {
                 ExchangeError::DepartmentUnavailable {
@@ -401,9 +706,9 @@ impl Exchange {
                 fields: Some(prost_types::FieldMask {
                     paths: fields.iter().cloned().collect(),
                 }),
-                requester: caller.path(),
+                requester: call.caller.path(),
             };
-            let mut evidence = route.query(query, deadline).await?;
+            let mut evidence = route.query(query, call.deadline).await?;
             if evidence.evidence_type != def.id || evidence.department != def.department {
                 return Err(ExchangeError::BadAnswer {
                     department: def.department.clone(),
@@ -423,19 +728,29 @@ impl Exchange {
 }
 
 /// The fields to ask for: those requested (or all) that the grant releases.
-/// Asking explicitly for a field the grant withholds is refused.
+/// Asking explicitly for a field the grant withholds is refused, and so is a
+/// request that would release no field at all: the department is always
+/// sent a non-empty field mask (to an adapter an empty mask means "every
+/// field"), so it never returns more than the grant releases.
 fn released_fields(
     def: &tongban_core::EvidenceTypeDef,
     requested: &[String],
     release: &FieldRelease,
 ) -> Result<BTreeSet<String>, ExchangeError> {
     if requested.is_empty() {
-        return Ok(def
+        let granted: BTreeSet<String> = def
             .fields
             .iter()
             .filter(|f| release.allows(&f.name))
             .map(|f| f.name.clone())
-            .collect());
+            .collect();
+        if granted.is_empty() {
+            return Err(ExchangeError::FieldsNotGranted {
+                evidence_type: def.id.clone(),
+                fields: def.fields.iter().map(|f| f.name.clone()).collect(),
+            });
+        }
+        return Ok(granted);
     }
     let unknown: Vec<&str> = requested
         .iter()
@@ -462,11 +777,89 @@ fn released_fields(
     Ok(requested.iter().cloned().collect())
 }
 
+/// What the audit log records of a call refused before it was split into
+/// evidence requests.
+#[derive(Debug, Clone, Default)]
+pub struct RefusalFacts {
+    pub matter: String,
+    pub case_number: String,
+    pub operator: String,
+    /// The evidence type asked for; a Gather's list joined with commas.
+    pub evidence_type: String,
+    pub subject: Option<IdNumber>,
+    /// What was attempted, where the other fields do not say it.
+    pub detail: String,
+}
+
+impl RefusalFacts {
+    fn of_request(request: &EvidenceRequest) -> Self {
+        Self {
+            matter: request.case.matter.clone(),
+            case_number: request.case.case_number.clone(),
+            operator: request.case.operator_id.clone(),
+            evidence_type: request.evidence_type.clone(),
+            subject: Some(request.subject.clone()),
+            detail: String::new(),
+        }
+    }
+
+    fn asked(case: Option<&CaseAsked>, subject: Option<&SubjectAsked>, evidence: String) -> Self {
+        let case = case.cloned().unwrap_or_default();
+        Self {
+            matter: case.matter,
+            case_number: case.case_number,
+            operator: case.operator_id,
+            evidence_type: evidence,
+            subject: subject.and_then(|s| IdNumber::parse(s.id_number.trim()).ok()),
+            detail: String::new(),
+        }
+    }
+}
+
+impl From<&LookupAsked> for RefusalFacts {
+    fn from(asked: &LookupAsked) -> Self {
+        Self::asked(
+            asked.case.as_ref(),
+            asked.subject.as_ref(),
+            asked.evidence_type.clone(),
+        )
+    }
+}
+
+impl From<&GatherAsked> for RefusalFacts {
+    fn from(asked: &GatherAsked) -> Self {
+        Self::asked(
+            asked.case.as_ref(),
+            asked.subject.as_ref(),
+            asked.evidence_types.join(","),
+        )
+    }
+}
+
+/// Validates a Lookup: the case, the subject, the evidence type and field
+/// names (codes only: they reach the audit log), all at once.
+pub fn validate_lookup(asked: &LookupAsked) -> Result<EvidenceRequest, ExchangeError> {
+    let mut violations = Vec::new();
+    tongban_core::case::check_code("evidence_type", &asked.evidence_type, &mut violations);
+    for (i, field) in asked.fields.iter().enumerate() {
+        tongban_core::case::check_code(&format!("fields.paths[{i}]"), field, &mut violations);
+    }
+    let (case, subject, subject_name) =
+        validate_case_and_subject(asked.case.as_ref(), asked.subject.as_ref(), violations)?;
+    Ok(EvidenceRequest {
+        case,
+        subject,
+        subject_name,
+        evidence_type: asked.evidence_type.clone(),
+        fields: asked.fields.clone(),
+    })
+}
+
 /// Validates case and subject together, adding to `violations` already
 /// found, so the caller learns every problem in one answer.
 pub fn validate_case_and_subject(
-    case: Option<&pb::CaseContext>,
-    subject: Option<&pb::Subject>,
+    case: Option<&CaseAsked>,
+    subject: Option<&SubjectAsked>,
     mut violations: Vec<FieldViolation>,
 ) -> Result<(CaseContext, IdNumber, Option<String>), ExchangeError> {
     let case = validate_case(case).map_err(|v| violations.extend(v));
@@ -478,7 +871,7 @@ pub fn validate_case_and_subject(
 }
 
 /// Validates the mandatory case context.
-pub fn validate_case(case: Option<&pb::CaseContext>) -> Result<CaseContext, Vec<FieldViolation>> {
+pub fn validate_case(case: Option<&CaseAsked>) -> Result<CaseContext, Vec<FieldViolation>> {
     let Some(case) = case else {
         return Err(vec![FieldViolation::new(
             "case",
@@ -494,7 +887,7 @@ const MAX_NAME_CHARS: usize = 64;
 /// Validates the subject: a well-formed identity number and, if given, a
 /// plausible name.
 pub fn validate_subject(
-    subject: Option<&pb::Subject>,
+    subject: Option<&SubjectAsked>,
 ) -> Result<(IdNumber, Option<String>), Vec<FieldViolation>> {
     let Some(subject) = subject else {
         return Err(vec![FieldViolation::new("subject", "is required")]);
@@ -532,7 +925,7 @@ mod tests {
 
     #[test]
     fn subject_validation_names_the_check() {
-        let v = validate_subject(Some(&pb::Subject {
+        let v = validate_subject(Some(&SubjectAsked {
             id_number: "110105194912310021".into(),
             name: String::new(),
         }))
@@ -543,7 +936,7 @@ mod tests {
             "{}",
             v[0].description
         );
-        let (id, name) = validate_subject(Some(&pb::Subject {
+        let (id, name) = validate_subject(Some(&SubjectAsked {
             id_number: "11010519491231002x".into(),
             name: " 李四 ".into(),
         }))

@@ -77,8 +77,21 @@ pub fn spawn_policy_reloader(
             last = now;
             match load_policy(&path, &catalogue) {
                 Ok(policy) => {
-                    exchange.replace_policy(policy);
-                    tracing::info!(path = %path.display(), "policy reloaded");
+                    let version = policy.version().to_owned();
+                    match exchange
+                        .replace_policy(policy, &path.display().to_string())
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::info!(path = %path.display(), %version, "policy reloaded")
+                        }
+                        Err(e) => {
+                            // Retried on the next poll: a change takes
+                            // effect only once it is in the audit log.
+                            last = None;
+                            tracing::error!(path = %path.display(), error = %e, "cannot audit the policy change; the previous policy stays in force");
+                        }
+                    }
                 }
                 Err(e) => {
                     tracing::error!(path = %path.display(), error = %e, "policy file rejected; the previous policy stays in force");

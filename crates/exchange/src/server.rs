@@ -19,8 +19,8 @@ use tongban_proto::v1::audit_server::AuditServer;
 use tongban_proto::v1::exchange_server::ExchangeServer;
 use tongban_telemetry::{AdminServer, GrpcServerLayer, Metrics, PrometheusMetrics};
 use tongban_trust::{
-    CertReloader, IncomingOptions, PeerConnectInfo, PeerIdentity, ReloadOptions, TlsClientConfig,
-    TlsIncoming, TlsServerConfig,
+    CertReloader, IncomingOptions, PeerIdentity, ReloadOptions, TlsClientConfig, TlsIncoming,
+    TlsServerConfig,
 };
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::ServingStatus;
@@ -32,12 +32,13 @@ use tongban_audit::AuditLog;
 
 use crate::audit::AuditLogSink;
 use crate::audit_service::{AuditReader, AuditService};
+use crate::auth::{certificate_authenticator, fixed_caller};
 use crate::config::{ExchangeConfig, TlsFiles};
-use crate::error::ExchangeError;
 use crate::pipeline::{AuditSink, Exchange};
 use crate::reload::{PolicyFileError, load_policy, spawn_policy_reloader};
 use crate::routing::{Department, Departments};
-use crate::service::{Authenticator, ExchangeService, fixed_caller};
+use crate::service::ExchangeService;
+use crate::size_guard::SizeGuard;
 
 /// Why an exchange node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +236,10 @@ pub async fn start_with_audit_options(
         audit,
         metrics.clone(),
     );
+    exchange
+        .record_initial_policy(&config.policy.display().to_string())
+        .await
+        .map_err(|e| StartError::Audit(format!("cannot record the policy in force: {e}")))?;
     let poll = Duration::from_millis(config.reload_poll_ms);
     let policy_task =
         spawn_policy_reloader(exchange.clone(), config.policy.clone(), catalogue, poll);
@@ -292,7 +297,7 @@ pub async fn start_with_audit_options(
                     source,
                 })?;
             (
-                certificate_authenticator(exchange.clone()),
+                certificate_authenticator(),
                 Listener::Tls(incoming),
                 Some(reloader),
             )
@@ -359,13 +364,23 @@ pub async fn start_with_audit_options(
     // Administrators read the log through the node that writes it.
     let audit_service = reader.map(|reader| {
         service = service.clone().with_audit_reader(reader.clone());
-        AuditServer::new(AuditService::new(exchange.clone(), authenticate, reader))
+        SizeGuard::new(
+            AuditServer::new(AuditService::new(
+                exchange.clone(),
+                authenticate.clone(),
+                reader,
+            )),
+            exchange.clone(),
+            authenticate.clone(),
+        )
     });
+    let exchange_service =
+        SizeGuard::new(ExchangeServer::new(service), exchange.clone(), authenticate);
     let router = Server::builder()
         .layer(GrpcServerLayer::new().with_metrics(metrics))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(ExchangeServer::new(service))
+        .add_service(exchange_service)
         .add_optional_service(audit_service);
     let server = match listener {
         Listener::Tls(incoming) => {
@@ -396,28 +411,6 @@ pub async fn start_with_audit_options(
 enum Listener {
     Tls(TlsIncoming),
     Plain(TcpListener),
-}
-
-/// Callers are who their verified certificate says, within the policy's
-/// trust domain when it pins one.
-fn certificate_authenticator(exchange: Exchange) -> Authenticator {
-    Arc::new(move |extensions: &tonic::Extensions| {
-        let info = extensions.get::<PeerConnectInfo>().ok_or_else(|| {
-            ExchangeError::Unauthenticated(
-                "the connection carries no verified client certificate".into(),
-            )
-        })?;
-        let identity = info.identity();
-        if let Some(domain) = exchange.policy().trust_domain()
-            && identity.trust_domain() != domain
-        {
-            return Err(ExchangeError::Unauthenticated(format!(
-                "certificate identity {identity} is outside trust domain {domain}"
-            )));
-        }
-        Caller::new(identity.org().clone(), identity.unit())
-            .map_err(|e| ExchangeError::Unauthenticated(e.to_string()))
-    })
 }
 
 /// Keeps the health statuses current: the audit store for the exchange

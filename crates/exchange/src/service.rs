@@ -1,11 +1,11 @@
-//! The `Exchange` gRPC service: translates wire messages to the pipeline and
-//! back. Authentication happens here, from the transport, never from fields.
+//! The `Exchange` gRPC service: translates wire messages to the request
+//! path (`pipeline.rs`) and back, and nothing else. Sizes are checked before
+//! decoding (`size_guard.rs`), callers authenticated in `auth.rs`.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use prost::Message;
-use tongban_core::{Caller, FieldRelease, FieldViolation};
+use tongban_core::FieldRelease;
 use tongban_proto::google::rpc::Status as RpcStatus;
 use tongban_proto::v1::exchange_server::Exchange as ExchangeApi;
 use tongban_proto::v1::{
@@ -16,20 +16,10 @@ use tongban_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::audit_service::AuditReader;
+use crate::auth::Authenticator;
 use crate::error::ExchangeError;
-use crate::pipeline::{AuditKind, EvidenceRequest, Exchange, Refused, validate_case_and_subject};
+use crate::pipeline::{Call, CaseAsked, Exchange, GatherAsked, LookupAsked, Refused, SubjectAsked};
 use crate::routing::parse_grpc_timeout;
-
-/// Establishes who is calling from what the transport knows about the
-/// connection (the request's extensions), never from the message.
-pub type Authenticator =
-    Arc<dyn Fn(&tonic::Extensions) -> Result<Caller, ExchangeError> + Send + Sync>;
-
-/// Authenticator for a plaintext listener: every request is attributed to one
-/// configured caller. For local development and benchmarks only.
-pub fn fixed_caller(caller: Caller) -> Authenticator {
-    Arc::new(move |_| Ok(caller.clone()))
-}
 
 /// The gRPC face of the exchange.
 #[derive(Clone)]
@@ -62,15 +52,10 @@ impl ExchangeService {
         self
     }
 
-    /// Authenticates the caller and bounds the request's size.
-    fn admit<T: Message>(&self, request: &Request<T>) -> Result<Caller, ExchangeError> {
-        let caller = (self.authenticate)(request.extensions())?;
-        let limit = self.exchange.policy().limits().max_request_bytes;
-        let size = request.get_ref().encoded_len();
-        if size > limit {
-            return Err(ExchangeError::TooLarge { size, limit });
-        }
-        Ok(caller)
+    /// Starts the call: one policy snapshot, the caller, the deadline.
+    fn begin<T>(&self, request: &Request<T>) -> Result<Call, ExchangeError> {
+        self.exchange
+            .begin(&self.authenticate, request.extensions(), deadline(request))
     }
 }
 
@@ -84,17 +69,40 @@ fn deadline<T>(request: &Request<T>) -> Option<Instant> {
         .map(|timeout| Instant::now() + timeout)
 }
 
+impl From<pb::CaseContext> for CaseAsked {
+    fn from(c: pb::CaseContext) -> Self {
+        Self {
+            matter: c.matter,
+            case_number: c.case_number,
+            operator_id: c.operator_id,
+        }
+    }
+}
+
+impl From<pb::Subject> for SubjectAsked {
+    fn from(s: pb::Subject) -> Self {
+        Self {
+            id_number: s.id_number,
+            name: s.name,
+        }
+    }
+}
+
 // The handler spans are at debug level: `GrpcServerLayer` already opens an
 // info-level server span per call, named after the method.
 #[tonic::async_trait]
 impl ExchangeApi for ExchangeService {
+    /// A caller proves its own receipts only. "Not yours" and "no such
+    /// entry" get the same answer, so the log's size and other callers'
+    /// entries cannot be probed; administrators prove any entry through the
+    /// logged `Audit.GetInclusionProof`.
     #[tracing::instrument(name = "Exchange/ProveReceipt", level = "debug", skip_all)]
     async fn prove_receipt(
         &self,
         request: Request<ProveReceiptRequest>,
     ) -> Result<Response<pb::InclusionProof>, Status> {
-        let caller = self.admit(&request)?;
-        self.exchange.charge(&caller, 1)?;
+        let call = self.begin(&request)?;
+        self.exchange.charge(&call, 1)?;
         let Some(reader) = &self.audit_reader else {
             return Err(Status::unimplemented(
                 "this exchange node serves no audit proofs",
@@ -104,9 +112,8 @@ impl ExchangeApi for ExchangeService {
             .into_inner()
             .receipt
             .ok_or_else(|| ExchangeError::invalid("receipt", "is required"))?;
-        let is_admin = self.exchange.policy().require_admin(&caller).is_ok();
         Ok(Response::new(
-            reader.prove_receipt(&caller, &receipt, is_admin).await?,
+            reader.prove_own_receipt(&call.caller, &receipt).await?,
         ))
     }
 
@@ -115,34 +122,15 @@ impl ExchangeApi for ExchangeService {
         &self,
         request: Request<LookupRequest>,
     ) -> Result<Response<LookupResponse>, Status> {
-        let caller = self.admit(&request)?;
-        let deadline = deadline(&request);
+        let call = self.begin(&request)?;
         let req = request.into_inner();
-        let mut violations = Vec::new();
-        if req.evidence_type.is_empty() {
-            violations.push(FieldViolation::new("evidence_type", "is required"));
-        }
-        let (case, subject, subject_name) =
-            validate_case_and_subject(req.case.as_ref(), req.subject.as_ref(), violations)?;
-        self.exchange.charge(&caller, 1)?;
-        let evidence_request = EvidenceRequest {
-            case,
-            subject,
-            subject_name,
+        let asked = LookupAsked {
+            case: req.case.map(CaseAsked::from),
+            subject: req.subject.map(SubjectAsked::from),
             evidence_type: req.evidence_type,
             fields: req.fields.map(|m| m.paths).unwrap_or_default(),
         };
-        let outcome = self
-            .exchange
-            .request_all_detached(caller, vec![evidence_request], AuditKind::Lookup, deadline)
-            .await
-            .pop();
-        match outcome.unwrap_or_else(|| {
-            Err(Refused {
-                error: ExchangeError::Internal("no outcome for the request".into()),
-                receipt: None,
-            })
-        }) {
+        match self.exchange.lookup(call, asked).await {
             Ok(released) => Ok(Response::new(LookupResponse {
                 evidence: Some(released.evidence),
                 receipt: released.receipt,
@@ -156,64 +144,21 @@ impl ExchangeApi for ExchangeService {
         &self,
         request: Request<GatherRequest>,
     ) -> Result<Response<GatherResponse>, Status> {
-        let caller = self.admit(&request)?;
-        let deadline = deadline(&request);
+        let call = self.begin(&request)?;
         let req = request.into_inner();
-        let (case, subject, subject_name) =
-            validate_case_and_subject(req.case.as_ref(), req.subject.as_ref(), Vec::new())?;
-        let matter = self.exchange.granted_matter(&caller, &case.matter)?;
-        let evidence_types: Vec<String> = if req.evidence_types.is_empty() {
-            matter.evidence.clone()
-        } else {
-            for e in &req.evidence_types {
-                if self.exchange.catalogue().evidence(e).is_none() {
-                    return Err(ExchangeError::UnknownEvidenceType(e.clone()).into());
-                }
-            }
-            let mut unique = req.evidence_types.clone();
-            unique.sort();
-            unique.dedup();
-            if unique.len() != req.evidence_types.len() {
-                return Err(ExchangeError::invalid(
-                    "evidence_types",
-                    "lists an evidence type twice",
-                )
-                .into());
-            }
-            req.evidence_types
+        let asked = GatherAsked {
+            case: req.case.map(CaseAsked::from),
+            subject: req.subject.map(SubjectAsked::from),
+            evidence_types: req.evidence_types,
         };
-        let max = self.exchange.policy().limits().max_gather_evidence;
-        if evidence_types.len() > max {
-            return Err(ExchangeError::invalid(
-                "evidence_types",
-                format!(
-                    "asks for {} evidence types, at most {max} per Gather",
-                    evidence_types.len()
-                ),
-            )
-            .into());
-        }
-        self.exchange.charge(
-            &caller,
-            u32::try_from(evidence_types.len()).unwrap_or(u32::MAX),
-        )?;
-        let matter_code = matter.code.clone();
-        let requests: Vec<EvidenceRequest> = evidence_types
-            .iter()
-            .map(|evidence_type| EvidenceRequest {
-                case: case.clone(),
-                subject: subject.clone(),
-                subject_name: subject_name.clone(),
-                evidence_type: evidence_type.clone(),
-                fields: Vec::new(),
-            })
-            .collect();
-        let outcomes = self
-            .exchange
-            .request_all_detached(caller, requests, AuditKind::GatherItem, deadline)
-            .await;
-        let mut items = Vec::with_capacity(outcomes.len());
-        for (evidence_type, outcome) in evidence_types.into_iter().zip(outcomes) {
+        let gathered = match self.exchange.gather(call, asked).await {
+            Ok(gathered) => gathered,
+            Err(Refused { error, receipt }) => {
+                return Err(status_with_receipt(&error, receipt.as_ref()));
+            }
+        };
+        let mut items = Vec::with_capacity(gathered.items.len());
+        for (evidence_type, outcome) in gathered.items {
             items.push(match outcome {
                 Ok(released) => GatherItem {
                     evidence_type,
@@ -236,7 +181,7 @@ impl ExchangeApi for ExchangeService {
             });
         }
         Ok(Response::new(GatherResponse {
-            matter: matter_code,
+            matter: gathered.matter,
             items,
         }))
     }
@@ -246,16 +191,18 @@ impl ExchangeApi for ExchangeService {
         &self,
         request: Request<ListEvidenceTypesRequest>,
     ) -> Result<Response<ListEvidenceTypesResponse>, Status> {
-        let caller = self.admit(&request)?;
+        let call = self.begin(&request)?;
+        self.exchange.charge(&call, 1)?;
         let department = request.into_inner().department;
-        let policy = self.exchange.policy();
         let catalogue = self.exchange.catalogue();
         let evidence_types = catalogue
             .evidence_types()
             .iter()
             .filter(|e| department.is_empty() || e.department == department)
             .filter_map(|e| {
-                let release = policy.evidence_release(&caller, &e.id, catalogue)?;
+                let release = call
+                    .policy
+                    .evidence_release(&call.caller, &e.id, catalogue)?;
                 Some(released_info(e, &release))
             })
             .collect();
@@ -267,11 +214,11 @@ impl ExchangeApi for ExchangeService {
         &self,
         request: Request<ListMattersRequest>,
     ) -> Result<Response<ListMattersResponse>, Status> {
-        let caller = self.admit(&request)?;
-        let matters = self
-            .exchange
-            .policy()
-            .granted_matters(&caller, self.exchange.catalogue())
+        let call = self.begin(&request)?;
+        self.exchange.charge(&call, 1)?;
+        let matters = call
+            .policy
+            .granted_matters(&call.caller, self.exchange.catalogue())
             .into_iter()
             .map(pb::Matter::from)
             .collect();
@@ -283,16 +230,16 @@ impl ExchangeApi for ExchangeService {
         &self,
         request: Request<DescribeMatterRequest>,
     ) -> Result<Response<DescribeMatterResponse>, Status> {
-        let caller = self.admit(&request)?;
+        let call = self.begin(&request)?;
+        self.exchange.charge(&call, 1)?;
         let code = request.into_inner().matter;
-        let matter = self.exchange.granted_matter(&caller, &code)?;
-        let policy = self.exchange.policy();
+        let matter = self.exchange.granted_matter(&call, &code)?;
         let evidence_types = matter
             .evidence
             .iter()
             .filter_map(|e| self.exchange.catalogue().evidence(e))
             .filter_map(|e| {
-                let release = policy.authorize(&caller, matter, &e.id).ok()?;
+                let release = call.policy.authorize(&call.caller, matter, &e.id).ok()?;
                 Some(released_info(e, &release))
             })
             .collect();
@@ -315,7 +262,10 @@ pub fn rpc_status(error: &ExchangeError) -> RpcStatus {
 
 /// A refused Lookup still has an audit entry; its receipt travels in the
 /// `tongban-receipt-bin` trailer.
-fn status_with_receipt(error: &ExchangeError, receipt: Option<&pb::AuditReceipt>) -> Status {
+pub(crate) fn status_with_receipt(
+    error: &ExchangeError,
+    receipt: Option<&pb::AuditReceipt>,
+) -> Status {
     let mut status = error.to_status();
     if let Some(r) = receipt {
         status.metadata_mut().insert_bin(
