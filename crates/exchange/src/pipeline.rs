@@ -403,7 +403,7 @@ impl Exchange {
                 }),
                 requester: caller.path(),
             };
-            let mut evidence = route.query(query, deadline).await?;
+            let mut evidence = route.query(caller, query, deadline).await?;
             if evidence.evidence_type != def.id || evidence.department != def.department {
                 return Err(ExchangeError::BadAnswer {
                     department: def.department.clone(),
