@@ -426,21 +426,21 @@ impl Department {
             });
         }
         let deadline = Instant::now() + timeout;
-        // One caller may not take the whole department: past its share it
-        // is shed, and only it.
-        let share = d.resilience.caller_share();
-        let Some(_slot) = d.callers.try_hold(caller, share) else {
-            return Err(ExchangeError::CallerShareExhausted {
-                department: d.id.clone(),
-                limit: share,
-            });
-        };
         // Shed instead of queueing: a slow department must not hold the
         // exchange's memory or starve the others.
         let Ok(_permit) = d.permits.clone().try_acquire_owned() else {
             return Err(ExchangeError::DepartmentOverloaded {
                 department: d.id.clone(),
                 in_flight: d.resilience.max_in_flight,
+            });
+        };
+        // One caller may not take the whole department: past its share it
+        // is shed, and only it (its permit goes back at once).
+        let share = d.resilience.caller_share();
+        let Some(_slot) = d.callers.try_hold(caller, share) else {
+            return Err(ExchangeError::CallerShareExhausted {
+                department: d.id.clone(),
+                limit: share,
             });
         };
         d.retries.deposit();
