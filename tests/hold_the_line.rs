@@ -510,3 +510,118 @@ async fn a_grant_releasing_no_field_never_asks_the_department() {
     assert_one_entry(&local, before, &status, "FIELDS_NOT_GRANTED").await;
     local.shutdown().await.unwrap();
 }
+
+/// p99 of `samples`, in microseconds.
+fn p99(samples: &mut [Duration]) -> u128 {
+    samples.sort();
+    let at = (samples.len() * 99 / 100).min(samples.len().saturating_sub(1));
+    samples.get(at).map_or(0, Duration::as_micros)
+}
+
+/// An honest service point's lookups, one at a time: every latency.
+async fn honest_lookups(local: &LocalDeployment, count: usize) -> Vec<Duration> {
+    let mut client = local.client("dongli-community").await.unwrap();
+    let worker = stories::LAID_OFF_WORKER;
+    let mut latencies = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = std::time::Instant::now();
+        client
+            .lookup(timed(lookup_request(
+                "unemployment-benefit",
+                &worker,
+                "police.identity",
+            )))
+            .await
+            .expect("an honest lookup under attack");
+        latencies.push(started.elapsed());
+    }
+    latencies
+}
+
+/// Under the attacks of classes 1–3 at once — 1,100 idle sockets that never
+/// send a ClientHello, the hotline flooding lookups with a 3 ms deadline,
+/// and a service point flooding the Audit service with oversized filters —
+/// an honest service point's lookups all succeed, no department endpoint is
+/// ejected, and the log grows by one bounded entry per refused call. The
+/// latencies are printed (a benchmark's business, not a test's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_caller_is_served_under_attack() {
+    let (_dir, local) = own_deployment(LocalOptions::default()).await.unwrap();
+    let mut unloaded = honest_lookups(&local, 200).await;
+    let addr = local.exchange().local_addr();
+
+    // Class 1: idle sockets, held for the whole attack.
+    let mut idle = Vec::new();
+    for _ in 0..1100 {
+        match tokio::net::TcpStream::connect(addr).await {
+            Ok(socket) => idle.push(socket),
+            Err(e) => panic!("idle socket {}: {e}", idle.len()),
+        }
+    }
+    // Class 2: the hotline's lookups with a 3 ms deadline, 32 at a time.
+    let hotline = local.client("hotline-96196").await.unwrap();
+    let flood = tokio::spawn(async move {
+        let worker = stories::LAID_OFF_WORKER;
+        let mut refused = 0u64;
+        let mut round = futures::stream::FuturesUnordered::new();
+        for i in 0..2000 {
+            let mut client = hotline.clone();
+            round.push(async move {
+                let mut request = tonic::Request::new(lookup_request(
+                    "social-insurance-record",
+                    &worker,
+                    "police.identity",
+                ));
+                request.set_timeout(Duration::from_millis(3));
+                client.lookup(request).await.is_err()
+            });
+            if round.len() >= 32 || i == 1999 {
+                while let Some(failed) = futures::StreamExt::next(&mut round).await {
+                    refused += u64::from(failed);
+                }
+            }
+        }
+        refused
+    });
+    // Class 3: refused Audit calls with oversized filters.
+    let mut intruder = AuditClient::new(local.channel("salian-township").await.unwrap());
+    let audit_flood = tokio::spawn(async move {
+        for _ in 0..300 {
+            let status = intruder
+                .search(timed(AuditSearchRequest {
+                    admin: admin(),
+                    filter: Some(AuditFilter {
+                        case_number: "C".repeat(10_000),
+                        ..AuditFilter::default()
+                    }),
+                    page_size: 10,
+                    page_token: String::new(),
+                }))
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument);
+        }
+    });
+    let mut loaded = honest_lookups(&local, 200).await;
+    let hotline_failures = flood.await.unwrap();
+    audit_flood.await.unwrap();
+    drop(idle);
+
+    let ejections: u64 = local
+        .exchange()
+        .exchange()
+        .departments()
+        .iter()
+        .map(|d| d.ejections())
+        .sum();
+    assert_eq!(ejections, 0, "an endpoint was ejected by the attack");
+    // And the departments serve everyone at once afterwards.
+    honest_lookups(&local, 5).await;
+    println!(
+        "honest lookups: p99 unloaded {} µs, under attack {} µs (ratio {:.2}); hotline calls refused or timed out: {hotline_failures}",
+        p99(&mut unloaded),
+        p99(&mut loaded),
+        p99(&mut loaded) as f64 / p99(&mut unloaded).max(1) as f64,
+    );
+    local.shutdown().await.unwrap();
+}

@@ -329,7 +329,10 @@ async fn a_full_department_sheds_load_instead_of_queueing() {
     let _serial = SERIAL.lock().await;
     let options = LocalOptions::default()
         .slow_department(Dept::Hrss, Duration::from_millis(600))
-        .max_in_flight(4);
+        .max_in_flight(4)
+        // One caller here stands for many: the department's limit, not the
+        // caller's share, is what this test is about.
+        .max_in_flight_per_caller(4);
     let (_dir, local) = own_deployment(options).await.unwrap();
     let client = local.client(COMMUNITY).await.unwrap();
     let calls: Vec<_> = (0..12)

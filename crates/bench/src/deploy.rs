@@ -342,6 +342,9 @@ max_request_bytes = 16384
                     );
                 }
             }
+            // One load generator stands for every service point: it may use
+            // the department's whole in-flight capacity.
+            let _ = writeln!(text, "max_in_flight_per_caller = 512");
         }
         let path = node_dir.join(format!("{node}.toml"));
         write(&path, &text)?;

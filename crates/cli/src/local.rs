@@ -47,6 +47,7 @@ pub struct LocalOptions {
     department_timeout: Option<Duration>,
     reload_poll: Option<Duration>,
     max_in_flight: Option<usize>,
+    max_in_flight_per_caller: Option<usize>,
 }
 
 impl std::fmt::Debug for LocalOptions {
@@ -57,6 +58,7 @@ impl std::fmt::Debug for LocalOptions {
             .field("department_timeout", &self.department_timeout)
             .field("reload_poll", &self.reload_poll)
             .field("max_in_flight", &self.max_in_flight)
+            .field("max_in_flight_per_caller", &self.max_in_flight_per_caller)
             .finish()
     }
 }
@@ -81,6 +83,13 @@ impl LocalOptions {
     /// (default: the exchange's default).
     pub fn max_in_flight(mut self, limit: usize) -> Self {
         self.max_in_flight = Some(limit);
+        self
+    }
+
+    /// Requests one caller may have in flight per department (default: the
+    /// exchange's default, a quarter of `max_in_flight`).
+    pub fn max_in_flight_per_caller(mut self, limit: usize) -> Self {
+        self.max_in_flight_per_caller = Some(limit);
         self
     }
 
@@ -255,6 +264,9 @@ impl LocalDeployment {
             );
             if let Some(limit) = self.options.max_in_flight {
                 let _ = writeln!(text, "max_in_flight = {limit}");
+            }
+            if let Some(limit) = self.options.max_in_flight_per_caller {
+                let _ = writeln!(text, "max_in_flight_per_caller = {limit}");
             }
         }
         text

@@ -136,6 +136,19 @@ pub struct DepartmentConfig {
     /// First time out of rotation (doubles while probes fail, up to 30 s).
     #[serde(default = "default_eject_for_ms")]
     pub eject_for_ms: u64,
+    /// Requests one caller may have in flight to this department at once;
+    /// more from that caller are shed with RESOURCE_EXHAUSTED
+    /// (`CALLER_SHARE_EXHAUSTED`). Default: a quarter of `max_in_flight`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_in_flight_per_caller: Option<usize>,
+    /// A timeout counts towards ejecting an endpoint only when the attempt
+    /// had at least this long; shorter ones are the caller's deadline.
+    #[serde(default = "default_slow_after_ms")]
+    pub slow_after_ms: u64,
+    /// A caller's deadline that leaves the department less than this is
+    /// refused with DEADLINE_EXCEEDED (`DEADLINE_TOO_SHORT`) unasked.
+    #[serde(default = "default_min_budget_ms")]
+    pub min_budget_ms: u64,
 }
 
 impl DepartmentConfig {
@@ -145,6 +158,9 @@ impl DepartmentConfig {
             max_in_flight: self.max_in_flight,
             eject_after: self.eject_after_failures,
             eject_for: Duration::from_millis(self.eject_for_ms),
+            max_in_flight_per_caller: self.max_in_flight_per_caller,
+            slow_after: Duration::from_millis(self.slow_after_ms),
+            min_budget: Duration::from_millis(self.min_budget_ms),
             ..Resilience::default()
         }
     }
@@ -160,6 +176,14 @@ fn default_eject_after_failures() -> u32 {
 
 fn default_eject_for_ms() -> u64 {
     u64::try_from(Resilience::default().eject_for.as_millis()).unwrap_or(500)
+}
+
+fn default_slow_after_ms() -> u64 {
+    u64::try_from(Resilience::default().slow_after.as_millis()).unwrap_or(1000)
+}
+
+fn default_min_budget_ms() -> u64 {
+    u64::try_from(Resilience::default().min_budget.as_millis()).unwrap_or(10)
 }
 
 fn default_node() -> String {
@@ -291,6 +315,9 @@ impl ExchangeConfig {
                     format!("departments.{id}.eject_for_ms"),
                     Integer,
                 ));
+                for key in ["max_in_flight_per_caller", "slow_after_ms", "min_budget_ms"] {
+                    keys.push(EnvKey::new(format!("departments.{id}.{key}"), Integer));
+                }
             }
         }
         keys
@@ -381,6 +408,23 @@ impl ExchangeConfig {
                 return Err(format!(
                     "department {id:?}: timeout_ms, max_in_flight, eject_after_failures and eject_for_ms must be positive"
                 ));
+            }
+            if let Some(share) = d.max_in_flight_per_caller
+                && (share == 0 || share > d.max_in_flight)
+            {
+                return Err(format!(
+                    "department {id:?}: max_in_flight_per_caller must be between 1 and max_in_flight ({})",
+                    d.max_in_flight
+                ));
+            }
+            if d.min_budget_ms == 0 || d.min_budget_ms > d.timeout_ms {
+                return Err(format!(
+                    "department {id:?}: min_budget_ms must be between 1 and timeout_ms ({})",
+                    d.timeout_ms
+                ));
+            }
+            if d.slow_after_ms == 0 {
+                return Err(format!("department {id:?}: slow_after_ms must be positive"));
             }
         }
         if self.reload_poll_ms == 0 {

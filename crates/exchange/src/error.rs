@@ -14,6 +14,11 @@ pub const ERROR_DOMAIN: &str = "tongban.gov";
 /// What a shed request is told to wait before trying again.
 const OVERLOAD_RETRY_AFTER: Duration = Duration::from_millis(100);
 
+/// Every way a request can fail. The `Display` text is what the caller sees
+/// (it becomes the gRPC message), so it says only what the caller can act
+/// on; what went wrong inside (transport and OS errors, endpoint addresses,
+/// database errors) is kept in the variant for the log, see
+/// [`ExchangeError::internal_detail`].
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
     #[error("invalid request: {}", describe(.0))]
@@ -38,28 +43,65 @@ pub enum ExchangeError {
     },
     #[error("request too large: {size} bytes, at most {limit}")]
     TooLarge { size: usize, limit: usize },
-    #[error("department {department} is unavailable: {detail}")]
+    /// `detail` is for the log only.
+    #[error("department {department} is unavailable; retry later")]
     DepartmentUnavailable { department: String, detail: String },
     #[error("department {department} has {in_flight} requests in flight; this one is shed")]
     DepartmentOverloaded {
         department: String,
         in_flight: usize,
     },
-    #[error("department {department} did not answer within {after:?}")]
+    /// One caller already holds its whole share of the department's
+    /// in-flight capacity; others are not affected.
+    #[error(
+        "this caller already has {limit} requests in flight to department {department}, its share; this one is shed"
+    )]
+    CallerShareExhausted { department: String, limit: usize },
+    #[error("department {department} did not answer within {} ms", .after.as_millis())]
     DepartmentTimeout { department: String, after: Duration },
+    /// The caller's deadline left too little time to ask the department at
+    /// all; it was not asked.
+    #[error(
+        "the caller's deadline left {} ms; asking department {department} needs at least {} ms",
+        .left.as_millis(),
+        .needed.as_millis()
+    )]
+    DeadlineTooShort {
+        department: String,
+        left: Duration,
+        needed: Duration,
+    },
     /// A well-formed refusal from the department (e.g. no record of the
     /// subject), passed on with the department's code and details.
     #[error("department {department}: {}", .status.message())]
     Department { department: String, status: Status },
-    #[error("department {department} gave an invalid answer: {detail}")]
+    /// `detail` is for the log only.
+    #[error("department {department} failed or gave an invalid answer; nothing was released")]
     BadAnswer { department: String, detail: String },
-    #[error("audit log unavailable, nothing released: {0}")]
+    /// The store's error is for the log only.
+    #[error("audit log unavailable, nothing released")]
     AuditUnavailable(String),
-    #[error("internal error: {0}")]
+    /// The detail is for the log only.
+    #[error("internal error")]
     Internal(String),
     /// Reading the audit log failed (administrators, receipt proofs).
-    #[error("audit log: {0}")]
+    #[error("audit log: {}", public_audit_error(.0))]
     Audit(tongban_audit::AuditError),
+}
+
+/// What an administrator may be told about a failed audit read: their own
+/// mistakes in full, the store's failures only by kind.
+fn public_audit_error(e: &AuditError) -> String {
+    match e {
+        AuditError::NotFound(_) | AuditError::Invalid(_) | AuditError::BadNode(_) => e.to_string(),
+        AuditError::Inconsistent { node, .. } => {
+            format!("the stored log of node {node:?} is inconsistent")
+        }
+        AuditError::Unavailable(_) | AuditError::Closed | AuditError::Store(_) => {
+            "unavailable; retry later".into()
+        }
+        AuditError::WrongNode { .. } | AuditError::Note(_) => "internal error".into(),
+    }
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -83,9 +125,12 @@ impl ExchangeError {
             Self::UnknownMatter(_) | Self::UnknownEvidenceType(_) => Code::NotFound,
             Self::RateLimited { .. }
             | Self::TooLarge { .. }
-            | Self::DepartmentOverloaded { .. } => Code::ResourceExhausted,
+            | Self::DepartmentOverloaded { .. }
+            | Self::CallerShareExhausted { .. } => Code::ResourceExhausted,
             Self::DepartmentUnavailable { .. } | Self::AuditUnavailable(_) => Code::Unavailable,
-            Self::DepartmentTimeout { .. } => Code::DeadlineExceeded,
+            Self::DepartmentTimeout { .. } | Self::DeadlineTooShort { .. } => {
+                Code::DeadlineExceeded
+            }
             Self::Department { status, .. } => status.code(),
             Self::BadAnswer { .. } | Self::Internal(_) => Code::Internal,
             Self::Audit(e) => match e {
@@ -114,6 +159,8 @@ impl ExchangeError {
             Self::DepartmentUnavailable { .. } => "DEPARTMENT_UNAVAILABLE".into(),
             Self::DepartmentTimeout { .. } => "DEPARTMENT_TIMEOUT".into(),
             Self::DepartmentOverloaded { .. } => "DEPARTMENT_OVERLOADED".into(),
+            Self::CallerShareExhausted { .. } => "CALLER_SHARE_EXHAUSTED".into(),
+            Self::DeadlineTooShort { .. } => "DEADLINE_TOO_SHORT".into(),
             Self::Department { status, .. } => status
                 .get_details_error_info()
                 .map(|i| i.reason)
@@ -165,13 +212,57 @@ impl ExchangeError {
             | Self::BadAnswer { department, .. } => {
                 m.insert("department".into(), department.clone());
             }
+            Self::CallerShareExhausted { department, limit } => {
+                m.insert("department".into(), department.clone());
+                m.insert("caller_limit".into(), limit.to_string());
+            }
+            Self::DeadlineTooShort {
+                department,
+                left,
+                needed,
+            } => {
+                m.insert("department".into(), department.clone());
+                m.insert("deadline_left_ms".into(), left.as_millis().to_string());
+                m.insert("needed_ms".into(), needed.as_millis().to_string());
+            }
             _ => {}
         }
         m
     }
 
+    /// What went wrong inside, for operators: never sent to the caller.
+    pub fn internal_detail(&self) -> Option<String> {
+        match self {
+            Self::DepartmentUnavailable { detail, .. } | Self::BadAnswer { detail, .. } => {
+                Some(detail.clone())
+            }
+            Self::AuditUnavailable(detail) | Self::Internal(detail) => Some(detail.clone()),
+            Self::Audit(e) => match e {
+                AuditError::NotFound(_) | AuditError::Invalid(_) | AuditError::BadNode(_) => None,
+                _ => Some(e.to_string()),
+            },
+            _ => None,
+        }
+    }
+
     /// The gRPC status for this error: code, message and google.rpc details.
+    /// The internal detail, which the message leaves out, is logged here, so
+    /// every path that answers with this error keeps it for operators.
     pub fn to_status(&self) -> Status {
+        if let Some(detail) = self.internal_detail() {
+            let department = match self {
+                Self::DepartmentUnavailable { department, .. }
+                | Self::BadAnswer { department, .. } => department.as_str(),
+                _ => "",
+            };
+            tracing::warn!(
+                code = ?self.code(),
+                reason = %self.reason(),
+                department,
+                detail = %detail,
+                "{self}"
+            );
+        }
         let mut details = match self {
             Self::Department { status, .. } => status.get_error_details(),
             _ => ErrorDetails::new(),
@@ -188,7 +279,7 @@ impl ExchangeError {
             Self::RateLimited { retry_after, .. } => {
                 details.set_retry_info(Some(*retry_after));
             }
-            Self::DepartmentOverloaded { .. } => {
+            Self::DepartmentOverloaded { .. } | Self::CallerShareExhausted { .. } => {
                 details.set_retry_info(Some(OVERLOAD_RETRY_AFTER));
             }
             _ => {}
@@ -277,5 +368,53 @@ mod tests {
         );
         assert_eq!(e.reason(), "SUBJECT_NOT_FOUND");
         assert!(status.message().contains("police"));
+    }
+
+    #[test]
+    fn internal_detail_never_reaches_the_caller() {
+        let transport = "tcp connect error: Connection refused (os error 111) 127.0.0.1:4567";
+        let cases = [
+            ExchangeError::DepartmentUnavailable {
+                department: "police".into(),
+                detail: transport.into(),
+            },
+            ExchangeError::BadAnswer {
+                department: "police".into(),
+                detail: transport.into(),
+            },
+            ExchangeError::AuditUnavailable(transport.into()),
+            ExchangeError::Internal(transport.into()),
+            ExchangeError::Audit(AuditError::Unavailable(transport.into())),
+            ExchangeError::Audit(AuditError::Inconsistent {
+                node: "exchange-1".into(),
+                detail: transport.into(),
+            }),
+        ];
+        for e in cases {
+            let status = e.to_status();
+            for leak in ["127.0.0.1", "os error", "refused", "tcp"] {
+                assert!(!status.message().contains(leak), "{:?}", status.message());
+            }
+            assert_eq!(
+                e.internal_detail().as_deref().map(|d| d.contains("4567")),
+                Some(true)
+            );
+        }
+        assert_eq!(
+            ExchangeError::DepartmentUnavailable {
+                department: "police".into(),
+                detail: transport.into(),
+            }
+            .to_string(),
+            "department police is unavailable; retry later"
+        );
+        assert_eq!(
+            ExchangeError::AuditUnavailable(transport.into()).to_string(),
+            "audit log unavailable, nothing released"
+        );
+        // An administrator's own mistake is told in full.
+        let not_found = ExchangeError::Audit(AuditError::NotFound("entry 7 of node n".into()));
+        assert!(not_found.to_string().contains("entry 7 of node n"));
+        assert_eq!(not_found.internal_detail(), None);
     }
 }

@@ -708,7 +708,7 @@ impl Exchange {
                 }),
                 requester: call.caller.path(),
             };
-            let mut evidence = route.query(query, call.deadline).await?;
+            let mut evidence = route.query(&call.caller, query, call.deadline).await?;
             if evidence.evidence_type != def.id || evidence.department != def.department {
                 return Err(ExchangeError::BadAnswer {
                     department: def.department.clone(),

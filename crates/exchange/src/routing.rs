@@ -1,16 +1,28 @@
 //! Routing: each department's adapters behind pooled gRPC channels, with the
 //! caller's deadline capped per department, load balancing over endpoints
 //! (power of two choices), outlier ejection (a dead endpoint fails fast),
-//! a per-department concurrency limit (shed, don't queue) and budgeted
-//! retries of unreachable endpoints.
+//! a per-department concurrency limit with a share per caller (shed, don't
+//! queue) and budgeted retries of unreachable endpoints.
+//!
+//! Only an endpoint's own failures count towards ejecting it: a request that
+//! ran out of the caller's time, when the caller gave less than
+//! `slow_after`, says nothing about the endpoint, so a caller with tiny
+//! deadlines cannot take a department offline for everyone.
+//!
+//! Time is tokio's clock (`tokio::time::Instant`), so tests pause and advance
+//! it; the random source of the balancing is held by the department and
+//! replaced by a seeded one in tests.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, RngCore, SeedableRng};
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tongban_core::Caller;
 
 use tongban_proto::v1::adapter_client::AdapterClient;
 use tongban_proto::v1::{Evidence, QueryRequest};
@@ -36,6 +48,26 @@ pub struct Resilience {
     /// Retries allowed, as a share of requests (on another endpoint, only
     /// when the first could not be reached, within the deadline).
     pub retry_ratio: f64,
+    /// Requests one caller may have in flight to the department at once;
+    /// `None`: a quarter of `max_in_flight` (at least 1).
+    pub max_in_flight_per_caller: Option<usize>,
+    /// A timeout counts against an endpoint only if the attempt was given at
+    /// least this long; a shorter one is the caller's deadline, not the
+    /// endpoint's fault.
+    pub slow_after: Duration,
+    /// Smallest time worth asking the department with; a caller's deadline
+    /// leaving less is refused (DEADLINE_EXCEEDED) before anything is taken.
+    pub min_budget: Duration,
+}
+
+impl Resilience {
+    /// The most one caller may hold of `max_in_flight`.
+    pub fn caller_share(&self) -> usize {
+        let max = self.max_in_flight.max(1);
+        self.max_in_flight_per_caller
+            .unwrap_or(max / 4)
+            .clamp(1, max)
+    }
 }
 
 impl Default for Resilience {
@@ -46,6 +78,9 @@ impl Default for Resilience {
             eject_for: Duration::from_millis(500),
             eject_max: Duration::from_secs(30),
             retry_ratio: 0.2,
+            max_in_flight_per_caller: None,
+            slow_after: Duration::from_secs(1),
+            min_budget: Duration::from_millis(10),
         }
     }
 }
@@ -93,6 +128,13 @@ impl Breaker {
 
     fn success(&mut self) {
         *self = Self::default();
+    }
+
+    /// The attempt says nothing about the endpoint (the caller's deadline
+    /// ended it first): counts stay, but a claimed probe slot is given back,
+    /// or the endpoint would stay out of rotation for good.
+    fn inconclusive(&mut self) {
+        self.probing = false;
     }
 
     /// Returns true when this failure takes the endpoint out of rotation.
@@ -165,6 +207,53 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// One caller's requests in flight to a department, by caller. An entry
+/// exists only while the caller has requests in flight, so the map holds at
+/// most `max_in_flight` entries whatever the number of callers.
+#[derive(Debug, Default)]
+struct CallerShares {
+    held: Mutex<HashMap<String, usize>>,
+}
+
+impl CallerShares {
+    /// Takes a slot for `caller` if it holds fewer than `limit`.
+    fn try_hold(&self, caller: &str, limit: usize) -> Option<CallerSlot<'_>> {
+        let mut held = lock(&self.held);
+        let count = held.entry(caller.to_owned()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(CallerSlot {
+            shares: self,
+            caller: caller.to_owned(),
+        })
+    }
+
+    #[cfg(test)]
+    fn held_by(&self, caller: &str) -> usize {
+        lock(&self.held).get(caller).copied().unwrap_or(0)
+    }
+}
+
+/// Gives a caller's slot back when its request ends, however.
+struct CallerSlot<'a> {
+    shares: &'a CallerShares,
+    caller: String,
+}
+
+impl Drop for CallerSlot<'_> {
+    fn drop(&mut self) {
+        let mut held = lock(&self.shares.held);
+        if let Some(count) = held.get_mut(&self.caller) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.caller);
+            }
+        }
+    }
+}
+
 /// How one attempt on one endpoint ended.
 enum Attempt {
     Answered(Evidence),
@@ -176,10 +265,23 @@ enum Attempt {
     Failed(ExchangeError),
     /// A well-formed refusal: the endpoint is healthy.
     Refused(ExchangeError),
+    /// The caller's deadline, shorter than `slow_after`, ended the attempt:
+    /// not the endpoint's fault, so its breaker is left as it was.
+    OutOfCallerTime(ExchangeError),
+}
+
+/// The random source of the balancing; tests put a seeded one in.
+struct Chooser(Mutex<Box<dyn RngCore + Send>>);
+
+impl std::fmt::Debug for Chooser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Chooser")
+    }
 }
 
 /// One department's adapters: load-balanced (power of two choices), with
-/// outlier ejection, a concurrency limit and a retry budget. Cheap to clone.
+/// outlier ejection, a concurrency limit with a share per caller and a retry
+/// budget. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Department {
     inner: Arc<DepartmentInner>,
@@ -192,7 +294,10 @@ struct DepartmentInner {
     max_timeout: Duration,
     resilience: Resilience,
     permits: Arc<Semaphore>,
+    callers: CallerShares,
     retries: RetryBudget,
+    ejections: AtomicU64,
+    rng: Chooser,
     metrics: Option<Metrics>,
 }
 
@@ -232,7 +337,10 @@ impl Department {
                 endpoints,
                 max_timeout,
                 permits: Arc::new(Semaphore::new(resilience.max_in_flight.max(1))),
+                callers: CallerShares::default(),
                 retries: RetryBudget::new(resilience.retry_ratio),
+                ejections: AtomicU64::new(0),
+                rng: Chooser(Mutex::new(Box::new(StdRng::from_entropy()))),
                 resilience,
                 metrics,
             }),
@@ -253,10 +361,16 @@ impl Department {
         self.inner.max_timeout
     }
 
-    /// Asks the department, within the caller's deadline capped by this
-    /// department's configured maximum. The span is the client side of the
-    /// hop; its W3C context travels in the request so the adapter's span is
-    /// its child.
+    /// How many times an endpoint of this department was taken out of
+    /// rotation since start.
+    pub fn ejections(&self) -> u64 {
+        self.inner.ejections.load(Ordering::Relaxed)
+    }
+
+    /// Asks the department for `caller`, within the caller's deadline capped
+    /// by this department's configured maximum. The span is the client side
+    /// of the hop; its W3C context travels in the request so the adapter's
+    /// span is its child.
     #[tracing::instrument(
         name = "department.query",
         skip_all,
@@ -264,12 +378,17 @@ impl Department {
     )]
     pub async fn query(
         &self,
+        caller: &Caller,
         request: QueryRequest,
-        caller_deadline: Option<Instant>,
+        caller_deadline: Option<std::time::Instant>,
     ) -> Result<Evidence, ExchangeError> {
         let started = Instant::now();
         let evidence_type = request.evidence_type.clone();
-        let outcome = self.ask(request, caller_deadline).await;
+        // The caller's deadline is on the process clock; from here on,
+        // routing counts on tokio's.
+        let caller_left =
+            caller_deadline.map(|at| at.saturating_duration_since(std::time::Instant::now()));
+        let outcome = self.ask(&caller.path(), request, caller_left).await;
         if let Some(metrics) = &self.inner.metrics {
             let code = match &outcome {
                 Ok(_) => Code::Ok,
@@ -285,15 +404,27 @@ impl Department {
         outcome
     }
 
+    /// `caller_left`: how long the caller still waits (`None`: no deadline).
     async fn ask(
         &self,
+        caller: &str,
         mut request: QueryRequest,
-        caller_deadline: Option<Instant>,
+        caller_left: Option<Duration>,
     ) -> Result<Evidence, ExchangeError> {
         let d = &self.inner;
-        let timeout = caller_deadline.map_or(d.max_timeout, |at| {
-            department_budget(at.saturating_duration_since(Instant::now())).min(d.max_timeout)
+        let timeout = caller_left.map_or(d.max_timeout, |left| {
+            department_budget(left).min(d.max_timeout)
         });
+        // Checked before anything is taken: a hopeless request must cost
+        // the department nothing, neither a permit nor a retry token nor a
+        // mark against an endpoint.
+        if timeout < d.resilience.min_budget {
+            return Err(ExchangeError::DeadlineTooShort {
+                department: d.id.clone(),
+                left: caller_left.unwrap_or(d.max_timeout),
+                needed: caller_time_for(d.resilience.min_budget),
+            });
+        }
         let deadline = Instant::now() + timeout;
         // Shed instead of queueing: a slow department must not hold the
         // exchange's memory or starve the others.
@@ -303,10 +434,23 @@ impl Department {
                 in_flight: d.resilience.max_in_flight,
             });
         };
+        // One caller may not take the whole department: past its share it
+        // is shed, and only it (its permit goes back at once).
+        let share = d.resilience.caller_share();
+        let Some(_slot) = d.callers.try_hold(caller, share) else {
+            return Err(ExchangeError::CallerShareExhausted {
+                department: d.id.clone(),
+                limit: share,
+            });
+        };
         d.retries.deposit();
         let mut tried: Vec<usize> = Vec::new();
         loop {
-            let Some(index) = self.pick(&tried) else {
+            let picked = {
+                let mut rng = lock(&d.rng.0);
+                self.pick(&tried, Instant::now(), &mut *rng)
+            };
+            let Some(index) = picked else {
                 return Err(self.circuit_open());
             };
             tried.push(index);
@@ -320,7 +464,9 @@ impl Department {
             };
             match self.attempt(index, this_attempt, remaining).await {
                 Attempt::Answered(evidence) => return Ok(evidence),
-                Attempt::Refused(e) | Attempt::Failed(e) => return Err(e),
+                Attempt::Refused(e) | Attempt::Failed(e) | Attempt::OutOfCallerTime(e) => {
+                    return Err(e);
+                }
                 Attempt::Unreachable(e) => {
                     let more = tried.len() < d.endpoints.len()
                         && deadline.saturating_duration_since(Instant::now()) > MIN_RETRY_TIME;
@@ -333,10 +479,9 @@ impl Department {
         }
     }
 
-    /// Power of two choices among endpoints in rotation not yet tried: of
-    /// two picked at random, the one with fewer requests in flight.
-    fn pick(&self, tried: &[usize]) -> Option<usize> {
-        let now = Instant::now();
+    /// Power of two choices among endpoints in rotation at `now` not yet
+    /// tried: of two picked with `rng`, the one with fewer requests in flight.
+    fn pick(&self, tried: &[usize], now: Instant, rng: &mut (impl Rng + ?Sized)) -> Option<usize> {
         let eps = &self.inner.endpoints;
         let candidates: Vec<usize> = (0..eps.len())
             .filter(|i| !tried.contains(i))
@@ -346,7 +491,6 @@ impl Department {
             [] => return None,
             [only] => *only,
             _ => {
-                let mut rng = rand::thread_rng();
                 let a = candidates[rng.gen_range(0..candidates.len())];
                 let mut b = candidates[rng.gen_range(0..candidates.len() - 1)];
                 if b == a {
@@ -392,25 +536,24 @@ impl Department {
         let mut client = endpoint.client.clone();
         let answer = tokio::time::timeout(timeout, client.query(request)).await;
         let outcome = match answer {
-            Err(_elapsed) => Attempt::Failed(ExchangeError::DepartmentTimeout {
-                department: d.id.clone(),
-                after: timeout,
-            }),
+            Err(_elapsed) => timed_out(&d.id, timeout, &d.resilience),
             Ok(Ok(response)) => match response.into_inner().evidence {
                 Some(evidence) => Attempt::Answered(evidence),
                 None => Attempt::Failed(ExchangeError::BadAnswer {
                     department: d.id.clone(),
-                    detail: "answer without evidence".into(),
+                    detail: format!("endpoint {}: answer without evidence", endpoint.url),
                 }),
             },
-            Ok(Err(status)) => classify(&d.id, status, timeout),
+            Ok(Err(status)) => classify(&d.id, &endpoint.url, status, timeout, &d.resilience),
         };
         let now = Instant::now();
         let mut breaker = lock(&endpoint.breaker);
         match &outcome {
             Attempt::Answered(_) | Attempt::Refused(_) => breaker.success(),
+            Attempt::OutOfCallerTime(_) => breaker.inconclusive(),
             Attempt::Unreachable(_) | Attempt::Failed(_) => {
                 if breaker.failure(now, &d.resilience) {
+                    d.ejections.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         department = %d.id,
                         endpoint = %endpoint.url,
@@ -428,41 +571,66 @@ impl Department {
 /// Below this much time left, a retry cannot help.
 const MIN_RETRY_TIME: Duration = Duration::from_millis(5);
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn lock<T: ?Sized>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Maps an adapter's error status to what the exchange reports.
-fn classify(department: &str, status: tonic::Status, timeout: Duration) -> Attempt {
-    let department = department.to_owned();
+/// An attempt given `timeout` got no answer in time: the endpoint's fault
+/// only if `timeout` was long enough for a healthy endpoint to answer.
+fn timed_out(department: &str, timeout: Duration, policy: &Resilience) -> Attempt {
+    let error = ExchangeError::DepartmentTimeout {
+        department: department.to_owned(),
+        after: timeout,
+    };
+    if timeout >= policy.slow_after {
+        Attempt::Failed(error)
+    } else {
+        Attempt::OutOfCallerTime(error)
+    }
+}
+
+/// Maps an adapter's error status to what the exchange reports. The
+/// status's message (transport and OS errors, addresses) goes only into the
+/// internal detail, never into what the caller is told.
+fn classify(
+    department: &str,
+    endpoint: &str,
+    status: tonic::Status,
+    timeout: Duration,
+    policy: &Resilience,
+) -> Attempt {
+    let unavailable = |status: &tonic::Status| ExchangeError::DepartmentUnavailable {
+        department: department.to_owned(),
+        detail: format!(
+            "endpoint {endpoint}: {:?}: {}",
+            status.code(),
+            status.message()
+        ),
+    };
     match status.code() {
-        Code::Unavailable | Code::Unknown if is_transport_failure(&status) => {
-            Attempt::Unreachable(ExchangeError::DepartmentUnavailable {
-                department,
-                detail: status.message().to_owned(),
-            })
+        // Unreachable, or the adapter answered that it cannot serve (e.g.
+        // its database is down): nothing was released, another endpoint may
+        // do better.
+        Code::Unavailable => Attempt::Unreachable(unavailable(&status)),
+        Code::Unknown if is_transport_failure(&status) => {
+            Attempt::Unreachable(unavailable(&status))
         }
-        // The adapter answered that it cannot serve (e.g. its database is
-        // down): nothing was released, another endpoint may do better.
-        Code::Unavailable => Attempt::Unreachable(ExchangeError::DepartmentUnavailable {
-            department,
-            detail: status.message().to_owned(),
-        }),
-        Code::DeadlineExceeded | Code::Cancelled => {
-            Attempt::Failed(ExchangeError::DepartmentTimeout {
-                department,
-                after: timeout,
-            })
-        }
+        Code::DeadlineExceeded | Code::Cancelled => timed_out(department, timeout, policy),
         // The adapter's own failures are not the caller's business.
         Code::Internal | Code::Unknown | Code::DataLoss | Code::Unimplemented => {
-            tracing::warn!(department = %department, code = ?status.code(), message = status.message(), "department failed");
             Attempt::Failed(ExchangeError::BadAnswer {
-                detail: format!("the department failed ({:?})", status.code()),
-                department,
+                department: department.to_owned(),
+                detail: format!(
+                    "endpoint {endpoint} failed: {:?}: {}",
+                    status.code(),
+                    status.message()
+                ),
             })
         }
-        _ => Attempt::Refused(ExchangeError::Department { department, status }),
+        _ => Attempt::Refused(ExchangeError::Department {
+            department: department.to_owned(),
+            status,
+        }),
     }
 }
 
@@ -507,6 +675,22 @@ impl Departments {
 pub fn department_budget(remaining: Duration) -> Duration {
     let reserve = (remaining / 10).clamp(Duration::from_millis(5), Duration::from_millis(100));
     remaining.saturating_sub(reserve)
+}
+
+/// The least time a caller must leave for the department to get `budget`:
+/// the inverse of [`department_budget`].
+pub fn caller_time_for(budget: Duration) -> Duration {
+    let (min_reserve, max_reserve) = (Duration::from_millis(5), Duration::from_millis(100));
+    // Below 50 ms the reserve is its minimum, above 1 s its maximum, and a
+    // tenth of the total in between.
+    if budget + min_reserve <= min_reserve * 10 {
+        budget + min_reserve
+    } else if budget + max_reserve >= max_reserve * 10 {
+        budget + max_reserve
+    } else {
+        let nanos = budget.as_nanos().saturating_mul(10).div_ceil(9);
+        Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
+    }
 }
 
 /// Parses a `grpc-timeout` header value ("100m", "5S", ...).
@@ -599,31 +783,354 @@ mod tests {
         tonic::transport::Endpoint::from_static("http://127.0.0.1:9").connect_lazy()
     }
 
-    #[tokio::test]
-    async fn power_of_two_choices_prefers_the_less_loaded_and_skips_ejected() {
+    fn department(endpoints: Vec<Channel>, max_timeout: Duration, p: Resilience) -> Department {
         let d = Department::with_endpoints(
             "police",
-            (0..3).map(|i| (format!("e{i}"), lazy_channel())).collect(),
+            endpoints
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| (format!("e{i}"), c))
+                .collect(),
+            max_timeout,
+            p,
+            None,
+        );
+        *lock(&d.inner.rng.0) = Box::new(StdRng::seed_from_u64(7));
+        d
+    }
+
+    #[tokio::test]
+    async fn power_of_two_choices_between_two_always_takes_the_less_loaded() {
+        let d = department(
+            vec![lazy_channel(), lazy_channel()],
             Duration::from_secs(1),
             policy(),
-            None,
+        );
+        let eps = &d.inner.endpoints;
+        let now = Instant::now();
+        for seed in 0..50 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            eps[0].in_flight.store(3, Ordering::Relaxed);
+            eps[1].in_flight.store(1, Ordering::Relaxed);
+            assert_eq!(d.pick(&[], now, &mut rng), Some(1), "seed {seed}");
+            eps[0].in_flight.store(0, Ordering::Relaxed);
+            assert_eq!(d.pick(&[], now, &mut rng), Some(0), "seed {seed}");
+        }
+    }
+
+    #[tokio::test]
+    async fn power_of_two_choices_prefers_the_less_loaded_and_skips_ejected() {
+        let d = department(
+            (0..3).map(|_| lazy_channel()).collect(),
+            Duration::from_secs(1),
+            policy(),
         );
         let eps = &d.inner.endpoints;
         eps[0].in_flight.store(10, Ordering::Relaxed);
         eps[1].in_flight.store(10, Ordering::Relaxed);
-        // With two of three busy, every pair holding e2 picks e2.
-        let picks: Vec<usize> = (0..200).filter_map(|_| d.pick(&[])).collect();
+        let now = Instant::now();
+        let mut rng = StdRng::seed_from_u64(42);
+        // With two of three busy, every pair holding e2 picks e2; only a
+        // pair of the two busy ones (a third of pairs) picks another.
+        let picks: Vec<usize> = (0..300)
+            .filter_map(|_| d.pick(&[], now, &mut rng))
+            .collect();
+        assert_eq!(picks.len(), 300);
         let e2 = picks.iter().filter(|&&i| i == 2).count();
-        assert!(e2 > 120, "{e2} of 200");
+        assert!((170..=230).contains(&e2), "{e2} of 300");
         // An ejected endpoint is never picked; tried ones are skipped.
-        lock(&eps[2].breaker).open_until = Some(Instant::now() + Duration::from_secs(60));
+        lock(&eps[2].breaker).open_until = Some(now + Duration::from_secs(60));
         for _ in 0..50 {
-            assert_ne!(d.pick(&[]), Some(2));
+            assert_ne!(d.pick(&[], now, &mut rng), Some(2));
         }
-        assert_eq!(d.pick(&[0]), Some(1));
-        assert_eq!(d.pick(&[0, 1]), None);
+        assert_eq!(d.pick(&[0], now, &mut rng), Some(1));
+        assert_eq!(d.pick(&[0, 1], now, &mut rng), None);
         let open = d.circuit_open();
         assert_eq!(open.code(), Code::Unavailable);
+    }
+
+    #[test]
+    fn an_inconclusive_probe_gives_the_probe_slot_back() {
+        let p = policy();
+        let t0 = Instant::now();
+        let mut b = Breaker::default();
+        for _ in 0..3 {
+            b.failure(t0, &p);
+        }
+        let later = t0 + p.eject_for;
+        assert!(b.admit(later), "probe");
+        b.inconclusive();
+        assert!(b.is_available(later), "another request may probe");
+        assert!(b.admit(later));
+    }
+
+    #[test]
+    fn caller_time_for_inverts_the_department_budget() {
+        for ms in [1, 10, 44, 45, 46, 100, 500, 899, 900, 901, 5000] {
+            let budget = Duration::from_millis(ms);
+            let needed = caller_time_for(budget);
+            assert!(department_budget(needed) >= budget, "{ms} ms");
+            assert!(
+                department_budget(needed - Duration::from_micros(10)) < budget,
+                "{ms} ms: {needed:?} is not the least"
+            );
+        }
+        assert_eq!(
+            caller_time_for(Duration::from_millis(10)),
+            Duration::from_millis(15)
+        );
+    }
+
+    #[test]
+    fn the_caller_share_defaults_to_a_quarter() {
+        let p = Resilience::default();
+        assert_eq!(p.caller_share(), 128);
+        let small = Resilience {
+            max_in_flight: 2,
+            ..Resilience::default()
+        };
+        assert_eq!(small.caller_share(), 1);
+        let set = Resilience {
+            max_in_flight_per_caller: Some(10_000),
+            ..Resilience::default()
+        };
+        assert_eq!(set.caller_share(), 512);
+    }
+
+    /// A stand-in adapter on an in-memory connection (no sockets, so paused
+    /// time advances only when everything waits on a timer).
+    mod stand_in {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use hyper_util::rt::TokioIo;
+        use tokio::sync::{Semaphore, mpsc};
+        use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
+        use tongban_proto::v1::{
+            DescribeRequest, DescribeResponse, Evidence, QueryRequest, QueryResponse,
+        };
+        use tonic::transport::{Channel, Endpoint, Server};
+        use tonic::{Request, Response, Status};
+
+        /// Counts queries; answers each once `gate` gives it a permit
+        /// (never, if no permit is ever added).
+        #[derive(Clone)]
+        pub struct StandIn {
+            pub asked: Arc<AtomicUsize>,
+            pub gate: Arc<Semaphore>,
+        }
+
+        #[tonic::async_trait]
+        impl Adapter for StandIn {
+            async fn query(
+                &self,
+                request: Request<QueryRequest>,
+            ) -> Result<Response<QueryResponse>, Status> {
+                self.asked.fetch_add(1, Ordering::SeqCst);
+                let permit = self.gate.acquire().await;
+                drop(permit);
+                Ok(Response::new(QueryResponse {
+                    evidence: Some(Evidence {
+                        evidence_type: request.into_inner().evidence_type,
+                        department: "police".into(),
+                        ..Evidence::default()
+                    }),
+                }))
+            }
+
+            async fn describe(
+                &self,
+                _: Request<DescribeRequest>,
+            ) -> Result<Response<DescribeResponse>, Status> {
+                Err(Status::unimplemented("not in this stand-in"))
+            }
+        }
+
+        /// Serves a stand-in; returns it and a channel to it.
+        pub fn start(open: bool) -> (StandIn, Channel) {
+            let gate = Arc::new(Semaphore::new(if open {
+                Semaphore::MAX_PERMITS
+            } else {
+                0
+            }));
+            let stand_in = StandIn {
+                asked: Arc::new(AtomicUsize::new(0)),
+                gate,
+            };
+            let (connections, incoming) = mpsc::unbounded_channel();
+            let server = Server::builder()
+                .add_service(AdapterServer::new(stand_in.clone()))
+                .serve_with_incoming(tokio_stream::wrappers::UnboundedReceiverStream::new(
+                    incoming,
+                ));
+            tokio::spawn(server);
+            let channel = Endpoint::from_static("http://stand-in").connect_with_connector_lazy(
+                tower::service_fn(move |_| {
+                    let (client, server) = tokio::io::duplex(64 * 1024);
+                    let sent = connections.send(Ok::<_, std::io::Error>(server));
+                    async move {
+                        sent.map_err(|_| std::io::Error::other("stand-in stopped"))?;
+                        Ok::<_, std::io::Error>(TokioIo::new(client))
+                    }
+                }),
+            );
+            (stand_in, channel)
+        }
+    }
+
+    fn query() -> QueryRequest {
+        QueryRequest {
+            evidence_type: "police.identity".into(),
+            ..QueryRequest::default()
+        }
+    }
+
+    fn failures(d: &Department, endpoint: usize) -> u32 {
+        lock(&d.inner.endpoints[endpoint].breaker).consecutive_failures
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn timeouts_of_short_caller_deadlines_never_eject() {
+        let (stand_in, channel) = stand_in::start(false);
+        let d = department(vec![channel], Duration::from_secs(5), policy());
+        // 50 ms left: a 45 ms budget, above the minimum, below slow_after.
+        for i in 0..20 {
+            let e = d
+                .ask(
+                    "org/X/unit/hotline",
+                    query(),
+                    Some(Duration::from_millis(50)),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::DeadlineExceeded, "{i}: {e}");
+            assert_eq!(e.reason(), "DEPARTMENT_TIMEOUT");
+        }
+        assert_eq!(stand_in.asked.load(Ordering::SeqCst), 20, "each was asked");
+        assert_eq!(d.ejections(), 0);
+        assert_eq!(failures(&d, 0), 0);
+        // The endpoint answers the next caller as soon as it can.
+        stand_in.gate.add_permits(Semaphore::MAX_PERMITS);
+        d.ask("org/Y/unit/honest", query(), Some(Duration::from_secs(2)))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_genuinely_slow_endpoint_is_still_ejected() {
+        let (stand_in, channel) = stand_in::start(false);
+        let p = policy();
+        let d = department(vec![channel], Duration::from_secs(2), p.clone());
+        let started = Instant::now();
+        // No caller deadline: the department's 2 s, over slow_after (1 s).
+        for i in 0..p.eject_after {
+            let e = d.ask("org/Y/unit/honest", query(), None).await.unwrap_err();
+            assert_eq!(e.code(), Code::DeadlineExceeded, "{i}: {e}");
+        }
+        // Each waited its whole 2 s (the timer wheel may round up a tick).
+        let waited = started.elapsed();
+        let expected = Duration::from_secs(2) * p.eject_after;
+        assert!(
+            waited >= expected && waited < expected + Duration::from_millis(10),
+            "{waited:?}"
+        );
+        assert_eq!(d.ejections(), 1);
+        // Out of rotation: the next request fails at once, unasked.
+        let at = Instant::now();
+        let e = d.ask("org/Y/unit/honest", query(), None).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unavailable, "{e}");
+        assert!(at.elapsed() < Duration::from_millis(1));
+        assert_eq!(stand_in.asked.load(Ordering::SeqCst), 3);
+        // A caller deadline of exactly slow_after is long enough to count.
+        let (_, channel) = stand_in::start(false);
+        let d = department(vec![channel], Duration::from_secs(5), p.clone());
+        for _ in 0..p.eject_after {
+            d.ask("c", query(), Some(caller_time_for(p.slow_after)))
+                .await
+                .unwrap_err();
+        }
+        assert_eq!(d.ejections(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_budget_below_the_minimum_never_reaches_the_endpoint() {
+        let (stand_in, channel) = stand_in::start(true);
+        let d = department(vec![channel], Duration::from_secs(5), policy());
+        let tokens_before = *lock(&d.inner.retries.tokens);
+        for _ in 0..100 {
+            let e = d
+                .ask(
+                    "org/X/unit/hotline",
+                    query(),
+                    Some(Duration::from_millis(3)),
+                )
+                .await
+                .unwrap_err();
+            assert_eq!(e.code(), Code::DeadlineExceeded);
+            assert_eq!(e.reason(), "DEADLINE_TOO_SHORT");
+            assert_eq!(
+                e.to_string(),
+                "the caller's deadline left 3 ms; asking department police needs at least 15 ms"
+            );
+        }
+        assert_eq!(stand_in.asked.load(Ordering::SeqCst), 0);
+        assert_eq!(d.inner.permits.available_permits(), 512);
+        assert_eq!(d.inner.callers.held_by("org/X/unit/hotline"), 0);
+        assert_eq!(*lock(&d.inner.retries.tokens), tokens_before);
+        assert_eq!(failures(&d, 0), 0);
+        assert_eq!(d.inner.endpoints[0].in_flight.load(Ordering::Relaxed), 0);
+        // Just enough time left is asked.
+        d.ask(
+            "org/X/unit/hotline",
+            query(),
+            Some(Duration::from_millis(15)),
+        )
+        .await
+        .unwrap();
+        assert_eq!(stand_in.asked.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_per_caller_share_sheds_only_the_greedy_caller() {
+        let (stand_in, channel) = stand_in::start(false);
+        let p = Resilience {
+            max_in_flight: 8,
+            max_in_flight_per_caller: Some(2),
+            ..policy()
+        };
+        let d = department(vec![channel], Duration::from_secs(5), p);
+        let greedy = "org/X/unit/hotline";
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                let d = d.clone();
+                tokio::spawn(async move { d.ask(greedy, query(), None).await })
+            })
+            .collect();
+        // Bounded wait (paused clock) until both reached the endpoint.
+        for _ in 0..100 {
+            if stand_in.asked.load(Ordering::SeqCst) == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(stand_in.asked.load(Ordering::SeqCst), 2);
+        let e = d.ask(greedy, query(), None).await.unwrap_err();
+        assert_eq!(e.code(), Code::ResourceExhausted, "{e}");
+        assert_eq!(e.reason(), "CALLER_SHARE_EXHAUSTED");
+        assert_eq!(stand_in.asked.load(Ordering::SeqCst), 2, "shed unasked");
+        // Another caller still gets through while the greedy one is full.
+        let honest = {
+            let d = d.clone();
+            tokio::spawn(async move { d.ask("org/Y/unit/honest", query(), None).await })
+        };
+        stand_in.gate.add_permits(Semaphore::MAX_PERMITS);
+        honest.await.unwrap().unwrap();
+        for call in held {
+            call.await.unwrap().unwrap();
+        }
+        // Its share is back once its requests ended.
+        assert_eq!(d.inner.callers.held_by(greedy), 0);
+        d.ask(greedy, query(), None).await.unwrap();
     }
 
     #[test]
