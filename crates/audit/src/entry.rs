@@ -17,8 +17,12 @@ pub enum EntryKind {
     Lookup,
     /// One item of a `Gather` request.
     GatherItem,
-    /// An administrator's act (audit search, export, proof, prune...).
+    /// An administrator's act (audit search, export, proof...).
     AdminAction,
+    /// Authorises a prune of the node's own log: written by the node's
+    /// writer before anything is deleted; `detail` is a
+    /// [`PruneRecord`](crate::read::PruneRecord).
+    Prune,
 }
 
 impl EntryKind {
@@ -27,6 +31,7 @@ impl EntryKind {
             EntryKind::Lookup => "Lookup",
             EntryKind::GatherItem => "GatherItem",
             EntryKind::AdminAction => "AdminAction",
+            EntryKind::Prune => "Prune",
         }
     }
     fn code(&self) -> u8 {
@@ -34,6 +39,8 @@ impl EntryKind {
             EntryKind::Lookup => 1,
             EntryKind::GatherItem => 2,
             EntryKind::AdminAction => 3,
+            // New codes only ever get added, so older entries keep their hashes.
+            EntryKind::Prune => 4,
         }
     }
 }
@@ -45,6 +52,7 @@ impl std::str::FromStr for EntryKind {
             "Lookup" => Ok(EntryKind::Lookup),
             "GatherItem" => Ok(EntryKind::GatherItem),
             "AdminAction" => Ok(EntryKind::AdminAction),
+            "Prune" => Ok(EntryKind::Prune),
             other => Err(format!("unknown entry kind {other:?}")),
         }
     }
