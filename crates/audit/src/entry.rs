@@ -17,8 +17,12 @@ pub enum EntryKind {
     Lookup,
     /// One item of a `Gather` request.
     GatherItem,
-    /// An administrator's act (audit search, export, proof, prune...).
+    /// An administrator's act (audit search, export, proof...).
     AdminAction,
+    /// Authorises a prune of the node's own log: written by the node's
+    /// writer before anything is deleted; `detail` is a
+    /// [`PruneRecord`](crate::read::PruneRecord).
+    Prune,
     /// A policy that took effect (at start-up or on reload).
     PolicyChange,
 }
@@ -29,6 +33,7 @@ impl EntryKind {
             EntryKind::Lookup => "Lookup",
             EntryKind::GatherItem => "GatherItem",
             EntryKind::AdminAction => "AdminAction",
+            EntryKind::Prune => "Prune",
             EntryKind::PolicyChange => "PolicyChange",
         }
     }
@@ -37,6 +42,8 @@ impl EntryKind {
             EntryKind::Lookup => 1,
             EntryKind::GatherItem => 2,
             EntryKind::AdminAction => 3,
+            // New codes only ever get added, so older entries keep their hashes.
+            EntryKind::Prune => 4,
             EntryKind::PolicyChange => 5,
         }
     }
@@ -49,6 +56,7 @@ impl std::str::FromStr for EntryKind {
             "Lookup" => Ok(EntryKind::Lookup),
             "GatherItem" => Ok(EntryKind::GatherItem),
             "AdminAction" => Ok(EntryKind::AdminAction),
+            "Prune" => Ok(EntryKind::Prune),
             "PolicyChange" => Ok(EntryKind::PolicyChange),
             other => Err(format!("unknown entry kind {other:?}")),
         }

@@ -19,9 +19,9 @@ pub use log::{AuditConfig, AuditError, AuditLog, AuditStats, Receipt};
 pub use merkle::Hash;
 pub use note::{Checkpoint, Keyring, LogSigner, VerifierKey, origin_for_node};
 pub use read::{
-    ConsistencyProof, InclusionProof, MIN_RETENTION_DAYS, PageRequest, PruneReport, SearchPage,
-    SubjectAccess, SubjectReport, consistency_proof, export_jsonl, inclusion_proof, prune, root_at,
-    search, subject_report,
+    ConsistencyProof, InclusionProof, MIN_RETENTION_DAYS, PageRequest, PruneRecord, PruneReport,
+    PruneRequest, SearchPage, SubjectAccess, SubjectReport, consistency_proof, export_jsonl,
+    inclusion_proof, root_at, search, subject_report,
 };
 pub use store::{
     AuditStore, Cursor, LoggedEntry, PostgresStore, SearchFilter, SqliteStore, StoreError,

@@ -9,9 +9,10 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::entry::{AuditEntry, truncate_to_micros};
+use crate::entry::{AuditEntry, EntryKind, truncate_to_micros};
 use crate::merkle::{CompactRange, Hash, range_hash};
-use crate::note::{Checkpoint, LogSigner, NoteError, origin_for_node};
+use crate::note::{Checkpoint, Keyring, LogSigner, NoteError, origin_for_node};
+use crate::read::{PruneRecord, PruneReport, PruneRequest, frontier_to_keep};
 use crate::store::{AuditStore, LoggedEntry, StoreError, StoredCheckpoint, WriterLease};
 
 /// Errors of the audit log. Any of them on `append` means: release nothing.
@@ -125,6 +126,8 @@ enum Command {
     Append(Vec<(Box<AuditEntry>, Reply<Receipt>)>),
     /// Commit everything queued before it and sign a checkpoint.
     Flush(Reply<Option<String>>),
+    /// Record, sign, then delete (see [`AuditLog::prune`]).
+    Prune(Box<PruneRequest>, Reply<PruneReport>),
     Shutdown(Reply<Option<String>>),
 }
 
@@ -183,6 +186,7 @@ impl AuditLog {
             lease,
         };
         writer.recover().await?;
+        writer.check_signer_continues_log().await?;
         writer.checkpoint_if_behind().await?;
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         tokio::spawn(writer.run(rx));
@@ -235,6 +239,22 @@ impl AuditLog {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Flush(reply))
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        rx.await.map_err(|_| AuditError::Closed)?
+    }
+
+    /// Prunes this node's own log: entries older than the request's
+    /// retention that a signed checkpoint already covers. The writer first
+    /// appends a [`EntryKind::Prune`] record naming the new boundary, signs a
+    /// checkpoint covering it, and only then deletes, so the store never
+    /// holds a boundary that no signed record authorises. Nothing old enough:
+    /// no record, nothing deleted.
+    pub async fn prune(&self, request: PruneRequest) -> Result<PruneReport, AuditError> {
+        request.check()?;
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Prune(Box::new(request), reply))
             .await
             .map_err(|_| AuditError::Closed)?;
         rx.await.map_err(|_| AuditError::Closed)?
@@ -398,6 +418,9 @@ impl Writer {
                 Command::Flush(reply) => {
                     let _ = reply.send(self.checkpoint().await);
                 }
+                Command::Prune(request, reply) => {
+                    let _ = reply.send(self.prune(*request).await);
+                }
                 Command::Shutdown(reply) => {
                     rx.close();
                     // Anything already queued behind the shutdown is still committed.
@@ -406,6 +429,8 @@ impl Writer {
                         if let Command::Append(items) = c {
                             rest.extend(items);
                         } else if let Command::Flush(r) | Command::Shutdown(r) = c {
+                            let _ = r.send(Err(AuditError::Closed));
+                        } else if let Command::Prune(_, r) = c {
                             let _ = r.send(Err(AuditError::Closed));
                         }
                     }
@@ -497,6 +522,70 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// A key that cannot open the log's latest checkpoint would fork the
+    /// log: every later checkpoint would fail verification under the pinned
+    /// key. Refuse to write with it.
+    async fn check_signer_continues_log(&self) -> Result<(), AuditError> {
+        let Some(latest) = self.store.latest_checkpoint(&self.node).await? else {
+            return Ok(());
+        };
+        let mut own = Keyring::new();
+        own.add(self.signer.verifier());
+        if let Err(e) = Checkpoint::open(&latest.note, &own, &self.origin) {
+            return Err(AuditError::Invalid(format!(
+                "the signing key does not continue the log of node {}: its latest checkpoint (size {}) does not verify under it ({e}); use the node's own signing key (restore it from backup)",
+                self.node, latest.tree_size
+            )));
+        }
+        Ok(())
+    }
+
+    async fn prune(&mut self, request: PruneRequest) -> Result<PruneReport, AuditError> {
+        if self.needs_recovery {
+            self.recover().await?;
+        }
+        let cutoff = request.cutoff();
+        let state = self.store.log_state(&self.node).await?;
+        // Only entries a signed checkpoint already covers may go.
+        let cut = self
+            .store
+            .prune_cut(&self.node, cutoff.timestamp_micros())
+            .await?
+            .min(self.signed_size);
+        let mut report = PruneReport {
+            node: self.node.clone(),
+            cutoff,
+            pruned_before: state.pruned_before,
+            deleted: 0,
+            record_index: None,
+        };
+        if cut <= state.pruned_before {
+            return Ok(report);
+        }
+        let keep = frontier_to_keep(self.store.as_ref(), &self.node, cut).await?;
+        let mut record = AuditEntry::new(EntryKind::Prune, request.now);
+        record.operator = request.operator;
+        record.detail = PruneRecord {
+            before_index: cut,
+            older_than_days: request.older_than_days,
+            cutoff,
+            reason: request.reason,
+        }
+        .to_detail();
+        let (reply, rx) = oneshot::channel();
+        self.commit(vec![(Box::new(record), reply)]).await;
+        let receipt = rx.await.map_err(|_| AuditError::Closed)??;
+        // Signed before deleting: a crash in between leaves an authorised,
+        // not yet applied boundary, which verifies.
+        self.checkpoint().await?;
+        let deleted = self.store.prune_below(&self.node, cut, &keep).await?;
+        tracing::info!(node = %self.node, cut, deleted, record = receipt.index, "pruned audit entries");
+        report.pruned_before = cut;
+        report.deleted = deleted;
+        report.record_index = Some(receipt.index);
+        Ok(report)
     }
 
     async fn checkpoint_if_behind(&mut self) -> Result<(), AuditError> {

@@ -344,87 +344,263 @@ pub async fn root_at(store: &dyn AuditStore, node: &str, size: u64) -> Result<Ha
         .unwrap_or_else(crate::merkle::empty_root))
 }
 
+/// What a prune asks for. The writer computes the boundary itself: entries
+/// older than `older_than_days` before `now`, and never past the latest
+/// signed checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PruneRequest {
+    pub older_than_days: u32,
+    /// Allows a retention below [`MIN_RETENTION_DAYS`].
+    pub force: bool,
+    /// Who prunes (the record's `operator`): a person, or `retention` for the sweep.
+    pub operator: String,
+    /// Why; may be empty. One line of at most [`MAX_PRUNE_REASON`] bytes.
+    pub reason: String,
+    pub now: DateTime<Utc>,
+}
+
+/// Longest reason a prune record carries.
+pub const MAX_PRUNE_REASON: usize = 256;
+/// Longest operator name a prune record carries.
+pub const MAX_PRUNE_OPERATOR: usize = 64;
+
+impl PruneRequest {
+    /// The sweep's request: `older_than_days` before now, by `retention`.
+    pub fn retention(older_than_days: u32, now: DateTime<Utc>) -> Self {
+        Self {
+            older_than_days,
+            force: false,
+            operator: "retention".into(),
+            reason: String::new(),
+            now,
+        }
+    }
+
+    /// Refuses a retention under the legal minimum (unless forced) and
+    /// operator or reason texts a record could not hold unambiguously.
+    pub fn check(&self) -> Result<(), AuditError> {
+        if i64::from(self.older_than_days) < MIN_RETENTION_DAYS && !self.force {
+            return Err(AuditError::Invalid(format!(
+                "retention of {} days is below the legal minimum of {MIN_RETENTION_DAYS} days (Cybersecurity Law art. 21); pass force to override",
+                self.older_than_days
+            )));
+        }
+        if self.operator.is_empty()
+            || self.operator.len() > MAX_PRUNE_OPERATOR
+            || self.operator.chars().any(char::is_control)
+        {
+            return Err(AuditError::Invalid(format!(
+                "prune operator must be 1-{MAX_PRUNE_OPERATOR} bytes without control characters"
+            )));
+        }
+        if self.reason.len() > MAX_PRUNE_REASON || self.reason.chars().any(char::is_control) {
+            return Err(AuditError::Invalid(format!(
+                "prune reason must be at most {MAX_PRUNE_REASON} bytes on one line"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn cutoff(&self) -> DateTime<Utc> {
+        crate::entry::truncate_to_micros(
+            self.now - TimeDelta::days(i64::from(self.older_than_days)),
+        )
+    }
+}
+
+/// The content of a [`EntryKind::Prune`] entry's `detail`:
+/// `before_index=N older_than_days=D cutoff=<RFC 3339, µs, Z>`, then
+/// optionally ` reason=<rest of the line>`. It authorises the node's stored
+/// prune boundary up to `before_index`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodePrune {
+pub struct PruneRecord {
+    pub before_index: u64,
+    pub older_than_days: u32,
+    pub cutoff: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// Why a prune record's detail did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed prune record: {0}")]
+pub struct PruneRecordError(String);
+
+impl PruneRecord {
+    pub fn to_detail(&self) -> String {
+        let mut out = format!(
+            "before_index={} older_than_days={} cutoff={}",
+            self.before_index,
+            self.older_than_days,
+            self.cutoff
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+        );
+        if !self.reason.is_empty() {
+            out.push_str(" reason=");
+            out.push_str(&self.reason);
+        }
+        out
+    }
+
+    /// Strict inverse of [`to_detail`](Self::to_detail): fields in order,
+    /// decimal digits only, the exact time form; anything else is refused.
+    pub fn parse(detail: &str) -> Result<Self, PruneRecordError> {
+        let bad = |what: &str| PruneRecordError(format!("{what} in {detail:?}"));
+        let mut parts = detail.splitn(4, ' ');
+        let mut field = |key: &str| -> Result<&str, PruneRecordError> {
+            parts
+                .next()
+                .and_then(|p| p.strip_prefix(key))
+                .and_then(|p| p.strip_prefix('='))
+                .ok_or_else(|| bad(&format!("expected {key}=")))
+        };
+        let before = field("before_index")?;
+        let days = field("older_than_days")?;
+        let cutoff = field("cutoff")?;
+        let digits =
+            |v: &str| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit());
+        if !digits(before) || !digits(days) {
+            return Err(bad("non-decimal number"));
+        }
+        let before_index = before
+            .parse()
+            .map_err(|_| bad("before_index out of range"))?;
+        let older_than_days = days
+            .parse()
+            .map_err(|_| bad("older_than_days out of range"))?;
+        let cutoff = DateTime::parse_from_rfc3339(cutoff)
+            .map_err(|_| bad("cutoff is not an RFC 3339 time"))?
+            .with_timezone(&Utc);
+        let reason = match parts.next() {
+            None => String::new(),
+            Some(rest) => rest
+                .strip_prefix("reason=")
+                .filter(|r| !r.is_empty())
+                .ok_or_else(|| bad("expected reason= after cutoff"))?
+                .to_string(),
+        };
+        let record = Self {
+            before_index,
+            older_than_days,
+            cutoff,
+            reason,
+        };
+        // Only the canonical spelling is accepted, so one record has one text.
+        if record.to_detail() != detail {
+            return Err(bad("non-canonical spelling"));
+        }
+        Ok(record)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PruneReport {
     pub node: String,
-    /// First retained index after pruning.
+    pub cutoff: DateTime<Utc>,
+    /// First retained index after the prune (unchanged when nothing was old enough).
     pub pruned_before: u64,
     pub deleted: u64,
+    /// Index of the prune record that authorises it; None when nothing was pruned.
+    pub record_index: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct PruneReport {
-    pub cutoff: Option<DateTime<Utc>>,
-    pub nodes: Vec<NodePrune>,
-}
-
-/// Deletes entries older than `older_than` (by entry time) from every node,
-/// keeping checkpoints and the subtree hashes later entries need. Refuses a
-/// retention under [`MIN_RETENTION_DAYS`] unless `force`. Entries not yet
-/// covered by a signed checkpoint are never pruned.
-pub async fn prune(
+/// The stored subtree hashes that stand for the entries below `cut` once
+/// they are deleted.
+pub(crate) async fn frontier_to_keep(
     store: &dyn AuditStore,
-    older_than: TimeDelta,
-    force: bool,
-) -> Result<PruneReport, AuditError> {
-    prune_at(store, older_than, force, Utc::now()).await
+    node: &str,
+    cut: u64,
+) -> Result<Vec<(NodeId, Hash)>, AuditError> {
+    let ids = CompactRange::frontier_ids(cut);
+    let found = store.get_nodes(node, &ids).await?;
+    ids.into_iter()
+        .map(|id| {
+            found
+                .get(&id)
+                .map(|h| (id, *h))
+                .ok_or_else(|| AuditError::Inconsistent {
+                    node: node.to_string(),
+                    detail: format!(
+                        "cannot prune below {cut}: subtree hash level {} index {} is missing",
+                        id.level, id.index
+                    ),
+                })
+        })
+        .collect()
 }
 
-/// [`prune`] with an explicit "now" (for tests and replays).
-pub async fn prune_at(
-    store: &dyn AuditStore,
-    older_than: TimeDelta,
-    force: bool,
-    now: DateTime<Utc>,
-) -> Result<PruneReport, AuditError> {
-    if older_than < TimeDelta::days(MIN_RETENTION_DAYS) && !force {
-        return Err(AuditError::Invalid(format!(
-            "retention of {} days is below the legal minimum of {MIN_RETENTION_DAYS} days (Cybersecurity Law art. 21); pass force to override",
-            older_than.num_days()
-        )));
-    }
-    if older_than < TimeDelta::zero() {
-        return Err(AuditError::Invalid("negative retention".into()));
-    }
-    let cutoff = now - older_than;
-    let mut report = PruneReport {
-        cutoff: Some(cutoff),
-        nodes: Vec::new(),
-    };
-    for node in store.list_nodes().await? {
-        let state = store.log_state(&node).await?;
-        let signed = store
-            .latest_checkpoint(&node)
-            .await?
-            .map(|c| c.tree_size)
-            .unwrap_or(0);
-        let cut = store
-            .prune_cut(&node, cutoff.timestamp_micros())
-            .await?
-            .min(signed);
-        if cut <= state.pruned_before {
-            continue;
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use chrono::TimeZone;
+
+    fn record(reason: &str) -> PruneRecord {
+        PruneRecord {
+            before_index: 45,
+            older_than_days: 183,
+            cutoff: Utc.with_ymd_and_hms(2025, 9, 1, 8, 0, 0).unwrap(),
+            reason: reason.into(),
         }
-        let ids = CompactRange::frontier_ids(cut);
-        let found = store.get_nodes(&node, &ids).await?;
-        let mut keep = Vec::with_capacity(ids.len());
-        for id in ids {
-            let h = found.get(&id).ok_or_else(|| AuditError::Inconsistent {
-                node: node.clone(),
-                detail: format!(
-                    "cannot prune below {cut}: subtree hash level {} index {} is missing",
-                    id.level, id.index
-                ),
-            })?;
-            keep.push((id, *h));
-        }
-        let deleted = store.prune_below(&node, cut, &keep).await?;
-        tracing::info!(node = %node, cut, deleted, "pruned audit entries");
-        report.nodes.push(NodePrune {
-            node,
-            pruned_before: cut,
-            deleted,
-        });
     }
-    Ok(report)
+
+    #[test]
+    fn prune_records_round_trip() {
+        for r in [record(""), record("ticket OPS-17: disk full")] {
+            assert_eq!(PruneRecord::parse(&r.to_detail()).unwrap(), r);
+        }
+        assert_eq!(
+            record("x").to_detail(),
+            "before_index=45 older_than_days=183 cutoff=2025-09-01T08:00:00.000000Z reason=x"
+        );
+    }
+
+    #[test]
+    fn prune_records_are_parsed_strictly() {
+        let good = record("").to_detail();
+        for bad in [
+            String::new(),
+            "retention prune node=n1 before_index=5 deleted=5 older_than_days=183".into(),
+            good.replace("before_index=45", "before_index=+45"),
+            good.replace("before_index=45", "before_index=045"),
+            good.replace("before_index=45", "before_index=99999999999999999999"),
+            good.replace("older_than_days=183 ", "older_than_days=183  "),
+            good.replace(".000000Z", "Z"),
+            good.replace("Z", "+08:00"),
+            format!("{good} "),
+            format!("{good} reason="),
+            format!("{good} deleted=5"),
+            format!(" {good}"),
+        ] {
+            assert!(PruneRecord::parse(&bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn prune_requests_keep_the_legal_floor_and_bounded_texts() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 0, 0, 0).unwrap();
+        let ok = PruneRequest::retention(183, now);
+        ok.check().unwrap();
+        assert_eq!(ok.cutoff(), now - TimeDelta::days(183));
+        let short = PruneRequest::retention(30, now);
+        assert!(short.check().unwrap_err().to_string().contains("183"));
+        PruneRequest {
+            force: true,
+            ..short
+        }
+        .check()
+        .unwrap();
+        for (operator, reason) in [
+            ("", ""),
+            ("a\nb", ""),
+            ("ops", "two\nlines"),
+            ("ops", &"x".repeat(MAX_PRUNE_REASON + 1)),
+        ] {
+            let r = PruneRequest {
+                operator: operator.into(),
+                reason: reason.to_string(),
+                ..PruneRequest::retention(183, now)
+            };
+            assert!(r.check().is_err(), "{operator:?} {reason:?}");
+        }
+    }
 }

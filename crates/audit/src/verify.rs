@@ -5,9 +5,11 @@ use std::collections::{BTreeMap, HashMap};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use crate::entry::EntryKind;
 use crate::log::AuditError;
 use crate::merkle::{CompactRange, Hash, NodeId};
 use crate::note::{Checkpoint, Keyring, origin_for_node};
+use crate::read::PruneRecord;
 use crate::store::AuditStore;
 
 /// Where a finding is.
@@ -371,6 +373,8 @@ async fn verify_node(
     let mut last_good_size = state.pruned_before;
     let mut checked = 0u64;
     let mut roots_checked: HashMap<u64, bool> = HashMap::new();
+    // (record index, before_index) of every well-formed retained prune record.
+    let mut prune_records: Vec<(u64, u64)> = Vec::new();
     loop {
         let rows = store.scan(node, expected, page).await?;
         if rows.is_empty() {
@@ -405,6 +409,20 @@ async fn verify_node(
                     Severity::Error,
                     "stored fields do not match the stored leaf hash: the entry was modified, moved or inserted after it was written".into(),
                 );
+            }
+            if row.entry.kind == EntryKind::Prune {
+                match PruneRecord::parse(&row.entry.detail) {
+                    Ok(r) if r.before_index > row.index => find(
+                        Location::Entry(row.index),
+                        Severity::Error,
+                        format!(
+                            "prune record authorises pruning below {}, past the record itself",
+                            r.before_index
+                        ),
+                    ),
+                    Ok(r) => prune_records.push((row.index, r.before_index)),
+                    Err(e) => find(Location::Entry(row.index), Severity::Error, e.to_string()),
+                }
             }
             if let Some(t) = tree.as_mut() {
                 completed.extend(t.append(leaf));
@@ -484,6 +502,12 @@ async fn verify_node(
             );
         }
     }
+    check_prune_boundary(
+        state.pruned_before,
+        latest_signed,
+        &prune_records,
+        &mut find,
+    );
     if nr.tree_size > latest_signed && nr.tree_size > state.pruned_before {
         find(
             Location::Log,
@@ -496,6 +520,60 @@ async fn verify_node(
         );
     }
     Ok((nr, findings))
+}
+
+/// A stored prune boundary stands only when the node's own writer
+/// authorised it: a retained prune record with `before_index` at or past the
+/// boundary, under a checkpoint signed by a pinned key, and the boundary
+/// itself under the latest signed checkpoint (only signed entries are pruned).
+fn check_prune_boundary(
+    boundary: u64,
+    latest_signed: u64,
+    records: &[(u64, u64)],
+    find: &mut impl FnMut(Location, Severity, String),
+) {
+    if boundary == 0 {
+        return;
+    }
+    if boundary > latest_signed {
+        find(
+            Location::Log,
+            Severity::Error,
+            format!(
+                "entries below {boundary} were pruned but the latest signed checkpoint covers only {latest_signed}: entries are pruned only once a signed checkpoint covers them"
+            ),
+        );
+    }
+    let authorising = || records.iter().filter(|(_, before)| *before >= boundary);
+    if authorising().any(|(index, _)| *index < latest_signed) {
+        return;
+    }
+    if let Some((index, before)) = authorising().next() {
+        find(
+            Location::Entry(*index),
+            Severity::Error,
+            format!(
+                "this prune record (before_index={before}) is the only authority for the prune boundary {boundary}, and no checkpoint signed by a pinned key covers it"
+            ),
+        );
+    } else if let Some((index, before)) = records.iter().max_by_key(|(_, before)| *before) {
+        find(
+            Location::Log,
+            Severity::Error,
+            format!(
+                "entries below {boundary} were removed but the newest prune authority (the record at entry {index}) allows pruning only below {before}: entries {before}..{} were deleted without a prune record",
+                boundary - 1
+            ),
+        );
+    } else {
+        find(
+            Location::Log,
+            Severity::Error,
+            format!(
+                "entries below {boundary} were removed but no prune record in the retained log authorises it: they were deleted behind the log's back"
+            ),
+        );
+    }
 }
 
 async fn check_stored_nodes(

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use chrono::{TimeDelta, Utc};
 use common::*;
 use tongban_audit::{
-    AuditError, Checkpoint, PageRequest, SearchFilter, VerifyOptions, consistency_proof,
-    export_jsonl, inclusion_proof, origin_for_node, prune, read::prune_at, root_at, search,
+    AuditError, Checkpoint, PageRequest, PruneRequest, SearchFilter, VerifyOptions,
+    consistency_proof, export_jsonl, inclusion_proof, origin_for_node, root_at, search,
     subject_report, verify,
 };
 
@@ -479,7 +479,8 @@ async fn prune_keeps_later_entries_verifiable(b: Backend) {
     }
     log.flush().await.unwrap();
 
-    let err = prune(db.store.as_ref(), TimeDelta::days(30), false)
+    let err = log
+        .prune(PruneRequest::retention(30, Utc::now()))
         .await
         .unwrap_err();
     assert!(
@@ -487,20 +488,21 @@ async fn prune_keeps_later_entries_verifiable(b: Backend) {
             .contains("below the legal minimum of 183 days"),
         "{err}"
     );
-    let report = prune(db.store.as_ref(), TimeDelta::days(183), false)
+    let report = log
+        .prune(PruneRequest::retention(183, Utc::now()))
         .await
         .unwrap();
-    assert_eq!(report.nodes.len(), 1);
     assert_eq!(
-        (report.nodes[0].pruned_before, report.nodes[0].deleted),
-        (45, 45)
+        (report.pruned_before, report.deleted, report.record_index),
+        (45, 45, Some(65))
     );
     assert!(db.store.entry("n1", 44).await.unwrap().is_none());
     assert!(db.store.entry("n1", 45).await.unwrap().is_some());
 
     let rep = verify_ok(&db, &["n1"]).await;
     assert_eq!(rep.nodes[0].first_index, 45);
-    assert_eq!(rep.nodes[0].entries_checked, 20);
+    // The 20 recent entries and the prune record.
+    assert_eq!(rep.nodes[0].entries_checked, 21);
     let ring = keyring(&["n1"]);
     for r in &recent {
         inclusion_proof(db.store.as_ref(), "n1", r.index)
@@ -510,27 +512,34 @@ async fn prune_keeps_later_entries_verifiable(b: Backend) {
             .unwrap();
     }
     // The writer continues after pruning, also after a restart.
-    log.append(entry(65, Utc::now())).await.unwrap();
+    log.append(entry(66, Utc::now())).await.unwrap();
     log.shutdown().await.unwrap();
     let log = open_log(db.reopen().await, "n1").await;
-    let r = log.append(entry(66, Utc::now())).await.unwrap();
-    assert_eq!(r.index, 66);
-    log.shutdown().await.unwrap();
+    let r = log.append(entry(67, Utc::now())).await.unwrap();
+    assert_eq!(r.index, 67);
     verify_ok(&db, &["n1"]).await;
     inclusion_proof(db.store.as_ref(), "n1", 66)
         .await
         .unwrap()
         .verify(&ring)
         .unwrap();
-    // Pruning again with nothing old is a no-op; forced short retention works.
-    let again = prune_at(db.store.as_ref(), TimeDelta::days(183), false, Utc::now())
+    // Pruning again with nothing old is a no-op; forced short retention
+    // prunes everything signed, under a new record.
+    let again = log
+        .prune(PruneRequest::retention(183, Utc::now()))
         .await
         .unwrap();
-    assert!(again.nodes.is_empty());
-    let forced = prune(db.store.as_ref(), TimeDelta::hours(2), true)
+    assert_eq!((again.record_index, again.deleted), (None, 0));
+    log.flush().await.unwrap();
+    let forced = log
+        .prune(PruneRequest {
+            force: true,
+            ..PruneRequest::retention(0, Utc::now() + TimeDelta::seconds(1))
+        })
         .await
         .unwrap();
-    assert_eq!(forced.nodes[0].pruned_before, 65);
+    assert_eq!((forced.pruned_before, forced.record_index), (68, Some(68)));
+    log.shutdown().await.unwrap();
     verify_ok(&db, &["n1"]).await;
 }
 

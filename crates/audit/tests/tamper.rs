@@ -8,8 +8,8 @@ use chrono::Utc;
 use common::*;
 use tongban_audit::merkle::CompactRange;
 use tongban_audit::{
-    AuditLog, Checkpoint, Finding, Location, LogSigner, VerifyOptions, VerifyReport,
-    origin_for_node, verify,
+    AuditLog, Checkpoint, EntryKind, Finding, Location, LogSigner, PruneRecord, PruneRequest,
+    VerifyOptions, VerifyReport, origin_for_node, verify,
 };
 
 const N: u64 = 40;
@@ -474,6 +474,216 @@ async fn replayed_checkpoint(b: Backend) {
     );
 }
 
+/// 20 entries 200 days old and 20 fresh ones, checkpoints every 8, then a
+/// legitimate 183-day prune: its record is entry 40 (before_index=20), the
+/// checkpoint at 41 covers it, entries 0..19 are gone. Returns the database
+/// and the last checkpoint, as an auditor would have saved it.
+async fn setup_pruned(b: Backend) -> (TestDb, String) {
+    let db = TestDb::new(b).await;
+    let mut cfg = config("n1");
+    cfg.checkpoint_every = 8;
+    cfg.checkpoint_interval = std::time::Duration::from_secs(3600);
+    let log = AuditLog::open(db.store.clone(), signer("n1"), cfg)
+        .await
+        .unwrap();
+    for i in 0..N {
+        let time = if i < 20 {
+            now_minus_days(200)
+        } else {
+            Utc::now()
+        };
+        log.append(entry(i, time)).await.unwrap();
+    }
+    let report = log
+        .prune(PruneRequest {
+            operator: "auditor-zhao".into(),
+            reason: "ticket OPS-17".into(),
+            ..PruneRequest::retention(183, Utc::now())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.pruned_before, report.deleted, report.record_index),
+        (20, 20, Some(40))
+    );
+    let saved = log.shutdown().await.unwrap().unwrap();
+    assert_eq!(
+        db.store
+            .latest_checkpoint("n1")
+            .await
+            .unwrap()
+            .unwrap()
+            .tree_size,
+        41
+    );
+    (db, saved)
+}
+
+async fn set_boundary(db: &TestDb, boundary: u64) {
+    db.exec(
+        "DELETE FROM audit_entries WHERE node = 'n1' AND idx < $1",
+        vec![Arg::Int(boundary as i64)],
+    )
+    .await;
+    db.exec(
+        "UPDATE audit_logs SET pruned_before = $1 WHERE node = 'n1'",
+        vec![Arg::Int(boundary as i64)],
+    )
+    .await;
+}
+
+async fn legitimate_prune(b: Backend) {
+    let (db, saved) = setup_pruned(b).await;
+    let r = run_verify(&db, &[saved]).await;
+    assert!(r.is_ok() && r.findings.is_empty(), "{b:?}\n{}", show(&r));
+    assert_eq!(r.nodes[0].first_index, 20);
+    assert_eq!(r.nodes[0].entries_checked, 21);
+    let record = db.store.entry("n1", 40).await.unwrap().unwrap().entry;
+    assert_eq!(record.kind, EntryKind::Prune);
+    assert_eq!(record.operator, "auditor-zhao");
+    let parsed = PruneRecord::parse(&record.detail).unwrap();
+    assert_eq!((parsed.before_index, parsed.older_than_days), (20, 183));
+    assert_eq!(parsed.reason, "ticket OPS-17");
+}
+
+async fn forged_boundary(b: Backend) {
+    // The reported attack: minutes-old entries deleted, the boundary moved.
+    let (db, _) = setup(b).await;
+    set_boundary(&db, 16).await;
+    let r = run_verify(&db, &[]).await;
+    assert!(
+        has(
+            &r,
+            Location::Log,
+            "entries below 16 were removed but no prune record in the retained log authorises it"
+        ),
+        "{b:?}\n{}",
+        show(&r)
+    );
+    assert!(show(&r).contains("ERROR node n1, log:"), "{}", show(&r));
+}
+
+async fn boundary_beyond_the_record(b: Backend) {
+    let (db, _) = setup_pruned(b).await;
+    set_boundary(&db, 24).await;
+    let r = run_verify(&db, &[]).await;
+    assert!(
+        has(
+            &r,
+            Location::Log,
+            "(the record at entry 40) allows pruning only below 20: entries 20..23 were deleted without a prune record"
+        ),
+        "{b:?}\n{}",
+        show(&r)
+    );
+}
+
+async fn front_deleted_boundary_kept(b: Backend) {
+    let (db, _) = setup_pruned(b).await;
+    db.exec(
+        "DELETE FROM audit_entries WHERE node = 'n1' AND idx < 24",
+        vec![],
+    )
+    .await;
+    let r = run_verify(&db, &[]).await;
+    assert!(
+        has(
+            &r,
+            Location::Entry(20),
+            "entries 20..23 are missing (deleted)"
+        ),
+        "{b:?}\n{}",
+        show(&r)
+    );
+}
+
+async fn record_not_under_a_signed_checkpoint(b: Backend) {
+    // The checkpoints that cover the record are gone: the record could be
+    // anyone's, so it authorises nothing.
+    let (db, _) = setup_pruned(b).await;
+    db.exec(
+        "DELETE FROM audit_checkpoints WHERE node = 'n1' AND tree_size > 32",
+        vec![],
+    )
+    .await;
+    let r = run_verify(&db, &[]).await;
+    assert!(
+        has(
+            &r,
+            Location::Entry(40),
+            "only authority for the prune boundary 20, and no checkpoint signed by a pinned key covers it"
+        ),
+        "{b:?}\n{}",
+        show(&r)
+    );
+    // Below the boundary itself, too: only signed entries are ever pruned.
+    db.exec(
+        "DELETE FROM audit_checkpoints WHERE node = 'n1' AND tree_size > 16",
+        vec![],
+    )
+    .await;
+    let r = run_verify(&db, &[]).await;
+    assert!(
+        has(
+            &r,
+            Location::Log,
+            "entries below 20 were pruned but the latest signed checkpoint covers only 16"
+        ),
+        "{b:?}\n{}",
+        show(&r)
+    );
+}
+
+async fn pruned_log_tail_deleted(b: Backend) {
+    // (a) Tail entries gone, checkpoints kept.
+    let (db, _) = setup_pruned(b).await;
+    db.exec(
+        "DELETE FROM audit_entries WHERE node = 'n1' AND idx >= 36",
+        vec![],
+    )
+    .await;
+    let r = run_verify(&db, &[]).await;
+    assert!(
+        has(&r, Location::Checkpoint(41), "entries 36..40 were removed"),
+        "{b:?}\n{}",
+        show(&r)
+    );
+    // (b) Tail and the checkpoints covering it gone: the saved checkpoint
+    // catches the truncation, and the boundary has lost its authority even
+    // without it.
+    let (db, saved) = setup_pruned(b).await;
+    db.exec(
+        "DELETE FROM audit_entries WHERE node = 'n1' AND idx >= 32",
+        vec![],
+    )
+    .await;
+    db.exec(
+        "DELETE FROM audit_checkpoints WHERE node = 'n1' AND tree_size > 32",
+        vec![],
+    )
+    .await;
+    let r = run_verify(&db, std::slice::from_ref(&saved)).await;
+    assert!(
+        has(
+            &r,
+            Location::ExternalCheckpoint(41),
+            "the log holds only 32: entries 32..40 were removed (truncated tail)"
+        ),
+        "{b:?}\n{}",
+        show(&r)
+    );
+    let r = run_verify(&db, &[]).await;
+    assert!(
+        has(
+            &r,
+            Location::Log,
+            "entries below 20 were removed but no prune record in the retained log authorises it"
+        ),
+        "{b:?}\n{}",
+        show(&r)
+    );
+}
+
 macro_rules! on_both_backends {
     ($($name:ident => $case:ident),* $(,)?) => {$(
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,4 +706,10 @@ on_both_backends! {
     tamper_forked_history => forked_history,
     tamper_checkpoint_signed_with_wrong_key => wrong_key_checkpoint,
     tamper_replayed_older_checkpoint => replayed_checkpoint,
+    prune_recorded_and_signed_verifies => legitimate_prune,
+    tamper_forged_prune_boundary => forged_boundary,
+    tamper_prune_boundary_beyond_its_record => boundary_beyond_the_record,
+    tamper_pruned_log_front_deleted_without_moving_the_boundary => front_deleted_boundary_kept,
+    tamper_prune_record_not_under_a_signed_checkpoint => record_not_under_a_signed_checkpoint,
+    tamper_pruned_log_tail_deleted => pruned_log_tail_deleted,
 }

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use clap::{Args, Subcommand};
 use tongban_audit::{
-    AuditEntry, AuditStore, EntryKind, Keyring, LoggedEntry, PostgresStore, Progress, SqliteStore,
-    VerifyOptions, VerifyReport,
+    AuditConfig, AuditEntry, AuditError, AuditLog, AuditStore, EntryKind, Keyring, LogSigner,
+    LoggedEntry, PostgresStore, Progress, SqliteStore, StoreError, VerifyOptions, VerifyReport,
+    origin_for_node,
 };
 use tongban_core::Catalogue;
 use tongban_proto::v1::audit_client::AuditClient;
@@ -211,16 +212,37 @@ pub struct VerifyArgs {
     pub json: bool,
 }
 
+/// A stopped node's own log, pruned under its writer lease and signing key.
 #[derive(Debug, Clone, Args)]
 pub struct PruneArgs {
-    #[command(flatten)]
-    pub store: StoreArgs,
+    /// The node's exchange configuration: takes the store, schema, node
+    /// and signing key from it.
+    #[arg(long, conflicts_with_all = ["store", "schema", "node", "signing_key"])]
+    pub config: Option<PathBuf>,
+    /// A SQLite file path or a postgres:// URL (without --config).
+    #[arg(long, required_unless_present = "config")]
+    pub store: Option<String>,
+    /// PostgreSQL schema of the audit tables.
+    #[arg(long)]
+    pub schema: Option<String>,
+    /// The node whose log is pruned (without --config).
+    #[arg(long, required_unless_present = "config")]
+    pub node: Option<String>,
+    /// The node's checkpoint signing key (without --config); never created here.
+    #[arg(long, required_unless_present = "config")]
+    pub signing_key: Option<PathBuf>,
     /// Delete entries older than this many days.
     #[arg(long)]
     pub older_than_days: u32,
     /// Allow a retention below the legal minimum of 183 days.
     #[arg(long)]
     pub force: bool,
+    /// Who prunes (your operator id); written into the prune record.
+    #[arg(long, env = "TONGBAN_OPERATOR")]
+    pub operator: String,
+    /// Why (ticket, decision); written into the prune record.
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
@@ -927,6 +949,43 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Where `prune` finds the node's log and key.
+struct PruneTarget {
+    store: StoreArgs,
+    node: String,
+    signing_key: PathBuf,
+}
+
+fn prune_target(args: &PruneArgs) -> anyhow::Result<PruneTarget> {
+    if let Some(path) = &args.config {
+        let config = tongban_exchange::config::ExchangeConfig::load(path)?;
+        return Ok(PruneTarget {
+            store: StoreArgs {
+                store: config.audit.store.clone(),
+                schema: config.audit.postgres_schema.clone(),
+            },
+            node: config.node.clone(),
+            signing_key: config.audit.signing_key.clone(),
+        });
+    }
+    // clap requires all three without --config.
+    let (Some(store), Some(node), Some(signing_key)) = (&args.store, &args.node, &args.signing_key)
+    else {
+        bail!("give --config, or --store, --node and --signing-key");
+    };
+    Ok(PruneTarget {
+        store: StoreArgs {
+            store: store.clone(),
+            schema: args.schema.clone(),
+        },
+        node: node.clone(),
+        signing_key: signing_key.clone(),
+    })
+}
+
+/// Prunes one stopped node's log as its writer would: takes the node's
+/// writer lease, appends a signed prune record, deletes, signs a final
+/// checkpoint and releases the lease.
 pub async fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
     let days = i64::from(args.older_than_days);
     if days < tongban_audit::MIN_RETENTION_DAYS && !args.force {
@@ -935,19 +994,50 @@ pub async fn prune(args: PruneArgs) -> anyhow::Result<ExitCode> {
             tongban_audit::MIN_RETENTION_DAYS
         );
     }
-    let store = open_store(&args.store).await?;
-    let report = tongban_audit::prune(store.as_ref(), TimeDelta::days(days), args.force).await?;
-    if let Some(cutoff) = report.cutoff {
-        println!("cutoff: entries before {} UTC", short_time(cutoff));
+    let request = tongban_audit::PruneRequest {
+        older_than_days: args.older_than_days,
+        force: args.force,
+        operator: args.operator.clone(),
+        reason: args.reason.clone(),
+        now: Utc::now(),
+    };
+    request.check()?;
+    let target = prune_target(&args)?;
+    let node = target.node.as_str();
+    let store = open_store(&target.store).await?;
+    // Opening the log would register a mistyped node as a new, empty one.
+    if !store.list_nodes().await?.iter().any(|n| n == node) {
+        bail!("the store holds no audit log of node {node}");
     }
-    if report.nodes.is_empty() {
-        println!("nothing to prune");
-    }
-    for n in &report.nodes {
-        println!(
-            "node {}: {} entries deleted; entries from index {} on remain (checkpoints and subtree hashes kept)",
-            n.node, n.deleted, n.pruned_before
-        );
+    let signer =
+        LogSigner::load(&target.signing_key, &origin_for_node(node)).with_context(|| {
+            format!(
+                "loading the signing key of node {node} from {}",
+                target.signing_key.display()
+            )
+        })?;
+    let mut config = AuditConfig::new(node);
+    // A running node holds its lease for good: fail at once, do not wait.
+    config.lock_wait = Duration::ZERO;
+    let log = match AuditLog::open(store, signer, config).await {
+        Ok(log) => log,
+        Err(AuditError::Store(StoreError::NodeLocked { .. })) => {
+            bail!("node {node} is running; its own retention sweep prunes it, or stop it first")
+        }
+        Err(e) => return Err(e).context(format!("opening the audit log of node {node}")),
+    };
+    let pruned = log.prune(request).await;
+    // Sign whatever was written and release the lease, also after a failure.
+    let closed = log.shutdown().await;
+    let report = pruned?;
+    closed?;
+    println!("cutoff: entries before {} UTC", short_time(report.cutoff));
+    match report.record_index {
+        None => println!("nothing to prune"),
+        Some(record) => println!(
+            "node {node}: {} entries deleted; entries from index {} on remain (checkpoints and subtree hashes kept); prune record at entry {record}",
+            report.deleted, report.pruned_before
+        ),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,8 @@
 use std::path::Path;
 use std::process::Output;
 
+use tongban_audit::AuditStore;
+
 use tongban_adapter::reference::stories;
 use tongban_cli::local::{CALL_TIMEOUT, LocalDeployment};
 use tongban_proto::v1::{CaseContext, GatherRequest, Subject};
@@ -19,6 +21,10 @@ async fn tongban(args: &[&str]) -> Output {
         .output()
         .await
         .unwrap()
+}
+
+async fn tongban_owned<const N: usize>(args: [&str; N]) -> Output {
+    tongban(&args).await
 }
 
 fn text(out: &Output) -> String {
@@ -269,26 +275,146 @@ async fn administrators_use_the_audit_commands_and_verify_catches_tampering() {
     );
 
     // prune: the legal minimum holds unless forced; fresh entries stay.
-    let out = tongban(&[
-        "audit",
-        "prune",
-        "--store",
-        &s(&db),
-        "--older-than-days",
-        "30",
-    ])
-    .await;
+    let key = dir.path().join("audit-signing.key");
+    let prune = |days: &str| {
+        let args = [
+            "audit",
+            "prune",
+            "--store",
+            &s(&db),
+            "--node",
+            "exchange-1",
+            "--signing-key",
+            &s(&key),
+            "--operator",
+            "auditor-zhao",
+            "--older-than-days",
+            days,
+        ]
+        .map(String::from);
+        async move {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            tongban(&refs).await
+        }
+    };
+    let out = prune("30").await;
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("183"), "{}", text(&out));
-    let out = tongban(&[
+    let out = prune("183").await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("nothing to prune"), "{}", text(&out));
+}
+
+/// `prune` and `verify` on a node's store, the node being a live writer of
+/// its log (as `tongban serve` is: same lease) and then stopped. Not a
+/// whole deployment: its daily retention sweep would race the test for the
+/// old entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_leaves_a_signed_record_that_verify_checks_and_refuses_a_running_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("audit.db");
+    let signer = tongban_audit::LogSigner::generate("tongban/audit/exchange-1").unwrap();
+    std::fs::write(
+        dir.path().join("audit-signing.key"),
+        signer.to_note_private_key(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("audit-signing.pub"),
+        format!("{}\n", signer.verifier()),
+    )
+    .unwrap();
+    let store = std::sync::Arc::new(tongban_audit::SqliteStore::open(&db).await.unwrap());
+    let log = tongban_audit::AuditLog::open(
+        store.clone(),
+        signer,
+        tongban_audit::AuditConfig::new("exchange-1"),
+    )
+    .await
+    .unwrap();
+    let old = chrono::Utc::now() - chrono::TimeDelta::days(200);
+    for time in [old; 6].into_iter().chain([chrono::Utc::now(); 2]) {
+        let entry = tongban_audit::AuditEntry::new(tongban_audit::EntryKind::Lookup, time);
+        log.append(entry).await.unwrap();
+    }
+    log.flush().await.unwrap();
+    let pub_key = dir.path().join("audit-signing.pub");
+    let args = [
         "audit",
         "prune",
         "--store",
         &s(&db),
+        "--node",
+        "exchange-1",
+        "--signing-key",
+        &s(&dir.path().join("audit-signing.key")),
+        "--operator",
+        "auditor-zhao",
+        "--reason",
+        "ticket OPS-17",
         "--older-than-days",
         "183",
-    ])
-    .await;
+    ]
+    .map(String::from);
+    let prune = || async {
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        tongban(&refs).await
+    };
+
+    // The running node holds its writer lease: refused, nothing touched.
+    let out = prune().await;
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains(
+            "node exchange-1 is running; its own retention sweep prunes it, or stop it first"
+        ),
+        "{}",
+        text(&out)
+    );
+    log.shutdown().await.unwrap();
+    let raw = store;
+    assert_eq!(raw.log_state("exchange-1").await.unwrap().pruned_before, 0);
+
+    // Stopped: the prune record goes in first, then the old entries go.
+    let out = prune().await;
     assert!(out.status.success(), "{}", text(&out));
-    assert!(stdout(&out).contains("nothing to prune"), "{}", text(&out));
+    assert!(
+        stdout(&out).contains("node exchange-1: 6 entries deleted; entries from index 6 on remain")
+            && stdout(&out).contains("prune record at entry 8"),
+        "{}",
+        text(&out)
+    );
+    let record = raw.entry("exchange-1", 8).await.unwrap().unwrap().entry;
+    assert_eq!(record.kind, tongban_audit::EntryKind::Prune);
+    assert_eq!(record.operator, "auditor-zhao");
+    let parsed = tongban_audit::PruneRecord::parse(&record.detail).unwrap();
+    assert_eq!(
+        (parsed.before_index, parsed.reason.as_str()),
+        (6, "ticket OPS-17")
+    );
+    let (db_arg, key_arg) = (s(&db), s(&pub_key));
+    let verify = || tongban_owned(["audit", "verify", "--store", &db_arg, "--key", &key_arg]);
+    let out = verify().await;
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stdout(&out).contains("OK: every entry"), "{}", text(&out));
+
+    // Two more entries deleted and the boundary moved past the record's.
+    sqlx::query("DELETE FROM audit_entries WHERE node = 'exchange-1' AND idx < 8")
+        .execute(raw.pool())
+        .await
+        .unwrap();
+    sqlx::query("UPDATE audit_logs SET pruned_before = 8 WHERE node = 'exchange-1'")
+        .execute(raw.pool())
+        .await
+        .unwrap();
+    raw.close().await;
+    let out = verify().await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout(&out).contains(
+            "ERROR node exchange-1, log: entries below 8 were removed but the newest prune authority (the record at entry 8) allows pruning only below 6"
+        ),
+        "{}",
+        text(&out)
+    );
 }

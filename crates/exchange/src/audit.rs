@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tongban_audit::{
-    AuditConfig, AuditEntry, AuditLog, AuditStats, AuditStore, EntryKind, LogSigner, PostgresStore,
-    SqliteStore, SubjectPseudonymizer, origin_for_node, released_fields_hash,
+    AuditConfig, AuditEntry, AuditError, AuditLog, AuditStats, AuditStore, EntryKind, LogSigner,
+    PostgresStore, PruneRequest, SqliteStore, SubjectPseudonymizer, origin_for_node,
+    released_fields_hash,
 };
 use tongban_proto::v1::AuditReceipt;
 use tongban_telemetry::Metrics;
@@ -141,26 +142,56 @@ impl AuditSettings {
     }
 
     /// The subject pseudonymiser, creating its key file (0600) if absent.
+    /// Start-up opens the log first ([`open_log_and_store`](Self::open_log_and_store)),
+    /// which refuses a missing key for a log that already holds entries.
     pub fn pseudonymizer(&self) -> Result<SubjectPseudonymizer, String> {
-        load_or_create_subject_key(&self.subject_key)
+        load_or_create_subject_key(&self.subject_key).map_err(|e| e.to_string())
     }
 
     /// Opens this node's log: store, signing key (created if absent) and
     /// writer.
-    pub async fn open_log(&self, node: &str) -> Result<AuditLog, String> {
+    pub async fn open_log(&self, node: &str) -> Result<AuditLog, AuditOpenError> {
         self.open_log_and_store(node).await.map(|(log, _)| log)
     }
 
     /// [`open_log`](Self::open_log), also returning the store (for
-    /// readiness probes).
+    /// readiness probes). Keys are created only for a fresh log: when the
+    /// node's log already holds entries or checkpoints, a missing signing or
+    /// subject key stops start-up instead (a new signing key would fork the
+    /// log, a new subject key would empty every earlier subject report).
     pub async fn open_log_and_store(
         &self,
         node: &str,
-    ) -> Result<(AuditLog, Arc<dyn AuditStore>), String> {
-        let store = self.open_store().await?;
+    ) -> Result<(AuditLog, Arc<dyn AuditStore>), AuditOpenError> {
+        let store = self.open_store().await.map_err(AuditOpenError::Store)?;
+        let state = store.log_state(node).await.map_err(AuditError::from)?;
+        let has_checkpoint = store
+            .latest_checkpoint(node)
+            .await
+            .map_err(AuditError::from)?
+            .is_some();
+        if state.size > 0 || has_checkpoint {
+            for (key, path) in [
+                (KeyRole::Signing, &self.signing_key),
+                (KeyRole::Subject, &self.subject_key),
+            ] {
+                if !path.exists() {
+                    return Err(AuditOpenError::MissingKey {
+                        key,
+                        path: path.clone(),
+                        node: node.to_string(),
+                        entries: state.size,
+                    });
+                }
+            }
+        }
         let origin = origin_for_node(node);
-        let signer = LogSigner::load_or_generate(&self.signing_key, &origin)
-            .map_err(|e| format!("signing key {}: {e}", self.signing_key.display()))?;
+        let signer = LogSigner::load_or_generate(&self.signing_key, &origin).map_err(|source| {
+            AuditOpenError::SigningKey {
+                path: self.signing_key.clone(),
+                source,
+            }
+        })?;
         let public = self.signing_key.with_extension("pub");
         if !public.exists() {
             let text = format!("{}\n", signer.verifier());
@@ -168,30 +199,107 @@ impl AuditSettings {
                 tracing::warn!(path = %public.display(), error = %e, "cannot write the verifier key");
             }
         }
+        // Created here, with the signing key, so both exist once the log does.
+        load_or_create_subject_key(&self.subject_key)?;
         let mut config = AuditConfig::new(node);
         config.checkpoint_interval = Duration::from_millis(self.checkpoint_interval_ms.max(1));
         config.checkpoint_every = self.checkpoint_every.max(1);
-        let log = AuditLog::open(store.clone(), signer, config)
-            .await
-            .map_err(|e| format!("audit log: {e}"))?;
+        let log = AuditLog::open(store.clone(), signer, config).await?;
         Ok((log, store))
     }
 }
 
+/// Which key file [`AuditOpenError::MissingKey`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRole {
+    Signing,
+    Subject,
+}
+
+impl std::fmt::Display for KeyRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KeyRole::Signing => {
+                "audit signing key (a new one would fork the log: its checkpoints would no longer verify under the pinned key)"
+            }
+            KeyRole::Subject => {
+                "subject pseudonym key (a new one would make every earlier entry unfindable by person)"
+            }
+        })
+    }
+}
+
+/// Why the node's audit log could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditOpenError {
+    #[error("{0}")]
+    Store(String),
+    #[error(
+        "{key} file {path} is missing, but the audit log of node {node} already holds {entries} entries; restore the key file from backup (refusing to create a new one)"
+    )]
+    MissingKey {
+        key: KeyRole,
+        path: PathBuf,
+        node: String,
+        entries: u64,
+    },
+    #[error("signing key {path}: {source}")]
+    SigningKey {
+        path: PathBuf,
+        #[source]
+        source: tongban_audit::note::NoteError,
+    },
+    #[error(transparent)]
+    SubjectKey(#[from] SubjectKeyError),
+    #[error("audit log: {0}")]
+    Log(#[from] AuditError),
+}
+
+/// Why the subject pseudonym key could not be loaded or created.
+#[derive(Debug, thiserror::Error)]
+pub enum SubjectKeyError {
+    #[error("subject key {path}: {source}")]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        source: tongban_audit::entry::PseudonymKeyError,
+    },
+    #[error("cannot read subject key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot create subject key {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Reads a hex pseudonym key, or writes a fresh random one (mode 0600).
-pub fn load_or_create_subject_key(path: &Path) -> Result<SubjectPseudonymizer, String> {
+pub fn load_or_create_subject_key(path: &Path) -> Result<SubjectPseudonymizer, SubjectKeyError> {
+    let malformed = |source| SubjectKeyError::Malformed {
+        path: path.to_path_buf(),
+        source,
+    };
     match std::fs::read_to_string(path) {
-        Ok(text) => SubjectPseudonymizer::from_hex(&text)
-            .map_err(|e| format!("subject key {}: {e}", path.display())),
+        Ok(text) => SubjectPseudonymizer::from_hex(&text).map_err(malformed),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key: [u8; 32] = rand::random();
             let text = hex::encode(key);
-            write_secret(path, &format!("{text}\n"))
-                .map_err(|e| format!("cannot create subject key {}: {e}", path.display()))?;
+            write_secret(path, &format!("{text}\n")).map_err(|source| SubjectKeyError::Create {
+                path: path.to_path_buf(),
+                source,
+            })?;
             tracing::info!(path = %path.display(), "created the subject pseudonym key");
-            SubjectPseudonymizer::from_bytes(&key).map_err(|e| e.to_string())
+            SubjectPseudonymizer::from_bytes(&key).map_err(malformed)
         }
-        Err(e) => Err(format!("cannot read subject key {}: {e}", path.display())),
+        Err(source) => Err(SubjectKeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
@@ -384,10 +492,11 @@ impl AuditSink for AuditLogSink {
     }
 }
 
-/// Prunes entries past `retention` now and then every `every`; each prune
-/// that deletes anything is itself logged as an administrator's act.
+/// Prunes this node's own log past `retention` now and then every `every`.
+/// Each prune that deletes anything is authorised by a prune record the
+/// writer appends and signs first; other nodes sharing the store prune
+/// their own logs.
 pub fn spawn_retention(
-    store: Arc<dyn AuditStore>,
     log: AuditLog,
     retention: chrono::TimeDelta,
     every: Duration,
@@ -396,33 +505,29 @@ pub fn spawn_retention(
         let mut ticks = tokio::time::interval(every);
         loop {
             ticks.tick().await;
-            prune_once(store.as_ref(), &log, retention).await;
+            prune_once(&log, retention, chrono::Utc::now()).await;
         }
     })
 }
 
-/// One retention sweep over every node's log in the store.
-pub async fn prune_once(store: &dyn AuditStore, log: &AuditLog, retention: chrono::TimeDelta) {
-    let report = match tongban_audit::prune(store, retention, false).await {
-        Ok(report) => report,
-        Err(e) => {
-            tracing::error!(error = %e, "audit retention sweep failed");
-            return;
-        }
-    };
-    for pruned in report.nodes.iter().filter(|n| n.deleted > 0) {
-        let mut entry = AuditEntry::new(EntryKind::AdminAction, chrono::Utc::now());
-        entry.operator = "retention".into();
-        entry.detail = format!(
-            "retention prune node={} before_index={} deleted={} older_than_days={}",
-            pruned.node,
-            pruned.pruned_before,
-            pruned.deleted,
-            retention.num_days()
-        );
-        if let Err(e) = log.append(entry).await {
-            tracing::error!(error = %e, "cannot log the retention prune");
-        }
+/// One retention sweep of this node's own log.
+pub async fn prune_once(
+    log: &AuditLog,
+    retention: chrono::TimeDelta,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    // Retention comes from whole configured days.
+    let days = u32::try_from(retention.num_days()).unwrap_or(u32::MAX);
+    match log.prune(PruneRequest::retention(days, now)).await {
+        Ok(report) if report.deleted > 0 => tracing::info!(
+            node = %report.node,
+            pruned_before = report.pruned_before,
+            deleted = report.deleted,
+            record = report.record_index,
+            "audit retention sweep pruned entries"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "audit retention sweep failed"),
     }
 }
 
@@ -445,47 +550,157 @@ mod tests {
         assert_eq!(settings.retention(), Some(chrono::TimeDelta::days(400)));
     }
 
-    #[tokio::test]
-    async fn the_sweep_prunes_old_entries_and_logs_that_it_did() {
-        let dir = tempfile::tempdir().unwrap();
+    /// Two nodes sharing one store, each with 5 entries 200 days old and a
+    /// fresh one.
+    async fn two_nodes_with_old_entries(
+        dir: &Path,
+    ) -> (
+        Arc<dyn AuditStore>,
+        AuditLog,
+        AuditLog,
+        tongban_audit::Keyring,
+    ) {
         let store: Arc<dyn AuditStore> =
-            Arc::new(SqliteStore::open(&dir.path().join("a.db")).await.unwrap());
-        let signer = LogSigner::generate(&origin_for_node("n1")).unwrap();
-        let log = AuditLog::open(store.clone(), signer, AuditConfig::new("n1"))
-            .await
-            .unwrap();
-        let old = chrono::Utc::now() - chrono::TimeDelta::days(200);
-        for _ in 0..5 {
-            log.append(AuditEntry::new(EntryKind::Lookup, old))
+            Arc::new(SqliteStore::open(&dir.join("a.db")).await.unwrap());
+        let mut keyring = tongban_audit::Keyring::new();
+        let mut logs = Vec::new();
+        for node in ["n1", "n2"] {
+            let signer = LogSigner::generate(&origin_for_node(node)).unwrap();
+            keyring.add(signer.verifier());
+            let log = AuditLog::open(store.clone(), signer, AuditConfig::new(node))
                 .await
                 .unwrap();
+            let old = chrono::Utc::now() - chrono::TimeDelta::days(200);
+            for _ in 0..5 {
+                log.append(AuditEntry::new(EntryKind::Lookup, old))
+                    .await
+                    .unwrap();
+            }
+            log.append(AuditEntry::new(EntryKind::Lookup, chrono::Utc::now()))
+                .await
+                .unwrap();
+            log.flush().await.unwrap();
+            logs.push(log);
         }
+        let n2 = logs.pop().unwrap();
+        let n1 = logs.pop().unwrap();
+        (store, n1, n2, keyring)
+    }
+
+    async fn verify_all(store: &dyn AuditStore, keyring: &tongban_audit::Keyring) {
+        let report = tongban_audit::verify(store, keyring, &Default::default(), &mut |_| {})
+            .await
+            .unwrap();
+        assert!(
+            report.is_ok(),
+            "{}",
+            report
+                .findings
+                .iter()
+                .map(|f| f.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sweep_records_then_prunes_only_its_own_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, n1, n2, keyring) = two_nodes_with_old_entries(dir.path()).await;
+        let now = chrono::Utc::now();
+        prune_once(&n1, chrono::TimeDelta::days(183), now).await;
+
+        assert_eq!(store.log_state("n1").await.unwrap().pruned_before, 5);
+        // The other node's log is its own writer's business.
+        let other = store.log_state("n2").await.unwrap();
+        assert_eq!((other.pruned_before, other.size), (0, 6));
+        assert!(store.entry("n2", 0).await.unwrap().is_some());
+        // The record sits after the pruned entries, names the boundary, and
+        // a signed checkpoint already covers it (it was signed before the delete).
+        let record = store.entry("n1", 6).await.unwrap().unwrap().entry;
+        assert_eq!(record.kind, EntryKind::Prune);
+        assert_eq!(record.operator, "retention");
+        let parsed = tongban_audit::PruneRecord::parse(&record.detail).unwrap();
+        assert_eq!(parsed.before_index, 5);
+        assert_eq!(parsed.older_than_days, 183);
+        assert_eq!(
+            parsed.cutoff,
+            tongban_audit::entry::truncate_to_micros(now - chrono::TimeDelta::days(183))
+        );
+        assert_eq!(
+            store
+                .latest_checkpoint("n1")
+                .await
+                .unwrap()
+                .unwrap()
+                .tree_size,
+            7
+        );
+        verify_all(store.as_ref(), &keyring).await;
+
+        // A second sweep finds nothing more and records nothing.
+        prune_once(&n1, chrono::TimeDelta::days(183), chrono::Utc::now()).await;
+        n1.flush().await.unwrap();
+        assert_eq!(store.log_state("n1").await.unwrap().size, 7);
+        n1.shutdown().await.unwrap();
+        n2.shutdown().await.unwrap();
+    }
+
+    fn settings_in(dir: &Path) -> AuditSettings {
+        let mut settings = AuditSettings::default();
+        settings.resolve_paths(dir);
+        settings
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_stops_start_up_once_the_log_holds_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = settings_in(dir.path());
+        // A fresh log creates both keys.
+        let (log, _) = settings.open_log_and_store("n1").await.unwrap();
+        assert!(settings.signing_key.exists() && settings.subject_key.exists());
         log.append(AuditEntry::new(EntryKind::Lookup, chrono::Utc::now()))
             .await
             .unwrap();
-        log.flush().await.unwrap();
-        prune_once(store.as_ref(), &log, chrono::TimeDelta::days(183)).await;
-        log.flush().await.unwrap();
-        assert_eq!(store.log_state("n1").await.unwrap().pruned_before, 5);
-        let page = tongban_audit::search(
-            store.as_ref(),
-            &tongban_audit::SearchFilter {
-                kind: Some(EntryKind::AdminAction),
-                ..Default::default()
-            },
-            &tongban_audit::PageRequest::default(),
-        )
-        .await
-        .unwrap();
-        assert_eq!(page.entries.len(), 1);
-        assert_eq!(
-            page.entries[0].entry.detail,
-            "retention prune node=n1 before_index=5 deleted=5 older_than_days=183"
+        log.shutdown().await.unwrap();
+        let subject = std::fs::read(&settings.subject_key).unwrap();
+        let signing = std::fs::read(&settings.signing_key).unwrap();
+
+        for (path, role) in [
+            (&settings.subject_key, KeyRole::Subject),
+            (&settings.signing_key, KeyRole::Signing),
+        ] {
+            std::fs::remove_file(path).unwrap();
+            let err = settings.open_log_and_store("n1").await.unwrap_err();
+            assert!(
+                matches!(&err, AuditOpenError::MissingKey { key, entries: 1, node, .. } if *key == role && node == "n1"),
+                "{err:?}"
+            );
+            let message = err.to_string();
+            for words in [
+                path.display().to_string(),
+                "already holds 1 entries".into(),
+                "restore the key file from backup".into(),
+            ] {
+                assert!(message.contains(&words), "{message}");
+            }
+            // Nothing was created in its place.
+            assert!(!path.exists());
+            std::fs::write(&settings.subject_key, &subject).unwrap();
+            std::fs::write(&settings.signing_key, &signing).unwrap();
+        }
+        // Another signing key in its place is refused too.
+        std::fs::remove_file(&settings.signing_key).unwrap();
+        let other = LogSigner::generate(&origin_for_node("n1")).unwrap();
+        std::fs::write(&settings.signing_key, other.to_note_private_key()).unwrap();
+        let err = settings.open_log_and_store("n1").await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("does not continue the log of node n1"),
+            "{err}"
         );
-        // A second sweep finds nothing more and logs nothing.
-        prune_once(store.as_ref(), &log, chrono::TimeDelta::days(183)).await;
-        log.flush().await.unwrap();
-        assert_eq!(store.log_state("n1").await.unwrap().size, 7);
+        std::fs::write(&settings.signing_key, &signing).unwrap();
+        let (log, _) = settings.open_log_and_store("n1").await.unwrap();
         log.shutdown().await.unwrap();
     }
 }

@@ -196,7 +196,7 @@ pub async fn start_with(
         .audit
         .open_log_and_store(&config.node)
         .await
-        .map_err(StartError::Audit)?;
+        .map_err(|e| StartError::Audit(e.to_string()))?;
     let pseudonymizer = config.audit.pseudonymizer().map_err(StartError::Audit)?;
     let mut sink = AuditLogSink::new(log, pseudonymizer).with_store(store.clone());
     if let Some(metrics) = &options.metrics {
@@ -331,7 +331,6 @@ pub async fn start_with_audit_options(
     let mut background = vec![policy_task, probe_task];
     if let (Some(reader), Some(retention)) = (&reader, config.audit.retention()) {
         background.push(crate::audit::spawn_retention(
-            reader.store_arc(),
             reader.log().clone(),
             retention,
             crate::audit::RETENTION_SWEEP_EVERY,
