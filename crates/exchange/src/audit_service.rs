@@ -336,6 +336,7 @@ pub fn record_to_proto(e: LoggedEntry) -> AuditRecord {
         trace_id: x.trace_id,
         released_fields_hash: x.released_fields_hash,
         detail: x.detail,
+        policy_version: x.policy_version,
     }
 }
 
