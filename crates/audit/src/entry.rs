@@ -1,14 +1,21 @@
 //! The audit entry, its canonical encoding and the subject pseudonymiser.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, TimeZone, Utc};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::Sha256;
 
 use crate::merkle::{Hash, hash_leaf};
 
-/// Version byte of the canonical entry encoding.
+/// Version byte of the canonical encoding of entries without a policy
+/// version (every entry written before that field existed).
 pub const ENTRY_ENCODING_V1: u8 = 1;
+/// Version byte of entries that carry a `policy_version`: v1's bytes with
+/// the policy version appended. The version follows from the content, so
+/// rows stored before the field existed hash exactly as they did.
+pub const ENTRY_ENCODING_V2: u8 = 2;
 
 /// What kind of act an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -23,7 +30,8 @@ pub enum EntryKind {
     /// writer before anything is deleted; `detail` is a
     /// [`PruneRecord`](crate::read::PruneRecord).
     Prune,
-    /// A policy that took effect (at start-up or on reload).
+    /// A policy that took effect, at start-up or on reload
+    /// (`policy_version` is the new one).
     PolicyChange,
 }
 
@@ -87,10 +95,16 @@ pub struct AuditEntry {
     pub outcome_reason: String,
     pub latency_us: u64,
     pub trace_id: String,
-    /// Hex SHA-256 over the released fields, see [`released_fields_hash`].
+    /// Hex keyed hash over the released fields, see
+    /// [`SubjectPseudonymizer::released_fields_hash`]; empty when nothing
+    /// was released.
     pub released_fields_hash: String,
     /// For admin actions: what was done/searched (identity numbers pseudonymised).
     pub detail: String,
+    /// Hex digest of the access policy that decided the act; empty when
+    /// unknown (entries written before the field existed).
+    #[serde(default)]
+    pub policy_version: String,
 }
 
 impl AuditEntry {
@@ -114,6 +128,34 @@ impl AuditEntry {
             trace_id: String::new(),
             released_fields_hash: String::new(),
             detail: String::new(),
+            policy_version: String::new(),
+        }
+    }
+
+    /// Cuts every text field to its limit (see [`FIELD_LIMITS`]) and
+    /// escapes control characters, so a stored entry is at most
+    /// [`MAX_ENTRY_BYTES`] encoded and prints as what it is. `AuditLog`
+    /// applies it to every entry before hashing it.
+    pub fn bound_and_clean(&mut self) {
+        for (field, max_chars) in [
+            (&mut self.node, MAX_CODE_CHARS),
+            (&mut self.caller_org, MAX_CODE_CHARS),
+            (&mut self.caller_unit, MAX_CODE_CHARS),
+            (&mut self.operator, MAX_CODE_CHARS),
+            (&mut self.matter, MAX_CODE_CHARS),
+            (&mut self.case_number, MAX_CASE_NUMBER_CHARS),
+            (&mut self.evidence_type, MAX_CODE_CHARS),
+            (&mut self.department, MAX_CODE_CHARS),
+            (&mut self.subject, MAX_CODE_CHARS),
+            (&mut self.outcome_reason, MAX_CODE_CHARS),
+            (&mut self.trace_id, MAX_CODE_CHARS),
+            (&mut self.released_fields_hash, MAX_CODE_CHARS),
+            (&mut self.detail, MAX_DETAIL_CHARS),
+            (&mut self.policy_version, MAX_POLICY_VERSION_CHARS),
+        ] {
+            if let Cow::Owned(clean) = bounded_clean_text(field, max_chars) {
+                *field = clean;
+            }
         }
     }
 
@@ -121,7 +163,12 @@ impl AuditEntry {
     /// index) is part of them so a moved or copied row no longer matches.
     pub fn canonical_bytes(&self, index: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(256 + self.detail.len());
-        out.push(ENTRY_ENCODING_V1);
+        let version = if self.policy_version.is_empty() {
+            ENTRY_ENCODING_V1
+        } else {
+            ENTRY_ENCODING_V2
+        };
+        out.push(version);
         put_str(&mut out, &self.node);
         out.extend_from_slice(&index.to_be_bytes());
         out.extend_from_slice(&self.time.timestamp_micros().to_be_bytes());
@@ -144,6 +191,9 @@ impl AuditEntry {
         put_str(&mut out, &self.trace_id);
         put_str(&mut out, &self.released_fields_hash);
         put_str(&mut out, &self.detail);
+        if version == ENTRY_ENCODING_V2 {
+            put_str(&mut out, &self.policy_version);
+        }
         out
     }
 
@@ -171,24 +221,151 @@ pub(crate) fn micros_to_time(us: i64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-/// Hex SHA-256 over the released fields, sorted by name then value, each
-/// name and value length-prefixed. Order of `fields` does not matter.
-pub fn released_fields_hash<K: AsRef<str>, V: AsRef<str>>(fields: &[(K, V)]) -> String {
+/// Limit, in characters, of identifier-like fields: node, caller
+/// organisation and unit, operator, matter, evidence type, department,
+/// subject pseudonym, outcome reason, trace id, released-fields hash.
+pub const MAX_CODE_CHARS: usize = 64;
+/// Limit, in characters, of `case_number`.
+pub const MAX_CASE_NUMBER_CHARS: usize = 128;
+/// Limit, in characters, of `detail` (administrators' acts).
+pub const MAX_DETAIL_CHARS: usize = 1024;
+/// Limit, in characters, of `policy_version` (a hex digest, room for a prefix).
+pub const MAX_POLICY_VERSION_CHARS: usize = 128;
+
+/// Every text field's limit, by name, for documentation and tests.
+pub const FIELD_LIMITS: [(&str, usize); 14] = [
+    ("node", MAX_CODE_CHARS),
+    ("caller_org", MAX_CODE_CHARS),
+    ("caller_unit", MAX_CODE_CHARS),
+    ("operator", MAX_CODE_CHARS),
+    ("matter", MAX_CODE_CHARS),
+    ("case_number", MAX_CASE_NUMBER_CHARS),
+    ("evidence_type", MAX_CODE_CHARS),
+    ("department", MAX_CODE_CHARS),
+    ("subject", MAX_CODE_CHARS),
+    ("outcome_reason", MAX_CODE_CHARS),
+    ("trace_id", MAX_CODE_CHARS),
+    ("released_fields_hash", MAX_CODE_CHARS),
+    ("detail", MAX_DETAIL_CHARS),
+    ("policy_version", MAX_POLICY_VERSION_CHARS),
+];
+
+const fn sum_limits() -> usize {
+    let mut total = 0;
+    let mut i = 0;
+    while i < FIELD_LIMITS.len() {
+        total += FIELD_LIMITS[i].1;
+        i += 1;
+    }
+    total
+}
+
+/// Largest canonical encoding of an entry that went through
+/// [`AuditEntry::bound_and_clean`] (every `AuditLog` entry): each character
+/// is at most 4 bytes of UTF-8, each text field has a 4-byte length prefix,
+/// plus version (1), index (8), time (8), kind (1), outcome code (4) and
+/// latency (8). About 8 KB.
+pub const MAX_ENTRY_BYTES: usize = 4 * sum_limits() + 4 * FIELD_LIMITS.len() + 30;
+
+/// Whether `c` must not be stored or printed raw: C0, DEL and C1 controls
+/// (newlines and terminal escapes among them), the line and paragraph
+/// separators, and the bidirectional controls and marks that reorder what a
+/// reader sees.
+pub fn is_forbidden_char(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{061C}'
+                | '\u{200E}'
+                | '\u{200F}'
+                | '\u{2028}'
+                | '\u{2029}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
+}
+
+/// `s` with every [forbidden character](is_forbidden_char) replaced by a
+/// visible escape such as `\u{1b}`; borrowed when there was none.
+pub fn escape_controls(s: &str) -> Cow<'_, str> {
+    bounded_clean_text(s, usize::MAX)
+}
+
+/// `s` with forbidden characters escaped and, when the result would be
+/// longer than `max_chars` characters, cut so that with the marker
+/// `…[+N bytes]` (N = bytes of `s` left out) it is at most `max_chars`.
+/// Works in one pass that stops at the limit, so a 4 MB text costs no more
+/// than a short one.
+pub fn bounded_clean_text(s: &str, max_chars: usize) -> Cow<'_, str> {
+    // Byte length bounds the character count, so short clean texts are free.
+    if s.len() <= max_chars && !s.chars().any(is_forbidden_char) {
+        return Cow::Borrowed(s);
+    }
+    // The marker's width with the largest N possible; the real one is no wider.
+    let keep_chars = max_chars.saturating_sub(marker(s.len()).chars().count());
+    let mut out = String::new();
+    let mut out_chars = 0usize;
+    let mut changed = false;
+    // Where to cut if it comes to that: (byte offset in `s`, length of `out`).
+    let mut cut = None;
+    for (at, c) in s.char_indices() {
+        let piece_chars = if is_forbidden_char(c) {
+            escape_char(c).len()
+        } else {
+            1
+        };
+        if cut.is_none() && out_chars + piece_chars > keep_chars {
+            cut = Some((at, out.len()));
+        }
+        if out_chars + piece_chars > max_chars {
+            let (cut_at, kept_len) = cut.unwrap_or((at, out.len()));
+            out.truncate(kept_len);
+            out.push_str(&marker(s.len() - cut_at));
+            return Cow::Owned(out);
+        }
+        if is_forbidden_char(c) {
+            out.push_str(&escape_char(c));
+            changed = true;
+        } else {
+            out.push(c);
+        }
+        out_chars += piece_chars;
+    }
+    if changed {
+        Cow::Owned(out)
+    } else {
+        Cow::Borrowed(s)
+    }
+}
+
+fn escape_char(c: char) -> String {
+    format!("\\u{{{:x}}}", u32::from(c))
+}
+
+fn marker(cut_bytes: usize) -> String {
+    format!("…[+{cut_bytes} bytes]")
+}
+
+/// Hashes released fields: sorted by name then value, each name and value
+/// length-prefixed, so the order of `fields` does not matter.
+fn released_fields_mac<K: AsRef<str>, V: AsRef<str>>(
+    mut mac: Hmac<Sha256>,
+    fields: &[(K, V)],
+) -> String {
     let mut sorted: Vec<(&str, &str)> = fields
         .iter()
         .map(|(k, v)| (k.as_ref(), v.as_ref()))
         .collect();
     sorted.sort();
-    let mut h = Sha256::new();
-    h.update(b"tongban-released-fields-v1");
-    h.update((sorted.len() as u64).to_be_bytes());
+    mac.update(b"tongban-released-fields-v1");
+    mac.update(&(sorted.len() as u64).to_be_bytes());
     for (k, v) in sorted {
-        h.update((k.len() as u64).to_be_bytes());
-        h.update(k.as_bytes());
-        h.update((v.len() as u64).to_be_bytes());
-        h.update(v.as_bytes());
+        mac.update(&(k.len() as u64).to_be_bytes());
+        mac.update(k.as_bytes());
+        mac.update(&(v.len() as u64).to_be_bytes());
+        mac.update(v.as_bytes());
     }
-    hex::encode(h.finalize())
+    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Errors building a pseudonymiser.
@@ -198,13 +375,24 @@ pub enum PseudonymKeyError {
     TooShort(usize),
     #[error("pseudonym key is not valid hex")]
     BadHex,
+    #[error("pseudonym key rejected by HMAC")]
+    Rejected,
 }
 
+/// Label under which the released-fields key is derived from the subject
+/// key. It has lower-case letters, and [`SubjectPseudonymizer::pseudonym`]
+/// upper-cases its input, so no pseudonym can ever equal the derived key.
+const RELEASED_FIELDS_KEY_LABEL: &[u8] = b"tongban released-fields v1";
+
 /// Keyed HMAC-SHA256 pseudonyms for identity numbers, so the log can be
-/// searched by person without holding identity numbers in clear.
+/// searched by person without holding identity numbers in clear; and the
+/// keyed hash of released fields, under a key derived from the same secret.
 #[derive(Clone)]
 pub struct SubjectPseudonymizer {
-    key: Vec<u8>,
+    /// HMAC keyed with the subject key, ready to clone per pseudonym.
+    subject_mac: Hmac<Sha256>,
+    /// HMAC keyed with HMAC(subject key, [`RELEASED_FIELDS_KEY_LABEL`]).
+    released_mac: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for SubjectPseudonymizer {
@@ -220,7 +408,17 @@ impl SubjectPseudonymizer {
         if key.len() < 16 {
             return Err(PseudonymKeyError::TooShort(key.len()));
         }
-        Ok(Self { key: key.to_vec() })
+        let subject_mac =
+            Hmac::<Sha256>::new_from_slice(key).map_err(|_| PseudonymKeyError::Rejected)?;
+        let mut derive = subject_mac.clone();
+        derive.update(RELEASED_FIELDS_KEY_LABEL);
+        let released_key = derive.finalize().into_bytes();
+        let released_mac = Hmac::<Sha256>::new_from_slice(&released_key)
+            .map_err(|_| PseudonymKeyError::Rejected)?;
+        Ok(Self {
+            subject_mac,
+            released_mac,
+        })
     }
 
     pub fn from_hex(key_hex: &str) -> Result<Self, PseudonymKeyError> {
@@ -232,18 +430,25 @@ impl SubjectPseudonymizer {
     /// upper case first so both spellings of one number map to one pseudonym.
     pub fn pseudonym(&self, id_number: &str) -> String {
         let normalised = id_number.trim().to_ascii_uppercase();
-        // HMAC accepts keys of any length, so this cannot fail.
-        let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.key) else {
-            return String::new();
-        };
+        let mut mac = self.subject_mac.clone();
         mac.update(normalised.as_bytes());
         hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Hex HMAC-SHA256 over the released fields (names and values, in any
+    /// order), under a key derived from the subject key. Field values have
+    /// little entropy (a marital status, a date), so an unkeyed hash would
+    /// give them away to anyone with a copy of the log; only a holder of the
+    /// subject key can check this one against claimed values.
+    pub fn released_fields_hash<K: AsRef<str>, V: AsRef<str>>(&self, fields: &[(K, V)]) -> String {
+        released_fields_mac(self.released_mac.clone(), fields)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sha2::Digest;
 
     fn sample() -> AuditEntry {
         let mut e = AuditEntry::new(
@@ -283,15 +488,186 @@ mod tests {
         assert_eq!(e.time.timestamp_micros(), 1_700_000_000_123_456);
     }
 
+    /// What the log held before the hash was keyed: SHA-256 over the same
+    /// bytes, which anyone could recompute from guessed field values.
+    fn unkeyed_released_fields_hash(fields: &[(&str, &str)]) -> String {
+        let mut sorted = fields.to_vec();
+        sorted.sort();
+        let mut h = Sha256::new();
+        h.update(b"tongban-released-fields-v1");
+        h.update((sorted.len() as u64).to_be_bytes());
+        for (k, v) in sorted {
+            h.update((k.len() as u64).to_be_bytes());
+            h.update(k.as_bytes());
+            h.update((v.len() as u64).to_be_bytes());
+            h.update(v.as_bytes());
+        }
+        hex::encode(h.finalize())
+    }
+
     #[test]
     fn released_fields_hash_is_order_independent() {
-        let a = released_fields_hash(&[("eligible", "true"), ("months", "14")]);
-        let b = released_fields_hash(&[("months", "14"), ("eligible", "true")]);
+        let p = SubjectPseudonymizer::from_bytes(&[1u8; 32]).unwrap();
+        let a = p.released_fields_hash(&[("eligible", "true"), ("months", "14")]);
+        let b = p.released_fields_hash(&[("months", "14"), ("eligible", "true")]);
         assert_eq!(a, b);
         assert_eq!(a.len(), 64);
-        let c = released_fields_hash(&[("months", "15"), ("eligible", "true")]);
+        let c = p.released_fields_hash(&[("months", "15"), ("eligible", "true")]);
         assert_ne!(a, c);
-        assert_ne!(released_fields_hash::<&str, &str>(&[]), a);
+        assert_ne!(p.released_fields_hash::<&str, &str>(&[]), a);
+    }
+
+    #[test]
+    fn released_fields_hash_is_keyed() {
+        let fields = [("marital_status", "married"), ("since", "2019-05-01")];
+        let p = SubjectPseudonymizer::from_bytes(&[1u8; 32]).unwrap();
+        let q = SubjectPseudonymizer::from_bytes(&[2u8; 32]).unwrap();
+        let hashed = p.released_fields_hash(&fields);
+        assert_ne!(hashed, q.released_fields_hash(&fields));
+        // Not the old unkeyed value: a copy of the log no longer lets anyone
+        // test guesses of the released values.
+        assert_ne!(hashed, unkeyed_released_fields_hash(&fields));
+        // Nor the plain HMAC under the subject key, nor a pseudonym: the key
+        // is derived with its own label.
+        assert_ne!(hashed, p.pseudonym("marital_status"));
+        assert_ne!(
+            p.released_fields_hash::<&str, &str>(&[]),
+            released_fields_mac::<&str, &str>(
+                Hmac::<Sha256>::new_from_slice(&[1u8; 32]).unwrap(),
+                &[]
+            )
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped_visibly() {
+        let text = "ok\nforged line\x1b[31m\u{202e}rtl\u{7f}\u{85}";
+        let clean = escape_controls(text);
+        assert_eq!(
+            clean,
+            "ok\\u{a}forged line\\u{1b}[31m\\u{202e}rtl\\u{7f}\\u{85}"
+        );
+        assert!(!clean.chars().any(is_forbidden_char));
+        assert!(matches!(escape_controls("plain 通办"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn long_text_is_cut_with_a_marker_within_the_limit() {
+        let long = "a".repeat(100);
+        let cut = bounded_clean_text(&long, 64);
+        assert!(cut.chars().count() <= 64, "{cut}");
+        assert!(cut.starts_with("aaaa"));
+        let kept = cut.chars().take_while(|c| *c == 'a').count();
+        assert!(cut.ends_with(&format!("…[+{} bytes]", 100 - kept)), "{cut}");
+        // Exactly at the limit: untouched.
+        assert_eq!(bounded_clean_text(&"b".repeat(64), 64), "b".repeat(64));
+        // Multi-byte characters count as one.
+        assert_eq!(bounded_clean_text(&"通".repeat(64), 64), "通".repeat(64));
+        // An escape is never split by the cut.
+        let escapes = "\x1b".repeat(100);
+        let cut = bounded_clean_text(&escapes, 64);
+        assert!(cut.chars().count() <= 64, "{cut}");
+        assert!(cut.starts_with("\\u{1b}\\u{1b}"));
+        let body = cut.split('…').next().unwrap();
+        assert_eq!(body.len() % "\\u{1b}".len(), 0, "{cut}");
+    }
+
+    #[test]
+    fn a_bounded_entry_encodes_within_max_entry_bytes() {
+        // Worst case: 4-byte characters and characters that escape to many.
+        let huge = "𝄞\u{10ffff}\x1b\u{2069}".repeat(1 << 20);
+        assert!(huge.len() >= 4 << 20);
+        let mut e = AuditEntry::new(EntryKind::AdminAction, Utc::now());
+        for field in [
+            &mut e.node,
+            &mut e.caller_org,
+            &mut e.caller_unit,
+            &mut e.operator,
+            &mut e.matter,
+            &mut e.case_number,
+            &mut e.evidence_type,
+            &mut e.department,
+            &mut e.subject,
+            &mut e.outcome_reason,
+            &mut e.trace_id,
+            &mut e.released_fields_hash,
+            &mut e.detail,
+            &mut e.policy_version,
+        ] {
+            *field = huge.clone();
+        }
+        e.bound_and_clean();
+        let bytes = e.canonical_bytes(u64::MAX);
+        assert!(
+            bytes.len() <= MAX_ENTRY_BYTES,
+            "{} > {MAX_ENTRY_BYTES}",
+            bytes.len()
+        );
+        const { assert!(MAX_ENTRY_BYTES < 9 * 1024) };
+        for (name, value, max) in [
+            ("case_number", &e.case_number, MAX_CASE_NUMBER_CHARS),
+            ("evidence_type", &e.evidence_type, MAX_CODE_CHARS),
+            ("detail", &e.detail, MAX_DETAIL_CHARS),
+        ] {
+            assert!(value.chars().count() <= max, "{name}");
+            assert!(value.contains("bytes]"), "{name}: {value}");
+            assert!(!value.chars().any(is_forbidden_char), "{name}");
+        }
+        // Four-byte characters only: the bound holds too.
+        let mut f = AuditEntry::new(EntryKind::Lookup, Utc::now());
+        f.detail = "𝄞".repeat(1 << 20);
+        f.case_number = f.detail.clone();
+        f.bound_and_clean();
+        assert!(f.canonical_bytes(0).len() <= MAX_ENTRY_BYTES);
+    }
+
+    #[test]
+    fn entries_with_a_policy_version_use_encoding_v2_and_old_ones_hash_as_before() {
+        let e = sample();
+        let v1 = e.canonical_bytes(7);
+        assert_eq!(v1[0], ENTRY_ENCODING_V1);
+        let mut f = e.clone();
+        f.policy_version = "ab".repeat(32);
+        let v2 = f.canonical_bytes(7);
+        assert_eq!(v2[0], ENTRY_ENCODING_V2);
+        // v2 is v1's fields followed by the policy version.
+        assert_eq!(&v2[1..v1.len()], &v1[1..]);
+        assert_eq!(v2.len(), v1.len() + 4 + 64);
+        assert_ne!(e.leaf_hash(7), f.leaf_hash(7));
+        // The v1 bytes are those of an entry before the field existed.
+        let mut legacy = vec![ENTRY_ENCODING_V1];
+        put_str(&mut legacy, "n1");
+        legacy.extend_from_slice(&7u64.to_be_bytes());
+        legacy.extend_from_slice(&e.time.timestamp_micros().to_be_bytes());
+        legacy.push(1);
+        for s in [
+            "11510400MB1234567X",
+            "",
+            "",
+            "unemployment-benefit",
+            "",
+            "",
+            "",
+            "",
+        ] {
+            put_str(&mut legacy, s);
+        }
+        legacy.extend_from_slice(&0i32.to_be_bytes());
+        put_str(&mut legacy, "");
+        legacy.extend_from_slice(&0u64.to_be_bytes());
+        for _ in 0..3 {
+            put_str(&mut legacy, "");
+        }
+        assert_eq!(v1, legacy);
+    }
+
+    #[test]
+    fn policy_change_has_its_own_kind_code() {
+        let mut e = sample();
+        e.kind = EntryKind::PolicyChange;
+        assert_eq!(e.canonical_bytes(0)[1 + 4 + 2 + 8 + 8], 5);
+        assert_eq!("PolicyChange".parse::<EntryKind>().unwrap(), e.kind);
+        assert_eq!(e.kind.as_str(), "PolicyChange");
     }
 
     #[test]

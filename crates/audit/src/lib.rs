@@ -14,7 +14,10 @@ pub mod read;
 pub mod store;
 pub mod verify;
 
-pub use entry::{AuditEntry, EntryKind, SubjectPseudonymizer, released_fields_hash};
+pub use entry::{
+    AuditEntry, EntryKind, MAX_ENTRY_BYTES, SubjectPseudonymizer, bounded_clean_text,
+    escape_controls,
+};
 pub use log::{AuditConfig, AuditError, AuditLog, AuditStats, Receipt};
 pub use merkle::Hash;
 pub use note::{Checkpoint, Keyring, LogSigner, VerifierKey, origin_for_node};

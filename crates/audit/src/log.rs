@@ -57,8 +57,14 @@ pub struct AuditConfig {
     pub checkpoint_interval: Duration,
     /// Most entries per transaction.
     pub max_batch: usize,
-    /// Bounded queue of waiting appends (backpressure beyond it).
+    /// Most calls (`append`, `append_all`) waiting for the writer: the bound
+    /// on waiting work. A call that finds the queue full fails at once with
+    /// `Unavailable` instead of waiting.
     pub queue_capacity: usize,
+    /// Longest an `append`/`append_all` waits for its commit before failing
+    /// with `Unavailable`. The entries may still commit later; their caller
+    /// has released nothing (fail closed).
+    pub append_timeout: Duration,
     /// How long `open` retries while another writer holds the node's lease
     /// (a crashed predecessor's lease can take a moment to be released).
     pub lock_wait: Duration,
@@ -72,6 +78,7 @@ impl AuditConfig {
             checkpoint_interval: Duration::from_millis(1000),
             max_batch: 1024,
             queue_capacity: 16384,
+            append_timeout: Duration::from_secs(2),
             lock_wait: Duration::from_secs(5),
         }
     }
@@ -103,6 +110,10 @@ pub struct AuditStats {
     pub checkpoints_signed: u64,
     pub checkpoint_failures: u64,
     pub tree_size: u64,
+    /// Calls refused at once because the writer's queue was full.
+    pub appends_refused: u64,
+    /// Calls that gave up waiting for their commit.
+    pub appends_timed_out: u64,
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +127,8 @@ struct Counters {
     checkpoints_signed: AtomicU64,
     checkpoint_failures: AtomicU64,
     tree_size: AtomicU64,
+    appends_refused: AtomicU64,
+    appends_timed_out: AtomicU64,
 }
 
 type Reply<T> = oneshot::Sender<Result<T, AuditError>>;
@@ -137,6 +150,8 @@ pub struct AuditLog {
     node: Arc<str>,
     tx: mpsc::Sender<Command>,
     counters: Arc<Counters>,
+    append_timeout: Duration,
+    queue_capacity: usize,
 }
 
 impl AuditLog {
@@ -155,9 +170,14 @@ impl AuditLog {
                 signer.name()
             )));
         }
-        if config.max_batch == 0 || config.queue_capacity == 0 || config.checkpoint_every == 0 {
+        if config.max_batch == 0
+            || config.queue_capacity == 0
+            || config.checkpoint_every == 0
+            || config.append_timeout.is_zero()
+        {
             return Err(AuditError::Invalid(
-                "max_batch, queue_capacity and checkpoint_every must be positive".into(),
+                "max_batch, queue_capacity, checkpoint_every and append_timeout must be positive"
+                    .into(),
             ));
         }
         let deadline = Instant::now() + config.lock_wait;
@@ -194,6 +214,8 @@ impl AuditLog {
             node: config.node.into(),
             tx,
             counters,
+            append_timeout: config.append_timeout,
+            queue_capacity: config.queue_capacity,
         })
     }
 
@@ -203,32 +225,66 @@ impl AuditLog {
 
     /// Appends one entry; returns only once it is durably committed.
     /// `entry.node` may be empty (filled in) or must equal this log's node.
+    /// The entry is stored [bounded and clean](AuditEntry::bound_and_clean).
+    /// Fails with `Unavailable` at once when the writer's queue is full, and
+    /// when the commit does not come within the append timeout.
     pub async fn append(&self, entry: AuditEntry) -> Result<Receipt, AuditError> {
-        let (reply, rx) = oneshot::channel();
-        self.tx
-            .send(Command::Append(vec![(Box::new(entry), reply)]))
+        self.append_all(vec![entry])
             .await
-            .map_err(|_| AuditError::Closed)?;
-        rx.await.map_err(|_| AuditError::Closed)?
+            .pop()
+            .unwrap_or(Err(AuditError::Closed))
     }
 
     /// Appends several entries in one transaction — never split across
     /// group commits, so a call with several evidence requests waits for one
     /// durable write, not one per entry. Results are in the entries' order.
+    /// Bounds, queue and deadline as for [`append`](Self::append).
     pub async fn append_all(&self, entries: Vec<AuditEntry>) -> Vec<Result<Receipt, AuditError>> {
+        let deadline = tokio::time::Instant::now() + self.append_timeout;
         let mut items = Vec::with_capacity(entries.len());
         let mut replies = Vec::with_capacity(entries.len());
-        for entry in entries {
+        for mut entry in entries {
+            // Here, not in the writer: the queue then holds only bounded entries.
+            entry.bound_and_clean();
             let (reply, rx) = oneshot::channel();
             items.push((Box::new(entry), reply));
             replies.push(rx);
         }
-        if self.tx.send(Command::Append(items)).await.is_err() {
-            return replies.iter().map(|_| Err(AuditError::Closed)).collect();
+        if let Err(e) = self.tx.try_send(Command::Append(items)) {
+            let full = matches!(e, mpsc::error::TrySendError::Full(_));
+            if full {
+                self.counters
+                    .appends_refused
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            return replies
+                .iter()
+                .map(|_| {
+                    Err(if full {
+                        AuditError::Unavailable(format!(
+                            "the audit writer's queue is full ({} calls waiting)",
+                            self.queue_capacity
+                        ))
+                    } else {
+                        AuditError::Closed
+                    })
+                })
+                .collect();
         }
         let mut out = Vec::with_capacity(replies.len());
         for rx in replies {
-            out.push(rx.await.unwrap_or(Err(AuditError::Closed)));
+            out.push(match tokio::time::timeout_at(deadline, rx).await {
+                Ok(reply) => reply.unwrap_or(Err(AuditError::Closed)),
+                Err(_) => {
+                    self.counters
+                        .appends_timed_out
+                        .fetch_add(1, Ordering::Relaxed);
+                    Err(AuditError::Unavailable(format!(
+                        "the audit store did not commit within {}",
+                        duration_text(self.append_timeout)
+                    )))
+                }
+            });
         }
         out
     }
@@ -284,6 +340,8 @@ impl AuditLog {
             checkpoints_signed: g(&c.checkpoints_signed),
             checkpoint_failures: g(&c.checkpoint_failures),
             tree_size: g(&c.tree_size),
+            appends_refused: g(&c.appends_refused),
+            appends_timed_out: g(&c.appends_timed_out),
         }
     }
 }
@@ -641,6 +699,15 @@ impl Writer {
                 Err(e.into())
             }
         }
+    }
+}
+
+/// "2 s", "250 ms": how a person states a timeout.
+fn duration_text(d: Duration) -> String {
+    if d.subsec_millis() == 0 && d.as_secs() > 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
     }
 }
 

@@ -245,7 +245,7 @@ pub(crate) fn to_hash(v: Vec<u8>) -> Result<Hash, StoreError> {
         .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))
 }
 
-pub(crate) const ENTRY_COLUMNS: &str = "node, idx, time_us, kind, caller_org, caller_unit, operator, matter, case_number, evidence_type, department, subject, outcome_code, outcome_reason, latency_us, trace_id, released_fields_hash, detail, leaf_hash";
+pub(crate) const ENTRY_COLUMNS: &str = "node, idx, time_us, kind, caller_org, caller_unit, operator, matter, case_number, evidence_type, department, subject, outcome_code, outcome_reason, latency_us, trace_id, released_fields_hash, detail, policy_version, leaf_hash";
 
 /// SQL shared by both backends (placeholders via `$n`, which SQLite accepts).
 macro_rules! impl_common_store {
@@ -271,6 +271,7 @@ macro_rules! impl_common_store {
                 trace_id: row.try_get("trace_id")?,
                 released_fields_hash: row.try_get("released_fields_hash")?,
                 detail: row.try_get("detail")?,
+                policy_version: row.try_get("policy_version")?,
             };
             Ok(LoggedEntry {
                 index: to_u64(row.try_get("idx")?)?,
@@ -323,6 +324,7 @@ macro_rules! impl_common_store {
                     .push_bind(e.entry.trace_id.clone())
                     .push_bind(e.entry.released_fields_hash.clone())
                     .push_bind(e.entry.detail.clone())
+                    .push_bind(e.entry.policy_version.clone())
                     .push_bind(e.leaf_hash.to_vec());
             });
             match bad {
@@ -355,7 +357,7 @@ macro_rules! impl_common_store {
             }
         }
 
-        /// Rows per INSERT: 19 binds per entry row keeps a statement under
+        /// Rows per INSERT: 20 binds per entry row keeps a statement under
         /// SQLite's 32766-parameter limit (and PostgreSQL's 65535).
         const ENTRY_CHUNK: usize = 1000;
         const TREE_CHUNK: usize = 4000;

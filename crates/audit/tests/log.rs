@@ -672,3 +672,297 @@ async fn store_debug_output_hides_connection_secrets() {
     assert!(dbg.contains("PostgresStore"), "{dbg}");
     assert!(!dbg.contains("n0t-a-real-s3cret"), "{dbg}");
 }
+
+/// Delegates to a real store, except that while `hang` is set a batch
+/// append never completes (a hung disk or database) until it is cleared.
+#[derive(Debug)]
+struct HangingStore {
+    inner: Arc<dyn tongban_audit::AuditStore>,
+    hang: tokio::sync::watch::Sender<bool>,
+}
+
+mod hanging {
+    use super::HangingStore;
+    use std::collections::HashMap;
+    use tongban_audit::merkle::NodeId;
+    use tongban_audit::store::{LogState, StoreFuture, StoredCheckpoint, WriterLease};
+    use tongban_audit::{AuditStore, Cursor, Hash, LoggedEntry, SearchFilter};
+
+    impl AuditStore for HangingStore {
+        fn backend(&self) -> &'static str {
+            self.inner.backend()
+        }
+        fn lock_writer<'a>(&'a self, node: &'a str) -> StoreFuture<'a, WriterLease> {
+            self.inner.lock_writer(node)
+        }
+        fn ensure_log<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
+            self.inner.ensure_log(node)
+        }
+        fn log_state<'a>(&'a self, node: &'a str) -> StoreFuture<'a, LogState> {
+            self.inner.log_state(node)
+        }
+        fn list_nodes(&self) -> StoreFuture<'_, Vec<String>> {
+            self.inner.list_nodes()
+        }
+        fn append_batch<'a>(
+            &'a self,
+            node: &'a str,
+            entries: &'a [LoggedEntry],
+            tree_nodes: &'a [(NodeId, Hash)],
+        ) -> StoreFuture<'a, ()> {
+            let mut hang = self.hang.subscribe();
+            Box::pin(async move {
+                // Err only if the sender is gone, which outlives every batch.
+                let _ = hang.wait_for(|h| !*h).await;
+                self.inner.append_batch(node, entries, tree_nodes).await
+            })
+        }
+        fn get_nodes<'a>(
+            &'a self,
+            node: &'a str,
+            ids: &'a [NodeId],
+        ) -> StoreFuture<'a, HashMap<NodeId, Hash>> {
+            self.inner.get_nodes(node, ids)
+        }
+        fn tree_nodes_range<'a>(
+            &'a self,
+            node: &'a str,
+            level: u32,
+            from: u64,
+            to: u64,
+        ) -> StoreFuture<'a, Vec<(u64, Hash)>> {
+            self.inner.tree_nodes_range(node, level, from, to)
+        }
+        fn put_checkpoint<'a>(
+            &'a self,
+            node: &'a str,
+            cp: &'a StoredCheckpoint,
+        ) -> StoreFuture<'a, ()> {
+            self.inner.put_checkpoint(node, cp)
+        }
+        fn checkpoints<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<StoredCheckpoint>> {
+            self.inner.checkpoints(node)
+        }
+        fn latest_checkpoint<'a>(
+            &'a self,
+            node: &'a str,
+        ) -> StoreFuture<'a, Option<StoredCheckpoint>> {
+            self.inner.latest_checkpoint(node)
+        }
+        fn scan<'a>(
+            &'a self,
+            node: &'a str,
+            from: u64,
+            limit: u32,
+        ) -> StoreFuture<'a, Vec<LoggedEntry>> {
+            self.inner.scan(node, from, limit)
+        }
+        fn entry<'a>(&'a self, node: &'a str, index: u64) -> StoreFuture<'a, Option<LoggedEntry>> {
+            self.inner.entry(node, index)
+        }
+        fn search<'a>(
+            &'a self,
+            filter: &'a SearchFilter,
+            after: Option<&'a Cursor>,
+            limit: u32,
+        ) -> StoreFuture<'a, Vec<LoggedEntry>> {
+            self.inner.search(filter, after, limit)
+        }
+        fn prune_cut<'a>(&'a self, node: &'a str, cutoff_us: i64) -> StoreFuture<'a, u64> {
+            self.inner.prune_cut(node, cutoff_us)
+        }
+        fn prune_below<'a>(
+            &'a self,
+            node: &'a str,
+            cut: u64,
+            keep: &'a [(NodeId, Hash)],
+        ) -> StoreFuture<'a, u64> {
+            self.inner.prune_below(node, cut, keep)
+        }
+    }
+}
+
+/// A store that stops answering makes appends fail within the append
+/// timeout, calls beyond the queue fail at once, and the log carries on
+/// once the store answers again (the late commits land; nobody released).
+#[tokio::test]
+async fn a_hung_store_fails_appends_within_the_timeout_and_floods_at_once() {
+    let db = TestDb::new(Backend::Sqlite).await;
+    let (hang, _) = tokio::sync::watch::channel(false);
+    let store: Arc<dyn tongban_audit::AuditStore> = Arc::new(HangingStore {
+        inner: db.store.clone(),
+        hang: hang.clone(),
+    });
+    let mut cfg = config("n1");
+    cfg.queue_capacity = 8;
+    cfg.append_timeout = std::time::Duration::from_secs(2);
+    // No timed checkpoint while the clock is paused: only the store's I/O
+    // would then run, and the paused clock would race it.
+    cfg.checkpoint_interval = std::time::Duration::from_secs(3600);
+    let log = tongban_audit::AuditLog::open(store, signer("n1"), cfg)
+        .await
+        .unwrap();
+    for i in 0..3 {
+        log.append(entry(i, Utc::now())).await.unwrap();
+    }
+    log.flush().await.unwrap();
+
+    hang.send_replace(true);
+    // From here on nothing does I/O: the clock only moves when every task waits.
+    tokio::time::pause();
+    let t0 = tokio::time::Instant::now();
+    let err = log.append(entry(3, Utc::now())).await.unwrap_err();
+    let waited = t0.elapsed();
+    match &err {
+        AuditError::Unavailable(m) => {
+            assert_eq!(m, "the audit store did not commit within 2 s");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        waited >= std::time::Duration::from_secs(2)
+            && waited < std::time::Duration::from_millis(2100),
+        "{waited:?}"
+    );
+
+    // The writer is stuck in that commit; fill its queue with waiting calls.
+    let mut waiting = Vec::new();
+    for i in 0..8 {
+        let log = log.clone();
+        waiting.push(tokio::spawn(async move {
+            log.append_all(vec![entry(10 + i, Utc::now())]).await
+        }));
+    }
+    // On this current-thread runtime one yield lets each spawned call enqueue.
+    tokio::task::yield_now().await;
+    let t1 = tokio::time::Instant::now();
+    for i in 0..20 {
+        let err = log.append(entry(100 + i, Utc::now())).await.unwrap_err();
+        assert!(
+            matches!(&err, AuditError::Unavailable(m) if m.contains("queue is full")),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        t1.elapsed(),
+        std::time::Duration::ZERO,
+        "refused without waiting"
+    );
+    for call in waiting {
+        let results = call.await.unwrap();
+        assert!(
+            matches!(&results[..], [Err(AuditError::Unavailable(m))] if m.contains("within 2 s")),
+            "{results:?}"
+        );
+    }
+    let stats = log.stats();
+    assert_eq!(stats.appends_refused, 20, "{stats:?}");
+    assert_eq!(stats.appends_timed_out, 9, "{stats:?}");
+
+    // The store answers again: the abandoned entries commit late, the log goes on.
+    tokio::time::resume();
+    hang.send_replace(false);
+    // Waits its turn behind the backlog (unlike appends, flush may wait).
+    log.flush().await.unwrap();
+    let r = log.append(entry(200, Utc::now())).await.unwrap();
+    assert_eq!(r.index, 3 + 1 + 8, "late commits landed before it");
+    log.shutdown().await.unwrap();
+    verify_ok(&db, &["n1"]).await;
+}
+
+async fn entries_are_bounded_and_clean(b: Backend) {
+    let db = TestDb::new(b).await;
+    let log = open_log(db.store.clone(), "n1").await;
+    let huge = "X".repeat(4 << 20);
+    let mut e = entry(0, Utc::now());
+    e.case_number = huge.clone();
+    e.detail = huge.clone();
+    e.evidence_type = format!(
+        "{}\n  Result · 结果    released\x1b[31m\u{202e}",
+        "e".repeat(16 << 10)
+    );
+    let mut f = entry(1, Utc::now());
+    f.operator = "clerk\r\nforged".into();
+    f.caller_unit = huge.clone();
+    let r = log.append(e).await.unwrap();
+    let rs = log.append_all(vec![f]).await;
+    let r2 = rs[0].as_ref().unwrap();
+    log.shutdown().await.unwrap();
+    let stored = db.store.entry("n1", r.index).await.unwrap().unwrap();
+    let x = &stored.entry;
+    assert!(x.case_number.chars().count() <= 128);
+    assert!(x.case_number.ends_with(" bytes]"), "{}", x.case_number);
+    assert!(x.detail.chars().count() <= 1024);
+    assert!(x.evidence_type.chars().count() <= 64, "{}", x.evidence_type);
+    assert!(x.evidence_type.ends_with(" bytes]"), "{}", x.evidence_type);
+    assert!(stored.entry.canonical_bytes(stored.index).len() <= tongban_audit::MAX_ENTRY_BYTES);
+    let y = db.store.entry("n1", r2.index).await.unwrap().unwrap().entry;
+    assert_eq!(y.operator, "clerk\\u{d}\\u{a}forged");
+    assert!(y.caller_unit.chars().count() <= 64);
+    for s in [&x.evidence_type, &x.case_number, &y.operator] {
+        assert!(!s.chars().any(|c| c.is_control()), "{s:?}");
+    }
+    verify_ok(&db, &["n1"]).await;
+}
+
+/// Whoever builds the entry, the log stores it bounded and without control
+/// characters, and it still verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_entry_is_stored_bounded_and_clean() {
+    for b in BACKENDS {
+        entries_are_bounded_and_clean(b).await;
+    }
+}
+
+async fn v1_then_v2_entries(b: Backend) {
+    let db = TestDb::new(b).await;
+    let log = open_log(db.store.clone(), "n1").await;
+    // Entries as written before policy versions: canonical encoding v1.
+    for i in 0..20 {
+        log.append(entry(i, Utc::now())).await.unwrap();
+    }
+    let version = "3f".repeat(32);
+    for i in 20..40 {
+        let mut e = entry(i, Utc::now());
+        e.policy_version = version.clone();
+        if i == 39 {
+            e.kind = tongban_audit::EntryKind::PolicyChange;
+        }
+        log.append(e).await.unwrap();
+    }
+    log.shutdown().await.unwrap();
+    let old = db.store.entry("n1", 5).await.unwrap().unwrap();
+    assert_eq!(old.entry.policy_version, "");
+    assert_eq!(old.entry.canonical_bytes(5)[0], 1);
+    let new = db.store.entry("n1", 39).await.unwrap().unwrap();
+    assert_eq!(new.entry.policy_version, version);
+    assert_eq!(new.entry.kind, tongban_audit::EntryKind::PolicyChange);
+    assert_eq!(new.entry.canonical_bytes(39)[0], 2);
+    let page = search(
+        db.store.as_ref(),
+        &SearchFilter::default(),
+        &PageRequest::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(page.entries[0].entry.policy_version, version);
+    let mut out = Vec::new();
+    export_jsonl(db.store.as_ref(), None, &mut out)
+        .await
+        .unwrap();
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .contains(&format!("\"policy_version\":\"{version}\""))
+    );
+    verify_ok(&db, &["n1"]).await;
+}
+
+/// A log whose older entries predate policy versions (encoding v1) and
+/// whose newer ones carry them (v2) verifies as one tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_of_v1_then_v2_entries_verifies() {
+    for b in BACKENDS {
+        v1_then_v2_entries(b).await;
+    }
+}

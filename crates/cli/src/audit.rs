@@ -345,6 +345,7 @@ pub fn record_to_entry(r: &AuditRecord) -> anyhow::Result<LoggedEntry> {
     entry.trace_id = r.trace_id.clone();
     entry.released_fields_hash = r.released_fields_hash.clone();
     entry.detail = r.detail.clone();
+    entry.policy_version = r.policy_version.clone();
     let leaf_hash: [u8; 32] = r
         .leaf_hash
         .as_slice()

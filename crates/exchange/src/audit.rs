@@ -10,7 +10,6 @@ use serde::{Deserialize, Serialize};
 use tongban_audit::{
     AuditConfig, AuditEntry, AuditError, AuditLog, AuditStats, AuditStore, EntryKind, LogSigner,
     PostgresStore, PruneRequest, SqliteStore, SubjectPseudonymizer, origin_for_node,
-    released_fields_hash,
 };
 use tongban_proto::v1::AuditReceipt;
 use tongban_telemetry::Metrics;
@@ -45,6 +44,11 @@ pub struct AuditSettings {
     /// 0 keeps everything.
     #[serde(default = "default_retention_days")]
     pub retention_days: u32,
+    /// Longest a request waits for its audit entry to commit; past it the
+    /// request fails `UNAVAILABLE` (`AUDIT_UNAVAILABLE`) and nothing is
+    /// released. Requests beyond the writer's queue fail at once.
+    #[serde(default = "default_append_timeout_ms")]
+    pub append_timeout_ms: u64,
 }
 
 impl Default for AuditSettings {
@@ -57,6 +61,7 @@ impl Default for AuditSettings {
             checkpoint_interval_ms: default_checkpoint_interval_ms(),
             checkpoint_every: default_checkpoint_every(),
             retention_days: default_retention_days(),
+            append_timeout_ms: default_append_timeout_ms(),
         }
     }
 }
@@ -76,6 +81,9 @@ fn default_checkpoint_interval_ms() -> u64 {
 fn default_checkpoint_every() -> u64 {
     4096
 }
+fn default_append_timeout_ms() -> u64 {
+    2000
+}
 fn default_retention_days() -> u32 {
     // The legal minimum fits an i64 day count trivially.
     tongban_audit::MIN_RETENTION_DAYS as u32
@@ -85,8 +93,11 @@ fn default_retention_days() -> u32 {
 pub const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 impl AuditSettings {
-    /// Rejects a retention under the legal minimum.
+    /// Rejects a retention under the legal minimum and a zero append timeout.
     pub fn check(&self) -> Result<(), String> {
+        if self.append_timeout_ms == 0 {
+            return Err("audit.append_timeout_ms must be positive".into());
+        }
         if self.retention_days != 0
             && i64::from(self.retention_days) < tongban_audit::MIN_RETENTION_DAYS
         {
@@ -204,6 +215,7 @@ impl AuditSettings {
         let mut config = AuditConfig::new(node);
         config.checkpoint_interval = Duration::from_millis(self.checkpoint_interval_ms.max(1));
         config.checkpoint_every = self.checkpoint_every.max(1);
+        config.append_timeout = Duration::from_millis(self.append_timeout_ms.max(1));
         let log = AuditLog::open(store.clone(), signer, config).await?;
         Ok((log, store))
     }
@@ -417,8 +429,9 @@ impl AuditLogSink {
         entry.trace_id = event.trace_id;
         entry.detail = event.detail;
         if event.outcome_code == 0 {
-            entry.released_fields_hash = released_fields_hash(&event.released);
+            entry.released_fields_hash = self.pseudonymizer.released_fields_hash(&event.released);
         }
+        entry.policy_version = event.policy_version;
         entry
     }
 }
@@ -429,6 +442,7 @@ impl AuditLogSink {
 fn policy_change_entry(change: PolicyChange) -> AuditEntry {
     let mut entry = AuditEntry::new(EntryKind::PolicyChange, change.time);
     entry.operator = "policy-reload".into();
+    entry.policy_version = change.version.clone();
     entry.detail = format!(
         "policy version={} previous={} source={} added={} removed={}; added: {}; removed: {}",
         change.version,

@@ -185,6 +185,7 @@ impl AuditService {
         }
         entry.latency_us = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         entry.trace_id = tongban_telemetry::current_trace_id();
+        entry.policy_version = call.policy.version().to_owned();
         if let Err(e) = self.reader.sink.log().append(entry).await {
             tracing::error!(error = %e, "cannot log an administrator's act; refusing it");
             return Err(ExchangeError::AuditUnavailable(e.to_string()).into());
@@ -418,6 +419,7 @@ pub fn record_to_proto(e: LoggedEntry) -> AuditRecord {
         trace_id: x.trace_id,
         released_fields_hash: x.released_fields_hash,
         detail: x.detail,
+        policy_version: x.policy_version,
     }
 }
 

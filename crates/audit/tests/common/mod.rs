@@ -271,7 +271,7 @@ pub fn entry(i: u64, time: DateTime<Utc>) -> AuditEntry {
         e.outcome_reason = "SUBJECT_NOT_FOUND".into();
     } else {
         e.released_fields_hash =
-            tongban_audit::released_fields_hash(&[("eligible", "true"), ("months", "14")]);
+            pseudonymizer().released_fields_hash(&[("eligible", "true"), ("months", "14")]);
     }
     e.latency_us = 200 + i;
     e.trace_id = format!("{:032x}", i);
