@@ -212,6 +212,12 @@ impl ServerLimits {
         Ok(())
     }
 
+    /// Whether every limit has its default (lets configs leave `[server]` out
+    /// when rendered).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
     /// `Server::builder()` with these limits; add layers and services to it.
     pub fn server_builder(&self) -> Result<Server, LimitsError> {
         self.check()?;
