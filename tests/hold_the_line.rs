@@ -17,7 +17,7 @@ use tongban_adapter::reference::stories::{self, Story};
 use tongban_cli::local::{LocalDeployment, LocalOptions, policy_toml};
 use tongban_proto::v1::audit_client::AuditClient;
 use tongban_proto::v1::{
-    AdminContext, AuditFilter, AuditRecord, AuditReceipt, AuditSearchRequest, GatherRequest,
+    AdminContext, AuditFilter, AuditReceipt, AuditRecord, AuditSearchRequest, GatherRequest,
     LookupRequest, ProveReceiptRequest,
 };
 use tonic::Code;
@@ -187,7 +187,10 @@ async fn every_refusal_leaves_exactly_one_entry() {
         .unwrap();
     assert_eq!(not_granted.kind, "GatherItem");
     assert_eq!(not_granted.matter, "temporary-id-card");
-    assert!(!not_granted.subject.is_empty(), "the subject is pseudonymised");
+    assert!(
+        !not_granted.subject.is_empty(),
+        "the subject is pseudonymised"
+    );
     local.shutdown().await.unwrap();
 }
 
@@ -209,7 +212,10 @@ async fn caller_text_cannot_forge_log_lines() {
     assert_eq!(status.code(), Code::InvalidArgument);
     let fields: Vec<String> = violations(&status).into_iter().map(|(f, _)| f).collect();
     assert!(fields.contains(&"evidence_type".to_owned()), "{fields:?}");
-    assert!(fields.contains(&"case.operator_id".to_owned()), "{fields:?}");
+    assert!(
+        fields.contains(&"case.operator_id".to_owned()),
+        "{fields:?}"
+    );
     assert!(
         status.message().len() < 2048,
         "the message echoes the input"
@@ -270,8 +276,15 @@ async fn oversize_requests_are_refused_before_decoding() {
         let status = call.await.unwrap();
         assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
         let (reason, domain, _) = error_info(&status);
-        assert_eq!((reason.as_str(), domain.as_str()), ("REQUEST_TOO_LARGE", "tongban.gov"));
-        assert!(status.message().contains("at most 16384"), "{}", status.message());
+        assert_eq!(
+            (reason.as_str(), domain.as_str()),
+            ("REQUEST_TOO_LARGE", "tongban.gov")
+        );
+        assert!(
+            status.message().contains("at most 16384"),
+            "{}",
+            status.message()
+        );
     }
     assert_eq!(log_size(&local).await, before + 8 + 1);
     local.shutdown().await.unwrap();
@@ -320,8 +333,16 @@ async fn refused_audit_calls_leave_bounded_entries() {
     .await;
     assert_eq!(refused.len(), 20);
     for entry in &refused {
-        assert!(entry.detail.len() < 512, "{} bytes of detail", entry.detail.len());
-        assert!(!entry.detail.contains("CCCC"), "caller text in the log: {}", entry.detail);
+        assert!(
+            entry.detail.len() < 512,
+            "{} bytes of detail",
+            entry.detail.len()
+        );
+        assert!(
+            !entry.detail.contains("CCCC"),
+            "caller text in the log: {}",
+            entry.detail
+        );
     }
     local.shutdown().await.unwrap();
 }
@@ -453,8 +474,14 @@ async fn each_call_is_decided_by_one_policy_version() {
             .collect()
     };
     assert!(!versions(0).is_empty());
-    assert!(versions(0).iter().all(|v| *v == old_version), "{recorded:#?}");
-    assert_eq!(versions(Code::PermissionDenied as i32), [new_version.as_str()]);
+    assert!(
+        versions(0).iter().all(|v| *v == old_version),
+        "{recorded:#?}"
+    );
+    assert_eq!(
+        versions(Code::PermissionDenied as i32),
+        [new_version.as_str()]
+    );
 
     let changes = entries(
         &local,
@@ -473,8 +500,16 @@ async fn each_call_is_decided_by_one_policy_version() {
         "{}",
         reload.detail
     );
-    assert!(reload.detail.contains("added=0 removed=4"), "{}", reload.detail);
-    assert!(reload.detail.contains("dongli-community"), "{}", reload.detail);
+    assert!(
+        reload.detail.contains("added=0 removed=4"),
+        "{}",
+        reload.detail
+    );
+    assert!(
+        reload.detail.contains("dongli-community"),
+        "{}",
+        reload.detail
+    );
     local.shutdown().await.unwrap();
 }
 

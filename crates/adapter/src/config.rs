@@ -18,6 +18,11 @@
 //! # Optional: gRPC health alone, plaintext, for probes without a certificate.
 //! # health_listen = "0.0.0.0:8081"
 //!
+//! # Optional: HTTP/2 and connection limits (defaults shown in
+//! # `tongban_trust::ServerLimits`), e.g.
+//! [server]
+//! max_concurrent_streams = 128
+//!
 //! [evidence."police.identity"]
 //! # One row per subject; columns named after the catalogue's fields, plus an
 //! # optional `as_of`. Placeholders: :id_number, :name (may be NULL), :today.
@@ -84,6 +89,13 @@ pub struct AdapterConfig {
     /// only): anyone who can reach the port can ask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<AdapterTls>,
+    /// `[server]`: HTTP/2 and connection limits of the gRPC listeners; every
+    /// key has a default, see [`tongban_trust::ServerLimits`].
+    #[serde(
+        default,
+        skip_serializing_if = "tongban_trust::ServerLimits::is_default"
+    )]
+    pub server: tongban_trust::ServerLimits,
     /// Evidence type id → the query that answers it.
     #[serde(default)]
     pub evidence: BTreeMap<String, EvidenceQuery>,
@@ -162,6 +174,8 @@ pub enum ConfigError {
     Catalogue(#[from] tongban_core::CatalogueError),
     #[error("department {0:?} is not in the catalogue")]
     UnknownDepartment(String),
+    #[error("[server] {0}")]
+    ServerLimits(#[from] tongban_trust::LimitsError),
     #[error("evidence type {0:?} is not in the catalogue")]
     UnknownEvidenceType(String),
     #[error("evidence type {evidence_type:?} belongs to department {owner:?}, not {department:?}")]
@@ -277,6 +291,11 @@ impl AdapterConfig {
         ]
         .into_iter()
         .map(|(path, kind)| EnvKey::new(path, kind))
+        .chain(
+            tongban_trust::ServerLimits::KEYS
+                .iter()
+                .map(|key| EnvKey::new(format!("server.{key}"), Integer)),
+        )
         .collect()
     }
 
@@ -384,6 +403,7 @@ impl AdapterConfig {
         if self.drain_timeout_ms == 0 {
             return Err(ConfigError::Zero("drain_timeout_ms"));
         }
+        self.server.check()?;
         if catalogue.department(&self.department).is_none() {
             return Err(ConfigError::UnknownDepartment(self.department.clone()));
         }
@@ -502,6 +522,35 @@ sql = "SELECT deceased, date_of_death FROM d WHERE id_number = :id_number"
         assert_eq!(c.acquire_timeout_ms, 2000);
         assert_eq!(c.listen.port(), 50061);
         assert_eq!(c.dialect().unwrap(), Dialect::Sqlite);
+    }
+
+    #[test]
+    fn server_limits_default_and_are_overridden_and_checked() {
+        let c = validate(&civil_config()).unwrap();
+        assert_eq!(c.server, tongban_trust::ServerLimits::default());
+        assert!(
+            !c.to_toml().contains("[server]"),
+            "defaults are not rendered"
+        );
+        let (c, applied) = AdapterConfig::from_toml_with_env(
+            &civil_config(),
+            "test.toml",
+            [("TONGBAN_SERVER_MAX_CONCURRENT_STREAMS", "16")],
+        )
+        .unwrap();
+        assert_eq!(applied.len(), 1);
+        assert_eq!(c.server.max_concurrent_streams, 16);
+        let (c, _) = AdapterConfig::from_toml_with_env(
+            &civil_config(),
+            "test.toml",
+            [("TONGBAN_SERVER_MAX_FRAME_SIZE", "100")],
+        )
+        .unwrap();
+        let err = c.validate(&Catalogue::embedded()).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "[server] max_frame_size must be between 16384 and 16777215, not 100"
+        );
     }
 
     #[test]

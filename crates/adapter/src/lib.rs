@@ -28,8 +28,9 @@ pub mod store;
 pub use config::{AdapterConfig, AdapterTls, ConfigError, EvidenceQuery};
 pub use error::{AdapterError, ERROR_DOMAIN, reason};
 pub use server::{
-    RunningAdapter, ServeError, serve, serve_configured, serve_tls, serve_with_incoming,
-    service_from_config, service_from_parts,
+    RunningAdapter, ServeError, serve, serve_configured, serve_limited, serve_tls,
+    serve_tls_limited, serve_with_incoming, serve_with_incoming_limited, service_from_config,
+    service_from_parts,
 };
 pub use service::{AdapterService, CallerCheck};
 pub use store::{DepartmentPool, EvidenceSource, SourceError, china_today};

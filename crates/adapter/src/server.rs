@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::Stream;
 use tongban_core::Catalogue;
 use tongban_proto::v1::adapter_server::AdapterServer;
+use tongban_trust::ServerLimits;
 use tonic::transport::server::Connected;
 
 use crate::config::{AdapterConfig, ConfigError};
@@ -45,6 +46,8 @@ pub enum ServeError {
     Tls(#[from] tongban_trust::TlsError),
     #[error("reflection: {0}")]
     Reflection(String),
+    #[error("[server] {0}")]
+    Limits(#[from] tongban_trust::LimitsError),
 }
 
 /// Builds the service from a config: loads the catalogue, opens the pool,
@@ -67,7 +70,8 @@ pub async fn service_from_parts(
 }
 
 /// Serves `service` and gRPC health on `incoming` until `shutdown`
-/// resolves. `incoming` may be a TLS stream (e.g. from `tongban-trust`).
+/// resolves, with the default [`ServerLimits`]. `incoming` may be a TLS
+/// stream (e.g. from `tongban-trust`).
 pub async fn serve_with_incoming<I, IO, IE, F>(
     service: AdapterService,
     incoming: I,
@@ -79,6 +83,24 @@ where
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
     F: Future<Output = ()>,
 {
+    serve_with_incoming_limited(service, incoming, &ServerLimits::default(), shutdown).await
+}
+
+/// [`serve_with_incoming`] with the given HTTP/2 and connection limits.
+pub async fn serve_with_incoming_limited<I, IO, IE, F>(
+    service: AdapterService,
+    incoming: I,
+    limits: &ServerLimits,
+    shutdown: F,
+) -> Result<(), ServeError>
+where
+    I: Stream<Item = Result<IO, IE>>,
+    IO: AsyncRead + AsyncWrite + Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+    F: Future<Output = ()>,
+{
+    // Checked before anything is spawned.
+    let builder = limits.server_builder()?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<AdapterServer<AdapterService>>()
@@ -95,7 +117,8 @@ where
                 .map_err(|source| ServeError::Bind { addr, source })?;
             let health = health.clone();
             Some(tokio::spawn(
-                tonic::transport::Server::builder()
+                builder
+                    .clone()
                     .add_service(health)
                     .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
             ))
@@ -132,7 +155,7 @@ where
             }
         }
     });
-    let result = tonic::transport::Server::builder()
+    let result = builder
         .layer(layer)
         .add_service(health)
         .add_service(reflection)
@@ -159,9 +182,21 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
+    serve_limited(service, listener, &ServerLimits::default(), shutdown).await
+}
+
+/// [`serve`] with the given HTTP/2 and connection limits.
+pub async fn serve_limited(
+    service: AdapterService,
+    listener: TcpListener,
+    limits: &ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
     // Small unary messages: never let Nagle hold a reply back.
-    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-    serve_with_incoming(service, incoming, shutdown).await
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(limits.tcp_keepalive());
+    serve_with_incoming_limited(service, incoming, limits, shutdown).await
 }
 
 /// Serves on a bound TCP listener with mutual TLS until `shutdown`
@@ -171,6 +206,17 @@ pub async fn serve_tls(
     service: AdapterService,
     listener: TcpListener,
     tls: tongban_trust::TlsServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServeError> {
+    serve_tls_limited(service, listener, tls, &ServerLimits::default(), shutdown).await
+}
+
+/// [`serve_tls`] with the given HTTP/2, connection and handshake limits.
+pub async fn serve_tls_limited(
+    service: AdapterService,
+    listener: TcpListener,
+    tls: tongban_trust::TlsServerConfig,
+    limits: &ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let reloadable = tls.load_reloadable()?;
@@ -188,13 +234,9 @@ pub async fn serve_tls(
     let addr = listener
         .local_addr()
         .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)));
-    let incoming = tongban_trust::TlsIncoming::new(
-        listener,
-        reloadable,
-        tongban_trust::IncomingOptions::default(),
-    )
-    .map_err(|source| ServeError::Bind { addr, source })?;
-    serve_with_incoming(service, incoming, shutdown).await
+    let incoming = tongban_trust::TlsIncoming::new(listener, reloadable, limits.incoming_options())
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    serve_with_incoming_limited(service, incoming, limits, shutdown).await
 }
 
 /// Serves as `config` says: mutual TLS when it has `[tls]`, else plaintext.
@@ -205,10 +247,13 @@ pub async fn serve_configured(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServeError> {
     match &config.tls {
-        Some(tls) => serve_tls(service, listener, tls.server_config()?, shutdown).await,
+        Some(tls) => {
+            let tls = tls.server_config()?;
+            serve_tls_limited(service, listener, tls, &config.server, shutdown).await
+        }
         None => {
             tracing::warn!(department = %config.department, "serving PLAINTEXT: any caller that reaches the port can ask; configure [tls]");
-            serve(service, listener, shutdown).await
+            serve_limited(service, listener, &config.server, shutdown).await
         }
     }
 }

@@ -65,6 +65,11 @@ pub struct ExchangeConfig {
     /// The administrators' web console; off unless enabled or users are set.
     #[serde(default)]
     pub console: tongban_console::ConsoleSettings,
+    /// `[server]`: HTTP/2 and connection limits of the gRPC listeners
+    /// (concurrent streams, reset floods, keepalive, TLS handshakes); every
+    /// key has a default, see [`tongban_trust::ServerLimits`].
+    #[serde(default)]
+    pub server: tongban_trust::ServerLimits,
 }
 
 /// `[admin]`: the Prometheus endpoint. It reveals traffic patterns, not
@@ -295,6 +300,11 @@ impl ExchangeConfig {
         .into_iter()
         .map(|(path, kind)| EnvKey::new(path, kind))
         .collect();
+        keys.extend(
+            tongban_trust::ServerLimits::KEYS
+                .iter()
+                .map(|key| EnvKey::new(format!("server.{key}"), Integer)),
+        );
         if let Some(departments) = document.get("departments").and_then(toml::Value::as_table) {
             for id in departments.keys() {
                 keys.push(EnvKey::new(
@@ -337,6 +347,7 @@ impl ExchangeConfig {
 
     fn check(&self) -> Result<(), String> {
         self.audit.check()?;
+        self.server.check().map_err(|e| format!("[server] {e}"))?;
         if self.node.is_empty()
             || !self
                 .node

@@ -19,8 +19,7 @@ use tongban_proto::v1::audit_server::AuditServer;
 use tongban_proto::v1::exchange_server::ExchangeServer;
 use tongban_telemetry::{AdminServer, GrpcServerLayer, Metrics, PrometheusMetrics};
 use tongban_trust::{
-    CertReloader, IncomingOptions, PeerIdentity, ReloadOptions, TlsClientConfig, TlsIncoming,
-    TlsServerConfig,
+    CertReloader, PeerIdentity, ReloadOptions, TlsClientConfig, TlsIncoming, TlsServerConfig,
 };
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::ServingStatus;
@@ -291,7 +290,7 @@ pub async fn start_with_audit_options(
                 },
             )
             .map_err(|e| StartError::Config(format!("certificate reloader: {e}")))?;
-            let incoming = TlsIncoming::new(listener, reloadable, IncomingOptions::default())
+            let incoming = TlsIncoming::new(listener, reloadable, config.server.incoming_options())
                 .map_err(|source| StartError::Bind {
                     addr: config.listen,
                     source,
@@ -340,7 +339,7 @@ pub async fn start_with_audit_options(
         let listener = tongban_trust::bind_listener(addr)
             .map_err(|source| StartError::Bind { addr, source })?;
         // Health alone, plaintext: it reveals readiness, nothing else.
-        let health_only = Server::builder()
+        let health_only = hardened_builder(&config.server)?
             .add_service(health_service.clone())
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
         background.push(tokio::spawn(async move {
@@ -375,7 +374,7 @@ pub async fn start_with_audit_options(
     });
     let exchange_service =
         SizeGuard::new(ExchangeServer::new(service), exchange.clone(), authenticate);
-    let router = Server::builder()
+    let router = hardened_builder(&config.server)?
         .layer(GrpcServerLayer::new().with_metrics(metrics))
         .add_service(health_service)
         .add_service(reflection)
@@ -387,8 +386,9 @@ pub async fn start_with_audit_options(
         }
         Listener::Plain(listener) => {
             // Small unary messages: never let Nagle hold a reply back.
-            let incoming =
-                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+            let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(config.server.tcp_keepalive());
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
         }
     };
@@ -405,6 +405,13 @@ pub async fn start_with_audit_options(
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         _cert_reloader: cert_reloader,
     })
+}
+
+/// `Server::builder()` with the node's `[server]` limits.
+fn hardened_builder(limits: &tongban_trust::ServerLimits) -> Result<Server, StartError> {
+    limits
+        .server_builder()
+        .map_err(|e| StartError::Config(format!("[server] {e}")))
 }
 
 enum Listener {

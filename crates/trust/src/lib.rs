@@ -8,12 +8,16 @@
 //!   `tonic::transport::Server::serve_with_incoming`, reloadable without restart.
 //! - Client side ([`TlsClientConfig`], [`connect_channel`]): mutual TLS 1.3
 //!   tonic channels that check the server's host name and, optionally, identity.
+//! - [`ServerLimits`]: the HTTP/2 and connection limits every gRPC server is
+//!   built with, and the TLS accept loop's bounds ([`IncomingOptions`]).
 //! - [`pki`]: a development PKI (CA plus certificates for every party).
 //!
 //! TLS is offered, not imposed: callers may still serve and dial plaintext.
 
 mod client;
 mod identity;
+mod incoming;
+mod limits;
 mod pem;
 pub mod pki;
 mod server;
@@ -24,9 +28,11 @@ pub use client::{
     tls_endpoint,
 };
 pub use identity::{IdentityError, PeerIdentity, validate_trust_domain, validate_unit};
+pub use incoming::{HandshakeCounts, IncomingOptions, IncomingStats, TlsIncoming};
+pub use limits::{LimitsError, ServerLimits};
 pub use pem::{ALPN_H2, TlsError, load_certs, load_private_key, load_roots};
 pub use server::{
-    CertReloader, ClientRejection, IncomingOptions, LISTEN_BACKLOG, PeerConnectInfo, ReloadOptions,
-    ReloadableServerConfig, TlsConnection, TlsIncoming, TlsServerConfig, bind_listener,
+    CertReloader, ClientRejection, LISTEN_BACKLOG, PeerConnectInfo, ReloadOptions,
+    ReloadableServerConfig, TlsConnection, TlsServerConfig, bind_listener,
     handshake_failure_reason, peer_connect_info, peer_identity,
 };

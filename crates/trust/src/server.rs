@@ -1,7 +1,6 @@
 //! Server side: mutual TLS 1.3 config, reloadable config, the incoming
 //! connection stream for tonic, and the peer identity seen by handlers.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,7 +10,6 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
-use futures::Stream;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -22,9 +20,7 @@ use rustls::{
 use rustls_pki_types::{CertificateDer, UnixTime};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
 use tokio::task::JoinHandle;
-use tokio_rustls::TlsAcceptor;
 use tonic::transport::server::Connected;
 
 use crate::identity::{IdentityError, PeerIdentity};
@@ -319,7 +315,7 @@ pub struct TlsConnection {
 }
 
 impl TlsConnection {
-    fn new(
+    pub(crate) fn new(
         stream: tokio_rustls::server::TlsStream<TcpStream>,
         remote_addr: SocketAddr,
     ) -> Result<Self, String> {
@@ -401,140 +397,6 @@ impl AsyncWrite for TlsConnection {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
-    }
-}
-
-/// Tuning for [`TlsIncoming`].
-#[derive(Debug, Clone)]
-pub struct IncomingOptions {
-    /// A handshake not finished within this time is dropped.
-    pub handshake_timeout: Duration,
-    /// Handshakes in progress at once; further accepts wait.
-    pub max_concurrent_handshakes: usize,
-}
-
-impl Default for IncomingOptions {
-    fn default() -> Self {
-        Self {
-            handshake_timeout: Duration::from_secs(10),
-            max_concurrent_handshakes: 1024,
-        }
-    }
-}
-
-const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
-const ESTABLISHED_QUEUE: usize = 128;
-
-/// Accepts TCP connections, runs each TLS handshake in its own task (with a
-/// timeout, so slow or failing peers never hold up others) and yields the
-/// established connections. Feed it to
-/// `tonic::transport::Server::builder()...serve_with_incoming(incoming)`.
-/// Dropping it stops accepting.
-#[derive(Debug)]
-pub struct TlsIncoming {
-    established: mpsc::Receiver<TlsConnection>,
-    accept_task: JoinHandle<()>,
-    local_addr: SocketAddr,
-}
-
-impl TlsIncoming {
-    /// Starts accepting on `listener`. Must be called inside a tokio runtime.
-    pub fn new(
-        listener: TcpListener,
-        config: impl Into<ReloadableServerConfig>,
-        options: IncomingOptions,
-    ) -> io::Result<Self> {
-        let local_addr = listener.local_addr()?;
-        let (tx, established) = mpsc::channel(ESTABLISHED_QUEUE);
-        let accept_task = tokio::spawn(accept_loop(listener, config.into(), options, tx));
-        Ok(Self {
-            established,
-            accept_task,
-            local_addr,
-        })
-    }
-
-    /// Binds `addr` and starts accepting.
-    pub async fn bind(
-        addr: SocketAddr,
-        config: impl Into<ReloadableServerConfig>,
-        options: IncomingOptions,
-    ) -> io::Result<Self> {
-        Self::new(bind_listener(addr)?, config, options)
-    }
-
-    /// The bound address (useful after binding port 0).
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-}
-
-impl Drop for TlsIncoming {
-    fn drop(&mut self) {
-        self.accept_task.abort();
-    }
-}
-
-impl Stream for TlsIncoming {
-    type Item = Result<TlsConnection, Infallible>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.established.poll_recv(cx).map(|next| next.map(Ok))
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    config: ReloadableServerConfig,
-    options: IncomingOptions,
-    established: mpsc::Sender<TlsConnection>,
-) {
-    let permits = Arc::new(Semaphore::new(options.max_concurrent_handshakes.max(1)));
-    loop {
-        let Ok(permit) = permits.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, remote_addr) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                // Usually per-connection (reset before accept) or resource
-                // exhaustion (EMFILE): back off briefly instead of spinning.
-                tracing::warn!(%error, "accepting a TCP connection failed");
-                tokio::time::sleep(ACCEPT_ERROR_BACKOFF).await;
-                continue;
-            }
-        };
-        if established.is_closed() {
-            return;
-        }
-        if let Err(error) = tcp.set_nodelay(true) {
-            tracing::debug!(%error, peer = %remote_addr, "cannot set TCP_NODELAY");
-        }
-        let acceptor = TlsAcceptor::from(config.current());
-        let established = established.clone();
-        let timeout = options.handshake_timeout;
-        tokio::spawn(async move {
-            let _permit = permit;
-            let outcome = tokio::time::timeout(timeout, acceptor.accept(tcp)).await;
-            let reason = match outcome {
-                Ok(Ok(stream)) => match TlsConnection::new(stream, remote_addr) {
-                    Ok(connection) => {
-                        tracing::debug!(
-                            peer = %remote_addr,
-                            identity = %connection.info().identity(),
-                            "TLS connection established"
-                        );
-                        // The receiver is gone only when the server stopped.
-                        let _ = established.send(connection).await;
-                        return;
-                    }
-                    Err(reason) => reason,
-                },
-                Ok(Err(error)) => handshake_failure_reason(&error),
-                Err(_) => format!("handshake timed out after {timeout:?}"),
-            };
-            tracing::warn!(peer = %remote_addr, %reason, "TLS handshake failed");
-        });
     }
 }
 

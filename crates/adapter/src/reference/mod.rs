@@ -157,6 +157,7 @@ pub fn config(dept: Dept, database_url: &str) -> AdapterConfig {
         admin_listen: None,
         health_listen: None,
         tls: None,
+        server: Default::default(),
         evidence,
     }
 }
