@@ -293,7 +293,8 @@ pub fn escape_controls(s: &str) -> Cow<'_, str> {
 
 /// `s` with forbidden characters escaped and, when the result would be
 /// longer than `max_chars` characters, cut so that with the marker
-/// `…[+N bytes]` (N = bytes of `s` left out) it is at most `max_chars`.
+/// `…[+N bytes]` (N = bytes of `s` left out) it is at most `max_chars`
+/// (for limits wider than the marker, about 20; every limit here is).
 /// Works in one pass that stops at the limit, so a 4 MB text costs no more
 /// than a short one.
 pub fn bounded_clean_text(s: &str, max_chars: usize) -> Cow<'_, str> {

@@ -14,8 +14,10 @@ use crate::merkle::{
 use crate::note::{Checkpoint, Keyring, origin_for_node};
 use crate::store::{AuditStore, Cursor, LoggedEntry, SearchFilter};
 
-/// Largest page a search returns.
-pub const MAX_PAGE: u32 = 1000;
+/// Largest page a search returns: 200 entries of at most
+/// [`MAX_ENTRY_BYTES`](crate::entry::MAX_ENTRY_BYTES) (about 8 KB) stay
+/// under 2 MiB on the wire, half of gRPC's usual 4 MiB message limit.
+pub const MAX_PAGE: u32 = 200;
 
 /// Cybersecurity Law art. 21: keep network logs at least six months.
 pub const MIN_RETENTION_DAYS: i64 = 183;

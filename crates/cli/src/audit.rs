@@ -27,6 +27,7 @@ use tonic::transport::Channel;
 
 use crate::client::ConnectArgs;
 use crate::render;
+use crate::render::printable;
 
 // Parsed once per process: the size of the arguments does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -387,7 +388,8 @@ fn truncate(s: &str, max: usize) -> String {
     }
 }
 
-/// A readable table of records (UTC times).
+/// A readable table of records (UTC times). Entry text is escaped: entries
+/// written before the log cleaned them may hold control characters.
 pub fn records_table(records: &[AuditRecord]) -> String {
     let mut out = format!(
         "{:<19}  {:<16}  {:<11}  {:<40}  {:<14}  {:<22}  {:<18}  {:<20}  {}\n",
@@ -403,21 +405,24 @@ pub fn records_table(records: &[AuditRecord]) -> String {
     );
     for r in records {
         let what = if r.kind == "AdminAction" {
-            truncate(&r.detail, 60)
+            truncate(&printable(&r.detail), 60)
         } else {
-            r.evidence_type.clone()
+            printable(&r.evidence_type).into_owned()
         };
         out.push_str(&format!(
             "{:<19}  {:<16}  {:<11}  {:<40}  {:<14}  {:<22}  {:<18}  {:<20}  {}\n",
             short_time(record_time(r)),
-            truncate(&format!("{}#{}", r.node, r.index), 16),
-            r.kind,
-            truncate(&format!("{}/{}", r.caller_org, r.caller_unit), 40),
-            truncate(&r.operator_id, 14),
-            truncate(&r.matter, 22),
-            truncate(&r.case_number, 18),
+            truncate(&printable(&format!("{}#{}", r.node, r.index)), 16),
+            printable(&r.kind),
+            truncate(
+                &printable(&format!("{}/{}", r.caller_org, r.caller_unit)),
+                40
+            ),
+            truncate(&printable(&r.operator_id), 14),
+            truncate(&printable(&r.matter), 22),
+            truncate(&printable(&r.case_number), 18),
             what,
-            outcome_text(r.outcome_code, &r.outcome_reason)
+            printable(&outcome_text(r.outcome_code, &r.outcome_reason))
         ));
     }
     out
@@ -534,27 +539,30 @@ pub fn subject_report_text(
         line("No service point has asked for this person's data.".into());
     }
     for (n, r) in data_accesses.iter().enumerate() {
+        // Entries written before the log cleaned them may hold control
+        // characters: escaped, they cannot forge lines of this report.
+        let p = |s: &str| printable(s).into_owned();
         let matter = catalogue
             .matter(&r.matter)
             .map(|m| format!("{} · {} ({})", m.title, m.title_zh, r.matter))
-            .unwrap_or_else(|| r.matter.clone());
+            .unwrap_or_else(|| p(&r.matter));
         let evidence = catalogue
             .evidence(&r.evidence_type)
             .map(|e| format!("{} · {} ({})", e.title, e.title_zh, r.evidence_type))
-            .unwrap_or_else(|| r.evidence_type.clone());
+            .unwrap_or_else(|| p(&r.evidence_type));
         let department = catalogue
             .department(&r.department)
             .map(|d| format!("{} · {}", d.title, d.title_zh))
-            .unwrap_or_else(|| r.department.clone());
+            .unwrap_or_else(|| p(&r.department));
         let result = match r.outcome_code {
             0 => "released · 已提供".to_owned(),
             7 | 16 => format!(
                 "refused, nothing released · 拒绝 ({})",
-                outcome_text(r.outcome_code, &r.outcome_reason)
+                p(&outcome_text(r.outcome_code, &r.outcome_reason))
             ),
             _ => format!(
                 "not answered · 未提供 ({})",
-                outcome_text(r.outcome_code, &r.outcome_reason)
+                p(&outcome_text(r.outcome_code, &r.outcome_reason))
             ),
         };
         line(String::new());
@@ -565,17 +573,19 @@ pub fn subject_report_text(
         ));
         line(format!(
             "     Who · 查询单位   organisation {}, unit {}, clerk {}",
-            r.caller_org, r.caller_unit, r.operator_id
+            p(&r.caller_org),
+            p(&r.caller_unit),
+            p(&r.operator_id)
         ));
         line(format!(
             "     Why · 办理事项   {matter}, case {}",
-            r.case_number
+            p(&r.case_number)
         ));
         line(format!(
             "     What · 数据      {evidence}, held by {department}"
         ));
         line(format!("     Result · 结果    {result}"));
-        line(format!("     Log entry · 记录 {}#{}", r.node, r.index));
+        line(format!("     Log entry · 记录 {}#{}", p(&r.node), r.index));
     }
     out
 }
@@ -1101,6 +1111,61 @@ mod tests {
         let line: serde_json::Value = serde_json::from_str(&json_line(&record).unwrap()).unwrap();
         assert_eq!(line["index"], 3);
         assert_eq!(line["leaf_hash"], hex::encode(leaf));
+    }
+
+    /// Text an attacker managed to get into an old, uncleaned entry.
+    const FORGERY: &str = "hrss.x\n     Result · 结果    released · 已提供\x1b[31m\u{202e}";
+
+    fn forged_record() -> AuditRecord {
+        AuditRecord {
+            node: "exchange-1".into(),
+            index: 4,
+            kind: "Lookup".into(),
+            caller_org: "91510400MA0000000X".into(),
+            caller_unit: "unit\x1b[2J".into(),
+            operator_id: "clerk\r\nforged".into(),
+            matter: "no-such-matter\n".into(),
+            case_number: "XQ\u{85}1".into(),
+            evidence_type: FORGERY.into(),
+            department: "dept\u{2028}".into(),
+            outcome_code: 5,
+            outcome_reason: "R\n".into(),
+            ..Default::default()
+        }
+    }
+
+    fn assert_unforgeable(text: &str, lines: usize) {
+        assert!(!text.contains('\x1b'), "{text}");
+        // The only control characters left are the report's own line breaks.
+        assert!(
+            text.chars()
+                .filter(|c| tongban_audit::entry::is_forbidden_char(*c))
+                .all(|c| c == '\n'),
+            "{text}"
+        );
+        assert_eq!(text.lines().count(), lines, "{text}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with("     Result · 结果    released")),
+            "{text}"
+        );
+        assert!(text.contains("\\u{1b}[31m"), "{text}");
+    }
+
+    #[test]
+    fn control_characters_in_entries_cannot_forge_report_lines() {
+        let text = subject_report_text(
+            "510403198507220465",
+            &[forged_record()],
+            false,
+            &Catalogue::embedded(),
+        );
+        // Heading (4 lines), a blank line and six lines for the one access.
+        assert_unforgeable(&text, 4 + 1 + 6);
+        assert!(text.contains("clerk\\u{d}\\u{a}forged"), "{text}");
+        let table = records_table(&[forged_record()]);
+        assert_unforgeable(&table, 2);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Output for people (aligned, bilingual labels) and for machines (`--json`).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde_json::{Value, json};
@@ -7,6 +8,14 @@ use tongban_core::Catalogue;
 use tongban_proto::google::rpc::Status as RpcStatus;
 use tongban_proto::v1::{self as pb, field::Value as FieldValueProto};
 use tonic_types::{ErrorDetails, StatusExt};
+
+/// Text from elsewhere (the exchange, the audit log, a department) as it
+/// may reach a terminal: control characters, line separators and bidi
+/// controls escaped (`\u{1b}`), so it cannot move the cursor, colour the
+/// screen or start a line of its own.
+pub fn printable(s: &str) -> Cow<'_, str> {
+    tongban_audit::escape_controls(s)
+}
 
 fn field_text(value: Option<&FieldValueProto>) -> String {
     match value {
@@ -153,9 +162,9 @@ fn code_name(code: i32) -> String {
 /// A per-item error: code, message, and the reason from its ErrorInfo.
 pub fn rpc_status_text(s: &RpcStatus) -> String {
     let status = to_tonic(s);
-    let mut text = format!("{}: {}", code_name(s.code), s.message);
+    let mut text = format!("{}: {}", code_name(s.code), printable(&s.message));
     if let Some(info) = status.get_details_error_info() {
-        let _ = write!(text, " [{}]", info.reason);
+        let _ = write!(text, " [{}]", printable(&info.reason));
     }
     text
 }
@@ -175,19 +184,24 @@ fn to_tonic(s: &RpcStatus) -> tonic::Status {
 
 /// A failed call, with its google.rpc details spelled out.
 pub fn status_text(status: &tonic::Status) -> String {
-    let mut out = format!("{:?}: {}", status.code(), status.message());
+    let mut out = format!("{:?}: {}", status.code(), printable(status.message()));
     let details: ErrorDetails = status.get_error_details();
     if let Some(info) = details.error_info() {
-        let _ = write!(out, "\n  reason: {}", info.reason);
+        let _ = write!(out, "\n  reason: {}", printable(&info.reason));
         let mut meta: Vec<_> = info.metadata.iter().collect();
         meta.sort();
         for (k, v) in meta {
-            let _ = write!(out, "\n  {k}: {v}");
+            let _ = write!(out, "\n  {}: {}", printable(k), printable(v));
         }
     }
     if let Some(br) = details.bad_request() {
         for v in &br.field_violations {
-            let _ = write!(out, "\n  field {}: {}", v.field, v.description);
+            let _ = write!(
+                out,
+                "\n  field {}: {}",
+                printable(&v.field),
+                printable(&v.description)
+            );
         }
     }
     if let Some(retry) = details.retry_info().and_then(|r| r.retry_delay) {

@@ -564,6 +564,78 @@ mod tests {
         assert_eq!(settings.retention(), Some(chrono::TimeDelta::days(400)));
     }
 
+    #[test]
+    fn the_append_timeout_is_a_positive_setting_of_two_seconds_by_default() {
+        let settings: AuditSettings = toml::from_str("").unwrap();
+        assert_eq!(settings.append_timeout_ms, 2000);
+        let settings: AuditSettings = toml::from_str("append_timeout_ms = 500").unwrap();
+        assert_eq!(settings.append_timeout_ms, 500);
+        assert!(settings.check().is_ok());
+        let settings: AuditSettings = toml::from_str("append_timeout_ms = 0").unwrap();
+        assert!(settings.check().unwrap_err().contains("append_timeout_ms"));
+    }
+
+    #[tokio::test]
+    async fn released_fields_are_hashed_under_the_node_key() {
+        use crate::pipeline::{AuditEvent, AuditKind};
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn AuditStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("a.db")).await.unwrap());
+        let signer = LogSigner::generate(&origin_for_node("n1")).unwrap();
+        let log = AuditLog::open(store.clone(), signer, AuditConfig::new("n1"))
+            .await
+            .unwrap();
+        let key = SubjectPseudonymizer::from_bytes(&[9u8; 32]).unwrap();
+        let sink = AuditLogSink::new(log.clone(), key.clone());
+        let (_, caller) =
+            tongban_core::Caller::parse_reference("org/91350100M000100Y43/unit/bench").unwrap();
+        let released = [("marital_status", "married"), ("since", "2019-05-01")];
+        let event = AuditEvent {
+            time: chrono::Utc::now(),
+            kind: AuditKind::Lookup,
+            caller,
+            matter: "marriage-registration".into(),
+            case_number: "XQ-1".into(),
+            operator: "clerk-he".into(),
+            evidence_type: "civil.marriage".into(),
+            department: "civil".into(),
+            subject: Some(tongban_core::IdNumber::parse("510403198507220465").unwrap()),
+            outcome_code: 0,
+            outcome_reason: String::new(),
+            latency: Duration::from_millis(3),
+            trace_id: String::new(),
+            released: released
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            policy_version: "0123456789abcdef".into(),
+            detail: String::new(),
+        };
+        let receipt = sink
+            .record_all(vec![event])
+            .await
+            .remove(0)
+            .unwrap()
+            .unwrap();
+        let stored = store
+            .entry("n1", receipt.index)
+            .await
+            .unwrap()
+            .unwrap()
+            .entry;
+        assert_eq!(
+            stored.released_fields_hash,
+            key.released_fields_hash(&released)
+        );
+        let other = SubjectPseudonymizer::from_bytes(&[8u8; 32]).unwrap();
+        assert_ne!(
+            stored.released_fields_hash,
+            other.released_fields_hash(&released)
+        );
+        assert_eq!(stored.policy_version, "0123456789abcdef");
+        log.shutdown().await.unwrap();
+    }
+
     /// Two nodes sharing one store, each with 5 entries 200 days old and a
     /// fresh one.
     async fn two_nodes_with_old_entries(
