@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use prost::Message;
 use tokio_stream::Stream;
 use tongban_audit::{
     AuditEntry, AuditError, AuditStore, Cursor, EntryKind, LoggedEntry, PageRequest, SearchFilter,
@@ -127,6 +128,9 @@ impl std::fmt::Debug for AuditService {
 const MAX_REASON_CHARS: usize = 200;
 /// Accesses a subject report returns at most.
 const MAX_REPORT: u32 = 10_000;
+/// Encoded bytes of the accesses one subject report returns at most, well
+/// under a client's default 4 MB message limit; the rest is `truncated`.
+const MAX_REPORT_BYTES: usize = 2 * 1024 * 1024;
 
 impl AuditService {
     pub fn new(exchange: Exchange, authenticate: Authenticator, reader: AuditReader) -> Self {
@@ -505,6 +509,7 @@ impl AuditApi for AuditService {
             ..SearchFilter::default()
         };
         let mut accesses = Vec::new();
+        let mut bytes = 0usize;
         let mut after = None;
         let truncated = loop {
             let page = tongban_audit::search(
@@ -517,16 +522,20 @@ impl AuditApi for AuditService {
             )
             .await
             .map_err(ExchangeError::Audit)?;
+            let mut full = false;
             for e in page.entries {
-                if accesses.len() as u32 == max {
+                let record = record_to_proto(e);
+                bytes += record.encoded_len();
+                if accesses.len() as u32 == max || bytes > MAX_REPORT_BYTES {
+                    full = true;
                     break;
                 }
-                accesses.push(record_to_proto(e));
+                accesses.push(record);
             }
             match page.next {
-                Some(next) if (accesses.len() as u32) < max => after = Some(next),
+                Some(next) if !full => after = Some(next),
                 Some(_) => break true,
-                None => break false,
+                None => break full,
             }
         };
         Ok(Response::new(SubjectReportResponse {
