@@ -8,8 +8,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
-
 use std::time::Duration;
 
 use tongban_adapter::reference::Dept;
@@ -22,8 +20,9 @@ use tongban_proto::v1::{
 };
 use tonic::Code;
 
-use support::{
-    case, error_info, lookup_request, own_deployment, refusal_receipt, subject, timed, violations,
+use tongban_tests::{
+    case, error_info, eventually, lookup_request, own_deployment, refusal_receipt, subject, timed,
+    violations,
 };
 
 fn admin() -> Option<AdminContext> {
@@ -438,7 +437,7 @@ async fn each_call_is_decided_by_one_policy_version() {
         text.replace(community_group, "callers = [\"group:township-halls\"]"),
     )
     .unwrap();
-    support::eventually(Duration::from_secs(5), "the new policy", || async {
+    eventually(Duration::from_secs(5), "the new policy", || async {
         let now = local.exchange().exchange().policy().version().to_owned();
         (now != old_version).then_some(now)
     })
