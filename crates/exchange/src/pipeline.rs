@@ -304,13 +304,18 @@ impl Exchange {
     /// Starts a call: one policy snapshot, the caller authenticated against
     /// it, the deadline. Unauthenticated calls are refused here, unaudited:
     /// there is nobody to attribute them to (mutual TLS refuses them at the
-    /// handshake already).
+    /// handshake already). The size guard begins every call before its body
+    /// is read and leaves the `Call` in the request's extensions; handlers
+    /// take that one, so a call is decided by the snapshot it began with.
     pub fn begin(
         &self,
         authenticate: &Authenticator,
         extensions: &tonic::Extensions,
         deadline: Option<Instant>,
     ) -> Result<Call, ExchangeError> {
+        if let Some(call) = extensions.get::<Call>() {
+            return Ok(call.clone());
+        }
         let policy = self.policy();
         let caller = authenticate(extensions, &policy)?;
         Ok(Call {
@@ -474,9 +479,7 @@ impl Exchange {
         facts: &RefusalFacts,
         error: ExchangeError,
     ) -> Refused {
-        if let ExchangeError::Denied(_) | ExchangeError::FieldsNotGranted { .. } = &error {
-            self.inner.metrics.record_denial(&error.reason());
-        }
+        // Denials were counted where they were decided (`granted_matter`).
         let event = AuditEvent {
             time: call.time,
             kind,

@@ -15,6 +15,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -25,6 +26,7 @@ use tower::Service;
 use crate::auth::Authenticator;
 use crate::error::ExchangeError;
 use crate::pipeline::{AuditKind, Exchange, RefusalFacts};
+use crate::routing::parse_grpc_timeout;
 use crate::service::status_with_receipt;
 
 /// The gRPC message prefix: a compression flag and a 4-byte length.
@@ -119,14 +121,22 @@ where
         let exchange = self.exchange.clone();
         let authenticate = self.authenticate.clone();
         Box::pin(async move {
-            let (parts, body) = request.into_parts();
-            let call = match exchange.begin(&authenticate, &parts.extensions, None) {
+            let (mut parts, body) = request.into_parts();
+            let deadline = parts
+                .headers
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_grpc_timeout)
+                .map(|timeout| Instant::now() + timeout);
+            let call = match exchange.begin(&authenticate, &parts.extensions, deadline) {
                 Ok(call) => call,
                 Err(e) => return Ok(e.to_status().into_http()),
             };
             let limit = call.policy.limits().max_request_bytes;
             let size = match read_bounded(body, limit).await {
                 Ok(Ok(bytes)) => {
+                    // The handler decides under this call's snapshot.
+                    parts.extensions.insert(call);
                     let request = http::Request::from_parts(
                         parts,
                         Body::new(http_body_util::Full::new(bytes)),
