@@ -33,6 +33,7 @@ pub mod html;
 mod overview;
 mod pages;
 mod server;
+pub mod text;
 mod verify_job;
 
 pub use app::{Console, ConsoleBackend, ConsoleError, ConsoleRequest, ConsoleResponse};
