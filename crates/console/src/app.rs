@@ -10,10 +10,11 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Response, StatusCode};
 use tongban_audit::{AuditEntry, AuditLog, AuditStore, EntryKind, Keyring, SubjectPseudonymizer};
 
-use crate::auth::{Sessions, Throttle, constant_time_eq, random_token, verify_password};
-use crate::config::ConsoleSettings;
+use crate::auth::{Refusal, Sessions, Throttle, constant_time_eq, random_token, verify_password};
+use crate::config::{ConsoleSettings, effective_allowed_hosts};
 use crate::html::{self, Frame, escape_html, parse_form};
 use crate::pages;
+use crate::text::{MAX_LOGGED_DETAIL_CHARS, MAX_LOGGED_NAME_CHARS, sanitize_for_log};
 use crate::verify_job::VerifyJob;
 
 /// What the console reads and where it records administrators' acts.
@@ -103,6 +104,8 @@ pub(crate) const LOGIN_COOKIE: &str = "tb_login";
 #[derive(Debug, Clone)]
 pub struct Console {
     pub(crate) inner: Arc<Inner>,
+    /// The `Host` values answered (lower case); see `allowed_hosts`.
+    allowed_hosts: Arc<[String]>,
 }
 
 #[derive(Debug)]
@@ -138,7 +141,10 @@ impl Console {
             Duration::from_secs(settings.session_idle_secs),
             Duration::from_secs(settings.session_max_secs),
         );
+        let allowed_hosts =
+            effective_allowed_hosts(&settings.allowed_hosts, settings.listen).into();
         Ok(Self {
+            allowed_hosts,
             inner: Arc::new(Inner {
                 settings,
                 backend,
@@ -149,6 +155,34 @@ impl Console {
         })
     }
 
+    /// The same console, answering to the default hosts of the address it
+    /// was actually bound to (unless `allowed_hosts` names them).
+    pub fn bound_to(&self, addr: std::net::SocketAddr) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+            allowed_hosts: effective_allowed_hosts(&self.inner.settings.allowed_hosts, addr).into(),
+        }
+    }
+
+    /// The `Host` values this console answers to.
+    pub fn allowed_hosts(&self) -> &[String] {
+        &self.allowed_hosts
+    }
+
+    /// Exactly one `Host` header, and an allowed one (compared without case,
+    /// as host names are).
+    fn host_allowed(&self, headers: &HeaderMap) -> bool {
+        let mut hosts = headers.get_all(header::HOST).iter();
+        let (Some(host), None) = (hosts.next(), hosts.next()) else {
+            return false;
+        };
+        host.to_str().is_ok_and(|host| {
+            self.allowed_hosts
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(host))
+        })
+    }
+
     pub(crate) fn backend(&self) -> &ConsoleBackend {
         &self.inner.backend
     }
@@ -156,7 +190,14 @@ impl Console {
     /// Answers one request, with the security headers on every response.
     #[tracing::instrument(skip_all, fields(method = %request.method, path = %request.path))]
     pub async fn handle(&self, request: ConsoleRequest) -> ConsoleResponse {
-        let mut response = self.route(&request).await;
+        // First of all: a page served from another origin whose name was
+        // rebound to this address must get nothing, not even a cookie.
+        let mut response = if self.host_allowed(&request.headers) {
+            self.route(&request).await
+        } else {
+            tracing::debug!("console request refused: Host header missing or not allowed");
+            misdirected()
+        };
         let h = response.headers_mut();
         for (name, value) in [
             (
@@ -300,31 +341,34 @@ impl Console {
                 StatusCode::FORBIDDEN,
             );
         }
-        let user: String = user.trim().chars().take(64).collect();
-        let throttled = !self.inner.throttle.allowed(&user);
-        let ok = !throttled && {
-            let hash = self.inner.settings.users.get(&user).cloned();
+        let user = user.trim();
+        // What the throttle keys on and the log keeps: bounded, and shown as
+        // it is. A configured name (letters, digits, . _ -, at most 64) is
+        // its own logged form.
+        let logged_user = sanitize_for_log(user, MAX_LOGGED_NAME_CHARS);
+        let throttle = &self.inner.throttle;
+        let refusal = throttle.begin(&logged_user, started).err();
+        let ok = refusal.is_none() && {
+            let hash = self.inner.settings.users.get(user).cloned();
             // Unknown names cost the same as wrong passwords.
+            let known = hash.is_some();
             let hash = hash.unwrap_or_else(|| dummy_hash().to_owned());
-            let known = self.inner.settings.users.contains_key(&user);
             let matched = tokio::task::spawn_blocking(move || verify_password(&hash, &password))
                 .await
                 .unwrap_or(false);
             known && matched
         };
-        let outcome = if ok {
-            self.inner.throttle.succeeded(&user);
-            None
-        } else {
-            self.inner.throttle.failed(&user);
-            Some((
-                16,
-                if throttled {
-                    "TOO_MANY_ATTEMPTS"
-                } else {
-                    "WRONG_CREDENTIALS"
-                },
-            ))
+        let outcome = match refusal {
+            None if ok => {
+                throttle.succeeded(&logged_user, Instant::now());
+                None
+            }
+            None => {
+                throttle.failed(&logged_user, Instant::now());
+                Some((16, "WRONG_CREDENTIALS"))
+            }
+            Some(Refusal::NameLocked) => Some((16, "TOO_MANY_ATTEMPTS")),
+            Some(Refusal::TooManyFailures) => Some((16, "TOO_MANY_FAILED_SIGN_INS")),
         };
         let action = if ok {
             "console.sign-in"
@@ -333,20 +377,26 @@ impl Console {
         };
         let elapsed = started.elapsed();
         if let Err(e) = self
-            .record_timed(&user, action, String::new(), None, outcome, elapsed)
+            .record_timed(&logged_user, action, String::new(), None, outcome, elapsed)
             .await
         {
             return audit_unavailable(&e, None);
         }
         if !ok {
-            let message = if throttled {
-                "尝试次数过多，请一分钟后再试。Too many attempts; wait a minute."
+            let (message, status) = if refusal.is_some() {
+                (
+                    "尝试次数过多，请一分钟后再试。Too many attempts; wait a minute.",
+                    StatusCode::TOO_MANY_REQUESTS,
+                )
             } else {
-                "用户名或密码错误。Wrong name or password."
+                (
+                    "用户名或密码错误。Wrong name or password.",
+                    StatusCode::UNAUTHORIZED,
+                )
             };
-            return self.login_form(request, Some(message), StatusCode::UNAUTHORIZED);
+            return self.login_form(request, Some(message), status);
         }
-        let id = self.inner.sessions.create(&user);
+        let id = self.inner.sessions.create(user);
         let mut response = redirect("/overview", Some(&self.cookie(SESSION_COOKIE, &id, false)));
         if let Ok(v) = HeaderValue::from_str(&self.cookie(LOGIN_COOKIE, "", true)) {
             response.headers_mut().append(header::SET_COOKIE, v);
@@ -365,7 +415,10 @@ impl Console {
         c
     }
 
-    /// Appends an `AdminAction` entry and waits for it to be committed.
+    /// Appends an `AdminAction` entry and waits for it to be committed. The
+    /// operator is kept to `MAX_LOGGED_NAME_CHARS` characters and the detail
+    /// to `MAX_LOGGED_DETAIL_CHARS`, control and bidi characters replaced,
+    /// whatever the caller passed.
     pub(crate) async fn record(
         &self,
         user: &str,
@@ -389,11 +442,11 @@ impl Console {
     ) -> Result<(), ConsoleError> {
         let mut entry = AuditEntry::new(EntryKind::AdminAction, Utc::now());
         entry.caller_unit = "console".into();
-        entry.operator = user.to_owned();
+        entry.operator = sanitize_for_log(user, MAX_LOGGED_NAME_CHARS);
         entry.detail = if detail.is_empty() {
             action.to_owned()
         } else {
-            format!("{action} {detail}")
+            sanitize_for_log(&format!("{action} {detail}"), MAX_LOGGED_DETAIL_CHARS)
         };
         entry.subject = subject.unwrap_or_default();
         if let Some((code, reason)) = outcome {
@@ -419,6 +472,20 @@ pub(crate) fn html_response(status: StatusCode, body: String) -> ConsoleResponse
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
+/// 421: this server does not answer for the host the request named. Plain
+/// and short; the Host is not echoed.
+fn misdirected() -> ConsoleResponse {
+    let mut r = Response::new(Full::new(Bytes::from_static(
+        b"misdirected request: this console answers only to its configured host names (allowed_hosts)\n",
+    )));
+    *r.status_mut() = StatusCode::MISDIRECTED_REQUEST;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     r
 }
@@ -592,8 +659,16 @@ mod tests {
             .unwrap()
     }
 
-    fn post(path: &str, cookies: &str, form: &str) -> ConsoleRequest {
+    /// A request as a browser on the console's default address sends it.
+    fn request(path: &str) -> ConsoleRequest {
         let mut r = ConsoleRequest::get(path);
+        r.headers
+            .insert(header::HOST, HeaderValue::from_static("127.0.0.1:9465"));
+        r
+    }
+
+    fn post(path: &str, cookies: &str, form: &str) -> ConsoleRequest {
+        let mut r = request(path);
         r.method = Method::POST;
         r.headers
             .insert(header::COOKIE, HeaderValue::from_str(cookies).unwrap());
@@ -602,7 +677,7 @@ mod tests {
     }
 
     fn get(path: &str, cookies: &str) -> ConsoleRequest {
-        let mut r = ConsoleRequest::get(path);
+        let mut r = request(path);
         r.headers
             .insert(header::COOKIE, HeaderValue::from_str(cookies).unwrap());
         r
@@ -610,7 +685,7 @@ mod tests {
 
     /// Signs in; returns (session cookie header, csrf token).
     async fn sign_in(c: &Console) -> (String, String) {
-        let form = c.handle(ConsoleRequest::get("/login")).await;
+        let form = c.handle(request("/login")).await;
         let login = cookie_value(&form, LOGIN_COOKIE);
         let r = c
             .handle(post(
@@ -644,7 +719,7 @@ mod tests {
     async fn every_response_carries_security_headers() {
         let f = fixture().await;
         for path in ["/login", "/search", "/static/console.css", "/nope"] {
-            let r = f.console.handle(ConsoleRequest::get(path)).await;
+            let r = f.console.handle(request(path)).await;
             let h = r.headers();
             let csp = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
             assert!(csp.contains("default-src 'self'"), "{path}");
@@ -653,10 +728,7 @@ mod tests {
             assert_eq!(h[header::REFERRER_POLICY], "no-referrer");
             assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
         }
-        let r = f
-            .console
-            .handle(ConsoleRequest::get("/static/console.js"))
-            .await;
+        let r = f.console.handle(request("/static/console.js")).await;
         assert_eq!(r.status(), StatusCode::OK);
         assert!(body(&r).contains("pollVerify"));
     }
@@ -674,17 +746,14 @@ mod tests {
             assert_eq!(r.status(), StatusCode::SEE_OTHER, "{path}");
             assert_eq!(r.headers()[header::LOCATION], "/login");
         }
-        let r = f
-            .console
-            .handle(ConsoleRequest::get("/integrity/verify/status"))
-            .await;
+        let r = f.console.handle(request("/integrity/verify/status")).await;
         assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test(flavor = "multi_thread")]
     async fn sign_in_sets_a_strict_http_only_session_and_is_logged() {
         let f = fixture().await;
-        let form = f.console.handle(ConsoleRequest::get("/login")).await;
+        let form = f.console.handle(request("/login")).await;
         let login = cookie_value(&form, LOGIN_COOKIE);
         assert!(body(&form).contains(&format!("value=\"{login}\"")));
 
@@ -746,13 +815,144 @@ mod tests {
         );
     }
 
+    /// Posts a sign-in form with a fresh login token.
+    async fn try_sign_in(c: &Console, user: &str, password: &str) -> ConsoleResponse {
+        let form = c.handle(request("/login")).await;
+        let login = cookie_value(&form, LOGIN_COOKIE);
+        c.handle(post(
+            "/login",
+            &format!("{LOGIN_COOKIE}={login}"),
+            &format!(
+                "csrf={login}&user={}&password={}",
+                crate::html::url_encode(user),
+                crate::html::url_encode(password)
+            ),
+        ))
+        .await
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_refused_sign_in_logs_a_bounded_name_without_control_characters() {
+        let f = fixture().await;
+        let before = admin_actions(f.store.as_ref()).await.len();
+        let name = format!(
+            "adm\nin\x1b[31m\u{202E}\u{2066}{}\r\nforged line",
+            "x\n\x1b[31m".repeat(1500)
+        );
+        assert!(name.len() > 10_000);
+        let r = try_sign_in(&f.console, &name, "wrong").await;
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        let actions = admin_actions(f.store.as_ref()).await;
+        assert_eq!(actions.len(), before + 1);
+        let entry = &actions[0];
+        assert_eq!(entry.detail, "console.sign-in-refused");
+        assert_eq!(entry.outcome_reason, "WRONG_CREDENTIALS");
+        assert!(entry.operator.chars().count() <= 64, "{:?}", entry.operator);
+        assert!(entry.operator.starts_with("adm\u{FFFD}in\u{FFFD}[31m"));
+        for text in [&entry.operator, &entry.detail] {
+            assert!(
+                !text.chars().any(crate::text::is_unsafe_for_log),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn sign_in_is_throttled_per_name_and_over_all_names() {
+        let f = fixture().await;
+        for _ in 0..5 {
+            let r = try_sign_in(&f.console, "admin", "wrong").await;
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        }
+        // Locked: even the right password is not checked.
+        let r = try_sign_in(&f.console, "admin", "s3cret-pw").await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(body(&r).contains("Too many attempts"));
+        let actions = admin_actions(f.store.as_ref()).await;
+        assert_eq!(actions[0].outcome_reason, "TOO_MANY_ATTEMPTS");
+
+        // The global budget: spent by guesses at other names (recorded
+        // here directly, rather than with an Argon2 check each), it refuses
+        // a name that never failed, with the right password.
+        let f = fixture().await;
+        let now = Instant::now();
+        let throttle = &f.console.inner.throttle;
+        let mut spent = 0;
+        while spent < 1000 && throttle.begin(&format!("guess-{spent}"), now).is_ok() {
+            throttle.failed(&format!("guess-{spent}"), now);
+            spent += 1;
+        }
+        assert!(spent < 1000, "the budget never ran out");
+        let r = try_sign_in(&f.console, "admin", "s3cret-pw").await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let actions = admin_actions(f.store.as_ref()).await;
+        assert_eq!(actions[0].outcome_reason, "TOO_MANY_FAILED_SIGN_INS");
+        assert_eq!(actions[0].operator, "admin");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn search_and_entry_refuse_control_characters_before_logging() {
+        let f = fixture().await;
+        let (cookie, csrf) = sign_in(&f.console).await;
+        let before = admin_actions(f.store.as_ref()).await.len();
+        for (path, want) in [
+            ("/search?operator=a%0Ab", "operator: contains control"),
+            ("/search?matter=x%1B%5B31m", "matter: contains control"),
+            ("/search?case=%E2%80%AEabc", "case: contains control"),
+            ("/export?department=a%0Db", "department: contains control"),
+            (
+                "/entry?node=node-a%0Aforged&index=0",
+                "node: not a node name",
+            ),
+        ] {
+            let r = f.console.handle(get(path, &cookie)).await;
+            assert_eq!(r.status(), StatusCode::BAD_REQUEST, "{path}");
+            assert!(body(&r).contains(want), "{path}: {}", body(&r));
+        }
+        let long = "n".repeat(65);
+        let r = f
+            .console
+            .handle(get(&format!("/entry?node={long}&index=0"), &cookie))
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let r = f
+            .console
+            .handle(post(
+                "/search",
+                &cookie,
+                &format!("csrf={csrf}&operator=a%0Ab"),
+            ))
+            .await;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(admin_actions(f.store.as_ref()).await.len(), before);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn requests_for_another_host_or_none_are_refused_first() {
+        let f = fixture().await;
+        let (cookie, _) = sign_in(&f.console).await;
+        let before = admin_actions(f.store.as_ref()).await.len();
+        for host in [Some("evil.example:9465"), Some("127.0.0.1:9466"), None] {
+            let mut r = get("/search", &cookie);
+            match host {
+                Some(h) => r.headers.insert(header::HOST, HeaderValue::from_static(h)),
+                None => r.headers.remove(header::HOST),
+            };
+            let r = f.console.handle(r).await;
+            assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST, "{host:?}");
+            assert!(set_cookies(&r).is_empty());
+            assert!(!body(&r).contains("result-count"));
+        }
+        assert_eq!(admin_actions(f.store.as_ref()).await.len(), before);
+    }
+
     #[tokio::test(flavor = "multi_thread")]
     async fn secure_cookie_flag_is_configurable() {
         let f = fixture().await;
         let mut settings = f.console.inner.settings.clone();
         settings.secure_cookie = true;
         let c = Console::new(settings, f.console.inner.backend.clone()).unwrap();
-        let r = c.handle(ConsoleRequest::get("/login")).await;
+        let r = c.handle(request("/login")).await;
         assert!(set_cookies(&r).iter().all(|c| c.contains("; Secure")));
     }
 

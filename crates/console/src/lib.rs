@@ -13,6 +13,8 @@
 //! ```toml
 //! [console]
 //! listen = "127.0.0.1:9465"      # the default; keep it on loopback or a management network
+//! allowed_hosts = ["console.example:9465"]  # Host values answered; others get 421
+//!                                # (default: the bound ip:port and localhost:port)
 //! secure_cookie = false          # true behind a TLS-terminating proxy
 //! session_idle_secs = 1800       # 30 min idle ...
 //! session_max_secs = 28800       # ... 8 h absolute
@@ -33,6 +35,7 @@ pub mod html;
 mod overview;
 mod pages;
 mod server;
+pub mod text;
 mod verify_job;
 
 pub use app::{Console, ConsoleBackend, ConsoleError, ConsoleRequest, ConsoleResponse};

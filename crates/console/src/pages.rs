@@ -15,6 +15,7 @@ use crate::app::{
     redirect,
 };
 use crate::html::{self, csrf_field, escape_html, format_time, url_encode};
+use crate::text::is_unsafe_for_log;
 
 /// Entries per search page.
 const PAGE_SIZE: u32 = 50;
@@ -48,6 +49,15 @@ fn is_pseudonym(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// What `tongban_audit` accepts as a node id; nothing else can be found,
+/// so nothing else is logged.
+fn is_node_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn parse_local_time(s: &str) -> Option<DateTime<Utc>> {
@@ -103,7 +113,12 @@ pub(crate) fn parse_filter(
     for (key, _) in TEXT_FILTERS {
         if let Some(v) = text(key) {
             if v.chars().count() > 128 {
-                return Err(format!("{key}: too long"));
+                return Err(format!("{key}: too long (at most 128 characters)"));
+            }
+            if v.chars().any(is_unsafe_for_log) {
+                return Err(format!(
+                    "{key}: contains control or text-direction characters"
+                ));
             }
             out.params.push((key.to_owned(), v.clone()));
             let f = &mut out.filter;
@@ -494,6 +509,14 @@ pub(crate) async fn entry(
 ) -> ConsoleResponse {
     let params = request.query_params();
     let node = param(&params, "node").to_owned();
+    if !is_node_name(&node) {
+        return error_page(
+            StatusCode::BAD_REQUEST,
+            "条目 Entry",
+            "node: not a node name (1 to 64 letters, digits, . _ -)",
+            Some(admin),
+        );
+    }
     let Ok(index) = param(&params, "index").parse::<u64>() else {
         return error_page(
             StatusCode::BAD_REQUEST,

@@ -39,14 +39,21 @@ impl ConsoleServer {
         Self::serve(listener, console)
     }
 
+    /// Serves `console` on `listener`, answering to the default hosts of the
+    /// address it is bound to unless the settings name `allowed_hosts`.
     pub fn serve(listener: TcpListener, console: Console) -> Result<Self, ConsoleError> {
         let local_addr = listener.local_addr().map_err(|source| ConsoleError::Bind {
             addr: crate::DEFAULT_CONSOLE_ADDR,
             source,
         })?;
+        let console = console.bound_to(local_addr);
         let (stop, stopped) = oneshot::channel();
+        tracing::info!(
+            addr = %local_addr,
+            hosts = ?console.allowed_hosts(),
+            "administrators' console serving"
+        );
         let task = tokio::spawn(accept_loop(listener, console, stopped));
-        tracing::info!(addr = %local_addr, "administrators' console serving");
         Ok(Self {
             local_addr,
             stop: Some(stop),
@@ -117,7 +124,14 @@ async fn accept_loop(listener: TcpListener, console: Console, mut stopped: onesh
 }
 
 async fn serve_one(console: &Console, request: Request<Incoming>) -> ConsoleResponse {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    // An absolute-form target (`GET http://host/path`) names the host the
+    // client means, whatever `Host` says (RFC 9112, 3.2.2): check that one.
+    if let Some(authority) = parts.uri.authority()
+        && let Ok(host) = hyper::header::HeaderValue::from_str(authority.as_str())
+    {
+        parts.headers.insert(hyper::header::HOST, host);
+    }
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(_) => {

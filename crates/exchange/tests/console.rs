@@ -95,9 +95,16 @@ async fn the_exchange_serves_the_console_and_audits_sign_in() {
     let addr = handle.console_addr().expect("console serving");
     assert!(addr.ip().is_loopback());
 
+    // Only the console's own address is answered (DNS rebinding).
+    let (code, _, _) = http(
+        addr,
+        "GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(code, 421);
     let (code, headers, _) = http(
         addr,
-        "GET /overview HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        &format!("GET /overview HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     )
     .await;
     assert_eq!(code, 303);
@@ -106,7 +113,7 @@ async fn the_exchange_serves_the_console_and_audits_sign_in() {
 
     let (code, headers, _) = http(
         addr,
-        "GET /login HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        &format!("GET /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"),
     )
     .await;
     assert_eq!(code, 200);
@@ -115,7 +122,7 @@ async fn the_exchange_serves_the_console_and_audits_sign_in() {
     let (code, headers, _) = http(
         addr,
         &format!(
-            "POST /login HTTP/1.1\r\nHost: x\r\nCookie: tb_login={token}\r\n\
+            "POST /login HTTP/1.1\r\nHost: {addr}\r\nCookie: tb_login={token}\r\n\
              Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
              Connection: close\r\n\r\n{form}",
             form.len()
@@ -127,7 +134,7 @@ async fn the_exchange_serves_the_console_and_audits_sign_in() {
     let (code, _, body) = http(
         addr,
         &format!(
-            "GET /overview HTTP/1.1\r\nHost: x\r\nCookie: tb_session={session}\r\nConnection: close\r\n\r\n"
+            "GET /overview HTTP/1.1\r\nHost: {addr}\r\nCookie: tb_session={session}\r\nConnection: close\r\n\r\n"
         ),
     )
     .await;
