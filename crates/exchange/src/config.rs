@@ -289,6 +289,7 @@ impl ExchangeConfig {
             ("audit.checkpoint_interval_ms", Integer),
             ("audit.checkpoint_every", Integer),
             ("audit.retention_days", Integer),
+            ("audit.append_timeout_ms", Integer),
             ("admin.enabled", Bool),
             ("admin.listen", Str),
             ("console.enabled", Bool),
@@ -296,6 +297,7 @@ impl ExchangeConfig {
             ("console.secure_cookie", Bool),
             ("console.session_idle_secs", Integer),
             ("console.session_max_secs", Integer),
+            ("console.allowed_hosts", StringList),
         ]
         .into_iter()
         .map(|(path, kind)| EnvKey::new(path, kind))
