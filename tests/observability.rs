@@ -356,10 +356,11 @@ async fn prometheus_endpoint_parses_and_counters_move_with_traffic() {
         ),
         1.0
     );
-    // 18 audit entries, committed in batches.
-    assert_eq!(value(&after, "tongban_audit_batch_size_sum", &[]), 18.0);
+    // 20 audit entries — 18 evidence requests, the refused Gather and the
+    // policy in force at start-up — committed in batches.
+    assert_eq!(value(&after, "tongban_audit_batch_size_sum", &[]), 20.0);
     let batches = value(&after, "tongban_audit_batch_size_count", &[]);
-    assert!((1.0..=18.0).contains(&batches), "{batches}");
+    assert!((1.0..=20.0).contains(&batches), "{batches}");
     assert_eq!(
         value(&after, "tongban_audit_commit_duration_seconds_count", &[]),
         batches

@@ -132,7 +132,8 @@ async fn one_gather_is_one_trace_with_a_child_span_per_department() {
     let store = tongban_audit::SqliteStore::open(&dir.path().join("audit.db"))
         .await
         .unwrap();
-    for index in 0..6 {
+    // Entry 0 is the policy in force at start-up; then the Gather's six.
+    for index in 1..7 {
         let entry = tongban_audit::AuditStore::entry(&store, "exchange-1", index)
             .await
             .unwrap()

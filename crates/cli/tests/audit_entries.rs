@@ -113,9 +113,10 @@ async fn an_evidence_type_with_control_characters_cannot_forge_the_printed_repor
     assert_not_forged(&table);
 }
 
-/// A refused non-administrator's filter is logged, but bounded: twenty
-/// refusals with a 3.9 MB case number add kilobytes, not megabytes, and
-/// the administrator's search still decodes.
+/// A refused non-administrator's call is logged, but bounded: twenty
+/// refusals with a 3.9 MB case number (refused from their length prefix,
+/// before decoding) add kilobytes, not megabytes, and the administrator's
+/// search still decodes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_searches_with_huge_filters_are_logged_bounded() {
     let dir = tempfile::tempdir().unwrap();
@@ -138,7 +139,11 @@ async fn refused_searches_with_huge_filters_are_logged_bounded() {
             }))
             .await
             .unwrap_err();
-        assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::ResourceExhausted,
+            "{refused:?}"
+        );
     }
     let mut admin = AuditClient::new(local.channel("admin").await.unwrap());
     let page = admin
@@ -149,7 +154,7 @@ async fn refused_searches_with_huge_filters_are_logged_bounded() {
             }),
             filter: Some(AuditFilter {
                 kind: "AdminAction".into(),
-                outcome_code: Some(7),
+                outcome_code: Some(8),
                 ..Default::default()
             }),
             page_size: 200,
@@ -162,6 +167,7 @@ async fn refused_searches_with_huge_filters_are_logged_bounded() {
     for r in &page.records {
         assert_eq!(r.caller_unit, "dongli-community");
         assert!(r.detail.chars().count() <= 1024, "{} chars", r.detail.len());
-        assert!(r.detail.ends_with(" bytes]"), "{}", &r.detail[..80]);
+        assert!(!r.detail.contains("999"), "caller text in the log");
+        assert_eq!(r.outcome_reason, "REQUEST_TOO_LARGE");
     }
 }

@@ -19,22 +19,9 @@ pub const MAX_LOGGED_DETAIL_CHARS: usize = 2048;
 pub const REPLACEMENT: char = '\u{FFFD}';
 
 /// True for characters that change how surrounding text is displayed rather
-/// than showing themselves: C0 and C1 controls (newlines, ESC, DEL),
-/// line and paragraph separators, and the bidirectional marks, embeddings,
-/// overrides and isolates.
-pub fn is_unsafe_for_log(c: char) -> bool {
-    c.is_control()
-        || matches!(
-            c,
-            '\u{061C}'
-                | '\u{200E}'
-                | '\u{200F}'
-                | '\u{2028}'
-                | '\u{2029}'
-                | '\u{202A}'..='\u{202E}'
-                | '\u{2066}'..='\u{2069}'
-        )
-}
+/// than showing themselves (controls, line separators, bidi controls): the
+/// audit log's own rule, so the console and the log agree.
+pub use tongban_audit::entry::is_forbidden_char as is_unsafe_for_log;
 
 /// At most `max_chars` characters of `text`, each unsafe one replaced by
 /// U+FFFD (so the result has at most `max_chars` characters too).

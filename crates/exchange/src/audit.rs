@@ -361,10 +361,14 @@ impl BatchMetrics {
         let commit_us = now.total_commit_us.saturating_sub(seen.total_commit_us);
         *seen = now;
         drop(seen);
-        let size = usize::try_from(entries / batches).unwrap_or(usize::MAX);
+        // The mean, with the remainder spread one entry each over the first
+        // batches, so the recorded sizes add up to the entries exactly.
+        let (size, remainder) = (entries / batches, entries % batches);
         let latency = Duration::from_micros(commit_us / batches);
-        for _ in 0..batches.min(1024) {
-            self.metrics.record_audit_batch(size, latency);
+        for i in 0..batches.min(1024) {
+            let this = size + u64::from(i < remainder);
+            self.metrics
+                .record_audit_batch(usize::try_from(this).unwrap_or(usize::MAX), latency);
         }
     }
 }
