@@ -28,6 +28,9 @@ async fn the_demo_plays_every_scene_and_exits_zero() {
         "`tongban audit verify`:",
         "— intact.",
     ] {
-        assert!(stdout.contains(expected), "missing {expected:?} in\n{stdout}");
+        assert!(
+            stdout.contains(expected),
+            "missing {expected:?} in\n{stdout}"
+        );
     }
 }
