@@ -580,7 +580,16 @@ async fn honest_lookups(local: &LocalDeployment, count: usize) -> Vec<Duration> 
 /// latencies are printed (a benchmark's business, not a test's).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_honest_caller_is_served_under_attack() {
-    let (_dir, local) = own_deployment(LocalOptions::default()).await.unwrap();
+    // The policy's default rate limits (200/s, burst 400 per caller), as a
+    // deployment has them: they are what bounds an attacker's share.
+    let (_dir, local) = own_deployment(LocalOptions::default().policy(|pki| {
+        Ok(policy_toml(pki)?.replace(
+            "requests_per_second = 2000.0\nburst = 4000",
+            "requests_per_second = 200.0\nburst = 400",
+        ))
+    }))
+    .await
+    .unwrap();
     let mut unloaded = honest_lookups(&local, 200).await;
     let addr = local.exchange().local_addr();
 
