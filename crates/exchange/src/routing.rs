@@ -217,16 +217,21 @@ struct CallerShares {
 
 impl CallerShares {
     /// Takes a slot for `caller` if it holds fewer than `limit`.
-    fn try_hold(&self, caller: &str, limit: usize) -> Option<CallerSlot<'_>> {
+    fn try_hold<'a>(&'a self, caller: &'a str, limit: usize) -> Option<CallerSlot<'a>> {
         let mut held = lock(&self.held);
-        let count = held.entry(caller.to_owned()).or_insert(0);
-        if *count >= limit {
-            return None;
+        // On the request path: allocate the key only for a caller with
+        // nothing in flight yet.
+        match held.get_mut(caller) {
+            Some(count) if *count >= limit => return None,
+            Some(count) => *count += 1,
+            None if limit == 0 => return None,
+            None => {
+                held.insert(caller.to_owned(), 1);
+            }
         }
-        *count += 1;
         Some(CallerSlot {
             shares: self,
-            caller: caller.to_owned(),
+            caller,
         })
     }
 
@@ -239,16 +244,16 @@ impl CallerShares {
 /// Gives a caller's slot back when its request ends, however.
 struct CallerSlot<'a> {
     shares: &'a CallerShares,
-    caller: String,
+    caller: &'a str,
 }
 
 impl Drop for CallerSlot<'_> {
     fn drop(&mut self) {
         let mut held = lock(&self.shares.held);
-        if let Some(count) = held.get_mut(&self.caller) {
+        if let Some(count) = held.get_mut(self.caller) {
             *count = count.saturating_sub(1);
             if *count == 0 {
-                held.remove(&self.caller);
+                held.remove(self.caller);
             }
         }
     }
