@@ -8,8 +8,11 @@ use tongban_bench::{BenchArgs, PathId};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_run_measures_every_path_without_errors() {
     let args = BenchArgs {
-        duration: Duration::from_millis(300),
-        warmup: Duration::from_millis(100),
+        // The one-in-flight phase gets half of each: long enough that a
+        // slow first call (a fresh audit store's first commit) still leaves
+        // completed requests in the window.
+        duration: Duration::from_millis(800),
+        warmup: Duration::from_millis(200),
         connections: 2,
         concurrency: 2,
         // One round keeps it short; the next test runs two.
