@@ -1139,4 +1139,71 @@ pub(crate) mod tests {
             .is_some()
         );
     }
+
+    #[test]
+    fn the_classic_text_reads_as_the_former_exporter_wrote_it() {
+        let (_provider, metrics, prometheus) = prometheus_only().expect("prometheus");
+        metrics.record_rpc("Svc/M", tonic::Code::Ok, Duration::from_millis(2));
+        metrics.record_audit_batch(3, Duration::from_millis(1));
+        let _held = metrics.inflight();
+        let text = prometheus.render().expect("render");
+        for line in [
+            "# HELP tongban_rpc_requests_total gRPC requests served, by method and status code",
+            "# TYPE tongban_rpc_requests_total counter",
+            "tongban_rpc_requests_total{code=\"OK\",method=\"Svc/M\",otel_scope_name=\"tongban\"} 1",
+            "# TYPE tongban_rpc_duration_seconds histogram",
+            "tongban_rpc_duration_seconds_bucket{code=\"OK\",method=\"Svc/M\",otel_scope_name=\"tongban\",le=\"1\"} 1",
+            "tongban_audit_batch_size_bucket{otel_scope_name=\"tongban\",le=\"4\"} 1",
+            "# TYPE tongban_rpc_inflight gauge",
+            "tongban_rpc_inflight{otel_scope_name=\"tongban\"} 1",
+            "# HELP target_info Target metadata",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        let (_, samples) = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            find(&samples, "tongban_audit_batch_size_sum", &[]).map(|s| s.value),
+            Some(3.0)
+        );
+
+        let openmetrics = prometheus.render_openmetrics().expect("render");
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        assert!(
+            openmetrics
+                .lines()
+                .any(|l| l == "# TYPE tongban_rpc_requests counter"),
+            "{openmetrics}"
+        );
+    }
+
+    #[test]
+    fn the_format_follows_the_accept_header() {
+        use ExpositionFormat::{OpenMetrics, Prometheus};
+        for (accept, expected) in [
+            (None, Prometheus),
+            (Some("*/*"), Prometheus),
+            (Some("text/plain;version=0.0.4"), Prometheus),
+            (
+                Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+                OpenMetrics,
+            ),
+            (Some("Application/OpenMetrics-Text"), OpenMetrics),
+            (
+                Some("application/openmetrics-text;q=0,text/plain"),
+                Prometheus,
+            ),
+            (Some("application/openmetrics-textual"), Prometheus),
+        ] {
+            assert_eq!(ExpositionFormat::negotiate(accept), expected, "{accept:?}");
+        }
+        assert_eq!(OpenMetrics.content_type(), OPENMETRICS_CONTENT_TYPE);
+        assert_eq!(Prometheus.content_type(), PROMETHEUS_CONTENT_TYPE);
+    }
 }
