@@ -449,11 +449,11 @@ impl IntoNumber for f64 {
 }
 
 impl Number {
+    /// Exact below 2^53, which a histogram's sum of counts or seconds does
+    /// not reach.
     fn as_f64(self) -> f64 {
         match self {
-            #[allow(clippy::cast_precision_loss)]
             Self::U64(v) => v as f64,
-            #[allow(clippy::cast_precision_loss)]
             Self::I64(v) => v as f64,
             Self::F64(v) => v,
         }
