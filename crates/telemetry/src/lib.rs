@@ -33,8 +33,8 @@ mod setup;
 pub mod testing;
 
 pub use admin::AdminServer;
-pub use error::TelemetryError;
-pub use metrics::{InflightGuard, Metrics, PrometheusMetrics};
+pub use error::{TelemetryError, UnknownLogFormat};
+pub use metrics::{ExpositionFormat, InflightGuard, Metrics, PrometheusMetrics};
 pub use propagation::{
     GrpcServerLayer, TraceContextInterceptor, current_trace_id, extract_trace_context,
     inject_trace_context,

@@ -1,5 +1,5 @@
 //! Every tongban metric, behind one typed handle, and their Prometheus text
-//! rendering.
+//! rendering (see [`PrometheusMetrics`] for how the two fit together).
 //!
 //! | OpenTelemetry instrument          | Prometheus name                              | labels                              |
 //! |-----------------------------------|----------------------------------------------|-------------------------------------|
@@ -16,12 +16,22 @@
 //! Label values must come from bounded sets (method names, catalogue
 //! department and evidence ids, machine reasons), never from personal data.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Counter, Histogram, Meter, MeterProvider as _, UpDownCounter};
-use opentelemetry_sdk::metrics::SdkMeterProvider;
+use opentelemetry_sdk::error::OTelSdkResult;
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData, ResourceMetrics};
+use opentelemetry_sdk::metrics::reader::MetricReader;
+use opentelemetry_sdk::metrics::{
+    InstrumentKind, ManualReader, Pipeline, SdkMeterProvider, Temporality,
+};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, MetricEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
 
 use crate::error::TelemetryError;
 
@@ -206,11 +216,81 @@ pub fn code_name(code: tonic::Code) -> &'static str {
     }
 }
 
-/// The metrics as Prometheus text (exposition format 0.0.4), collected on
-/// demand from the meter provider. Cheap to clone.
+/// `Content-Type` of [`PrometheusMetrics::render`]'s output: the classic
+/// Prometheus text format, for scrapers that do not ask for OpenMetrics.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// `Content-Type` of [`PrometheusMetrics::render_openmetrics`]'s output.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The two text formats `/metrics` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpositionFormat {
+    /// Prometheus text format 0.0.4.
+    Prometheus,
+    /// OpenMetrics 1.0 text, as Prometheus asks for by default.
+    OpenMetrics,
+}
+
+impl ExpositionFormat {
+    /// What to answer a scrape whose `Accept` header is `accept`: OpenMetrics
+    /// when the scraper lists it at all (Prometheus does, first), the
+    /// classic format otherwise (curl, older scrapers, tests reading text).
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let wants_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut params = range.split(';').map(str::trim);
+                let media = params.next().unwrap_or_default();
+                let refused = params.any(|p| {
+                    p.strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                });
+                media.eq_ignore_ascii_case("application/openmetrics-text") && !refused
+            })
+        });
+        if wants_openmetrics {
+            Self::OpenMetrics
+        } else {
+            Self::Prometheus
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::Prometheus => PROMETHEUS_CONTENT_TYPE,
+            Self::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+        }
+    }
+}
+
+/// The metrics as Prometheus / OpenMetrics text, collected on demand from
+/// the meter provider. Cheap to clone.
+///
+/// # Design
+///
+/// The OpenTelemetry SDK stays the one place where measurements are
+/// aggregated; `prometheus-client` only encodes. On each scrape a
+/// [`Collector`] reads the SDK's cumulative aggregates through a
+/// [`ManualReader`] (the same way the OTLP exporter's periodic reader does)
+/// and writes them with `prometheus-client`'s encoders. So:
+/// * OTLP metric export is untouched: both readers see the same instruments.
+/// * Callers keep one typed handle, [`Metrics`], and every request is
+///   recorded once. Recording into `prometheus-client`'s own `Family` types
+///   as well would cost every request a second set of updates and let the
+///   two views drift apart.
+/// * Names follow OpenTelemetry's Prometheus mapping, as the former
+///   `opentelemetry-prometheus` exporter did: dots become underscores, the
+///   unit `s` adds `_seconds`, monotonic sums are counters (`_total`), every
+///   series carries `otel_scope_name`, and `target_info` carries the
+///   resource (service name, SDK).
+///
+/// The price is the SDK's `experimental_metrics_custom_reader` feature (the
+/// `ManualReader` API), which `opentelemetry-prometheus` used as well.
 #[derive(Clone)]
 pub struct PrometheusMetrics {
-    registry: prometheus::Registry,
+    registry: Arc<Registry>,
 }
 
 impl std::fmt::Debug for PrometheusMetrics {
@@ -219,42 +299,417 @@ impl std::fmt::Debug for PrometheusMetrics {
     }
 }
 
-/// `Content-Type` of [`PrometheusMetrics::render`]'s output.
-pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
 impl PrometheusMetrics {
-    pub(crate) fn new() -> Result<Self, TelemetryError> {
-        Ok(Self {
-            registry: prometheus::Registry::new(),
-        })
+    /// The Prometheus view and the reader that feeds it, to be given to
+    /// exactly one meter provider.
+    pub(crate) fn new() -> (Self, PrometheusReader) {
+        let reader = Arc::new(ManualReader::builder().build());
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(SdkCollector {
+            reader: reader.clone(),
+        }));
+        let metrics = Self {
+            registry: Arc::new(registry),
+        };
+        (metrics, PrometheusReader(reader))
     }
 
-    /// A reader for the meter provider that feeds this registry. One per
-    /// registry: a second one would duplicate every series.
-    pub(crate) fn reader(
-        &self,
-    ) -> Result<opentelemetry_prometheus::PrometheusExporter, TelemetryError> {
-        opentelemetry_prometheus::exporter()
-            .with_registry(self.registry.clone())
-            .build()
-            .map_err(|e| TelemetryError::Prometheus(e.to_string()))
-    }
-
-    /// Collects and renders every metric now.
+    /// Collects and renders every metric now, in the classic Prometheus
+    /// text format 0.0.4.
     pub fn render(&self) -> Result<String, TelemetryError> {
-        prometheus::TextEncoder::new()
-            .encode_to_string(&self.registry.gather())
-            .map_err(|e| TelemetryError::Prometheus(e.to_string()))
+        self.render_as(ExpositionFormat::Prometheus)
+    }
+
+    /// Collects and renders every metric now, as OpenMetrics 1.0 text.
+    pub fn render_openmetrics(&self) -> Result<String, TelemetryError> {
+        self.render_as(ExpositionFormat::OpenMetrics)
+    }
+
+    pub fn render_as(&self, format: ExpositionFormat) -> Result<String, TelemetryError> {
+        let mut text = String::new();
+        match format {
+            ExpositionFormat::Prometheus => {
+                prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+            }
+            ExpositionFormat::OpenMetrics => {
+                prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            }
+        }
+        .map_err(TelemetryError::Render)?;
+        Ok(text)
+    }
+}
+
+/// The meter provider's end of [`PrometheusMetrics`]: a [`ManualReader`]
+/// shared with the collectors that read it at scrape time.
+#[derive(Debug)]
+pub(crate) struct PrometheusReader(Arc<ManualReader>);
+
+impl MetricReader for PrometheusReader {
+    fn register_pipeline(&self, pipeline: Weak<Pipeline>) {
+        self.0.register_pipeline(pipeline);
+    }
+
+    fn collect(&self, rm: &mut ResourceMetrics) -> OTelSdkResult {
+        self.0.collect(rm)
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.0.force_flush()
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    /// Prometheus counters and histograms are cumulative.
+    fn temporality(&self, _kind: InstrumentKind) -> Temporality {
+        Temporality::Cumulative
+    }
+}
+
+/// Encodes the SDK's aggregates at each scrape.
+#[derive(Debug)]
+struct SdkCollector {
+    reader: Arc<ManualReader>,
+}
+
+impl Collector for SdkCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let mut collected = ResourceMetrics::default();
+        if let Err(e) = self.reader.collect(&mut collected) {
+            tracing::warn!(error = %e, "cannot collect metrics for a scrape");
+            return Err(std::fmt::Error);
+        }
+        for (name, family) in families(&collected) {
+            family.encode(&name, &mut encoder)?;
+        }
+        Ok(())
+    }
+}
+
+/// One metric family, converted from the SDK's data, before encoding.
+#[derive(Debug)]
+struct Family {
+    kind: Kind,
+    help: String,
+    /// The unit the name ends with, for OpenMetrics' `# UNIT`.
+    unit: Option<Unit>,
+    series: Vec<(Labels, Point)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+type Labels = Vec<(String, String)>;
+
+#[derive(Debug)]
+enum Point {
+    Number(Number),
+    Histogram {
+        sum: f64,
+        count: u64,
+        /// (upper bound, count in this bucket, not cumulative); the last
+        /// bound is `+Inf`.
+        buckets: Vec<(f64, u64)>,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Number {
+    U64(u64),
+    I64(i64),
+    F64(f64),
+}
+
+trait IntoNumber: Copy {
+    fn number(self) -> Number;
+}
+
+impl IntoNumber for u64 {
+    fn number(self) -> Number {
+        Number::U64(self)
+    }
+}
+
+impl IntoNumber for i64 {
+    fn number(self) -> Number {
+        Number::I64(self)
+    }
+}
+
+impl IntoNumber for f64 {
+    fn number(self) -> Number {
+        Number::F64(self)
+    }
+}
+
+impl Number {
+    /// Exact below 2^53, which a histogram's sum of counts or seconds does
+    /// not reach.
+    fn as_f64(self) -> f64 {
+        match self {
+            Self::U64(v) => v as f64,
+            Self::I64(v) => v as f64,
+            Self::F64(v) => v,
+        }
+    }
+}
+
+/// `target_info`'s help text, as OpenTelemetry's exporters write it.
+const TARGET_INFO_HELP: &str = "Target metadata";
+
+/// The collected data as Prometheus families, by name (sorted, so the
+/// output is stable). A name claimed twice with different types keeps the
+/// first; the same name and type from two scopes merges.
+fn families(collected: &ResourceMetrics) -> BTreeMap<String, Family> {
+    let mut families = BTreeMap::new();
+    let mut resource: Labels = collected
+        .resource()
+        .iter()
+        .map(|(k, v)| (sanitize(k.as_str(), false), v.as_str().into_owned()))
+        .collect();
+    resource.sort();
+    if !resource.is_empty() {
+        families.insert(
+            "target_info".to_owned(),
+            Family {
+                kind: Kind::Gauge,
+                help: TARGET_INFO_HELP.to_owned(),
+                unit: None,
+                series: vec![(resource, Point::Number(Number::I64(1)))],
+            },
+        );
+    }
+    for scope_metrics in collected.scope_metrics() {
+        let scope = scope_metrics.scope();
+        let mut scope_labels = vec![("otel_scope_name".to_owned(), scope.name().to_owned())];
+        if let Some(version) = scope.version() {
+            scope_labels.push(("otel_scope_version".to_owned(), version.to_owned()));
+        }
+        for metric in scope_metrics.metrics() {
+            let Some((kind, series)) = (match metric.data() {
+                AggregatedMetrics::U64(data) => convert(data, &scope_labels),
+                AggregatedMetrics::I64(data) => convert(data, &scope_labels),
+                AggregatedMetrics::F64(data) => convert(data, &scope_labels),
+            }) else {
+                continue;
+            };
+            if series.is_empty() {
+                continue;
+            }
+            let unit = unit_suffix(metric.unit());
+            let mut name = sanitize(metric.name(), true);
+            if let Some(unit) = &unit
+                && !name.ends_with(&format!("_{}", unit.as_str()))
+            {
+                name = format!("{name}_{}", unit.as_str());
+            }
+            match families.entry(name) {
+                std::collections::btree_map::Entry::Vacant(slot) => {
+                    slot.insert(Family {
+                        kind,
+                        help: metric.description().to_owned(),
+                        unit,
+                        series,
+                    });
+                }
+                std::collections::btree_map::Entry::Occupied(mut slot) => {
+                    if slot.get().kind == kind {
+                        slot.get_mut().series.extend(series);
+                    } else {
+                        tracing::debug!(
+                            metric = slot.key(),
+                            "two instruments map to one Prometheus name with different types; keeping the first"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // Sorted labels and series: the same text for the same state, whatever
+    // order the SDK keeps them in.
+    for family in families.values_mut() {
+        for (labels, _) in &mut family.series {
+            labels.sort();
+        }
+        family.series.sort_by(|a, b| a.0.cmp(&b.0));
+    }
+    families
+}
+
+fn convert<T: IntoNumber>(
+    data: &MetricData<T>,
+    scope: &Labels,
+) -> Option<(Kind, Vec<(Labels, Point)>)> {
+    let labels = |attributes: &mut dyn Iterator<Item = &KeyValue>| -> Labels {
+        attributes
+            .map(|kv| {
+                (
+                    sanitize(kv.key.as_str(), false),
+                    kv.value.as_str().into_owned(),
+                )
+            })
+            .chain(scope.iter().cloned())
+            .collect()
+    };
+    Some(match data {
+        MetricData::Sum(sum) => {
+            let kind = if sum.is_monotonic() {
+                Kind::Counter
+            } else {
+                Kind::Gauge
+            };
+            let series = sum
+                .data_points()
+                .map(|p| {
+                    (
+                        labels(&mut p.attributes()),
+                        Point::Number(p.value().number()),
+                    )
+                })
+                .collect();
+            (kind, series)
+        }
+        MetricData::Gauge(gauge) => {
+            let series = gauge
+                .data_points()
+                .map(|p| {
+                    (
+                        labels(&mut p.attributes()),
+                        Point::Number(p.value().number()),
+                    )
+                })
+                .collect();
+            (Kind::Gauge, series)
+        }
+        MetricData::Histogram(histogram) => {
+            let series = histogram
+                .data_points()
+                .map(|p| {
+                    let mut bounds = p.bounds();
+                    let buckets = p
+                        .bucket_counts()
+                        .map(|count| (bounds.next().unwrap_or(f64::INFINITY), count))
+                        .collect();
+                    let point = Point::Histogram {
+                        sum: p.sum().number().as_f64(),
+                        count: p.count(),
+                        buckets,
+                    };
+                    (labels(&mut p.attributes()), point)
+                })
+                .collect();
+            (Kind::Histogram, series)
+        }
+        // Not used by tongban, and not expressible in the text formats.
+        MetricData::ExponentialHistogram(_) => return None,
+    })
+}
+
+/// OpenTelemetry units with a Prometheus name suffix (the ones tongban uses).
+fn unit_suffix(unit: &str) -> Option<Unit> {
+    match unit {
+        "s" => Some(Unit::Seconds),
+        "By" => Some(Unit::Bytes),
+        _ => None,
+    }
+}
+
+/// A valid Prometheus metric (`[a-zA-Z_:][a-zA-Z0-9_:]*`) or label
+/// (`[a-zA-Z_][a-zA-Z0-9_]*`) name: anything else becomes `_`.
+fn sanitize(name: &str, metric: bool) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || (metric && c == ':') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.starts_with(|c: char| c.is_ascii_digit()) || out.is_empty() {
+        out.insert(0, '_');
+    }
+    out
+}
+
+impl Family {
+    /// Writes the family in whichever format `encoder` writes. Names are
+    /// given without the unit (the encoders append it, and OpenMetrics adds
+    /// `# UNIT`) and counters without `_total` (the encoders append it).
+    /// Help texts are our instruments' one-line descriptions.
+    fn encode(&self, name: &str, encoder: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let metric_type = match self.kind {
+            Kind::Counter => MetricType::Counter,
+            Kind::Gauge => MetricType::Gauge,
+            Kind::Histogram => MetricType::Histogram,
+        };
+        let suffix = self.unit.as_ref().map(|unit| format!("_{}", unit.as_str()));
+        let base = suffix
+            .as_deref()
+            .and_then(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        let unit = if base.len() < name.len() {
+            self.unit.as_ref()
+        } else {
+            None
+        };
+        let mut metric = encoder.encode_descriptor(base, &self.help, unit, metric_type)?;
+        for (labels, point) in &self.series {
+            let mut series = metric.encode_family(labels)?;
+            match (self.kind, point) {
+                (Kind::Counter, Point::Number(n)) => encode_counter(&mut series, *n)?,
+                (_, Point::Number(n)) => encode_gauge(&mut series, *n)?,
+                (
+                    _,
+                    Point::Histogram {
+                        sum,
+                        count,
+                        buckets,
+                    },
+                ) => {
+                    series.encode_histogram::<NoLabelSet>(*sum, *count, buckets, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn encode_counter(series: &mut MetricEncoder, value: Number) -> Result<(), std::fmt::Error> {
+    match value {
+        Number::U64(v) => series.encode_counter::<NoLabelSet, _, f64>(&v, None),
+        // A monotonic sum is never negative.
+        Number::I64(v) => {
+            series.encode_counter::<NoLabelSet, _, f64>(&u64::try_from(v).unwrap_or(0), None)
+        }
+        Number::F64(v) => series.encode_counter::<NoLabelSet, _, f64>(&v, None),
+    }
+}
+
+fn encode_gauge(series: &mut MetricEncoder, value: Number) -> Result<(), std::fmt::Error> {
+    match value {
+        // The encoders refuse u64 values above i64::MAX for gauges, which a
+        // count of events would take centuries to reach: saturate rather
+        // than fail the whole scrape.
+        Number::U64(v) => series.encode_gauge(&i64::try_from(v).unwrap_or(i64::MAX)),
+        Number::I64(v) => series.encode_gauge(&v),
+        Number::F64(v) => series.encode_gauge(&v),
     }
 }
 
 /// A meter provider with only a Prometheus reader, and its [`Metrics`]: for
 /// tests and tools that want metrics without the rest of the pipeline.
+/// (Nothing here fails any more; the `Result` stays for its callers.)
 pub fn prometheus_only() -> Result<(SdkMeterProvider, Metrics, PrometheusMetrics), TelemetryError> {
-    let prometheus = PrometheusMetrics::new()?;
-    let provider = SdkMeterProvider::builder()
-        .with_reader(prometheus.reader()?)
-        .build();
+    let (prometheus, reader) = PrometheusMetrics::new();
+    let provider = SdkMeterProvider::builder().with_reader(reader).build();
     let metrics = Metrics::new(&provider.meter("tongban"));
     Ok((provider, metrics, prometheus))
 }
@@ -683,5 +1138,72 @@ pub(crate) mod tests {
             )
             .is_some()
         );
+    }
+
+    #[test]
+    fn the_classic_text_reads_as_the_former_exporter_wrote_it() {
+        let (_provider, metrics, prometheus) = prometheus_only().expect("prometheus");
+        metrics.record_rpc("Svc/M", tonic::Code::Ok, Duration::from_millis(2));
+        metrics.record_audit_batch(3, Duration::from_millis(1));
+        let _held = metrics.inflight();
+        let text = prometheus.render().expect("render");
+        for line in [
+            "# HELP tongban_rpc_requests_total gRPC requests served, by method and status code",
+            "# TYPE tongban_rpc_requests_total counter",
+            "tongban_rpc_requests_total{code=\"OK\",method=\"Svc/M\",otel_scope_name=\"tongban\"} 1",
+            "# TYPE tongban_rpc_duration_seconds histogram",
+            "tongban_rpc_duration_seconds_bucket{code=\"OK\",method=\"Svc/M\",otel_scope_name=\"tongban\",le=\"1\"} 1",
+            "tongban_audit_batch_size_bucket{otel_scope_name=\"tongban\",le=\"4\"} 1",
+            "# TYPE tongban_rpc_inflight gauge",
+            "tongban_rpc_inflight{otel_scope_name=\"tongban\"} 1",
+            "# HELP target_info Target metadata",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line:?} missing from\n{text}"
+            );
+        }
+        assert!(
+            !text.contains("# EOF") && !text.contains("# UNIT"),
+            "{text}"
+        );
+        let (_, samples) = parse_exposition(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        assert_eq!(
+            find(&samples, "tongban_audit_batch_size_sum", &[]).map(|s| s.value),
+            Some(3.0)
+        );
+
+        let openmetrics = prometheus.render_openmetrics().expect("render");
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        assert!(
+            openmetrics
+                .lines()
+                .any(|l| l == "# TYPE tongban_rpc_requests counter"),
+            "{openmetrics}"
+        );
+    }
+
+    #[test]
+    fn the_format_follows_the_accept_header() {
+        use ExpositionFormat::{OpenMetrics, Prometheus};
+        for (accept, expected) in [
+            (None, Prometheus),
+            (Some("*/*"), Prometheus),
+            (Some("text/plain;version=0.0.4"), Prometheus),
+            (
+                Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+                OpenMetrics,
+            ),
+            (Some("Application/OpenMetrics-Text"), OpenMetrics),
+            (
+                Some("application/openmetrics-text;q=0,text/plain"),
+                Prometheus,
+            ),
+            (Some("application/openmetrics-textual"), Prometheus),
+        ] {
+            assert_eq!(ExpositionFormat::negotiate(accept), expected, "{accept:?}");
+        }
+        assert_eq!(OpenMetrics.content_type(), OPENMETRICS_CONTENT_TYPE);
+        assert_eq!(Prometheus.content_type(), PROMETHEUS_CONTENT_TYPE);
     }
 }

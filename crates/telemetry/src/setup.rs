@@ -16,7 +16,7 @@ use tracing_subscriber::layer::{Layered, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, Registry};
 
-use crate::error::TelemetryError;
+use crate::error::{TelemetryError, UnknownLogFormat};
 use crate::metrics::{Metrics, PrometheusMetrics};
 use crate::propagation::install_propagator;
 
@@ -47,15 +47,13 @@ pub enum LogFormat {
 }
 
 impl FromStr for LogFormat {
-    type Err = String;
+    type Err = UnknownLogFormat;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "text" => Ok(Self::Text),
             "json" => Ok(Self::Json),
-            other => Err(format!(
-                "unknown log format {other:?} (expected text or json)"
-            )),
+            other => Err(UnknownLogFormat(other.to_owned())),
         }
     }
 }
@@ -226,7 +224,7 @@ impl TelemetryGuard {
             combine(tracer_provider.force_flush(), meter_provider.force_flush())
         })
         .await
-        .map_err(|e| TelemetryError::Shutdown(e.to_string()))?
+        .map_err(TelemetryError::Task)?
     }
 
     /// Flushes and shuts down the exporters, waiting at most about
@@ -250,7 +248,7 @@ impl TelemetryGuard {
             shutdown_bounded(tracer_provider, meter_provider, timeout)
         })
         .await
-        .map_err(|e| TelemetryError::Shutdown(e.to_string()))?
+        .map_err(TelemetryError::Task)?
     }
 }
 
@@ -313,14 +311,12 @@ fn assemble(options: &TelemetryOptions) -> Result<(Subscriber, TelemetryGuard), 
         if let Some(endpoint) = endpoint {
             exporter = exporter.with_endpoint(endpoint);
         }
-        let exporter = exporter
-            .build()
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        let exporter = exporter.build().map_err(TelemetryError::Exporter)?;
         tracer_builder = tracer_builder.with_batch_exporter(exporter);
     }
     let tracer_provider = tracer_builder.build();
 
-    let prometheus = PrometheusMetrics::new()?;
+    let (prometheus, prometheus_reader) = PrometheusMetrics::new();
     let exporting_metrics = otlp_wanted(
         endpoint,
         "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
@@ -328,16 +324,14 @@ fn assemble(options: &TelemetryOptions) -> Result<(Subscriber, TelemetryGuard), 
     );
     let mut meter_builder = SdkMeterProvider::builder()
         .with_resource(resource)
-        .with_reader(prometheus.reader()?);
+        .with_reader(prometheus_reader);
     if exporting_metrics {
         require_runtime()?;
         let mut exporter = opentelemetry_otlp::MetricExporter::builder().with_tonic();
         if let Some(endpoint) = endpoint {
             exporter = exporter.with_endpoint(endpoint);
         }
-        let exporter = exporter
-            .build()
-            .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+        let exporter = exporter.build().map_err(TelemetryError::Exporter)?;
         let mut reader = PeriodicReader::builder(exporter);
         if let Some(interval) = options.metrics_export_interval {
             reader = reader.with_interval(interval);
@@ -399,9 +393,9 @@ fn log_filter(default: &str) -> Result<EnvFilter, TelemetryError> {
         .unwrap_or_else(|| default.to_owned());
     EnvFilter::builder()
         .parse(&directives)
-        .map_err(|e| TelemetryError::Filter {
+        .map_err(|source| TelemetryError::Filter {
             filter: directives.clone(),
-            reason: e.to_string(),
+            source,
         })
 }
 
@@ -409,9 +403,9 @@ fn trace_filter(directives: &str) -> Result<EnvFilter, TelemetryError> {
     let mut filter =
         EnvFilter::builder()
             .parse(directives)
-            .map_err(|e| TelemetryError::Filter {
+            .map_err(|source| TelemetryError::Filter {
                 filter: directives.to_owned(),
-                reason: e.to_string(),
+                source,
             })?;
     for noise in TRACE_NOISE {
         // The constant directives are valid; a parse failure would only drop one.
@@ -472,10 +466,12 @@ fn require_runtime() -> Result<(), TelemetryError> {
         .map_err(|_| TelemetryError::NoRuntime)
 }
 
-fn sdk_result(result: Result<(), OTelSdkError>) -> Result<(), String> {
+/// The error of a flush or shutdown, unless there is none or the provider
+/// was already shut down (shutting down twice is harmless).
+fn sdk_error(result: Result<(), OTelSdkError>) -> Option<OTelSdkError> {
     match result {
-        Ok(()) | Err(OTelSdkError::AlreadyShutdown) => Ok(()),
-        Err(e) => Err(e.to_string()),
+        Ok(()) | Err(OTelSdkError::AlreadyShutdown) => None,
+        Err(e) => Some(e),
     }
 }
 
@@ -483,13 +479,9 @@ fn combine(
     traces: Result<(), OTelSdkError>,
     metrics: Result<(), OTelSdkError>,
 ) -> Result<(), TelemetryError> {
-    match (sdk_result(traces), sdk_result(metrics)) {
-        (Ok(()), Ok(())) => Ok(()),
-        (Err(t), Ok(())) => Err(TelemetryError::Shutdown(format!("traces: {t}"))),
-        (Ok(()), Err(m)) => Err(TelemetryError::Shutdown(format!("metrics: {m}"))),
-        (Err(t), Err(m)) => Err(TelemetryError::Shutdown(format!(
-            "traces: {t}; metrics: {m}"
-        ))),
+    match (sdk_error(traces), sdk_error(metrics)) {
+        (None, None) => Ok(()),
+        (traces, metrics) => Err(TelemetryError::Shutdown { traces, metrics }),
     }
 }
 
@@ -508,12 +500,12 @@ fn shutdown_bounded(
             let metrics = meter_provider.shutdown_with_timeout(timeout);
             let _ = tx.send(combine(traces, metrics));
         })
-        .map_err(|e| TelemetryError::Shutdown(format!("cannot start the shutdown thread: {e}")))?;
+        .map_err(TelemetryError::ShutdownThread)?;
     // Both providers get `timeout` each; allow for both plus a little.
     let bound = timeout.saturating_mul(2) + Duration::from_millis(250);
     let wait = move || {
         rx.recv_timeout(bound)
-            .unwrap_or_else(|_| Err(TelemetryError::Shutdown(format!("gave up after {bound:?}"))))
+            .unwrap_or_else(|_| Err(TelemetryError::ShutdownTimedOut(bound)))
     };
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         // Let the runtime's other workers drive the final export.
