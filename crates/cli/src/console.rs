@@ -74,7 +74,7 @@ pub async fn serve_for_local(
             .map_err(anyhow::Error::msg)?,
         pseudonymizer: config.audit.pseudonymizer().map_err(anyhow::Error::msg)?,
         log,
-        keyring: tongban_exchange::console::console_keyring(&config).map_err(anyhow::Error::msg)?,
+        keyring: crate::node::console_keyring(&config, &[])?,
     };
     let console = tongban_console::Console::new(settings, backend)?;
     let server = match tongban_console::ConsoleServer::bind(

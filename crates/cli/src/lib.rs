@@ -7,6 +7,7 @@ pub mod config;
 pub mod console;
 pub mod demo;
 pub mod local;
+pub mod node;
 pub mod render;
 pub mod serve;
 
