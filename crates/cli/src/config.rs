@@ -124,8 +124,8 @@ mod tests {
         assert!(report.contains("drain_timeout_ms = 10000"), "{report}");
 
         let adapter = dir.path().join("police.toml");
-        let rendered = tongban_adapter::reference::config(
-            tongban_adapter::reference::Dept::Police,
+        let rendered = tongban_devkit::reference::config(
+            tongban_devkit::reference::Dept::Police,
             "postgres://police:hunter2@db/police",
         )
         .to_toml();

@@ -46,12 +46,12 @@ pub async fn serve(args: ServeArgs, telemetry: crate::ProcessTelemetry) -> anyho
 pub async fn adapter(args: AdapterArgs, telemetry: crate::ProcessTelemetry) -> anyhow::Result<()> {
     let config = tongban_adapter::AdapterConfig::from_file(&args.config)?;
     if args.seed_reference {
-        let dept: tongban_adapter::reference::Dept = config
+        let dept: tongban_devkit::reference::Dept = config
             .department
             .parse()
             .map_err(|e: String| anyhow::anyhow!(e))?;
         let pool = tongban_adapter::DepartmentPool::from_config(&config)?;
-        tongban_adapter::reference::seed(dept, &pool).await?;
+        tongban_devkit::reference::seed(dept, &pool).await?;
         pool.close().await;
     }
     let mut service = tongban_adapter::service_from_config(&config).await?;
