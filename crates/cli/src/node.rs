@@ -184,3 +184,67 @@ pub fn console_keyring(
     }
     Ok(keyring)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALLER: &str = "org/91350100M000100Y43/unit/bench";
+
+    fn write(dir: &Path, console: &str) -> std::path::PathBuf {
+        let path = dir.join("exchange.toml");
+        std::fs::write(
+            &path,
+            format!("policy = \"policy.toml\"\nplaintext_caller = \"{CALLER}\"\n{console}"),
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn console_table_is_read_here_with_its_overrides_and_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(
+            dir.path(),
+            "[console]\nenabled = true\nverifier_keys = [\"other.pub\"]\n",
+        );
+        let (config, applied) = NodeConfig::load_with_env(
+            &path,
+            [
+                ("TONGBAN_CONSOLE_LISTEN", "127.0.0.1:0"),
+                ("TONGBAN_LISTEN", "127.0.0.1:0"),
+            ],
+        )
+        .unwrap();
+        assert!(config.console.is_active());
+        assert_eq!(config.console.listen.port(), 0);
+        assert_eq!(config.exchange.listen.port(), 0);
+        assert_eq!(config.console.verifier_keys, [dir.path().join("other.pub")]);
+        assert!(config.exchange.console.is_none());
+        let vars: Vec<&str> = applied.iter().map(|a| a.var.as_str()).collect();
+        assert!(vars.contains(&"TONGBAN_CONSOLE_LISTEN"), "{vars:?}");
+        // The printed configuration loads back, [console] included.
+        let shown = config.to_redacted_toml();
+        std::fs::write(&path, &shown).unwrap();
+        let again = NodeConfig::load_with_env(&path, std::iter::empty::<(&str, &str)>())
+            .unwrap()
+            .0;
+        assert!(again.console.enabled, "{shown}");
+    }
+
+    #[test]
+    fn console_mistakes_are_named_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        for (console, named) in [
+            ("[console]\ncolour = 1\n", "colour"),
+            ("[console.users]\nalice = \"secret\"\n", "Argon2"),
+            ("[console]\nsession_idle_secs = 0\n", "session lifetimes"),
+        ] {
+            let path = write(dir.path(), console);
+            let e = NodeConfig::load_with_env(&path, std::iter::empty::<(&str, &str)>())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(named), "{console}: {e}");
+        }
+    }
+}
