@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
-use tongban_adapter::reference::{Dept, stories};
-use tongban_cli::local::LocalOptions;
+use tongban_devkit::local::LocalOptions;
+use tongban_devkit::reference::{Dept, stories};
 use tongban_tests::{capture_logs, error_info, lookup_request, own_deployment};
 use tonic::Code;
 

@@ -10,8 +10,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tongban_adapter::reference::{self, Dept};
 use tongban_adapter::{AdapterConfig, AdapterTls};
+use tongban_devkit::reference::{self, Dept};
 use tongban_exchange::ExchangeConfig;
 
 const NO_ENV: [(&str, &str); 0] = [];
@@ -201,7 +201,7 @@ fn rendered_adapter(dept: Dept) -> String {
     format!(
         "# The reference {id} department's adapter (synthetic data; seed it with\n\
          # `tongban adapter --config {id}.toml --seed-reference`).\n\
-         # Rendered from tongban_adapter::reference::config by tests/deploy.rs;\n\
+         # Rendered from tongban_devkit::reference::config by tests/deploy.rs;\n\
          # regenerate with TONGBAN_BLESS=1 cargo test -p tongban-tests --test deploy.\n\
          # Override any key as TONGBAN_<SECTION>_<KEY> (e.g. TONGBAN_DATABASE_URL).\n\n{toml}",
         id = dept.id(),

@@ -5,9 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use tongban_adapter::reference::Dept;
-use tongban_adapter::reference::stories;
-use tongban_cli::local::{LocalDeployment, LocalOptions};
+use tongban_devkit::local::{LocalDeployment, LocalOptions};
+use tongban_devkit::reference::Dept;
+use tongban_devkit::reference::stories;
 use tongban_proto::v1::{GatherRequest, GatherResponse, gather_item};
 use tongban_tests::*;
 use tonic::Code;

@@ -4,13 +4,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use tongban_adapter::reference::stories::{self, Story};
 use tongban_core::Catalogue;
+use tongban_devkit::reference::stories::{self, Story};
 use tongban_proto::v1::{GatherRequest, LookupRequest, Subject, gather_item};
 use tongban_tests::*;
 use tonic::Code;
 
-fn local() -> &'static tongban_cli::local::LocalDeployment {
+fn local() -> &'static tongban_devkit::local::LocalDeployment {
     shared_deployment(env!("CARGO_TARGET_TMPDIR"))
 }
 

@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tongban_adapter::reference::stories;
-use tongban_cli::local::LocalDeployment;
+use tongban_devkit::local::LocalDeployment;
+use tongban_devkit::reference::stories;
 use tongban_tests::shared_deployment;
 
 fn local() -> &'static LocalDeployment {

@@ -10,9 +10,9 @@
 
 use std::time::Duration;
 
-use tongban_adapter::reference::Dept;
-use tongban_adapter::reference::stories::{self, Story};
-use tongban_cli::local::{LocalDeployment, LocalOptions, policy_toml};
+use tongban_devkit::local::{LocalDeployment, LocalOptions, policy_toml};
+use tongban_devkit::reference::Dept;
+use tongban_devkit::reference::stories::{self, Story};
 use tongban_proto::v1::audit_client::AuditClient;
 use tongban_proto::v1::{
     AdminContext, AuditFilter, AuditReceipt, AuditRecord, AuditSearchRequest, GatherRequest,

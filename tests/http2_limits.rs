@@ -15,9 +15,9 @@ use rustls_pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
-use tongban_adapter::reference::{self, Dept};
+use tongban_devkit::pki::{DevPki, DevPkiOptions, init_dev_pki};
+use tongban_devkit::reference::{self, Dept};
 use tongban_trust::ServerLimits;
-use tongban_trust::pki::{DevPki, DevPkiOptions, init_dev_pki};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 

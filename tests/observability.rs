@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tongban_adapter::reference::Dept;
-use tongban_adapter::reference::stories::{LAID_OFF_WORKER, MOSUO_VILLAGER, SUBSISTENCE_RECIPIENT};
+use tongban_devkit::reference::Dept;
+use tongban_devkit::reference::stories::{LAID_OFF_WORKER, MOSUO_VILLAGER, SUBSISTENCE_RECIPIENT};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;

@@ -9,7 +9,7 @@ mod obs;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use tongban_adapter::reference::stories::SUBSISTENCE_RECIPIENT;
+use tongban_devkit::reference::stories::SUBSISTENCE_RECIPIENT;
 use tongban_telemetry::testing::{OtlpReceiver, ReceivedSpan};
 use tongban_telemetry::{LogOutput, TelemetryOptions};
 use tracing::Instrument;

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use tongban_adapter::reference::stories;
-use tongban_cli::local::{LocalDeployment, LocalOptions, policy_toml};
+use tongban_devkit::local::{LocalDeployment, LocalOptions, policy_toml};
+use tongban_devkit::reference::stories;
 use tongban_proto::v1::LookupRequest;
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_tests::*;
@@ -149,7 +149,7 @@ async fn policy_changes_apply_without_restart_and_broken_files_are_rejected() {
 }
 
 /// The deployment's policy with a rate of 1 request per second, burst 2.
-fn tiny_rate(pki: &tongban_trust::pki::DevPki) -> anyhow::Result<String> {
+fn tiny_rate(pki: &tongban_devkit::pki::DevPki) -> anyhow::Result<String> {
     let text = policy_toml(pki)?;
     let limited = text
         .replace("requests_per_second = 2000.0", "requests_per_second = 1.0")

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
-use tongban_adapter::reference::{self, Dept, stories};
-use tongban_cli::local::LocalOptions;
+use tongban_devkit::local::LocalOptions;
+use tongban_devkit::reference::{self, Dept, stories};
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_tests::{eventually, lookup_request, own_deployment};
 use tonic::Code;

@@ -9,8 +9,8 @@ mod obs;
 
 use std::collections::BTreeSet;
 
-use tongban_adapter::reference::stories::SUBSISTENCE_RECIPIENT;
 use tongban_audit::{AuditStore, SqliteStore};
+use tongban_devkit::reference::stories::SUBSISTENCE_RECIPIENT;
 use tongban_telemetry::{LogOutput, TelemetryOptions};
 
 /// The trace ids of the audit entries behind a Gather's receipts.

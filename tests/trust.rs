@@ -7,8 +7,9 @@
 
 use std::time::{Duration, SystemTime};
 
-use tongban_adapter::reference::stories;
-use tongban_cli::local::LocalDeployment;
+use tongban_devkit::local::LocalDeployment;
+use tongban_devkit::pki::{DevCa, KeyAlgorithm, ORG_DONGLI_COMMUNITY};
+use tongban_devkit::reference::stories;
 use tongban_proto::v1::adapter_client::AdapterClient;
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_proto::v1::{
@@ -16,7 +17,6 @@ use tongban_proto::v1::{
     LookupRequest, QueryRequest, gather_item,
 };
 use tongban_tests::*;
-use tongban_trust::pki::{DevCa, KeyAlgorithm, ORG_DONGLI_COMMUNITY};
 use tongban_trust::{TlsClientConfig, connect_channel};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -93,7 +93,7 @@ async fn certificate_from_another_ca_is_refused() {
         .identity
         .clone();
     let issued = rogue
-        .issue(&tongban_trust::pki::LeafSpec::for_identity(&identity))
+        .issue(&tongban_devkit::pki::LeafSpec::for_identity(&identity))
         .unwrap();
     let files = ClientFiles {
         cert: dir.path().join("rogue.pem"),
@@ -360,7 +360,7 @@ async fn query_adapter_directly(party: &str) -> Result<(), String> {
     let local = local();
     let tls = local.pki().client_config(party).unwrap();
     let url = local
-        .adapter_url(tongban_adapter::reference::Dept::Police)
+        .adapter_url(tongban_devkit::reference::Dept::Police)
         .unwrap();
     let expected = local.pki().get("police").unwrap().identity.clone();
     let channel = connect_channel(&url, &tls, Some(&expected))

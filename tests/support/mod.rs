@@ -18,14 +18,14 @@ use prost::Message;
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tokio::net::TcpStream;
-use tongban_adapter::reference::stories::Story;
-use tongban_cli::local::LocalDeployment;
+use tongban_devkit::local::LocalDeployment;
+use tongban_devkit::pki::{DevPki, LeafSpec};
+use tongban_devkit::reference::stories::Story;
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_proto::v1::{
     AuditReceipt, CaseContext, Evidence, LookupRequest, Subject, field::Value,
 };
 use tongban_trust::PeerIdentity;
-use tongban_trust::pki::{DevPki, LeafSpec};
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
@@ -93,7 +93,7 @@ fn remove_stale_state(root: &Path) {
 
 /// A fresh deployment of its own, for tests that change things.
 pub async fn own_deployment(
-    options: tongban_cli::local::LocalOptions,
+    options: tongban_devkit::local::LocalOptions,
 ) -> anyhow::Result<(tempfile::TempDir, LocalDeployment)> {
     let dir = tempfile::Builder::new().prefix("tongban-e2e-").tempdir()?;
     let deployment = LocalDeployment::start_with(dir.path(), options).await?;

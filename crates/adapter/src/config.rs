@@ -671,11 +671,7 @@ sql = "SELECT deceased, date_of_death FROM d WHERE id_number = :id_number"
         let c = validate(&civil_config()).unwrap();
         let again = AdapterConfig::from_toml(&c.to_toml(), "rendered").unwrap();
         assert_eq!(c, again);
-        for dept in crate::reference::Dept::ALL {
-            let c = crate::reference::config(dept, "postgres://db/x");
-            c.validate(&Catalogue::embedded()).unwrap();
-            assert_eq!(AdapterConfig::from_toml(&c.to_toml(), "r").unwrap(), c);
-        }
+        // The reference departments' configs: `tongban-devkit`'s tests.
     }
 
     #[test]

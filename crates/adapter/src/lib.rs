@@ -1,25 +1,15 @@
 //! The runtime a department uses to expose its data to the tongban exchange
-//! over gRPC, and the three reference departments (police, civil affairs,
-//! human resources & social security) with seeded synthetic data.
+//! over gRPC.
 //!
 //! A department writes an [`AdapterConfig`]: its database URL and, for each
 //! evidence type it serves, the SQL that answers it. The runtime checks the
 //! config against the catalogue, prepares every query at start-up, and
-//! answers `Adapter.Query` with only the fields asked for.
-//!
-//! ```no_run
-//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
-//! use tongban_adapter::{reference, RunningAdapter};
-//! // Migrates, seeds (idempotently) and prepares the police department.
-//! let service = reference::service(reference::Dept::Police, "sqlite://police.db?mode=rwc").await?;
-//! let running = RunningAdapter::spawn(service, "127.0.0.1:0".parse()?).await?;
-//! println!("police adapter on {}", running.addr());
-//! # Ok(()) }
-//! ```
+//! answers `Adapter.Query` with only the fields asked for. The three
+//! reference departments with their synthetic data are development tooling,
+//! in `tongban-devkit`.
 
 pub mod config;
 pub mod error;
-pub mod reference;
 pub mod server;
 pub mod service;
 pub mod sql;

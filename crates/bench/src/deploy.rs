@@ -20,8 +20,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tongban_adapter::reference::{self, Dept};
-use tongban_trust::pki::{DevPki, DevPkiOptions, ORG_DONGLI_COMMUNITY};
+use tongban_devkit::pki::{DevPki, DevPkiOptions, ORG_DONGLI_COMMUNITY};
+use tongban_devkit::reference::{self, Dept};
 
 use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
 use tongban_proto::v1::{DescribeRequest, DescribeResponse, QueryRequest, QueryResponse};
@@ -92,7 +92,7 @@ impl Deployment {
             .tempdir()
             .map_err(|e| BenchError::io("creating a temporary directory", e))?;
         let pki =
-            tongban_trust::pki::init_dev_pki(&dir.path().join("pki"), &DevPkiOptions::default())
+            tongban_devkit::pki::init_dev_pki(&dir.path().join("pki"), &DevPkiOptions::default())
                 .map_err(|e| BenchError::Setup(format!("dev PKI: {e}")))?;
         let mut deployment = Self {
             dir,

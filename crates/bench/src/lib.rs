@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use tongban_adapter::reference::{Dept, stories};
+use tongban_devkit::reference::{Dept, stories};
 use tongban_proto::v1::{CaseContext, GatherRequest, LookupRequest, QueryRequest, Subject};
 
 pub use deploy::{Deployment, ExchangeRunner, PeakRss, RunningExchange, Security};

@@ -48,15 +48,16 @@ pub fn check_report<K: AsRef<str>, V: AsRef<str>>(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let (kind, applied, effective) = match detect(&text)? {
         ConfigKind::Exchange => {
-            let (config, applied) = tongban_exchange::ExchangeConfig::load_with_env(path, vars)?;
-            let catalogue = tongban_exchange::server::load_catalogue(&config)?;
+            let (node, applied) = crate::node::NodeConfig::load_with_env(path, vars)?;
+            let config = &node.exchange;
+            let catalogue = tongban_exchange::server::load_catalogue(config)?;
             tongban_exchange::reload::load_policy(&config.policy, &catalogue)?;
             for id in config.departments.keys() {
                 if catalogue.department(id).is_none() {
                     anyhow::bail!("department {id:?} is not in the catalogue");
                 }
             }
-            ("exchange", applied, config.to_redacted_toml())
+            ("exchange", applied, node.to_redacted_toml())
         }
         ConfigKind::Adapter => {
             let (config, applied) = tongban_adapter::AdapterConfig::from_file_with_env(path, vars)?;
@@ -123,8 +124,8 @@ mod tests {
         assert!(report.contains("drain_timeout_ms = 10000"), "{report}");
 
         let adapter = dir.path().join("police.toml");
-        let rendered = tongban_adapter::reference::config(
-            tongban_adapter::reference::Dept::Police,
+        let rendered = tongban_devkit::reference::config(
+            tongban_devkit::reference::Dept::Police,
             "postgres://police:hunter2@db/police",
         )
         .to_toml();

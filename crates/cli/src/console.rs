@@ -52,7 +52,7 @@ pub fn hash_from_reader(mut input: impl BufRead) -> anyhow::Result<String> {
 /// `admin` with a fresh random password, on 127.0.0.1:9465 or, if that is
 /// taken, a free loopback port. Returns the server and the password.
 pub async fn serve_for_local(
-    local: &crate::local::LocalDeployment,
+    local: &tongban_devkit::local::LocalDeployment,
 ) -> anyhow::Result<(tongban_console::ConsoleServer, String)> {
     let config = tongban_exchange::ExchangeConfig::load(&local.state_dir().join("exchange.toml"))?;
     let log = local
@@ -74,7 +74,7 @@ pub async fn serve_for_local(
             .map_err(anyhow::Error::msg)?,
         pseudonymizer: config.audit.pseudonymizer().map_err(anyhow::Error::msg)?,
         log,
-        keyring: tongban_exchange::console::console_keyring(&config).map_err(anyhow::Error::msg)?,
+        keyring: crate::node::console_keyring(&config, &[])?,
     };
     let console = tongban_console::Console::new(settings, backend)?;
     let server = match tongban_console::ConsoleServer::bind(

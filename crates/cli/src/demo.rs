@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tongban_adapter::reference::Dept;
-use tongban_adapter::reference::stories::{self, Story};
 use tongban_core::Catalogue;
+use tongban_devkit::reference::Dept;
+use tongban_devkit::reference::stories::{self, Story};
 use tongban_proto::v1::audit_client::AuditClient;
 use tongban_proto::v1::{
     self as pb, CaseContext, GatherRequest, GatherResponse, LookupRequest, Subject, gather_item,
@@ -15,8 +15,8 @@ use tongban_proto::v1::{
 use tonic::Code;
 
 use crate::audit;
-use crate::local::{CALL_TIMEOUT, LocalDeployment};
 use crate::render;
+use tongban_devkit::local::{CALL_TIMEOUT, LocalDeployment};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {

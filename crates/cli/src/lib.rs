@@ -6,7 +6,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod demo;
-pub mod local;
+pub mod node;
 pub mod render;
 pub mod serve;
 
@@ -70,7 +70,7 @@ pub enum CertsCommand {
         #[arg(long)]
         dir: PathBuf,
         /// Trust domain of every identity.
-        #[arg(long, default_value = tongban_trust::pki::DEFAULT_TRUST_DOMAIN)]
+        #[arg(long, default_value = tongban_devkit::pki::DEFAULT_TRUST_DOMAIN)]
         trust_domain: String,
         /// Replace an existing PKI in the directory.
         #[arg(long)]
@@ -159,13 +159,13 @@ pub async fn run_with(cli: Cli, telemetry: ProcessTelemetry) -> anyhow::Result<E
             force,
             server_hosts,
         }) => {
-            let mut options = tongban_trust::pki::DevPkiOptions {
+            let mut options = tongban_devkit::pki::DevPkiOptions {
                 trust_domain,
                 force,
                 ..Default::default()
             };
             options.server_hosts.extend(server_hosts);
-            let pki = tongban_trust::pki::init_dev_pki(&dir, &options)?;
+            let pki = tongban_devkit::pki::init_dev_pki(&dir, &options)?;
             println!("development PKI written to {}", pki.dir.display());
             println!("  CA: {}", pki.ca_cert.display());
             for id in &pki.identities {

@@ -28,15 +28,15 @@ pub struct AdapterArgs {
 /// `drain_timeout_ms`) and commits the audit tail; the caller flushes
 /// telemetry.
 pub async fn serve(args: ServeArgs, telemetry: crate::ProcessTelemetry) -> anyhow::Result<()> {
-    let config = tongban_exchange::ExchangeConfig::load(&args.config)?;
+    let config = crate::node::NodeConfig::load(&args.config)?;
     let options = tongban_exchange::StartOptions {
         metrics: telemetry.metrics,
         prometheus: telemetry.prometheus,
     };
-    let exchange = tongban_exchange::start_with(config, options).await?;
-    println!("exchange listening on {}", exchange.local_addr());
+    let node = crate::node::start(config, options).await?;
+    println!("exchange listening on {}", node.exchange().local_addr());
     wait_for_stop().await?;
-    exchange.shutdown().await?;
+    node.shutdown().await?;
     tracing::info!("exchange stopped");
     Ok(())
 }
@@ -46,12 +46,12 @@ pub async fn serve(args: ServeArgs, telemetry: crate::ProcessTelemetry) -> anyho
 pub async fn adapter(args: AdapterArgs, telemetry: crate::ProcessTelemetry) -> anyhow::Result<()> {
     let config = tongban_adapter::AdapterConfig::from_file(&args.config)?;
     if args.seed_reference {
-        let dept: tongban_adapter::reference::Dept = config
+        let dept: tongban_devkit::reference::Dept = config
             .department
             .parse()
             .map_err(|e: String| anyhow::anyhow!(e))?;
         let pool = tongban_adapter::DepartmentPool::from_config(&config)?;
-        tongban_adapter::reference::seed(dept, &pool).await?;
+        tongban_devkit::reference::seed(dept, &pool).await?;
         pool.close().await;
     }
     let mut service = tongban_adapter::service_from_config(&config).await?;

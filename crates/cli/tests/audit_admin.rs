@@ -6,10 +6,10 @@
 
 use std::path::Path;
 
-use tongban_adapter::reference::stories::{self, Story};
 use tongban_audit::{Keyring, LogSigner, SubjectPseudonymizer, origin_for_node};
 use tongban_cli::audit::check_proof;
-use tongban_cli::local::{CALL_TIMEOUT, LocalDeployment};
+use tongban_devkit::local::{CALL_TIMEOUT, LocalDeployment};
+use tongban_devkit::reference::stories::{self, Story};
 use tongban_proto::v1::audit_client::AuditClient;
 use tongban_proto::v1::{
     AdminContext, AuditExportRequest, AuditFilter, AuditReceipt, AuditRecord, AuditSearchRequest,

@@ -9,8 +9,8 @@ use std::process::Output;
 
 use tongban_audit::AuditStore;
 
-use tongban_adapter::reference::stories;
-use tongban_cli::local::{CALL_TIMEOUT, LocalDeployment};
+use tongban_devkit::local::{CALL_TIMEOUT, LocalDeployment};
+use tongban_devkit::reference::stories;
 use tongban_proto::v1::{CaseContext, GatherRequest, Subject};
 
 async fn tongban(args: &[&str]) -> Output {

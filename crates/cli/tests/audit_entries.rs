@@ -5,8 +5,8 @@
 
 use std::process::Output;
 
-use tongban_adapter::reference::stories;
-use tongban_cli::local::{CALL_TIMEOUT, LocalDeployment};
+use tongban_devkit::local::{CALL_TIMEOUT, LocalDeployment};
+use tongban_devkit::reference::stories;
 use tongban_proto::v1::audit_client::AuditClient;
 use tongban_proto::v1::{
     AdminContext, AuditFilter, AuditSearchRequest, CaseContext, LookupRequest, Subject,

@@ -226,8 +226,8 @@ async fn scrape(addr: SocketAddr) -> String {
 async fn an_adapter_serves_metrics_and_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let admin = free_port();
-    let mut config = tongban_adapter::reference::config(
-        tongban_adapter::reference::Dept::Police,
+    let mut config = tongban_devkit::reference::config(
+        tongban_devkit::reference::Dept::Police,
         &format!(
             "sqlite://{}?mode=rwc",
             dir.path().join("police.db").display()

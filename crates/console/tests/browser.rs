@@ -14,10 +14,10 @@ use anyhow::{Context, bail, ensure};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tongban_adapter::reference::stories::{self, Story};
 use tongban_audit::{AuditStore, EntryKind, Keyring, SearchFilter, SqliteStore};
-use tongban_cli::local::{CALL_TIMEOUT, LocalDeployment};
 use tongban_console::{Console, ConsoleBackend, ConsoleServer, ConsoleSettings, hash_password};
+use tongban_devkit::local::{CALL_TIMEOUT, LocalDeployment};
+use tongban_devkit::reference::stories::{self, Story};
 use tongban_proto::v1::{CaseContext, GatherRequest, LookupRequest, Subject};
 
 const PASSWORD: &str = "攀枝花 correct horse 96196";

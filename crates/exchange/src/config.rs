@@ -62,9 +62,13 @@ pub struct ExchangeConfig {
     /// The admin HTTP endpoint (Prometheus `GET /metrics`).
     #[serde(default)]
     pub admin: AdminSettings,
-    /// The administrators' web console; off unless enabled or users are set.
-    #[serde(default)]
-    pub console: tongban_console::ConsoleSettings,
+    /// `[console]`, the administrators' web console, kept as written and
+    /// unread: the process that serves the console next to the node parses
+    /// it (`tongban serve`, with `tongban_console::ConsoleSettings`), so the
+    /// exchange library does not depend on the console. Its environment
+    /// overrides and relative paths are that reader's too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<toml::Table>,
     /// `[server]`: HTTP/2 and connection limits of the gRPC listeners
     /// (concurrent streams, reset floods, keepalive, TLS handshakes); every
     /// key has a default, see [`tongban_trust::ServerLimits`].
@@ -292,12 +296,6 @@ impl ExchangeConfig {
             ("audit.append_timeout_ms", Integer),
             ("admin.enabled", Bool),
             ("admin.listen", Str),
-            ("console.enabled", Bool),
-            ("console.listen", Str),
-            ("console.secure_cookie", Bool),
-            ("console.session_idle_secs", Integer),
-            ("console.session_max_secs", Integer),
-            ("console.allowed_hosts", StringList),
         ]
         .into_iter()
         .map(|(path, kind)| EnvKey::new(path, kind))
@@ -337,12 +335,12 @@ impl ExchangeConfig {
 
     /// The effective configuration as TOML, database passwords redacted
     /// (key file paths are shown; the keys themselves are never in it).
+    /// `[console]` is left out: only its reader knows which of its values
+    /// are secret, and shows it.
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
         shown.audit.store = tongban_core::config_env::redact_url(&shown.audit.store);
-        for hash in shown.console.users.values_mut() {
-            *hash = "<redacted>".into();
-        }
+        shown.console = None;
         // Plain data (strings, numbers, paths, maps): serialisation cannot fail.
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
@@ -449,7 +447,6 @@ impl ExchangeConfig {
         if self.health_probe_ms == 0 {
             return Err("health_probe_ms must be positive".into());
         }
-        self.console.check()?;
         Ok(())
     }
 
@@ -464,7 +461,6 @@ impl ExchangeConfig {
             fix(c);
         }
         self.audit.resolve_paths(base);
-        self.console.resolve_paths(base);
         if let Some(t) = &mut self.tls {
             fix(&mut t.cert);
             fix(&mut t.key);

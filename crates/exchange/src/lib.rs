@@ -12,7 +12,6 @@ pub mod audit;
 pub mod audit_service;
 pub mod auth;
 pub mod config;
-pub mod console;
 pub mod error;
 pub mod limits;
 pub mod pipeline;

@@ -94,7 +94,6 @@ pub struct ExchangeHandle {
     background: Vec<JoinHandle<()>>,
     audit_log: Option<AuditLog>,
     admin: Option<AdminServer>,
-    console: Option<tongban_console::ConsoleServer>,
     drain_timeout: Duration,
     _cert_reloader: Option<CertReloader>,
 }
@@ -107,13 +106,6 @@ impl ExchangeHandle {
     /// Where the Prometheus endpoint listens, when it runs.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin.as_ref().map(AdminServer::local_addr)
-    }
-
-    /// Where the administrators' console listens, when it runs.
-    pub fn console_addr(&self) -> Option<SocketAddr> {
-        self.console
-            .as_ref()
-            .map(tongban_console::ConsoleServer::local_addr)
     }
 
     pub fn exchange(&self) -> &Exchange {
@@ -152,9 +144,6 @@ impl ExchangeHandle {
         };
         if let Some(admin) = self.admin.take() {
             admin.shutdown().await;
-        }
-        if let Some(console) = self.console.take() {
-            console.shutdown().await;
         }
         if let Some(log) = &self.audit_log
             && let Err(e) = log.shutdown().await
@@ -349,15 +338,6 @@ pub async fn start_with_audit_options(
         }));
     }
 
-    // Like the metrics, a console that cannot start must not stop the node.
-    let console = match crate::console::start_console(&config, reader.as_ref()).await {
-        Ok(console) => console,
-        Err(e) => {
-            tracing::error!(error = %e, "administrators' console not started");
-            None
-        }
-    };
-
     let mut service = ExchangeService::new(exchange.clone(), authenticate.clone());
     // Administrators read the log through the node that writes it.
     let audit_service = reader.map(|reader| {
@@ -401,7 +381,6 @@ pub async fn start_with_audit_options(
         background,
         audit_log,
         admin,
-        console,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         _cert_reloader: cert_reloader,
     })

@@ -10,7 +10,6 @@
 //!   tonic channels that check the server's host name and, optionally, identity.
 //! - [`ServerLimits`]: the HTTP/2 and connection limits every gRPC server is
 //!   built with, and the TLS accept loop's bounds ([`IncomingOptions`]).
-//! - [`pki`]: a development PKI (CA plus certificates for every party).
 //!
 //! TLS is offered, not imposed: callers may still serve and dial plaintext.
 
@@ -19,7 +18,6 @@ mod identity;
 mod incoming;
 mod limits;
 mod pem;
-pub mod pki;
 mod server;
 mod watch;
 

@@ -12,7 +12,7 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
-use tongban_trust::pki::{DevPki, DevPkiOptions, init_dev_pki};
+use tongban_devkit::pki::{DevPki, DevPkiOptions, init_dev_pki};
 use tongban_trust::{HandshakeCounts, IncomingOptions, IncomingStats, TlsIncoming};
 use tonic::transport::{Endpoint, Server};
 use tonic_health::pb::HealthCheckRequest;

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use rustls::ClientConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject};
 use tokio::net::TcpStream;
-use tongban_trust::pki::{DevCa, DevPki, DevPkiOptions, LeafSpec, init_dev_pki};
+use tongban_devkit::pki::{DevCa, DevPki, DevPkiOptions, LeafSpec, init_dev_pki};
 use tongban_trust::{
     CertReloader, IncomingOptions, PeerConnectInfo, PeerIdentity, ReloadOptions,
     ReloadableServerConfig, TlsClientConfig, TlsError, TlsIncoming, connect_channel,
@@ -706,7 +706,7 @@ async fn sighup_reloads_immediately() {
 async fn ed25519_pki_works_end_to_end() {
     let tmp = tempfile::tempdir().unwrap();
     let options = DevPkiOptions {
-        key_algorithm: tongban_trust::pki::KeyAlgorithm::Ed25519,
+        key_algorithm: tongban_devkit::pki::KeyAlgorithm::Ed25519,
         ..DevPkiOptions::default()
     };
     let pki = init_dev_pki(tmp.path(), &options).unwrap();

@@ -1,6 +1,7 @@
-//! The exchange serves the administrators' console when `[console]` asks:
-//! on its own loopback port, signing in with an Argon2 hash from the
-//! configuration, every act recorded in the node's own audit log.
+//! `tongban serve` serves the administrators' console next to the exchange
+//! when `[console]` asks: on its own loopback port, signing in with an
+//! Argon2 hash from the configuration, every act recorded in the node's own
+//! audit log.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
 use std::net::SocketAddr;
@@ -8,11 +9,12 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tongban_audit::{AuditStore, EntryKind, SearchFilter, SqliteStore};
-use tongban_exchange::ExchangeConfig;
+use tongban_cli::node::NodeConfig;
+use tongban_exchange::StartOptions;
 
 const CALLER: &str = "org/91350100M000100Y43/unit/bench";
 
-fn write_config(dir: &std::path::Path, console: &str) -> ExchangeConfig {
+fn write_config(dir: &std::path::Path, console: &str) -> NodeConfig {
     std::fs::write(
         dir.join("policy.toml"),
         format!("[[grant]]\ncallers = [\"{CALLER}\"]\nmatters = [\"temporary-id-card\"]\n"),
@@ -27,7 +29,7 @@ fn write_config(dir: &std::path::Path, console: &str) -> ExchangeConfig {
         ),
     )
     .unwrap();
-    ExchangeConfig::load(&path).unwrap()
+    NodeConfig::load(&path).unwrap()
 }
 
 /// One HTTP/1.1 request; returns status, headers (lower-cased names), body.
@@ -72,7 +74,9 @@ async fn the_console_is_off_unless_configured() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     assert!(!config.console.is_active());
-    let handle = tongban_exchange::start(config).await.unwrap();
+    let handle = tongban_cli::node::start(config, StartOptions::default())
+        .await
+        .unwrap();
     assert!(handle.console_addr().is_none());
     handle.shutdown().await.unwrap();
 }
@@ -91,7 +95,9 @@ async fn the_exchange_serves_the_console_and_audits_sign_in() {
         !shown.contains(&hash),
         "password hashes are redacted: {shown}"
     );
-    let handle = tongban_exchange::start(config).await.unwrap();
+    let handle = tongban_cli::node::start(config, StartOptions::default())
+        .await
+        .unwrap();
     let addr = handle.console_addr().expect("console serving");
     assert!(addr.ip().is_loopback());
 
@@ -142,7 +148,13 @@ async fn the_exchange_serves_the_console_and_audits_sign_in() {
     assert!(body.contains("id=\"chart-lookups\""));
 
     // The acts are in this node's own log.
-    handle.audit_log().unwrap().flush().await.unwrap();
+    handle
+        .exchange()
+        .audit_log()
+        .unwrap()
+        .flush()
+        .await
+        .unwrap();
     let store = SqliteStore::open(&dir.path().join("audit.db"))
         .await
         .unwrap();

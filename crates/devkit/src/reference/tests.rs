@@ -12,8 +12,7 @@ use tonic_types::StatusExt;
 use super::population::months_before;
 use super::stories::{self, Story};
 use super::*;
-use crate::server::RunningAdapter;
-use crate::store::SourceError;
+use tongban_adapter::{RunningAdapter, SourceError};
 
 struct Seeded {
     _dir: tempfile::TempDir,
@@ -86,6 +85,16 @@ fn date(a: &EvidenceAnswer, f: &str) -> NaiveDate {
     match get(a, f) {
         Some(FieldValue::Date(d)) => *d,
         other => panic!("{f}: {other:?}"),
+    }
+}
+
+/// Moved from `tongban-adapter`'s config tests with the reference departments.
+#[test]
+fn reference_configs_validate_and_render_and_reparse() {
+    for dept in Dept::ALL {
+        let c = config(dept, "postgres://db/x");
+        c.validate(&tongban_core::Catalogue::embedded()).unwrap();
+        assert_eq!(AdapterConfig::from_toml(&c.to_toml(), "r").unwrap(), c);
     }
 }
 
@@ -481,7 +490,7 @@ async fn police_not_found_outage_and_caller_check_over_grpc() {
         if ext.get::<AllowedMarker>().is_some() {
             Ok(())
         } else {
-            Err(crate::service::refuse_caller(
+            Err(tongban_adapter::service::refuse_caller(
                 "only the exchange may call this adapter",
             ))
         }
@@ -580,7 +589,7 @@ async fn postgres_path_answers_from_isolated_schema() {
             assert!(report.inserted);
             assert!(!seed(dept, &pool).await.unwrap().inserted);
             let cfg = config(dept, URL);
-            let svc = crate::server::service_from_parts(&cfg, &catalogue, pool.clone())
+            let svc = tongban_adapter::service_from_parts(&cfg, &catalogue, pool.clone())
                 .await
                 .unwrap();
             let id = IdNumber::parse(story.id_number).unwrap();

@@ -22,10 +22,9 @@ use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use tongban_core::{CreditCode, CreditCodeError};
 
-use crate::client::TlsClientConfig;
-use crate::identity::{IdentityError, PeerIdentity, validate_trust_domain};
-use crate::pem::unix_secs;
-use crate::server::TlsServerConfig;
+use tongban_trust::{
+    IdentityError, PeerIdentity, TlsClientConfig, TlsServerConfig, validate_trust_domain,
+};
 
 /// The default SPIFFE trust domain of the dev PKI (`.test` is reserved, RFC 2606).
 pub const DEFAULT_TRUST_DOMAIN: &str = "panzhihua.tongban.test";
@@ -294,6 +293,14 @@ impl std::fmt::Debug for DevCa {
         f.debug_struct("DevCa")
             .field("cert_der_len", &self.cert_der.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// Seconds since the Unix epoch, negative before it.
+fn unix_secs(t: SystemTime) -> i64 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_secs()).unwrap_or(i64::MAX),
     }
 }
 
@@ -784,7 +791,7 @@ impl DevPki {
 
     /// Re-issues `name`'s certificate and key with the same identity and
     /// names, valid from now for `lifetime`, replacing the files atomically
-    /// (running servers pick them up via [`crate::CertReloader`]).
+    /// (running servers pick them up via [`tongban_trust::CertReloader`]).
     pub fn renew(&self, name: &str, lifetime: Duration) -> Result<(), PkiError> {
         let id = self.get(name)?;
         let entry = ManifestIdentity {
@@ -854,7 +861,7 @@ mod tests {
         names.dedup();
         assert_eq!(names.len(), DEV_PARTIES.len());
         for party in DEV_PARTIES {
-            crate::identity::validate_unit(party.name).unwrap();
+            tongban_trust::validate_unit(party.name).unwrap();
         }
     }
 
@@ -883,7 +890,7 @@ mod tests {
                 "{}",
                 id.key.display()
             );
-            let der = crate::pem::load_certs(&id.cert).unwrap();
+            let der = tongban_trust::load_certs(&id.cert).unwrap();
             let parsed = PeerIdentity::from_der(&der[0]).unwrap();
             assert_eq!(parsed, id.identity);
             assert_eq!(parsed.unit(), id.name);
@@ -945,7 +952,7 @@ mod tests {
         let before = fs::read(&police.cert).unwrap();
         pki.renew("police", 30 * DAY).unwrap();
         assert_ne!(fs::read(&police.cert).unwrap(), before);
-        let after = crate::pem::load_certs(&police.cert).unwrap();
+        let after = tongban_trust::load_certs(&police.cert).unwrap();
         assert_eq!(PeerIdentity::from_der(&after[0]).unwrap(), police.identity);
         pki.server_config("police").unwrap().build().unwrap();
         assert!(matches!(

@@ -11,16 +11,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::pki::{DevPki, DevPkiOptions, Role};
+use crate::reference::{self, Dept};
 use anyhow::{Context, bail};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tongban_adapter::AdapterService;
-use tongban_adapter::reference::{self, Dept};
 use tongban_exchange::{ExchangeConfig, ExchangeHandle};
 use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_proto::v1::{DescribeRequest, DescribeResponse, QueryRequest, QueryResponse};
-use tongban_trust::pki::{DevPki, DevPkiOptions, Role};
 use tongban_trust::{IncomingOptions, PeerIdentity, TlsIncoming, TlsServerConfig};
 use tonic::transport::Channel;
 
@@ -128,10 +128,10 @@ impl LocalDeployment {
         std::fs::create_dir_all(state_dir)
             .with_context(|| format!("creating {}", state_dir.display()))?;
         let pki_dir = state_dir.join("pki");
-        let pki = if pki_dir.join(tongban_trust::pki::MANIFEST_FILE).exists() {
+        let pki = if pki_dir.join(crate::pki::MANIFEST_FILE).exists() {
             DevPki::load(&pki_dir)?
         } else {
-            tongban_trust::pki::init_dev_pki(&pki_dir, &DevPkiOptions::default())?
+            crate::pki::init_dev_pki(&pki_dir, &DevPkiOptions::default())?
         };
         let mut deployment = Self {
             state_dir: state_dir.to_owned(),

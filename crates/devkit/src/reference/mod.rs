@@ -19,10 +19,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::migrate::Migrator;
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
-use crate::config::{AdapterConfig, EvidenceQuery};
-use crate::service::AdapterService;
-use crate::store::{DepartmentPool, china_today};
 use population::{CardStatus, MarriageKind, Population};
+use tongban_adapter::{AdapterConfig, AdapterService, DepartmentPool, EvidenceQuery, china_today};
 
 static POLICE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/police");
 static CIVIL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/civil");
@@ -168,18 +166,18 @@ pub enum ReferenceError {
     #[error(transparent)]
     Seed(#[from] SeedError),
     #[error(transparent)]
-    Serve(#[from] crate::server::ServeError),
+    Serve(#[from] tongban_adapter::ServeError),
 }
 
 /// A ready reference adapter service for `dept` on `database_url`: opens
 /// the pool, migrates and seeds (idempotently), then validates and prepares
-/// every query. Serve it with [`crate::serve`] or [`crate::RunningAdapter`].
+/// every query. Serve it with [`tongban_adapter::serve`] or [`tongban_adapter::RunningAdapter`].
 pub async fn service(dept: Dept, database_url: &str) -> Result<AdapterService, ReferenceError> {
     let config = config(dept, database_url);
-    let pool = DepartmentPool::from_config(&config).map_err(crate::server::ServeError::from)?;
+    let pool = DepartmentPool::from_config(&config).map_err(tongban_adapter::ServeError::from)?;
     seed(dept, &pool).await?;
     Ok(
-        crate::server::service_from_parts(&config, &tongban_core::Catalogue::embedded(), pool)
+        tongban_adapter::service_from_parts(&config, &tongban_core::Catalogue::embedded(), pool)
             .await?,
     )
 }
