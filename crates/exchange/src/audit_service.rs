@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status};
 pub use crate::audit::AuditReader;
 use crate::auth::Authenticator;
 use crate::error::ExchangeError;
-use crate::pipeline::Exchange;
+use crate::pipeline::{AuditSinkError, Exchange};
 use crate::wire::record_to_proto;
 
 /// The `Audit` gRPC service.
@@ -114,7 +114,7 @@ impl AuditService {
         entry.policy_version = call.policy.version().to_owned();
         if let Err(e) = self.reader.log().append(entry).await {
             tracing::error!(error = %e, "cannot log an administrator's act; refusing it");
-            return Err(ExchangeError::AuditUnavailable(e.into()));
+            return Err(AuditSinkError::from(e).into());
         }
         decision?;
         Ok(call.caller)

@@ -84,9 +84,10 @@ pub enum ExchangeError {
     /// `detail` is for the log only.
     #[error("department {department} failed or gave an invalid answer; nothing was released")]
     BadAnswer { department: String, detail: String },
-    /// The sink's error is for the log only.
+    /// The sink's error is for the log only (boxed: it is rare, and every
+    /// result of the request path carries an `ExchangeError`).
     #[error("audit log unavailable, nothing released")]
-    AuditUnavailable(#[source] AuditSinkError),
+    AuditUnavailable(#[source] Box<AuditSinkError>),
     /// The detail is for the log only.
     #[error("internal error")]
     Internal(String),
@@ -336,6 +337,12 @@ pub fn status_with_receipt(error: &ExchangeError, receipt: Option<&AuditReceipt>
     status
 }
 
+impl From<AuditSinkError> for ExchangeError {
+    fn from(e: AuditSinkError) -> Self {
+        Self::AuditUnavailable(Box::new(e))
+    }
+}
+
 impl From<Denial> for ExchangeError {
     fn from(d: Denial) -> Self {
         Self::Denied(d)
@@ -421,7 +428,7 @@ mod tests {
                 department: "police".into(),
                 detail: transport.into(),
             },
-            ExchangeError::AuditUnavailable(AuditSinkError::Log(AuditError::Unavailable(
+            ExchangeError::from(AuditSinkError::Log(AuditError::Unavailable(
                 transport.into(),
             ))),
             ExchangeError::Internal(transport.into()),
@@ -450,7 +457,7 @@ mod tests {
             "department police is unavailable; retry later"
         );
         assert_eq!(
-            ExchangeError::AuditUnavailable(AuditSinkError::NoResult).to_string(),
+            ExchangeError::from(AuditSinkError::NoResult).to_string(),
             "audit log unavailable, nothing released"
         );
         // An administrator's own mistake is told in full.

@@ -530,12 +530,12 @@ impl Exchange {
             Some(Err(why)) => {
                 tracing::error!(error = %why, "cannot audit a refusal; answering UNAVAILABLE");
                 Refused {
-                    error: ExchangeError::AuditUnavailable(why),
+                    error: why.into(),
                     receipt: None,
                 }
             }
             None => Refused {
-                error: ExchangeError::AuditUnavailable(AuditSinkError::NoResult),
+                error: AuditSinkError::NoResult.into(),
                 receipt: None,
             },
         }
@@ -670,7 +670,7 @@ impl Exchange {
                     Err(why) => {
                         tracing::error!(error = %why, "audit write failed; answer withheld");
                         return Err(Refused {
-                            error: ExchangeError::AuditUnavailable(why),
+                            error: why.into(),
                             receipt: None,
                         });
                     }
