@@ -106,6 +106,19 @@ pub enum AuditSettingsError {
     RetentionTooShort { days: u32, minimum: i64 },
 }
 
+/// Why the configured audit store could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenStoreError {
+    #[error("audit store: {0}")]
+    Postgres(#[source] StoreError),
+    #[error("audit store {}: {source}", .path.display())]
+    Sqlite {
+        path: PathBuf,
+        #[source]
+        source: StoreError,
+    },
+}
+
 // Bridges for the callers that still report errors as text: the
 // configuration loader (`config.rs`) and the console's start-up
 // (`console.rs`). Remove each once its caller has a typed error.
@@ -125,19 +138,6 @@ impl From<SubjectKeyError> for String {
     fn from(e: SubjectKeyError) -> Self {
         e.to_string()
     }
-}
-
-/// Why the configured audit store could not be opened.
-#[derive(Debug, thiserror::Error)]
-pub enum OpenStoreError {
-    #[error("audit store: {0}")]
-    Postgres(#[source] StoreError),
-    #[error("audit store {}: {source}", .path.display())]
-    Sqlite {
-        path: PathBuf,
-        #[source]
-        source: StoreError,
-    },
 }
 
 /// How often the exchange prunes entries past their retention.

@@ -326,7 +326,7 @@ pub fn rpc_status(error: &ExchangeError) -> RpcStatus {
 
 /// A refused call that still has an audit entry: its receipt travels in the
 /// `tongban-receipt-bin` trailer.
-pub fn status_with_receipt(error: &ExchangeError, receipt: Option<&AuditReceipt>) -> Status {
+pub(crate) fn status_with_receipt(error: &ExchangeError, receipt: Option<&AuditReceipt>) -> Status {
     let mut status = error.to_status();
     if let Some(r) = receipt {
         status.metadata_mut().insert_bin(
