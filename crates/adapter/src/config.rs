@@ -170,6 +170,11 @@ pub enum ConfigError {
         source_name: String,
         message: String,
     },
+    #[error("{source_name}: {source}")]
+    EnvOverride {
+        source_name: String,
+        source: tongban_core::config_env::EnvOverrideError,
+    },
     #[error(transparent)]
     Catalogue(#[from] tongban_core::CatalogueError),
     #[error("department {0:?} is not in the catalogue")]
@@ -310,7 +315,13 @@ impl AdapterConfig {
             message,
         };
         let mut document: toml::Table = toml::from_str(text).map_err(|e| parse(e.to_string()))?;
-        let applied = apply_env_overrides(&mut document, &Self::env_keys(), vars).map_err(parse)?;
+        let applied =
+            apply_env_overrides(&mut document, &Self::env_keys(), vars).map_err(|source| {
+                ConfigError::EnvOverride {
+                    source_name: source_name.to_owned(),
+                    source,
+                }
+            })?;
         if applied.is_empty() {
             // The text itself, for errors with line and column.
             return Ok((Self::from_toml(text, source_name)?, applied));

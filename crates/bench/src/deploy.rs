@@ -143,12 +143,12 @@ impl Deployment {
             let served = match plain_memory {
                 None => tongban_adapter::serve_with_incoming(plain_service, incoming, stopped)
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(DepartmentStopped::from),
                 Some(m) => tonic::transport::Server::builder()
                     .add_service(AdapterServer::new(m))
                     .serve_with_incoming_shutdown(incoming, stopped)
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(DepartmentStopped::from),
             };
             if let Err(e) = served {
                 tracing::error!(department = name, error = %e, "plaintext adapter stopped");
@@ -161,7 +161,7 @@ impl Deployment {
             let served = match memory {
                 None => tongban_adapter::serve_tls(service, tls_listener, tls, stopped)
                     .await
-                    .map_err(|e| e.to_string()),
+                    .map_err(DepartmentStopped::from),
                 Some(m) => serve_memory_tls(m, tls_listener, tls, stopped).await,
             };
             if let Err(e) = served {
@@ -459,20 +459,33 @@ impl Adapter for MemoryDepartment {
     }
 }
 
+/// Why a department of the bench stopped serving (logged; the run goes on
+/// and its calls fail).
+#[derive(Debug, thiserror::Error)]
+enum DepartmentStopped {
+    #[error(transparent)]
+    Adapter(#[from] tongban_adapter::ServeError),
+    #[error(transparent)]
+    Tls(#[from] tongban_trust::TlsError),
+    #[error(transparent)]
+    Accept(#[from] std::io::Error),
+    #[error(transparent)]
+    Transport(#[from] tonic::transport::Error),
+}
+
 async fn serve_memory_tls(
     department: MemoryDepartment,
     listener: TcpListener,
     tls: tongban_trust::TlsServerConfig,
     shutdown: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
-    let config = tls.load_reloadable().map_err(|e| e.to_string())?;
-    let incoming = TlsIncoming::new(listener, config, IncomingOptions::default())
-        .map_err(|e| e.to_string())?;
+) -> Result<(), DepartmentStopped> {
+    let config = tls.load_reloadable()?;
+    let incoming = TlsIncoming::new(listener, config, IncomingOptions::default())?;
     tonic::transport::Server::builder()
         .add_service(AdapterServer::new(department))
         .serve_with_incoming_shutdown(incoming, shutdown)
-        .await
-        .map_err(|e| e.to_string())
+        .await?;
+    Ok(())
 }
 
 async fn bind() -> Result<TcpListener, BenchError> {

@@ -73,6 +73,8 @@ pub enum BenchError {
     Nginx(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(transparent)]
+    Rounds(#[from] RoundsError),
 }
 
 impl BenchError {
@@ -188,28 +190,44 @@ pub const DEFAULT_ROUNDS: usize = 3;
 /// More rounds than anyone waits for is a typo.
 const MAX_ROUNDS: usize = 1000;
 
+/// A `--rounds` value that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RoundsError {
+    #[error("{0:?} is not a number of rounds")]
+    NotANumber(String),
+    #[error("--rounds must be between 1 and {max}, not {0}", max = MAX_ROUNDS)]
+    OutOfRange(usize),
+}
+
 /// A number of rounds: 1 to [`MAX_ROUNDS`].
-pub fn parse_rounds(text: &str) -> Result<usize, String> {
+pub fn parse_rounds(text: &str) -> Result<usize, RoundsError> {
     let rounds: usize = text
         .trim()
         .parse()
-        .map_err(|_| format!("{text:?} is not a number of rounds"))?;
+        .map_err(|_| RoundsError::NotANumber(text.to_owned()))?;
     check_rounds(rounds)?;
     Ok(rounds)
 }
 
-fn check_rounds(rounds: usize) -> Result<(), String> {
+fn check_rounds(rounds: usize) -> Result<(), RoundsError> {
     if (1..=MAX_ROUNDS).contains(&rounds) {
         Ok(())
     } else {
-        Err(format!(
-            "--rounds must be between 1 and {MAX_ROUNDS}, not {rounds}"
-        ))
+        Err(RoundsError::OutOfRange(rounds))
     }
 }
 
+/// A duration argument that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("{0:?} is not a duration like 5s or 300ms")]
+    NotADuration(String),
+    #[error("{0:?} must be between 0 and 1 hour")]
+    OutOfRange(String),
+}
+
 /// `5s`, `300ms`, `1.5s`, `2m`, or plain seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
         (n, 1e-3)
@@ -223,9 +241,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let value: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 5s or 300ms"))?;
+        .map_err(|_| DurationError::NotADuration(text.to_owned()))?;
     if !value.is_finite() || value < 0.0 || value * scale > 3600.0 {
-        return Err(format!("{text:?} must be between 0 and 1 hour"));
+        return Err(DurationError::OutOfRange(text.to_owned()));
     }
     Ok(Duration::from_secs_f64(value * scale))
 }
@@ -312,7 +330,7 @@ fn selected(args: &BenchArgs) -> Vec<PathId> {
 
 /// Runs the benchmark and returns the report (prints only progress).
 pub async fn run(args: BenchArgs) -> Result<BenchReport, BenchError> {
-    check_rounds(args.rounds).map_err(BenchError::Invalid)?;
+    check_rounds(args.rounds)?;
     let paths = selected(&args);
     let runner = if args.in_process {
         ExchangeRunner::InProcess
@@ -690,8 +708,10 @@ mod tests {
             ..BenchArgs::default()
         };
         match run(args).await {
-            Err(BenchError::Invalid(why)) => assert!(why.contains("--rounds"), "{why}"),
-            other => panic!("expected Invalid, got {other:?}"),
+            Err(e @ BenchError::Rounds(RoundsError::OutOfRange(0))) => {
+                assert!(e.to_string().contains("--rounds"), "{e}")
+            }
+            other => panic!("expected Rounds, got {other:?}"),
         }
     }
 

@@ -127,29 +127,56 @@ enum Client {
     Adapter(AdapterClient<Channel>),
 }
 
+/// Why one call did not count as answered; the first is reported.
+#[derive(Debug, thiserror::Error)]
+enum CallError {
+    #[error("{code:?}: {message}")]
+    Status { code: tonic::Code, message: String },
+    #[error("gather returned no items")]
+    NoGatherItems,
+    #[error("gather item {evidence_type}: code {code} {message}")]
+    GatherItem {
+        evidence_type: String,
+        code: i32,
+        message: String,
+    },
+    #[error("this call does not fit this endpoint")]
+    WrongEndpoint,
+    #[error("answer without evidence")]
+    NoEvidence,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl From<tonic::Status> for CallError {
+    fn from(s: tonic::Status) -> Self {
+        Self::Status {
+            code: s.code(),
+            message: s.message().to_owned(),
+        }
+    }
+}
+
 impl Client {
     /// One call; `Ok(true)` when the answer carries an audit receipt.
-    async fn call(&mut self, call: &Call) -> Result<bool, String> {
+    async fn call(&mut self, call: &Call) -> Result<bool, CallError> {
         let answer = match (self, call) {
-            (Self::Exchange(c), Call::Lookup(r)) => c
-                .lookup(r.clone())
-                .await
-                .map(|a| {
-                    let a = a.into_inner();
-                    (a.evidence.is_some(), a.receipt.is_some())
-                })
-                .map_err(status_text)?,
+            (Self::Exchange(c), Call::Lookup(r)) => c.lookup(r.clone()).await.map(|a| {
+                let a = a.into_inner();
+                (a.evidence.is_some(), a.receipt.is_some())
+            })?,
             (Self::Exchange(c), Call::Gather(r)) => {
-                let a = c.gather(r.clone()).await.map_err(status_text)?.into_inner();
+                let a = c.gather(r.clone()).await?.into_inner();
                 if a.items.is_empty() {
-                    return Err("gather returned no items".into());
+                    return Err(CallError::NoGatherItems);
                 }
                 for item in &a.items {
                     if let Some(gather_item::Result::Error(e)) = &item.result {
-                        return Err(format!(
-                            "gather item {}: code {} {}",
-                            item.evidence_type, e.code, e.message
-                        ));
+                        return Err(CallError::GatherItem {
+                            evidence_type: item.evidence_type.clone(),
+                            code: e.code,
+                            message: e.message.clone(),
+                        });
                     }
                 }
                 let ok = a
@@ -161,19 +188,14 @@ impl Client {
             (Self::Adapter(c), Call::Query(r)) => c
                 .query(r.clone())
                 .await
-                .map(|a| (a.into_inner().evidence.is_some(), false))
-                .map_err(status_text)?,
-            _ => return Err("this call does not fit this endpoint".into()),
+                .map(|a| (a.into_inner().evidence.is_some(), false))?,
+            _ => return Err(CallError::WrongEndpoint),
         };
         match answer {
             (true, audited) => Ok(audited),
-            (false, _) => Err("answer without evidence".into()),
+            (false, _) => Err(CallError::NoEvidence),
         }
     }
-}
-
-fn status_text(s: tonic::Status) -> String {
-    format!("{:?}: {}", s.code(), s.message())
 }
 
 /// Drives `call` against `target` as `spec` says and returns the stats.
@@ -210,7 +232,7 @@ pub async fn run(target: &Target, call: &Call, spec: LoadSpec) -> Result<RunStat
                     let outcome = match tokio::time::timeout(CALL_TIMEOUT, client.call(&call)).await
                     {
                         Ok(r) => r,
-                        Err(_) => Err(format!("no answer within {CALL_TIMEOUT:?}")),
+                        Err(_) => Err(CallError::Timeout(CALL_TIMEOUT)),
                     };
                     let done = Instant::now();
                     let counted = done >= measure_from && done <= measure_until;
@@ -227,7 +249,7 @@ pub async fn run(target: &Target, call: &Call, spec: LoadSpec) -> Result<RunStat
                             } else {
                                 tally.errors += 1;
                             }
-                            tally.first_error.get_or_insert(e);
+                            tally.first_error.get_or_insert_with(|| e.to_string());
                         }
                     }
                 }

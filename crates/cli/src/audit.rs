@@ -258,7 +258,12 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+/// A time argument that is neither form `--from`/`--to` take.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is neither RFC 3339 (2026-11-26T08:00:00Z) nor YYYY-MM-DD")]
+pub struct BadTime(String);
+
+fn parse_time(s: &str) -> Result<DateTime<Utc>, BadTime> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
@@ -266,7 +271,7 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|t| t.and_utc())
-        .ok_or_else(|| format!("{s:?} is neither RFC 3339 (2026-11-26T08:00:00Z) nor YYYY-MM-DD"))
+        .ok_or_else(|| BadTime(s.to_owned()))
 }
 
 const CODE_NAMES: [&str; 17] = [
@@ -289,8 +294,13 @@ const CODE_NAMES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
+/// An argument that names no gRPC status code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a gRPC status code (e.g. OK, PERMISSION_DENIED, 7)")]
+pub struct BadCode(String);
+
 /// A gRPC status code by name (any case) or number.
-pub fn parse_code(s: &str) -> Result<i32, String> {
+pub fn parse_code(s: &str) -> Result<i32, BadCode> {
     if let Ok(n) = s.parse::<i32>()
         && (0..CODE_NAMES.len() as i32).contains(&n)
     {
@@ -301,7 +311,7 @@ pub fn parse_code(s: &str) -> Result<i32, String> {
         .iter()
         .position(|n| *n == upper)
         .map(|i| i as i32)
-        .ok_or_else(|| format!("{s:?} is not a gRPC status code (e.g. OK, PERMISSION_DENIED, 7)"))
+        .ok_or_else(|| BadCode(s.to_owned()))
 }
 
 pub fn code_name(code: i32) -> &'static str {

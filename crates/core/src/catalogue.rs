@@ -151,7 +151,7 @@ impl Catalogue {
         for d in raw.department {
             let span = d.span();
             let d = d.into_inner();
-            check_id(&d.id, "department id", false).map_err(|m| at(d.id.span(), m))?;
+            check_id(&d.id, "department id", false).map_err(|e| at(d.id.span(), e.to_string()))?;
             if !department_ids.insert(d.id.get_ref().clone()) {
                 return Err(at(
                     d.id.span(),
@@ -176,7 +176,8 @@ impl Catalogue {
         for e in raw.evidence {
             let e = e.into_inner();
             let id = e.id.get_ref();
-            check_id(&e.id, "evidence type id", true).map_err(|m| at(e.id.span(), m))?;
+            check_id(&e.id, "evidence type id", true)
+                .map_err(|err| at(e.id.span(), err.to_string()))?;
             if evidence_index.contains_key(id) {
                 return Err(at(
                     e.id.span(),
@@ -234,7 +235,8 @@ impl Catalogue {
         for m in raw.matter {
             let m = m.into_inner();
             let code = m.code.get_ref();
-            check_id(&m.code, "matter code", false).map_err(|msg| at(m.code.span(), msg))?;
+            check_id(&m.code, "matter code", false)
+                .map_err(|e| at(m.code.span(), e.to_string()))?;
             if matter_index.contains_key(code) {
                 return Err(at(
                     m.code.span(),
@@ -314,7 +316,16 @@ impl Catalogue {
     }
 }
 
-fn check_id(id: &Spanned<String>, what: &str, dotted: bool) -> Result<(), String> {
+/// An identifier in the catalogue that breaks the naming rules.
+#[derive(Debug, thiserror::Error)]
+enum BadId {
+    #[error("{what} {id:?} must look like \"department.name\" (lower-case letters, digits, '-')")]
+    NotDotted { what: &'static str, id: String },
+    #[error("{what} {id:?} must be lower-case letters, digits and '-'")]
+    NotPlain { what: &'static str, id: String },
+}
+
+fn check_id(id: &Spanned<String>, what: &'static str, dotted: bool) -> Result<(), BadId> {
     let s = id.get_ref();
     let parts: Vec<&str> = s.split('.').collect();
     let ok = !s.is_empty()
@@ -329,13 +340,15 @@ fn check_id(id: &Spanned<String>, what: &str, dotted: bool) -> Result<(), String
     if ok {
         Ok(())
     } else if dotted {
-        Err(format!(
-            "{what} {s:?} must look like \"department.name\" (lower-case letters, digits, '-')"
-        ))
+        Err(BadId::NotDotted {
+            what,
+            id: s.clone(),
+        })
     } else {
-        Err(format!(
-            "{what} {s:?} must be lower-case letters, digits and '-'"
-        ))
+        Err(BadId::NotPlain {
+            what,
+            id: s.clone(),
+        })
     }
 }
 

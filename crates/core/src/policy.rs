@@ -185,7 +185,7 @@ impl Policy {
                 }
                 patterns.push(
                     parse_pattern(m.get_ref(), trust_domain.as_deref())
-                        .map_err(|e| at(m.span(), e))?,
+                        .map_err(|e| at(m.span(), e.to_string()))?,
                 );
             }
             groups.insert(name.clone(), patterns);
@@ -207,7 +207,7 @@ impl Policy {
                         ),
                         None => out.push(
                             parse_pattern(r.get_ref(), trust_domain.as_deref())
-                                .map_err(|e| at(r.span(), e))?,
+                                .map_err(|e| at(r.span(), e.to_string()))?,
                         ),
                     }
                 }
@@ -436,13 +436,31 @@ impl Policy {
     }
 }
 
+/// Why a caller pattern in the policy is unusable.
+#[derive(Debug, thiserror::Error)]
+enum PatternError {
+    #[error("bad SPIFFE id")]
+    BadSpiffeId,
+    #[error("caller pattern {0:?} must start with \"org/\"")]
+    NoOrg(String),
+    #[error("caller pattern {pattern:?}: organisation code {source}")]
+    OrgCode {
+        pattern: String,
+        source: crate::id::CreditCodeError,
+    },
+    #[error(transparent)]
+    Caller(#[from] crate::caller::CallerError),
+    #[error("trust domain {domain:?} differs from the policy's {pinned:?}")]
+    OtherTrustDomain { domain: String, pinned: String },
+}
+
 /// `org/<code>/unit/<unit>`, `org/<code>/unit/*` (every unit), either behind
 /// `spiffe://<trust-domain>/`.
-fn parse_pattern(input: &str, trust_domain: Option<&str>) -> Result<CallerPattern, String> {
+fn parse_pattern(input: &str, trust_domain: Option<&str>) -> Result<CallerPattern, PatternError> {
     if let Some(org_part) = input.strip_suffix("/unit/*") {
         let path = match org_part.strip_prefix("spiffe://") {
             Some(rest) => {
-                let (domain, path) = rest.split_once('/').ok_or("bad SPIFFE id")?;
+                let (domain, path) = rest.split_once('/').ok_or(PatternError::BadSpiffeId)?;
                 check_domain(domain, trust_domain)?;
                 path
             }
@@ -450,12 +468,15 @@ fn parse_pattern(input: &str, trust_domain: Option<&str>) -> Result<CallerPatter
         };
         let code = path
             .strip_prefix("org/")
-            .ok_or_else(|| format!("caller pattern {input:?} must start with \"org/\""))?;
+            .ok_or_else(|| PatternError::NoOrg(input.to_owned()))?;
         return CreditCode::parse(code)
             .map(CallerPattern::Org)
-            .map_err(|e| format!("caller pattern {input:?}: organisation code {e}"));
+            .map_err(|source| PatternError::OrgCode {
+                pattern: input.to_owned(),
+                source,
+            });
     }
-    let (domain, caller) = Caller::parse_reference(input).map_err(|e| e.to_string())?;
+    let (domain, caller) = Caller::parse_reference(input)?;
     if let Some(d) = domain {
         check_domain(&d, trust_domain)?;
     }
@@ -469,11 +490,12 @@ fn policy_version(text: &str) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
-fn check_domain(domain: &str, pinned: Option<&str>) -> Result<(), String> {
+fn check_domain(domain: &str, pinned: Option<&str>) -> Result<(), PatternError> {
     match pinned {
-        Some(p) if p != domain => Err(format!(
-            "trust domain {domain:?} differs from the policy's {p:?}"
-        )),
+        Some(p) if p != domain => Err(PatternError::OtherTrustDomain {
+            domain: domain.to_owned(),
+            pinned: p.to_owned(),
+        }),
         _ => Ok(()),
     }
 }

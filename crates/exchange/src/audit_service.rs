@@ -1,18 +1,19 @@
 //! The `Audit` gRPC service: administrators search, report, export and prove
 //! the audit log. Reading the log is itself audited: every call — refused or
 //! not — becomes an `AdminAction` entry, committed before anything is
-//! returned. Also the read side of `Exchange.ProveReceipt`, which lets a
-//! caller prove its own receipts.
+//! returned. The log's read side, shared with `Exchange.ProveReceipt`, is
+//! [`AuditReader`].
+//!
+//! Every method works in [`ExchangeError`]s and answers through
+//! [`answer`], so each error becomes its status once, with its
+//! `google.rpc` details, in `error.rs`.
 
 use std::pin::Pin;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use prost::Message;
 use tokio_stream::Stream;
-use tongban_audit::{
-    AuditEntry, AuditError, AuditStore, Cursor, EntryKind, LoggedEntry, PageRequest, SearchFilter,
-};
+use tongban_audit::{AuditEntry, Cursor, EntryKind, PageRequest, SearchFilter};
 use tongban_core::{Caller, FieldViolation};
 use tongban_proto::v1::audit_server::Audit as AuditApi;
 use tongban_proto::v1::{
@@ -22,91 +23,12 @@ use tongban_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::audit::AuditLogSink;
+// Re-exported where the service's callers have always named it.
+pub use crate::audit::AuditReader;
 use crate::auth::Authenticator;
 use crate::error::ExchangeError;
-use crate::pipeline::Exchange;
-
-/// The log's read side, shared by the `Audit` service and `ProveReceipt`.
-#[derive(Debug, Clone)]
-pub struct AuditReader {
-    sink: AuditLogSink,
-    store: Arc<dyn AuditStore>,
-}
-
-impl AuditReader {
-    pub fn new(sink: AuditLogSink, store: Arc<dyn AuditStore>) -> Self {
-        Self { sink, store }
-    }
-
-    pub fn store(&self) -> &dyn AuditStore {
-        self.store.as_ref()
-    }
-
-    pub fn store_arc(&self) -> Arc<dyn AuditStore> {
-        self.store.clone()
-    }
-
-    /// The node's log (administrators' acts are appended to it).
-    pub fn log(&self) -> &tongban_audit::AuditLog {
-        self.sink.log()
-    }
-
-    /// An inclusion proof for `receipt`, if `caller` caused that entry.
-    /// A receipt of someone else's entry, of a pruned one, of an index past
-    /// the end, or with another leaf hash all get the same NOT_FOUND: the
-    /// answer reveals nothing about entries that are not the caller's.
-    pub async fn prove_own_receipt(
-        &self,
-        caller: &Caller,
-        receipt: &pb::AuditReceipt,
-    ) -> Result<pb::InclusionProof, ExchangeError> {
-        let not_found = || {
-            ExchangeError::Audit(AuditError::NotFound(
-                "no entry of yours matches that receipt".into(),
-            ))
-        };
-        let entry = self
-            .store
-            .entry(&receipt.node, receipt.index)
-            .await
-            .map_err(|e| ExchangeError::Audit(e.into()))?
-            .ok_or_else(not_found)?;
-        let own =
-            entry.entry.caller_org == caller.org.as_str() && entry.entry.caller_unit == caller.unit;
-        if !own || receipt.leaf_hash != entry.leaf_hash {
-            return Err(not_found());
-        }
-        let proof =
-            tongban_audit::inclusion_proof(self.store.as_ref(), &receipt.node, receipt.index)
-                .await
-                .map_err(|e| match e {
-                    AuditError::NotFound(_) => not_found(),
-                    e => ExchangeError::Audit(e),
-                })?;
-        Ok(inclusion_to_proto(proof))
-    }
-
-    /// An inclusion proof for any entry: for administrators, whose call is
-    /// logged before this runs.
-    async fn prove_any(&self, node: &str, index: u64) -> Result<pb::InclusionProof, ExchangeError> {
-        if self
-            .store
-            .entry(node, index)
-            .await
-            .map_err(|e| ExchangeError::Audit(e.into()))?
-            .is_none()
-        {
-            return Err(ExchangeError::Audit(AuditError::NotFound(format!(
-                "no entry {index} in the log of node {node:?}"
-            ))));
-        }
-        let proof = tongban_audit::inclusion_proof(self.store.as_ref(), node, index)
-            .await
-            .map_err(ExchangeError::Audit)?;
-        Ok(inclusion_to_proto(proof))
-    }
-}
+use crate::pipeline::{AuditSinkError, Exchange};
+use crate::wire::record_to_proto;
 
 /// The `Audit` gRPC service.
 #[derive(Clone)]
@@ -153,7 +75,7 @@ impl AuditService {
         admin: Option<&AdminContext>,
         action: &str,
         asked: Result<String, ExchangeError>,
-    ) -> Result<Caller, Status> {
+    ) -> Result<Caller, ExchangeError> {
         let call = self
             .exchange
             .begin(&self.authenticate, request.extensions(), None)?;
@@ -185,31 +107,31 @@ impl AuditService {
         }
         if let Err(e) = &decision {
             entry.outcome_code = e.code() as i32;
-            entry.outcome_reason = e.reason();
+            entry.outcome_reason = e.reason().into_owned();
         }
         entry.latency_us = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
         entry.trace_id = tongban_telemetry::current_trace_id();
         entry.policy_version = call.policy.version().to_owned();
-        if let Err(e) = self.reader.sink.log().append(entry).await {
+        if let Err(e) = self.reader.log().append(entry).await {
             tracing::error!(error = %e, "cannot log an administrator's act; refusing it");
-            return Err(ExchangeError::AuditUnavailable(e.to_string()).into());
+            return Err(AuditSinkError::from(e).into());
         }
         decision?;
         Ok(call.caller)
     }
 
-    /// Logs a refused administrator's call and returns its status.
+    /// Logs a refused administrator's call and returns what it is told.
     async fn reject<T>(
         &self,
         request: &Request<T>,
         admin: Option<&AdminContext>,
         action: &str,
         error: ExchangeError,
-    ) -> Status {
+    ) -> ExchangeError {
         match self.admit(request, admin, action, Err(error)).await {
-            Err(status) => status,
+            Err(error) => error,
             // `admit` refuses whenever `asked` is an error.
-            Ok(_) => Status::internal("a rejected request was admitted"),
+            Ok(_) => ExchangeError::Internal("a rejected request was admitted".into()),
         }
     }
 
@@ -223,7 +145,7 @@ impl AuditService {
                 ),
             )
         })?;
-        Ok(self.reader.sink.pseudonymizer().pseudonym(id.as_str()))
+        Ok(self.reader.pseudonymizer().pseudonym(id.as_str()))
     }
 
     /// The filter as the store takes it, and a description for the log.
@@ -393,63 +315,24 @@ fn parse_page_token(token: &str) -> Result<Option<Cursor>, ExchangeError> {
     }))
 }
 
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos().min(999_999_999)).unwrap_or(0),
-    }
-}
-
-/// The wire form of a stored entry.
-pub fn record_to_proto(e: LoggedEntry) -> AuditRecord {
-    let x = e.entry;
-    AuditRecord {
-        node: x.node,
-        index: e.index,
-        leaf_hash: e.leaf_hash.to_vec(),
-        time: Some(timestamp(x.time)),
-        kind: x.kind.as_str().to_owned(),
-        caller_org: x.caller_org,
-        caller_unit: x.caller_unit,
-        operator_id: x.operator,
-        matter: x.matter,
-        case_number: x.case_number,
-        evidence_type: x.evidence_type,
-        department: x.department,
-        subject: x.subject,
-        outcome_code: x.outcome_code,
-        outcome_reason: x.outcome_reason,
-        latency_us: x.latency_us,
-        trace_id: x.trace_id,
-        released_fields_hash: x.released_fields_hash,
-        detail: x.detail,
-        policy_version: x.policy_version,
-    }
-}
-
-fn inclusion_to_proto(p: tongban_audit::InclusionProof) -> pb::InclusionProof {
-    pb::InclusionProof {
-        node: p.node,
-        index: p.index,
-        tree_size: p.tree_size,
-        leaf_hash: p.leaf_hash.to_vec(),
-        proof: p.proof.iter().map(|h| h.to_vec()).collect(),
-        checkpoint: p.checkpoint,
-    }
-}
-
 type RecordStream = Pin<Box<dyn Stream<Item = Result<AuditRecord, Status>> + Send>>;
 
 /// Entries read per store query while exporting.
 const EXPORT_BATCH: u32 = 2000;
 
-#[tonic::async_trait]
-impl AuditApi for AuditService {
-    #[tracing::instrument(name = "Audit/Search", skip_all)]
-    async fn search(
+/// The one way this service answers: an error becomes its status with its
+/// `google.rpc` details ([`ExchangeError::to_status`]).
+fn answer<T>(result: Result<T, ExchangeError>) -> Result<Response<T>, Status> {
+    result.map(Response::new).map_err(|e| e.to_status())
+}
+
+/// What each method does, in the service's own errors; the gRPC methods
+/// below only [`answer`] with it.
+impl AuditService {
+    async fn search_log(
         &self,
         request: Request<AuditSearchRequest>,
-    ) -> Result<Response<AuditSearchResponse>, Status> {
+    ) -> Result<AuditSearchResponse, ExchangeError> {
         let req = request.get_ref();
         let asked = self
             .store_filter(req.filter.as_ref())
@@ -473,17 +356,16 @@ impl AuditApi for AuditService {
         )
         .await
         .map_err(ExchangeError::Audit)?;
-        Ok(Response::new(AuditSearchResponse {
+        Ok(AuditSearchResponse {
             records: page.entries.into_iter().map(record_to_proto).collect(),
             next_page_token: page.next.map(|c| c.to_string()).unwrap_or_default(),
-        }))
+        })
     }
 
-    #[tracing::instrument(name = "Audit/SubjectReport", skip_all)]
-    async fn subject_report(
+    async fn report_subject(
         &self,
         request: Request<SubjectReportRequest>,
-    ) -> Result<Response<SubjectReportResponse>, Status> {
+    ) -> Result<SubjectReportResponse, ExchangeError> {
         let req = request.get_ref();
         let pseudonym = match self.pseudonym("id_number", &req.id_number) {
             Ok(pseudonym) => pseudonym,
@@ -538,19 +420,16 @@ impl AuditApi for AuditService {
                 None => break full,
             }
         };
-        Ok(Response::new(SubjectReportResponse {
+        Ok(SubjectReportResponse {
             accesses,
             truncated,
-        }))
+        })
     }
 
-    type ExportStream = RecordStream;
-
-    #[tracing::instrument(name = "Audit/Export", skip_all)]
-    async fn export(
+    async fn export_log(
         &self,
         request: Request<AuditExportRequest>,
-    ) -> Result<Response<Self::ExportStream>, Status> {
+    ) -> Result<RecordStream, ExchangeError> {
         let req = request.get_ref();
         if let Err(e) = check_node("node", &req.node) {
             return Err(self.reject(&request, req.admin.as_ref(), "export", e).await);
@@ -559,7 +438,7 @@ impl AuditApi for AuditService {
         let detail = format!("node={}", node.as_deref().unwrap_or("all"));
         self.admit(&request, req.admin.as_ref(), "export", Ok(detail))
             .await?;
-        let store = self.reader.store.clone();
+        let store = self.reader.store_arc();
         let nodes = match node {
             Some(n) => vec![n],
             None => store
@@ -575,7 +454,8 @@ impl AuditApi for AuditService {
                     let rows = match store.scan(&node, from, EXPORT_BATCH).await {
                         Ok(rows) => rows,
                         Err(e) => {
-                            let _ = tx.send(Err(ExchangeError::Audit(e.into()).into())).await;
+                            let error = ExchangeError::Audit(e.into());
+                            let _ = tx.send(Err(error.to_status())).await;
                             return;
                         }
                     };
@@ -589,16 +469,13 @@ impl AuditApi for AuditService {
                 }
             }
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
-    #[tracing::instrument(name = "Audit/ListCheckpoints", skip_all)]
-    async fn list_checkpoints(
+    async fn checkpoints(
         &self,
         request: Request<ListCheckpointsRequest>,
-    ) -> Result<Response<ListCheckpointsResponse>, Status> {
+    ) -> Result<ListCheckpointsResponse, ExchangeError> {
         let admin = request.get_ref().admin.clone();
         self.admit(
             &request,
@@ -626,14 +503,13 @@ impl AuditApi for AuditService {
                 });
             }
         }
-        Ok(Response::new(ListCheckpointsResponse { checkpoints }))
+        Ok(ListCheckpointsResponse { checkpoints })
     }
 
-    #[tracing::instrument(name = "Audit/GetInclusionProof", skip_all)]
-    async fn get_inclusion_proof(
+    async fn inclusion_proof(
         &self,
         request: Request<InclusionProofRequest>,
-    ) -> Result<Response<pb::InclusionProof>, Status> {
+    ) -> Result<pb::InclusionProof, ExchangeError> {
         let req = request.get_ref();
         if let Err(e) = check_node("node", &req.node) {
             return Err(self
@@ -643,16 +519,13 @@ impl AuditApi for AuditService {
         let detail = format!("node={} index={}", req.node, req.index);
         self.admit(&request, req.admin.as_ref(), "inclusion proof", Ok(detail))
             .await?;
-        Ok(Response::new(
-            self.reader.prove_any(&req.node, req.index).await?,
-        ))
+        self.reader.prove_any(&req.node, req.index).await
     }
 
-    #[tracing::instrument(name = "Audit/GetConsistencyProof", skip_all)]
-    async fn get_consistency_proof(
+    async fn consistency_proof(
         &self,
         request: Request<ConsistencyProofRequest>,
-    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+    ) -> Result<pb::ConsistencyProof, ExchangeError> {
         let req = request.get_ref();
         if let Err(e) = check_node("node", &req.node) {
             return Err(self
@@ -675,18 +548,205 @@ impl AuditApi for AuditService {
         )
         .await
         .map_err(ExchangeError::Audit)?;
-        Ok(Response::new(pb::ConsistencyProof {
+        Ok(pb::ConsistencyProof {
             node: proof.node,
             old_size: proof.old_size,
             new_size: proof.new_size,
             proof: proof.proof.iter().map(|h| h.to_vec()).collect(),
-        }))
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl AuditApi for AuditService {
+    #[tracing::instrument(name = "Audit/Search", skip_all)]
+    async fn search(
+        &self,
+        request: Request<AuditSearchRequest>,
+    ) -> Result<Response<AuditSearchResponse>, Status> {
+        answer(self.search_log(request).await)
+    }
+
+    #[tracing::instrument(name = "Audit/SubjectReport", skip_all)]
+    async fn subject_report(
+        &self,
+        request: Request<SubjectReportRequest>,
+    ) -> Result<Response<SubjectReportResponse>, Status> {
+        answer(self.report_subject(request).await)
+    }
+
+    type ExportStream = RecordStream;
+
+    #[tracing::instrument(name = "Audit/Export", skip_all)]
+    async fn export(
+        &self,
+        request: Request<AuditExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        answer(self.export_log(request).await)
+    }
+
+    #[tracing::instrument(name = "Audit/ListCheckpoints", skip_all)]
+    async fn list_checkpoints(
+        &self,
+        request: Request<ListCheckpointsRequest>,
+    ) -> Result<Response<ListCheckpointsResponse>, Status> {
+        answer(self.checkpoints(request).await)
+    }
+
+    #[tracing::instrument(name = "Audit/GetInclusionProof", skip_all)]
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<InclusionProofRequest>,
+    ) -> Result<Response<pb::InclusionProof>, Status> {
+        answer(self.inclusion_proof(request).await)
+    }
+
+    #[tracing::instrument(name = "Audit/GetConsistencyProof", skip_all)]
+    async fn get_consistency_proof(
+        &self,
+        request: Request<ConsistencyProofRequest>,
+    ) -> Result<Response<pb::ConsistencyProof>, Status> {
+        answer(self.consistency_proof(request).await)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::Arc;
+
+    use tongban_audit::{AuditConfig, AuditLog, AuditStore, LogSigner, SqliteStore};
+    use tonic::Code;
+    use tonic_types::StatusExt;
+
+    use crate::audit::AuditLogSink;
+    use crate::routing::Departments;
+
+    const ADMIN: &str = "org/91350100M000100Y43/unit/audit-office";
+
+    /// The service over a fresh log, its one caller an administrator; the
+    /// directory holds the log.
+    async fn service() -> (AuditService, AuditReader, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn AuditStore> =
+            Arc::new(SqliteStore::open(&dir.path().join("a.db")).await.unwrap());
+        let signer = LogSigner::generate(&tongban_audit::origin_for_node("n1")).unwrap();
+        let log = AuditLog::open(store.clone(), signer, AuditConfig::new("n1"))
+            .await
+            .unwrap();
+        let key = tongban_audit::SubjectPseudonymizer::from_bytes(&[7u8; 32]).unwrap();
+        let sink = AuditLogSink::new(log, key);
+        let catalogue = tongban_core::Catalogue::embedded();
+        let policy = tongban_core::Policy::from_toml(
+            &format!(
+                "[[grant]]\ncallers = [\"{ADMIN}\"]\nmatters = [\"unemployment-benefit\"]\n\n[admin]\ncallers = [\"{ADMIN}\"]\n"
+            ),
+            "policy.toml",
+            &catalogue,
+        )
+        .unwrap();
+        let exchange = Exchange::new(
+            "n1",
+            Arc::new(catalogue),
+            policy,
+            Departments::new(Vec::new()),
+            Arc::new(sink.clone()),
+            tongban_telemetry::Metrics::disabled(),
+        );
+        let (_, caller) = Caller::parse_reference(ADMIN).unwrap();
+        let reader = AuditReader::new(sink, store);
+        let service =
+            AuditService::new(exchange, crate::auth::fixed_caller(caller), reader.clone());
+        (service, reader, dir)
+    }
+
+    fn admin() -> Option<AdminContext> {
+        Some(AdminContext {
+            operator_id: "auditor.wang".into(),
+            reason: "citizen request 2026-117".into(),
+        })
+    }
+
+    fn violations(status: &Status) -> Vec<String> {
+        status
+            .get_details_bad_request()
+            .expect("a BadRequest detail")
+            .field_violations
+            .into_iter()
+            .map(|v| v.field)
+            .collect()
+    }
+
+    /// Every way an administrator's request can be invalid — no admin
+    /// context, a bad filter, a bad identity number — is answered through
+    /// the one mapping: INVALID_ARGUMENT with its ErrorInfo and BadRequest,
+    /// and logged.
+    #[tokio::test]
+    async fn invalid_requests_carry_error_info_and_field_violations() {
+        let (service, reader, _dir) = service().await;
+
+        let status = service
+            .search(Request::new(AuditSearchRequest::default()))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let info = status
+            .get_details_error_info()
+            .expect("an ErrorInfo detail");
+        assert_eq!(info.reason, "INVALID_REQUEST");
+        assert_eq!(info.domain, crate::ERROR_DOMAIN);
+        assert_eq!(violations(&status), ["admin"]);
+
+        let status = service
+            .search(Request::new(AuditSearchRequest {
+                admin: admin(),
+                filter: Some(AuditFilter {
+                    kind: "no-such-kind".into(),
+                    ..AuditFilter::default()
+                }),
+                ..AuditSearchRequest::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "INVALID_REQUEST"
+        );
+        assert_eq!(violations(&status), ["filter.kind"]);
+
+        let status = service
+            .subject_report(Request::new(SubjectReportRequest {
+                admin: admin(),
+                id_number: "11010519491231002Y".into(),
+                ..SubjectReportRequest::default()
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "INVALID_REQUEST"
+        );
+        assert_eq!(violations(&status), ["id_number"]);
+
+        // Each refusal is an administrator's act in the log.
+        let logged = tongban_audit::search(
+            reader.store(),
+            &SearchFilter::default(),
+            &PageRequest::default(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(logged.entries.len(), 3);
+        assert!(
+            logged
+                .entries
+                .iter()
+                .all(|e| e.entry.kind == EntryKind::AdminAction
+                    && e.entry.outcome_reason == "INVALID_REQUEST")
+        );
+    }
 
     #[test]
     fn admin_context_is_required_and_checked() {

@@ -1,12 +1,18 @@
 //! Every way a request can fail, and the one place they become gRPC statuses.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use prost::Message;
 use tongban_audit::AuditError;
 use tongban_core::{Denial, FieldViolation};
+use tongban_proto::google::rpc::Status as RpcStatus;
+use tongban_proto::v1::AuditReceipt;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::pipeline::AuditSinkError;
 
 /// The `ErrorInfo.domain` of every tongban error.
 pub const ERROR_DOMAIN: &str = "tongban.gov";
@@ -78,12 +84,16 @@ pub enum ExchangeError {
     /// `detail` is for the log only.
     #[error("department {department} failed or gave an invalid answer; nothing was released")]
     BadAnswer { department: String, detail: String },
-    /// The store's error is for the log only.
+    /// The sink's error is for the log only (boxed: it is rare, and every
+    /// result of the request path carries an `ExchangeError`).
     #[error("audit log unavailable, nothing released")]
-    AuditUnavailable(String),
+    AuditUnavailable(#[source] Box<AuditSinkError>),
     /// The detail is for the log only.
     #[error("internal error")]
     Internal(String),
+    /// This node writes no audit log it could prove receipts from.
+    #[error("this exchange node serves no audit proofs")]
+    NoAuditProofs,
     /// Reading the audit log failed (administrators, receipt proofs).
     #[error("audit log: {}", public_audit_error(.0))]
     Audit(tongban_audit::AuditError),
@@ -133,6 +143,7 @@ impl ExchangeError {
             }
             Self::Department { status, .. } => status.code(),
             Self::BadAnswer { .. } | Self::Internal(_) => Code::Internal,
+            Self::NoAuditProofs => Code::Unimplemented,
             Self::Audit(e) => match e {
                 AuditError::NotFound(_) => Code::NotFound,
                 AuditError::Invalid(_) | AuditError::BadNode(_) => Code::InvalidArgument,
@@ -145,8 +156,10 @@ impl ExchangeError {
         }
     }
 
-    /// Stable machine-readable reason, as put in `ErrorInfo.reason`.
-    pub fn reason(&self) -> String {
+    /// Stable machine-readable reason, as put in `ErrorInfo.reason`. The
+    /// exchange's own are constants (borrowed); a department's refusal
+    /// passes on the reason its answer carries.
+    pub fn reason(&self) -> Cow<'static, str> {
         match self {
             Self::InvalidArgument(_) => "INVALID_REQUEST".into(),
             Self::Unauthenticated(_) => "NO_CLIENT_IDENTITY".into(),
@@ -164,10 +177,12 @@ impl ExchangeError {
             Self::Department { status, .. } => status
                 .get_details_error_info()
                 .map(|i| i.reason)
-                .unwrap_or_else(|| format!("DEPARTMENT_{:?}", status.code()).to_uppercase()),
+                .unwrap_or_else(|| format!("DEPARTMENT_{:?}", status.code()).to_uppercase())
+                .into(),
             Self::BadAnswer { .. } => "DEPARTMENT_BAD_ANSWER".into(),
             Self::AuditUnavailable(_) => "AUDIT_UNAVAILABLE".into(),
             Self::Internal(_) => "INTERNAL".into(),
+            Self::NoAuditProofs => "AUDIT_PROOFS_NOT_SERVED".into(),
             Self::Audit(AuditError::NotFound(_)) => "AUDIT_ENTRY_NOT_FOUND".into(),
             Self::Audit(AuditError::Inconsistent { .. }) => "AUDIT_LOG_INCONSISTENT".into(),
             Self::Audit(_) => "AUDIT_READ_FAILED".into(),
@@ -236,7 +251,8 @@ impl ExchangeError {
             Self::DepartmentUnavailable { detail, .. } | Self::BadAnswer { detail, .. } => {
                 Some(detail.clone())
             }
-            Self::AuditUnavailable(detail) | Self::Internal(detail) => Some(detail.clone()),
+            Self::AuditUnavailable(why) => Some(why.to_string()),
+            Self::Internal(detail) => Some(detail.clone()),
             Self::Audit(e) => match e {
                 AuditError::NotFound(_) | AuditError::Invalid(_) | AuditError::BadNode(_) => None,
                 _ => Some(e.to_string()),
@@ -294,6 +310,36 @@ impl ExchangeError {
 impl From<ExchangeError> for Status {
     fn from(e: ExchangeError) -> Self {
         e.to_status()
+    }
+}
+
+/// The error as a `google.rpc.Status` message, details included (a Gather
+/// item's error).
+pub fn rpc_status(error: &ExchangeError) -> RpcStatus {
+    let status = error.to_status();
+    RpcStatus::decode(status.details()).unwrap_or_else(|_| RpcStatus {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: Vec::new(),
+    })
+}
+
+/// A refused call that still has an audit entry: its receipt travels in the
+/// `tongban-receipt-bin` trailer.
+pub(crate) fn status_with_receipt(error: &ExchangeError, receipt: Option<&AuditReceipt>) -> Status {
+    let mut status = error.to_status();
+    if let Some(r) = receipt {
+        status.metadata_mut().insert_bin(
+            "tongban-receipt-bin",
+            tonic::metadata::MetadataValue::from_bytes(&r.encode_to_vec()),
+        );
+    }
+    status
+}
+
+impl From<AuditSinkError> for ExchangeError {
+    fn from(e: AuditSinkError) -> Self {
+        Self::AuditUnavailable(Box::new(e))
     }
 }
 
@@ -382,7 +428,9 @@ mod tests {
                 department: "police".into(),
                 detail: transport.into(),
             },
-            ExchangeError::AuditUnavailable(transport.into()),
+            ExchangeError::from(AuditSinkError::Log(AuditError::Unavailable(
+                transport.into(),
+            ))),
             ExchangeError::Internal(transport.into()),
             ExchangeError::Audit(AuditError::Unavailable(transport.into())),
             ExchangeError::Audit(AuditError::Inconsistent {
@@ -409,7 +457,7 @@ mod tests {
             "department police is unavailable; retry later"
         );
         assert_eq!(
-            ExchangeError::AuditUnavailable(transport.into()).to_string(),
+            ExchangeError::from(AuditSinkError::NoResult).to_string(),
             "audit log unavailable, nothing released"
         );
         // An administrator's own mistake is told in full.

@@ -5,8 +5,10 @@
 //! Code map: [`service`] is the gRPC edge (with [`size_guard`] in front and
 //! [`auth`] for who is calling), [`pipeline`] the request path,
 //! [`routing`] the department channels, [`error`] the one place errors become
-//! gRPC statuses, [`limits`] the per-caller rate limit, [`config`] and
-//! [`server`] start a node, [`reload`] keeps the policy current.
+//! gRPC statuses, [`limits`] the per-caller rate limit, [`audit`] the node's
+//! log (written and read), [`audit_service`] the administrators' service,
+//! [`wire`] audit records in their wire form, [`config`] and [`server`]
+//! start a node, [`reload`] keeps the policy current.
 
 pub mod audit;
 pub mod audit_service;
@@ -20,14 +22,15 @@ pub mod routing;
 pub mod server;
 pub mod service;
 pub mod size_guard;
+pub mod wire;
 
-pub use audit::{AuditLogSink, AuditSettings};
-pub use audit_service::{AuditReader, AuditService};
+pub use audit::{AuditLogSink, AuditReader, AuditSettings};
+pub use audit_service::AuditService;
 pub use auth::{Authenticator, certificate_authenticator, fixed_caller};
 pub use config::ExchangeConfig;
 pub use error::{ERROR_DOMAIN, ExchangeError};
 pub use pipeline::{
-    AuditEvent, AuditKind, AuditSink, Call, EvidenceRequest, Exchange, PolicyChange,
+    AuditEvent, AuditKind, AuditSink, AuditSinkError, Call, EvidenceRequest, Exchange, PolicyChange,
 };
 pub use routing::{Department, Departments, Resilience};
 pub use server::{

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
+use tongban_audit::{AuditError, StoreError};
 use tongban_core::{
     Caller, CaseContext, Catalogue, FieldRelease, FieldViolation, IdNumber, Matter, Policy,
 };
@@ -90,12 +91,32 @@ pub struct PolicyChange {
     pub removed: Vec<String>,
 }
 
+/// Why an audit sink did not record an event, or is not ready to.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditSinkError {
+    /// The log did not commit the entry (store down, queue full, timeout,
+    /// shut down).
+    #[error(transparent)]
+    Log(#[from] AuditError),
+    /// The readiness probe's read of the store failed.
+    #[error("audit store: {0}")]
+    Store(#[source] StoreError),
+    /// The readiness probe's read of the store took too long.
+    #[error("audit store did not answer within {0:?}")]
+    ProbeTimeout(Duration),
+    /// The sink answered for fewer events than it was given, so nothing
+    /// durable is known of the rest.
+    #[error("the audit log gave no result for this entry")]
+    NoResult,
+}
+
 /// One result per event, in the events' order: the receipt of its durable
 /// entry, or why it could not be written.
 pub type AuditFuture<'a> =
-    Pin<Box<dyn Future<Output = Vec<Result<Option<AuditReceipt>, String>>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Vec<Result<Option<AuditReceipt>, AuditSinkError>>> + Send + 'a>>;
 
-pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+/// Done once durable (a policy change) or ready (a probe).
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), AuditSinkError>> + Send + 'a>>;
 
 /// Where audit events go. `record_all` must not return before the events
 /// are durable, and writes one call's events together (one commit, not one
@@ -266,7 +287,7 @@ impl Exchange {
     /// Puts a new policy in force for every call that starts afterwards,
     /// once the change is durably in the audit log (a change that cannot be
     /// recorded does not take effect).
-    pub async fn replace_policy(&self, policy: Policy, source: &str) -> Result<(), String> {
+    pub async fn replace_policy(&self, policy: Policy, source: &str) -> Result<(), AuditSinkError> {
         let previous = self.policy();
         if previous.version() == policy.version() {
             return Ok(());
@@ -286,7 +307,7 @@ impl Exchange {
     }
 
     /// Records the policy in force at start-up.
-    pub async fn record_initial_policy(&self, source: &str) -> Result<(), String> {
+    pub async fn record_initial_policy(&self, source: &str) -> Result<(), AuditSinkError> {
         let policy = self.policy();
         self.inner
             .audit
@@ -496,7 +517,7 @@ impl Exchange {
             evidence_type: facts.evidence_type.clone(),
             subject: facts.subject.clone(),
             outcome_code: error.code() as i32,
-            outcome_reason: error.reason(),
+            outcome_reason: error.reason().into_owned(),
             latency: call.started.elapsed(),
             trace_id: tongban_telemetry::current_trace_id(),
             released: Vec::new(),
@@ -509,14 +530,12 @@ impl Exchange {
             Some(Err(why)) => {
                 tracing::error!(error = %why, "cannot audit a refusal; answering UNAVAILABLE");
                 Refused {
-                    error: ExchangeError::AuditUnavailable(why),
+                    error: why.into(),
                     receipt: None,
                 }
             }
             None => Refused {
-                error: ExchangeError::AuditUnavailable(
-                    "the audit log gave no result for this entry".into(),
-                ),
+                error: AuditSinkError::NoResult.into(),
                 receipt: None,
             },
         }
@@ -615,7 +634,7 @@ impl Exchange {
             },
             outcome_reason: match &outcome {
                 Ok(_) => String::new(),
-                Err(e) => e.reason(),
+                Err(e) => e.reason().into_owned(),
             },
             latency: started.elapsed(),
             trace_id: tongban_telemetry::current_trace_id(),
@@ -645,15 +664,13 @@ impl Exchange {
             .map(|outcome| {
                 // A sink that answers for fewer events than it was given has
                 // written nothing durable for the rest.
-                let written = receipts
-                    .next()
-                    .unwrap_or_else(|| Err("the audit log gave no result for this entry".into()));
+                let written = receipts.next().unwrap_or(Err(AuditSinkError::NoResult));
                 let receipt = match written {
                     Ok(receipt) => receipt,
                     Err(why) => {
                         tracing::error!(error = %why, "audit write failed; answer withheld");
                         return Err(Refused {
-                            error: ExchangeError::AuditUnavailable(why),
+                            error: why.into(),
                             receipt: None,
                         });
                     }

@@ -30,7 +30,8 @@ use tonic_health::server::HealthReporter;
 use tongban_audit::AuditLog;
 
 use crate::audit::AuditLogSink;
-use crate::audit_service::{AuditReader, AuditService};
+use crate::audit::{AuditReader, SubjectKeyError};
+use crate::audit_service::AuditService;
 use crate::auth::{certificate_authenticator, fixed_caller};
 use crate::config::{ExchangeConfig, TlsFiles};
 use crate::pipeline::{AuditSink, Exchange};
@@ -64,6 +65,8 @@ pub enum StartError {
     Config(String),
     #[error("{0}")]
     Audit(String),
+    #[error(transparent)]
+    SubjectKey(#[from] SubjectKeyError),
 }
 
 /// The health service name of the exchange itself.
@@ -185,7 +188,7 @@ pub async fn start_with(
         .open_log_and_store(&config.node)
         .await
         .map_err(|e| StartError::Audit(e.to_string()))?;
-    let pseudonymizer = config.audit.pseudonymizer().map_err(StartError::Audit)?;
+    let pseudonymizer = config.audit.pseudonymizer()?;
     let mut sink = AuditLogSink::new(log, pseudonymizer).with_store(store.clone());
     if let Some(metrics) = &options.metrics {
         sink = sink.with_metrics(metrics.clone());
@@ -418,12 +421,15 @@ async fn probe_readiness(exchange: Exchange, health: HealthReporter, every: Dura
         let ok = audit.is_ok();
         if ok != audit_ok {
             audit_ok = ok;
-            let status = if ok {
-                tracing::info!("audit store reachable again; health SERVING");
-                ServingStatus::Serving
-            } else {
-                tracing::warn!(error = %audit.err().unwrap_or_default(), "audit store unreachable; health NOT_SERVING");
-                ServingStatus::NotServing
+            let status = match &audit {
+                Ok(()) => {
+                    tracing::info!("audit store reachable again; health SERVING");
+                    ServingStatus::Serving
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "audit store unreachable; health NOT_SERVING");
+                    ServingStatus::NotServing
+                }
             };
             health.set_service_status("", status).await;
             health

@@ -4,9 +4,7 @@
 
 use std::time::Instant;
 
-use prost::Message;
 use tongban_core::FieldRelease;
-use tongban_proto::google::rpc::Status as RpcStatus;
 use tongban_proto::v1::exchange_server::Exchange as ExchangeApi;
 use tongban_proto::v1::{
     self as pb, DescribeMatterRequest, DescribeMatterResponse, GatherItem, GatherRequest,
@@ -15,9 +13,9 @@ use tongban_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::audit_service::AuditReader;
+use crate::audit::AuditReader;
 use crate::auth::Authenticator;
-use crate::error::ExchangeError;
+use crate::error::{ExchangeError, rpc_status, status_with_receipt};
 use crate::pipeline::{Call, CaseAsked, Exchange, GatherAsked, LookupAsked, Refused, SubjectAsked};
 use crate::routing::parse_grpc_timeout;
 
@@ -104,9 +102,7 @@ impl ExchangeApi for ExchangeService {
         let call = self.begin(&request)?;
         self.exchange.charge(&call, 1)?;
         let Some(reader) = &self.audit_reader else {
-            return Err(Status::unimplemented(
-                "this exchange node serves no audit proofs",
-            ));
+            return Err(ExchangeError::NoAuditProofs.into());
         };
         let receipt = request
             .into_inner()
@@ -248,32 +244,6 @@ impl ExchangeApi for ExchangeService {
             evidence_types,
         }))
     }
-}
-
-/// The error as a `google.rpc.Status` message, details included.
-pub fn rpc_status(error: &ExchangeError) -> RpcStatus {
-    let status = error.to_status();
-    RpcStatus::decode(status.details()).unwrap_or_else(|_| RpcStatus {
-        code: status.code() as i32,
-        message: status.message().to_owned(),
-        details: Vec::new(),
-    })
-}
-
-/// A refused Lookup still has an audit entry; its receipt travels in the
-/// `tongban-receipt-bin` trailer.
-pub(crate) fn status_with_receipt(
-    error: &ExchangeError,
-    receipt: Option<&pb::AuditReceipt>,
-) -> Status {
-    let mut status = error.to_status();
-    if let Some(r) = receipt {
-        status.metadata_mut().insert_bin(
-            "tongban-receipt-bin",
-            tonic::metadata::MetadataValue::from_bytes(&r.encode_to_vec()),
-        );
-    }
-    status
 }
 
 /// An evidence type as one caller may see it: only the fields it receives.

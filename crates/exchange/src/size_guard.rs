@@ -24,10 +24,9 @@ use tonic::server::NamedService;
 use tower::Service;
 
 use crate::auth::Authenticator;
-use crate::error::ExchangeError;
+use crate::error::{ExchangeError, status_with_receipt};
 use crate::pipeline::{AuditKind, Exchange, RefusalFacts};
 use crate::routing::parse_grpc_timeout;
-use crate::service::status_with_receipt;
 
 /// The gRPC message prefix: a compression flag and a 4-byte length.
 const PREFIX: usize = 5;

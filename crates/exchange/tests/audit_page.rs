@@ -11,7 +11,7 @@ use tongban_audit::{
     AuditConfig, AuditEntry, AuditLog, AuditStore, EntryKind, LogSigner, PageRequest, SearchFilter,
     SqliteStore, origin_for_node,
 };
-use tongban_exchange::audit_service::record_to_proto;
+use tongban_exchange::wire::record_to_proto;
 use tongban_proto::v1::AuditSearchResponse;
 
 /// tonic's default limit on a decoded message.

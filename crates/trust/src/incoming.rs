@@ -566,7 +566,8 @@ async fn handshake(
         Ok(Err(error)) => return Err(Failure::Refused(handshake_failure_reason(&error))),
         Ok(Ok(stream)) => stream,
     };
-    TlsConnection::new(stream, remote_addr).map_err(Failure::Refused)
+    // The reason is only logged (see `refusal`), as text like the others.
+    TlsConnection::new(stream, remote_addr).map_err(|e| Failure::Refused(e.to_string()))
 }
 
 #[cfg(test)]

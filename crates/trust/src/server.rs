@@ -307,6 +307,15 @@ pub fn peer_connect_info<T>(req: &tonic::Request<T>) -> Option<&PeerConnectInfo>
     req.extensions().get::<PeerConnectInfo>()
 }
 
+/// Why a completed handshake does not make a [`TlsConnection`].
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectionError {
+    #[error("no client certificate")]
+    NoClientCertificate,
+    #[error("client certificate identity: {0}")]
+    Identity(#[from] IdentityError),
+}
+
 /// An established, verified mutual-TLS connection.
 #[derive(Debug)]
 pub struct TlsConnection {
@@ -318,17 +327,16 @@ impl TlsConnection {
     pub(crate) fn new(
         stream: tokio_rustls::server::TlsStream<TcpStream>,
         remote_addr: SocketAddr,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, ConnectionError> {
         let (tcp, session) = stream.get_ref();
         let leaf_cert = session
             .peer_certificates()
             .and_then(|certs| certs.first())
             .map(|cert| cert.clone().into_owned())
-            .ok_or_else(|| "no client certificate".to_owned())?;
+            .ok_or(ConnectionError::NoClientCertificate)?;
         // The verifier already accepted this identity; parsing again keeps the
         // typed value without threading it through rustls.
-        let identity = PeerIdentity::from_der(&leaf_cert)
-            .map_err(|e| format!("client certificate identity: {e}"))?;
+        let identity = PeerIdentity::from_der(&leaf_cert)?;
         let local_addr = tcp.local_addr().ok();
         Ok(Self {
             stream,

@@ -30,7 +30,20 @@ struct Args {
     print_receipts: bool,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// Arguments this tool cannot run with.
+#[derive(Debug, thiserror::Error)]
+enum ArgsError {
+    #[error("{0} needs a value")]
+    MissingValue(String),
+    #[error("bad {0}")]
+    BadNumber(&'static str),
+    #[error("unknown argument {0:?}")]
+    Unknown(String),
+    #[error("give exactly one of --sqlite PATH or --postgres URL")]
+    NoSingleStore,
+}
+
+fn parse_args() -> Result<Args, ArgsError> {
     let mut a = Args {
         sqlite: None,
         postgres: None,
@@ -43,21 +56,32 @@ fn parse_args() -> Result<Args, String> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut val = || it.next().ok_or(format!("{flag} needs a value"));
+        let mut val = || {
+            it.next()
+                .ok_or_else(|| ArgsError::MissingValue(flag.clone()))
+        };
         match flag.as_str() {
             "--sqlite" => a.sqlite = Some(PathBuf::from(val()?)),
             "--postgres" => a.postgres = Some(val()?),
             "--schema" => a.schema = Some(val()?),
             "--node" => a.node = val()?,
             "--key" => a.key = Some(PathBuf::from(val()?)),
-            "--concurrency" => a.concurrency = val()?.parse().map_err(|_| "bad --concurrency")?,
-            "--count" => a.count = val()?.parse().map_err(|_| "bad --count")?,
+            "--concurrency" => {
+                a.concurrency = val()?
+                    .parse()
+                    .map_err(|_| ArgsError::BadNumber("--concurrency"))?
+            }
+            "--count" => {
+                a.count = val()?
+                    .parse()
+                    .map_err(|_| ArgsError::BadNumber("--count"))?
+            }
             "--print-receipts" => a.print_receipts = true,
-            other => return Err(format!("unknown argument {other:?}")),
+            other => return Err(ArgsError::Unknown(other.to_owned())),
         }
     }
     if a.sqlite.is_none() == a.postgres.is_none() {
-        return Err("give exactly one of --sqlite PATH or --postgres URL".into());
+        return Err(ArgsError::NoSingleStore);
     }
     Ok(a)
 }
