@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeDelta, Timelike, Utc};
 use tongban_audit::{AuditError, AuditStore, EntryKind, PageRequest, SearchFilter};
 
-
 pub(crate) const HOURS: usize = 24;
 /// The newest entries of each kind the overview reads at most, so the page
 /// stays fast on a busy node (the charts then say they are sampled).

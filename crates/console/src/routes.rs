@@ -222,7 +222,11 @@ pub(crate) async fn asset(Path(name): Path<String>) -> Response {
         "console.js" => (CONSOLE_JS, "text/javascript; charset=utf-8"),
         _ => return (StatusCode::NOT_FOUND, "not found\n").into_response(),
     };
-    ([(header::CONTENT_TYPE, HeaderValue::from_static(kind))], body).into_response()
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(kind))],
+        body,
+    )
+        .into_response()
 }
 
 pub(crate) async fn favicon() -> Response {
@@ -384,7 +388,13 @@ pub(crate) async fn logout(State(console): State<Console>, posted: CsrfForm) -> 
 }
 
 pub(crate) async fn overview(State(console): State<Console>, admin: Admin) -> Response {
-    if let Err(r) = record(&console, AdminAct::new(&admin.user, "console.overview"), &admin).await {
+    if let Err(r) = record(
+        &console,
+        AdminAct::new(&admin.user, "console.overview"),
+        &admin,
+    )
+    .await
+    {
         return r;
     }
     match crate::overview::collect(console.backend().store.as_ref(), chrono::Utc::now()).await {
@@ -489,13 +499,7 @@ pub(crate) async fn search(
         next: page.next.map(|n| n.to_string()),
         by_subject: parsed.has_subject(),
     };
-    search_page(
-        &admin,
-        &parsed.params,
-        None,
-        Some(&results),
-        StatusCode::OK,
-    )
+    search_page(&admin, &parsed.params, None, Some(&results), StatusCode::OK)
 }
 
 pub(crate) async fn export(
@@ -591,7 +595,8 @@ pub(crate) async fn entry(
             Some(&admin),
         );
     };
-    let act = AdminAct::new(&admin.user, "console.entry").detail(format!("node={node} index={index}"));
+    let act =
+        AdminAct::new(&admin.user, "console.entry").detail(format!("node={node} index={index}"));
     if let Err(r) = record(&console, act, &admin).await {
         return r;
     }
@@ -773,7 +778,13 @@ pub(crate) async fn integrity(
 
 pub(crate) async fn start_verify(State(console): State<Console>, posted: CsrfForm) -> Response {
     let admin = &posted.admin;
-    if let Err(r) = record(&console, AdminAct::new(&admin.user, "console.verify-started"), admin).await {
+    if let Err(r) = record(
+        &console,
+        AdminAct::new(&admin.user, "console.verify-started"),
+        admin,
+    )
+    .await
+    {
         return r;
     }
     console.inner.verify.start(console.backend(), &admin.user);

@@ -65,7 +65,10 @@ mod tests {
         // Not UTF-8 at all: replaced, not refused.
         assert_eq!(
             parse_form(b"csrf=\xff\xfe&x"),
-            vec![("csrf".into(), "\u{FFFD}\u{FFFD}".into()), ("x".into(), "".into())]
+            vec![
+                ("csrf".into(), "\u{FFFD}\u{FFFD}".into()),
+                ("x".into(), "".into())
+            ]
         );
     }
 }

@@ -85,7 +85,11 @@ pub(crate) fn csrf_field(token: &str) -> Markup {
 
 /// A page with one error message.
 pub(crate) fn error_page(title: &str, message: &str, frame: &Frame<'_>) -> Markup {
-    page(title, frame, html! { p class="error" id="error" { (message) } })
+    page(
+        title,
+        frame,
+        html! { p class="error" id="error" { (message) } },
+    )
 }
 
 /// The sign-in form, with the double-submit token.
