@@ -690,3 +690,343 @@ async fn acts_are_refused_when_the_log_cannot_record_them() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(!body(&r).contains("result-count"));
 }
+
+// What an attacker tries against the HTTP stack itself.
+
+fn assert_security_headers(r: &ConsoleResponse, what: &str) {
+    let h = r.headers();
+    assert!(
+        h[header::CONTENT_SECURITY_POLICY]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'"),
+        "{what}"
+    );
+    assert_eq!(h[header::X_FRAME_OPTIONS], "DENY", "{what}");
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{what}");
+    assert_eq!(h[header::CACHE_CONTROL], "no-store", "{what}");
+}
+
+fn with_body(mut r: ConsoleRequest, body: &'static [u8]) -> ConsoleRequest {
+    r.body = Bytes::from_static(body);
+    r
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversize_bodies_are_refused_with_413_before_any_work() {
+    let f = fixture().await;
+    let (cookie, csrf) = sign_in(&f.console).await;
+    let before = admin_actions(f.store.as_ref()).await.len();
+    let pad = "x".repeat(crate::app::MAX_BODY);
+
+    // A valid form, padded past the limit: nothing of it is acted on.
+    let r = f
+        .console
+        .handle(post(
+            "/subject",
+            &cookie,
+            &format!("csrf={csrf}&id_number={ID}&pad={pad}"),
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_security_headers(&r, "413");
+    assert!(!body(&r).contains("access-count"));
+
+    // A sign-in with the right password, padded: no session.
+    let form = f.console.handle(request("/login")).await;
+    let login = cookie_value(&form, LOGIN_COOKIE);
+    let r = f
+        .console
+        .handle(post(
+            "/login",
+            &format!("{LOGIN_COOKIE}={login}"),
+            &format!("csrf={login}&user=admin&password=s3cret-pw&pad={pad}"),
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(set_cookies(&r).is_empty());
+
+    // A declared length over the limit is refused without reading on.
+    let mut r = post("/search", &cookie, &format!("csrf={csrf}"));
+    r.headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("10000000"));
+    let r = f.console.handle(r).await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Just under the limit is still a form.
+    let fits = format!("csrf={csrf}&id_number={ID}&pad=");
+    let fits = format!("{fits}{}", "x".repeat(crate::app::MAX_BODY - fits.len()));
+    let r = f.console.handle(post("/subject", &cookie, &fits)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let actions = admin_actions(f.store.as_ref()).await;
+    assert_eq!(actions.len(), before + 1, "only the report that fits");
+    assert_eq!(
+        actions[0].detail.split(' ').next(),
+        Some("console.subject-report")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_methods_get_405_and_change_nothing() {
+    let f = fixture().await;
+    let (cookie, _) = sign_in(&f.console).await;
+    let before = admin_actions(f.store.as_ref()).await.len();
+    for (method, path) in [
+        // A sign-out link an attacker's page could embed.
+        (Method::GET, "/logout"),
+        (Method::GET, "/integrity/verify"),
+        (Method::PUT, "/search"),
+        (Method::DELETE, "/subject"),
+        (Method::POST, "/overview"),
+        (Method::PATCH, "/login"),
+        (Method::POST, "/integrity/verify/status"),
+    ] {
+        let mut r = get(path, &cookie);
+        r.method = method.clone();
+        let r = f.console.handle(r).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {path}"
+        );
+        assert!(r.headers().contains_key(header::ALLOW), "{method} {path}");
+        assert_security_headers(&r, path);
+        assert!(set_cookies(&r).is_empty(), "{method} {path}");
+    }
+    assert_eq!(admin_actions(f.store.as_ref()).await.len(), before);
+    assert!(!f.console.inner.verify.status_json().contains("running"));
+    // GET /logout did not end the session.
+    let r = f.console.handle(get("/search", &cookie)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_forms_are_refused_and_leave_no_trace() {
+    let f = fixture().await;
+    let (cookie, csrf) = sign_in(&f.console).await;
+    let before = admin_actions(f.store.as_ref()).await.len();
+    for form in [
+        &b"\xff\xfe\x00\x01 not a form"[..],
+        b"csrf",
+        b"csrf=",
+        b"=&=&&==",
+        b"%%%%%%",
+        b"csrf=%zz%ff",
+    ] {
+        let r = f
+            .console
+            .handle(with_body(post("/subject", &cookie, ""), form))
+            .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{form:?}");
+        assert!(!body(&r).contains("access-count"));
+        let r = f
+            .console
+            .handle(with_body(post("/login", "tb_login=", ""), form))
+            .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{form:?}");
+        assert!(
+            set_cookies(&r)
+                .iter()
+                .all(|c| !c.starts_with(SESSION_COOKIE)),
+            "{form:?}"
+        );
+    }
+    // The token with an escape in it, or a byte short, is not the token.
+    for form in [
+        format!("csrf={}%{}", &csrf[..62], &csrf[62..]),
+        format!("csrf={}&id_number={ID}", &csrf[..63]),
+        format!("csrf={csrf}%00&id_number={ID}"),
+    ] {
+        let r = f.console.handle(post("/subject", &cookie, &form)).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{form}");
+    }
+    assert_eq!(admin_actions(f.store.as_ref()).await.len(), before);
+
+    // A right token with a malformed field gets the field's error.
+    let r = f
+        .console
+        .handle(post(
+            "/subject",
+            &cookie,
+            &format!("csrf={csrf}&id_number=%ff%fe"),
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    // Bad escapes in a query string are text, not a crash.
+    let r = f
+        .console
+        .handle(get("/search?department=%zz%ff&kind=%", &cookie))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST, "kind % is no kind");
+    let r = f
+        .console
+        .handle(get("/entry?node=node-a&index=%ff", &cookie))
+        .await;
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn csrf_tokens_are_bound_to_their_session() {
+    let f = fixture().await;
+    let (cookie_a, csrf_a) = sign_in(&f.console).await;
+    let (cookie_b, csrf_b) = sign_in(&f.console).await;
+    assert_ne!(csrf_a, csrf_b);
+    let before = admin_actions(f.store.as_ref()).await.len();
+    for (path, form) in [
+        ("/logout", format!("csrf={csrf_b}")),
+        ("/integrity/verify", format!("csrf={csrf_b}")),
+        ("/search", format!("csrf={csrf_b}&department=police")),
+        ("/search", "department=police".to_owned()),
+        // The sign-in form's token is not a session's.
+        ("/logout", format!("csrf={}", "a".repeat(64))),
+    ] {
+        let r = f.console.handle(post(path, &cookie_a, &form)).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path} {form}");
+    }
+    assert_eq!(admin_actions(f.store.as_ref()).await.len(), before);
+    // Both sessions live on.
+    for cookie in [&cookie_a, &cookie_b] {
+        let r = f.console.handle(get("/search", cookie)).await;
+        assert_eq!(r.status(), StatusCode::OK);
+    }
+
+    // The sign-in's double-submit token must match its own cookie.
+    let form = f.console.handle(request("/login")).await;
+    let login = cookie_value(&form, LOGIN_COOKIE);
+    let r = f
+        .console
+        .handle(post(
+            "/login",
+            &format!("{LOGIN_COOKIE}={login}"),
+            &format!("csrf={}&user=admin&password=s3cret-pw", "b".repeat(64)),
+        ))
+        .await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(
+        set_cookies(&r)
+            .iter()
+            .all(|c| !c.starts_with(SESSION_COOKIE))
+    );
+}
+
+/// Signs in with extra cookies in the request; returns the response.
+async fn sign_in_with(c: &Console, extra_cookie: &str) -> ConsoleResponse {
+    let form = c.handle(request("/login")).await;
+    let login = cookie_value(&form, LOGIN_COOKIE);
+    c.handle(post(
+        "/login",
+        &format!("{LOGIN_COOKIE}={login}; {extra_cookie}"),
+        &format!("csrf={login}&user=admin&password=s3cret-pw"),
+    ))
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_never_adopts_a_session_id_the_browser_brought() {
+    let f = fixture().await;
+    // An id the attacker made up and planted in the victim's browser.
+    let planted = "ab".repeat(32);
+    let r = sign_in_with(&f.console, &format!("{SESSION_COOKIE}={planted}")).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let issued = cookie_value(&r, SESSION_COOKIE);
+    assert_ne!(issued, planted);
+    let r = f
+        .console
+        .handle(get("/search", &format!("{SESSION_COOKIE}={planted}")))
+        .await;
+    assert_eq!(r.headers()[header::LOCATION], "/login");
+
+    // The attacker's own live session, planted: the victim's sign-in ends
+    // it, so the attacker cannot watch what the victim does.
+    let (attacker_cookie, _) = sign_in(&f.console).await;
+    let r = sign_in_with(&f.console, &attacker_cookie).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let issued = cookie_value(&r, SESSION_COOKIE);
+    assert_ne!(format!("{SESSION_COOKIE}={issued}"), attacker_cookie);
+    let r = f.console.handle(get("/search", &attacker_cookie)).await;
+    assert_eq!(r.headers()[header::LOCATION], "/login");
+    let r = f
+        .console
+        .handle(get("/search", &format!("{SESSION_COOKIE}={issued}")))
+        .await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    // The id is the whole secret: its first half alone, or with the
+    // second half guessed, is nobody's session.
+    let guessed = format!("{}{}", &issued[..32], "0".repeat(32));
+    for id in [&issued[..32], guessed.as_str()] {
+        let r = f
+            .console
+            .handle(get("/search", &format!("{SESSION_COOKIE}={id}")))
+            .await;
+        assert_eq!(r.headers()[header::LOCATION], "/login", "{id}");
+    }
+}
+
+/// Tree sizes of the checkpoint rows on an integrity page.
+fn checkpoint_sizes(html: &str) -> Vec<u64> {
+    html.split("<td class=\"num\">")
+        .skip(1)
+        .filter_map(|s| s.split('<').next()?.parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_integrity_page_reads_one_page_of_checkpoints_and_pages_back() {
+    let f = fixture().await;
+    for _ in 0..30 {
+        f.log
+            .append(AuditEntry::new(EntryKind::Lookup, Utc::now()))
+            .await
+            .unwrap();
+        f.log.flush().await.unwrap();
+    }
+    // The store's page agrees with the whole list.
+    let all = f.store.checkpoints("node-a").await.unwrap();
+    assert!(all.len() > 30, "{}", all.len());
+    let page = f
+        .store
+        .checkpoints_page("node-a", Some(all[10].tree_size), 4)
+        .await
+        .unwrap();
+    let want: Vec<u64> = all[6..10].iter().rev().map(|c| c.tree_size).collect();
+    let got: Vec<u64> = page.iter().map(|c| c.tree_size).collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        f.store.checkpoint_count("node-a").await.unwrap(),
+        all.len() as u64
+    );
+
+    let (cookie, _) = sign_in(&f.console).await;
+    let html = body(&f.console.handle(get("/integrity", &cookie)).await);
+    let first = checkpoint_sizes(&html);
+    assert_eq!(first.len(), crate::routes::CHECKPOINTS_SHOWN as usize);
+    assert!(first.windows(2).all(|w| w[0] > w[1]), "newest first");
+    assert!(html.contains(" are shown."), "{html}");
+    let older = html
+        .split("class=\"older\" href=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&");
+    assert_eq!(
+        older,
+        format!("/integrity?node=node-a&below={}", first[first.len() - 1])
+    );
+    let html = body(&f.console.handle(get(&older, &cookie)).await);
+    let second = checkpoint_sizes(&html);
+    assert!(!second.is_empty());
+    assert!(second.iter().all(|s| *s < first[first.len() - 1]));
+    assert!(html.contains("« 最新 Newest"));
+    let actions = admin_actions(f.store.as_ref()).await;
+    assert_eq!(
+        actions[0].detail,
+        format!(
+            "console.integrity node=node-a below={}",
+            first[first.len() - 1]
+        )
+    );
+}
