@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use maud::{Markup, html};
 use tongban_audit::{InclusionProof, LoggedEntry};
 
-use super::{Frame, page};
+use super::layout::{Frame, page};
 use crate::time::format_time;
 
 /// What became of the entry's inclusion proof.

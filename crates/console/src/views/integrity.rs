@@ -3,7 +3,7 @@
 use maud::{Markup, html};
 use tongban_audit::store::{LogState, StoredCheckpoint};
 
-use super::{Frame, csrf_field, page};
+use super::layout::{Frame, csrf_field, page};
 use crate::time::format_time;
 use crate::url::url_encode;
 use crate::verify_job::VerifyStatus;

@@ -3,7 +3,7 @@
 use chrono::{DateTime, TimeDelta, Utc};
 use maud::{Markup, html};
 
-use super::{Frame, page};
+use super::layout::{Frame, page};
 use crate::overview::{HOURS, MAX_ENTRIES_PER_KIND, Stats, percentile, rate};
 use crate::time::cst;
 

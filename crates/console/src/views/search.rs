@@ -3,7 +3,7 @@
 use maud::{Markup, html};
 use tongban_audit::{EntryKind, LoggedEntry};
 
-use super::{Frame, csrf_field, entry_link, outcome_cell, page};
+use super::layout::{Frame, csrf_field, entry_link, outcome_cell, page};
 use crate::filter::TEXT_FILTERS;
 use crate::time::format_time;
 use crate::url::{param, url_encode};

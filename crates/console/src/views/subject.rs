@@ -4,7 +4,7 @@ use chrono::Utc;
 use maud::{Markup, html};
 use tongban_audit::SubjectReport;
 
-use super::{Frame, csrf_field, entry_link, outcome_cell, page};
+use super::layout::{Frame, csrf_field, entry_link, outcome_cell, page};
 use crate::time::format_time;
 
 const TITLE: &str = "个人报告 Subject report";
