@@ -23,6 +23,7 @@ use tower::ServiceExt;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
 
 use crate::routes;
 use crate::state::Console;
@@ -116,8 +117,8 @@ impl Console {
         router.with_state(self.clone())
     }
 
-    /// Answers one request, with the security headers on every response.
-    #[tracing::instrument(skip_all, fields(method = %request.method, path = %request.path))]
+    /// Answers one request as the listener would (every middleware
+    /// applied), without a connection.
     pub async fn handle(&self, request: ConsoleRequest) -> ConsoleResponse {
         let uri = if request.query.is_empty() {
             request.path
@@ -152,18 +153,30 @@ async fn full(response: Response) -> ConsoleResponse {
     hyper::Response::from_parts(parts, Full::new(bytes))
 }
 
+/// Refuses a request for another host before anything else looks at it;
+/// the span names the method and path only (a query may hold a
+/// pseudonym).
 async fn require_allowed_host(
     State(console): State<Console>,
     request: Request,
     next: Next,
 ) -> Response {
-    let authority = request.uri().authority().map(|a| a.as_str());
-    if console.host_allowed(authority, request.headers()) {
-        next.run(request).await
-    } else {
-        tracing::debug!("console request refused: Host header missing or not allowed");
-        misdirected()
+    let span = tracing::debug_span!(
+        "console_request",
+        method = %request.method(),
+        path = %request.uri().path()
+    );
+    async move {
+        let authority = request.uri().authority().map(|a| a.as_str());
+        if console.host_allowed(authority, request.headers()) {
+            next.run(request).await
+        } else {
+            tracing::debug!("console request refused: Host header missing or not allowed");
+            misdirected()
+        }
     }
+    .instrument(span)
+    .await
 }
 
 /// 421: this server does not answer for the host the request named. Plain
