@@ -1,7 +1,8 @@
 //! tongban's administrators' web console.
 //!
-//! Server-rendered HTML over HTTP/1.1 (axum on hyper, maud templates), meant for loopback or a management
-//! network: Argon2 password sign-in, sessions with idle and absolute expiry,
+//! Server-rendered HTML over HTTP/1.1 (axum and tower-http on hyper, maud
+//! templates), meant for loopback or a management network: Argon2 password
+//! sign-in, sessions with idle and absolute expiry,
 //! CSRF tokens on every form, strict security headers (no inline script),
 //! every asset embedded. Pages: overview (charts), search, entry detail with
 //! its inclusion proof, subject report (printable), integrity (checkpoints and
@@ -26,7 +27,9 @@
 //!
 //! Embedding it elsewhere: build a [`ConsoleBackend`] (store, pseudonymiser,
 //! the node's `AuditLog`, pinned keys), then [`Console::new`] and
-//! [`ConsoleServer::bind`], or feed requests to [`Console::handle`].
+//! [`ConsoleServer::bind`]; or mount [`Console::router`] in another axum
+//! server (it carries every middleware but the connection limits), or feed
+//! requests to [`Console::handle`].
 //!
 //! # Layers
 //!
