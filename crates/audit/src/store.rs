@@ -205,6 +205,30 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
     /// All checkpoints by increasing tree size.
     fn checkpoints<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Vec<StoredCheckpoint>>;
     fn latest_checkpoint<'a>(&'a self, node: &'a str) -> StoreFuture<'a, Option<StoredCheckpoint>>;
+    /// How many checkpoints `node` has. (The default reads them all; the
+    /// SQL stores count.)
+    fn checkpoint_count<'a>(&'a self, node: &'a str) -> StoreFuture<'a, u64> {
+        Box::pin(async move { Ok(self.checkpoints(node).await?.len() as u64) })
+    }
+    /// Up to `limit` checkpoints with a tree size below `below` (any when
+    /// `None`), newest first: one page of them. (The default reads them
+    /// all; the SQL stores read only the page.)
+    fn checkpoints_page<'a>(
+        &'a self,
+        node: &'a str,
+        below: Option<u64>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<StoredCheckpoint>> {
+        Box::pin(async move {
+            let all = self.checkpoints(node).await?;
+            Ok(all
+                .into_iter()
+                .rev()
+                .filter(|cp| below.is_none_or(|b| cp.tree_size < b))
+                .take(limit as usize)
+                .collect())
+        })
+    }
     /// Up to `limit` entries with index >= `from`, ascending.
     fn scan<'a>(
         &'a self,
@@ -539,6 +563,40 @@ macro_rules! impl_common_store {
                         "SELECT tree_size, root, time_us, note FROM audit_checkpoints WHERE node = $1 ORDER BY tree_size",
                     )
                     .bind(node)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter().map(row_to_checkpoint).collect()
+                })
+            }
+
+            fn checkpoint_count<'a>(&'a self, node: &'a str) -> StoreFuture<'a, u64> {
+                Box::pin(async move {
+                    use sqlx::Row;
+                    let count: i64 =
+                        sqlx::query("SELECT COUNT(*) FROM audit_checkpoints WHERE node = $1")
+                            .bind(node)
+                            .fetch_one(&self.pool)
+                            .await?
+                            .try_get(0)?;
+                    to_u64(count)
+                })
+            }
+
+            fn checkpoints_page<'a>(
+                &'a self,
+                node: &'a str,
+                below: Option<u64>,
+                limit: u32,
+            ) -> StoreFuture<'a, Vec<StoredCheckpoint>> {
+                Box::pin(async move {
+                    // A bound beyond every storable size is no bound.
+                    let below = below.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+                    let rows = sqlx::query(
+                        "SELECT tree_size, root, time_us, note FROM audit_checkpoints WHERE node = $1 AND tree_size < $2 ORDER BY tree_size DESC LIMIT $3",
+                    )
+                    .bind(node)
+                    .bind(below)
+                    .bind(i64::from(limit))
                     .fetch_all(&self.pool)
                     .await?;
                     rows.iter().map(row_to_checkpoint).collect()

@@ -966,3 +966,71 @@ async fn a_log_of_v1_then_v2_entries_verifies() {
         v1_then_v2_entries(b).await;
     }
 }
+
+async fn checkpoint_pages(b: Backend) {
+    let db = TestDb::new(b).await;
+    let log = open_log(db.store.clone(), "n1").await;
+    for i in 0..12 {
+        log.append(entry(i, Utc::now())).await.unwrap();
+        log.flush().await.unwrap();
+    }
+    log.shutdown().await.unwrap();
+    let store = db.store.as_ref();
+    let all = store.checkpoints("n1").await.unwrap();
+    assert!(all.len() >= 12, "{}", all.len());
+    assert_eq!(
+        store.checkpoint_count("n1").await.unwrap(),
+        all.len() as u64
+    );
+    let sizes = |cps: Vec<tongban_audit::store::StoredCheckpoint>| -> Vec<u64> {
+        cps.iter().map(|c| c.tree_size).collect()
+    };
+    let newest_first = |from: usize, to: usize| -> Vec<u64> {
+        all[from..to].iter().rev().map(|c| c.tree_size).collect()
+    };
+    let n = all.len();
+    assert_eq!(
+        sizes(store.checkpoints_page("n1", None, 5).await.unwrap()),
+        newest_first(n - 5, n)
+    );
+    assert_eq!(
+        sizes(
+            store
+                .checkpoints_page("n1", Some(all[7].tree_size), 3)
+                .await
+                .unwrap()
+        ),
+        newest_first(4, 7)
+    );
+    assert_eq!(
+        sizes(
+            store
+                .checkpoints_page("n1", Some(u64::MAX), 1000)
+                .await
+                .unwrap()
+        ),
+        newest_first(0, n)
+    );
+    assert!(
+        store
+            .checkpoints_page("n1", Some(all[0].tree_size), 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .checkpoints_page("n2", None, 5)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.checkpoint_count("n2").await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_read_a_page_at_a_time_newest_first() {
+    for b in BACKENDS {
+        checkpoint_pages(b).await;
+    }
+}

@@ -65,7 +65,9 @@ impl NodeConfig {
             .iter()
             .map(|(key, kind)| EnvKey::new(*key, *kind))
             .collect();
-        applied.extend(apply_env_overrides(&mut document, &keys, vars).map_err(invalid)?);
+        applied.extend(
+            apply_env_overrides(&mut document, &keys, vars).map_err(|e| invalid(e.to_string()))?,
+        );
         let table = document
             .remove("console")
             .unwrap_or_else(|| toml::Value::Table(toml::Table::new()));

@@ -8,6 +8,7 @@ use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Argon2, PasswordHash};
 use rand::RngCore;
+use subtle::ConstantTimeEq;
 
 /// Hashes `password` with Argon2id and a random salt (PHC string format).
 pub fn hash_password(password: &str) -> Result<String, argon2::password_hash::Error> {
@@ -34,13 +35,10 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
-/// Compares without an early exit, so timing reveals nothing of a token.
+/// Whether two secrets (session ids, CSRF tokens) are equal, in time that
+/// depends on their lengths only, so timing reveals nothing of a token.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// A signed-in administrator.
@@ -49,8 +47,21 @@ pub struct Session {
     pub user: String,
     /// Every form of this session carries it.
     pub csrf: String,
+    /// The second half of the session id, compared in constant time.
+    secret: String,
     created: Instant,
     last_seen: Instant,
+}
+
+/// A session id is 64 hex digits: the first half finds the session in the
+/// map (a lookup whose timing may depend on the key, so that half is not
+/// secret on its own), the second half is the secret that is compared in
+/// constant time.
+fn split_id(id: &str) -> Option<(&str, &str)> {
+    if id.len() != 64 || !id.is_ascii() {
+        return None;
+    }
+    Some(id.split_at(32))
 }
 
 /// Most sessions held at once; beyond it the oldest is dropped.
@@ -80,9 +91,14 @@ impl Sessions {
 
     fn create_at(&self, user: &str, now: Instant) -> String {
         let id = random_token();
+        let Some((handle, secret)) = split_id(&id) else {
+            // random_token() is 64 hex digits, which split_id accepts.
+            return id;
+        };
         let session = Session {
             user: user.to_owned(),
             csrf: random_token(),
+            secret: secret.to_owned(),
             created: now,
             last_seen: now,
         };
@@ -96,7 +112,7 @@ impl Sessions {
         {
             map.remove(&oldest);
         }
-        map.insert(id.clone(), session);
+        map.insert(handle.to_owned(), session);
         id
     }
 
@@ -106,19 +122,32 @@ impl Sessions {
     }
 
     fn get_at(&self, id: &str, now: Instant) -> Option<Session> {
+        let (handle, secret) = split_id(id)?;
         let mut map = self.lock();
-        let expired = self.expired(map.get(id)?, now);
-        if expired {
-            map.remove(id);
+        let session = map.get_mut(handle)?;
+        if !constant_time_eq(&session.secret, secret) {
             return None;
         }
-        let session = map.get_mut(id)?;
+        if self.expired(session, now) {
+            map.remove(handle);
+            return None;
+        }
         session.last_seen = now;
         Some(session.clone())
     }
 
+    /// Ends the session `id` (nothing happens for an id that is not one).
     pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
+        let Some((handle, secret)) = split_id(id) else {
+            return;
+        };
+        let mut map = self.lock();
+        if map
+            .get(handle)
+            .is_some_and(|s| constant_time_eq(&s.secret, secret))
+        {
+            map.remove(handle);
+        }
     }
 
     fn expired(&self, s: &Session, now: Instant) -> bool {
@@ -430,6 +459,19 @@ mod tests {
             sessions.create("b");
         }
         assert!(sessions.lock().len() <= MAX_SESSIONS);
+    }
+
+    #[test]
+    fn a_session_id_with_the_right_handle_and_a_forged_secret_is_refused() {
+        let sessions = Sessions::new(Duration::from_secs(60), Duration::from_secs(300));
+        let id = sessions.create("admin");
+        let forged = format!("{}{}", &id[..32], "0".repeat(32));
+        assert!(sessions.get(&forged).is_none());
+        sessions.remove(&forged);
+        assert!(sessions.get(&id).is_some(), "a forged id ends nothing");
+        for odd in ["", &id[..63], &format!("{id}0"), &"é".repeat(32)] {
+            assert!(sessions.get(odd).is_none(), "{odd:?}");
+        }
     }
 
     /// Limits whose global budget never runs out, to test names alone.

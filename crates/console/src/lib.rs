@@ -1,7 +1,8 @@
 //! tongban's administrators' web console.
 //!
-//! Server-rendered HTML over HTTP/1.1, meant for loopback or a management
-//! network: Argon2 password sign-in, sessions with idle and absolute expiry,
+//! Server-rendered HTML over HTTP/1.1 (axum and tower-http on hyper, maud
+//! templates), meant for loopback or a management network: Argon2 password
+//! sign-in, sessions with idle and absolute expiry,
 //! CSRF tokens on every form, strict security headers (no inline script),
 //! every asset embedded. Pages: overview (charts), search, entry detail with
 //! its inclusion proof, subject report (printable), integrity (checkpoints and
@@ -26,20 +27,48 @@
 //!
 //! Embedding it elsewhere: build a [`ConsoleBackend`] (store, pseudonymiser,
 //! the node's `AuditLog`, pinned keys), then [`Console::new`] and
-//! [`ConsoleServer::bind`], or feed requests to [`Console::handle`].
+//! [`ConsoleServer::bind`]; or mount [`Console::router`] in another axum
+//! server (it carries every middleware but the connection limits), or feed
+//! requests to [`Console::handle`].
+//!
+//! # Layers
+//!
+//! Each module uses only those in the layers below it, never one above:
+//!
+//! 1. `server`: the listener, connection limits and timeouts; serves
+//!    [`Console::router`].
+//! 2. `app`: the axum router and its middleware (security headers, `Host`
+//!    allow-list, deadline, body limit); [`Console::handle`].
+//! 3. `routes`: the handlers, and the extractors that check the session
+//!    and the CSRF token before a handler runs.
+//! 4. `views`: maud templates. They take what was read and return HTML;
+//!    they never see a request, the store or the log.
+//! 5. `state` ([`Console`]) over the model: `backend` (store, log, keys;
+//!    recording an act), `auth` (passwords, sessions, throttle), `filter`,
+//!    `overview` (traffic numbers), `verify_job`, `config`, `text`,
+//!    `time`, `url`. The model knows nothing of HTTP or HTML.
 
 mod app;
 pub mod auth;
+mod backend;
 pub mod config;
-pub mod html;
+mod filter;
 mod overview;
-mod pages;
+mod routes;
 mod server;
+mod state;
 pub mod text;
+mod time;
+mod url;
 mod verify_job;
+mod views;
 
-pub use app::{Console, ConsoleBackend, ConsoleError, ConsoleRequest, ConsoleResponse};
+#[cfg(test)]
+mod tests;
+
+pub use app::{ConsoleRequest, ConsoleResponse};
 pub use auth::{hash_password, verify_password};
+pub use backend::{ConsoleBackend, ConsoleError};
 pub use config::{ConsoleSettings, DEFAULT_CONSOLE_ADDR};
-pub use html::escape_html;
 pub use server::ConsoleServer;
+pub use state::Console;

@@ -1,25 +1,32 @@
-//! The console's own HTTP/1.1 listener.
+//! The console's listener: accepts connections and hands each to hyper's
+//! HTTP/1.1 server, which runs the axum router (`Console::router`).
+//!
+//! Why not `axum::serve`: it offers no way to bound how long a client may
+//! take to send its request head, nor how many connections are open, nor
+//! how long one lives; with it, a few clients that open connections and
+//! send nothing (slowloris) would hold the console forever. So this loop
+//! stays, and only it: requests, bodies, limits and routing are axum's and
+//! tower-http's.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
 use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, oneshot};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::app::{Console, ConsoleError, ConsoleRequest, ConsoleResponse};
+use crate::backend::ConsoleError;
+use crate::state::Console;
 
+/// Connections served at once; beyond it, new ones are closed at once.
 const MAX_CONNECTIONS: usize = 64;
-const MAX_BODY: usize = 64 * 1024;
+/// A client must have sent its whole request head within this.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A kept-alive connection is closed after this, however busy.
 const CONNECTION_LIFETIME: Duration = Duration::from_secs(600);
 
 /// A running console listener.
@@ -85,6 +92,7 @@ impl Drop for ConsoleServer {
 
 async fn accept_loop(listener: TcpListener, console: Console, mut stopped: oneshot::Receiver<()>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let service = TowerToHyperService::new(console.router());
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -102,12 +110,8 @@ async fn accept_loop(listener: TcpListener, console: Console, mut stopped: onesh
                 let Ok(slot) = slots.clone().try_acquire_owned() else {
                     continue;
                 };
-                let console = console.clone();
+                let service = service.clone();
                 connections.spawn(async move {
-                    let service = service_fn(move |request| {
-                        let console = console.clone();
-                        async move { Ok::<_, Infallible>(serve_one(&console, request).await) }
-                    });
                     let connection = http1::Builder::new()
                         .timer(TokioTimer::new())
                         .header_read_timeout(HEADER_READ_TIMEOUT)
@@ -121,32 +125,4 @@ async fn accept_loop(listener: TcpListener, console: Console, mut stopped: onesh
         }
     }
     connections.shutdown().await;
-}
-
-async fn serve_one(console: &Console, request: Request<Incoming>) -> ConsoleResponse {
-    let (mut parts, body) = request.into_parts();
-    // An absolute-form target (`GET http://host/path`) names the host the
-    // client means, whatever `Host` says (RFC 9112, 3.2.2): check that one.
-    if let Some(authority) = parts.uri.authority()
-        && let Ok(host) = hyper::header::HeaderValue::from_str(authority.as_str())
-    {
-        parts.headers.insert(hyper::header::HOST, host);
-    }
-    let body = match Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => {
-            let mut r = Response::new(Full::new(Bytes::from_static(b"request too large\n")));
-            *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
-            return r;
-        }
-    };
-    console
-        .handle(ConsoleRequest {
-            method: parts.method,
-            path: parts.uri.path().to_owned(),
-            query: parts.uri.query().unwrap_or_default().to_owned(),
-            headers: parts.headers,
-            body,
-        })
-        .await
 }

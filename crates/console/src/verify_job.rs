@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use tongban_audit::{Severity, VerifyOptions};
 
-use crate::app::Console;
+use crate::backend::{AdminAct, ConsoleBackend};
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct VerifyStatus {
@@ -65,7 +65,7 @@ impl VerifyJob {
     }
 
     /// Starts a verification unless one is running; false if one was.
-    pub fn start(&self, console: &Console, user: &str) -> bool {
+    pub fn start(&self, backend: &ConsoleBackend, user: &str) -> bool {
         {
             let mut s = lock(&self.status);
             if s.state == "running" {
@@ -79,11 +79,10 @@ impl VerifyJob {
             };
         }
         let status = self.status.clone();
-        let console = console.clone();
+        let backend = backend.clone();
         let user = user.to_owned();
         tokio::spawn(async move {
             let started = Instant::now();
-            let backend = console.backend();
             let progress_status = status.clone();
             let mut progress = move |p: tongban_audit::Progress<'_>| {
                 let mut s = lock(&progress_status);
@@ -151,8 +150,8 @@ impl VerifyJob {
                 }
                 detail = format!("result={} {}", s.state, s.message);
             }
-            if let Err(e) = console
-                .record(&user, "console.verify-finished", detail, None, None)
+            if let Err(e) = backend
+                .record(AdminAct::new(&user, "console.verify-finished").detail(detail))
                 .await
             {
                 tracing::error!(error = %e, "cannot log the end of a verification");
