@@ -790,8 +790,10 @@ async fn honest_caller_under_attack(intensity: Intensity) {
     let before = log_size(&local).await;
 
     let attack = Attack::start(&local, intensity).await;
+    let attacked = std::time::Instant::now();
     let mut loaded = honest_lookups(&local, honest).await;
     let counts = attack.stop().await;
+    let seconds = attacked.elapsed().as_secs_f64() + 1.0; // with the start-up
     let grown = log_size(&local).await - before;
 
     let ejections: u64 = local
@@ -814,6 +816,18 @@ async fn honest_caller_under_attack(intensity: Intensity) {
     assert!(
         grown >= honest as u64 && grown <= most,
         "the log grew by {grown}, expected {honest}..={most}: {counts:?}"
+    );
+    // However fast they send, the attackers' entries are bounded by their
+    // budgets: the hotline's admitted requests (burst 400, 200/s) and each
+    // attacker's recorded refusals (burst 100, 50/s).
+    let limits = tongban_core::Limits::default();
+    let budget = |burst: u32, rate: f64| f64::from(burst) + rate * seconds;
+    let bound = honest as f64
+        + budget(limits.burst, limits.requests_per_second)
+        + 2.0 * budget(limits.refusal_burst, limits.refusals_per_second);
+    assert!(
+        (grown as f64) <= bound,
+        "the log grew by {grown} in {seconds:.1} s, over the attackers' budgets ({bound:.0}): {counts:?}"
     );
     // And the departments serve everyone at once afterwards.
     honest_lookups(&local, 5).await;

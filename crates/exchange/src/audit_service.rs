@@ -95,6 +95,9 @@ impl AuditService {
                 (detail, decision)
             }
         };
+        if decision.is_err() {
+            self.exchange.wait_refusal_turn(&call).await?;
+        }
         let mut entry = AuditEntry::new(EntryKind::AdminAction, call.time);
         entry.caller_org = call.caller.org.to_string();
         entry.caller_unit = call.caller.unit.clone();

@@ -89,6 +89,12 @@ pub enum ExchangeError {
     #[error("audit log unavailable, nothing released")]
     AuditUnavailable(#[source] Box<AuditSinkError>),
     /// The detail is for the log only.
+    /// The call's deadline passed while its refusal waited for the caller's
+    /// refusal budget (`limits::RefusalPacer`); not recorded.
+    #[error(
+        "deadline passed while this caller's refused calls waited their turn; slow down, fewer than {per_second}/s are answered"
+    )]
+    RefusalsPaced { per_second: f64 },
     #[error("internal error")]
     Internal(String),
     /// This node writes no audit log it could prove receipts from.
@@ -138,9 +144,9 @@ impl ExchangeError {
             | Self::DepartmentOverloaded { .. }
             | Self::CallerShareExhausted { .. } => Code::ResourceExhausted,
             Self::DepartmentUnavailable { .. } | Self::AuditUnavailable(_) => Code::Unavailable,
-            Self::DepartmentTimeout { .. } | Self::DeadlineTooShort { .. } => {
-                Code::DeadlineExceeded
-            }
+            Self::DepartmentTimeout { .. }
+            | Self::DeadlineTooShort { .. }
+            | Self::RefusalsPaced { .. } => Code::DeadlineExceeded,
             Self::Department { status, .. } => status.code(),
             Self::BadAnswer { .. } | Self::Internal(_) => Code::Internal,
             Self::NoAuditProofs => Code::Unimplemented,
@@ -174,6 +180,7 @@ impl ExchangeError {
             Self::DepartmentOverloaded { .. } => "DEPARTMENT_OVERLOADED".into(),
             Self::CallerShareExhausted { .. } => "CALLER_SHARE_EXHAUSTED".into(),
             Self::DeadlineTooShort { .. } => "DEADLINE_TOO_SHORT".into(),
+            Self::RefusalsPaced { .. } => "REFUSALS_PACED".into(),
             Self::Department { status, .. } => status
                 .get_details_error_info()
                 .map(|i| i.reason)

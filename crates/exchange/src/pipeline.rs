@@ -37,7 +37,7 @@ use tracing::Instrument;
 
 use crate::auth::Authenticator;
 use crate::error::ExchangeError;
-use crate::limits::RateLimiter;
+use crate::limits::{RateLimiter, RefusalPacer};
 use crate::routing::Departments;
 
 /// What the audit log is told about one evidence request, or one refused
@@ -233,6 +233,7 @@ struct Inner {
     policy: ArcSwap<Policy>,
     departments: Departments,
     limiter: RateLimiter,
+    pacer: RefusalPacer,
     audit: Arc<dyn AuditSink>,
     metrics: Metrics,
 }
@@ -253,6 +254,7 @@ impl Exchange {
                 policy: ArcSwap::from_pointee(policy),
                 departments,
                 limiter: RateLimiter::default(),
+                pacer: RefusalPacer::default(),
                 audit,
                 metrics,
             }),
@@ -378,6 +380,27 @@ impl Exchange {
         }
     }
 
+    /// Waits until a refusal of this call's caller may be recorded (see
+    /// `RefusalPacer`); `Err` when the call's deadline passed first, and
+    /// then the refusal is not recorded.
+    pub async fn wait_refusal_turn(&self, call: &Call) -> Result<(), ExchangeError> {
+        let limits = call.policy.limits();
+        let deadline = call.deadline.map(tokio::time::Instant::from_std);
+        if self
+            .inner
+            .pacer
+            .wait_turn(&call.caller, limits, deadline)
+            .await
+        {
+            Ok(())
+        } else {
+            tracing::debug!(caller = %call.caller, "refusal not recorded: its deadline passed while it waited its turn");
+            Err(ExchangeError::RefusalsPaced {
+                per_second: limits.refusals_per_second,
+            })
+        }
+    }
+
     /// A `Lookup`: validate, charge, then the evidence path.
     pub async fn lookup(&self, call: Call, asked: LookupAsked) -> Result<Released, Refused> {
         let request = match validate_lookup(&asked) {
@@ -500,6 +523,12 @@ impl Exchange {
         facts: &RefusalFacts,
         error: ExchangeError,
     ) -> Refused {
+        if let Err(paced) = self.wait_refusal_turn(call).await {
+            return Refused {
+                error: paced,
+                receipt: None,
+            };
+        }
         // Denials were counted where they were decided (`granted_matter`).
         let event = AuditEvent {
             time: call.time,
