@@ -111,8 +111,8 @@ impl RefusalPacer {
         deadline: Option<tokio::time::Instant>,
     ) -> bool {
         let gate = self.gate(caller, limits);
-        let until = deadline
-            .unwrap_or_else(|| tokio::time::Instant::now() + REFUSAL_WAIT_WITHOUT_DEADLINE);
+        let until =
+            deadline.unwrap_or_else(|| tokio::time::Instant::now() + REFUSAL_WAIT_WITHOUT_DEADLINE);
         // The fair (FIFO) tokio mutex is the queue: a waiter that is dropped
         // leaves it, holding nothing.
         let Ok(mut bucket) = tokio::time::timeout_at(until, gate.lock()).await else {
@@ -129,8 +129,8 @@ impl RefusalPacer {
         };
         refill(&mut bucket);
         if bucket.tokens < 1.0 {
-            let ready = tokio::time::Instant::now()
-                + Duration::from_secs_f64((1.0 - bucket.tokens) / rate);
+            let ready =
+                tokio::time::Instant::now() + Duration::from_secs_f64((1.0 - bucket.tokens) / rate);
             // Cancelled here, the waiter has taken nothing: the bucket is
             // only charged below.
             tokio::time::sleep_until(ready.min(until)).await;
@@ -219,7 +219,10 @@ mod tests {
     /// Equal up to the timer's millisecond granularity.
     fn assert_near(actual: Duration, expected: Duration) {
         let diff = actual.abs_diff(expected);
-        assert!(diff <= Duration::from_millis(2), "{actual:?} is not {expected:?}");
+        assert!(
+            diff <= Duration::from_millis(2),
+            "{actual:?} is not {expected:?}"
+        );
     }
 
     fn caller(unit: &str) -> Caller {
@@ -268,8 +271,12 @@ mod tests {
         let order = Arc::new(Mutex::new(Vec::new()));
         let mut waiters = tokio::task::JoinSet::new();
         for n in 0..3 {
-            let (pacer, limits, flooder, order) =
-                (pacer.clone(), limits.clone(), flooder.clone(), order.clone());
+            let (pacer, limits, flooder, order) = (
+                pacer.clone(),
+                limits.clone(),
+                flooder.clone(),
+                order.clone(),
+            );
             waiters.spawn(async move {
                 assert!(pacer.wait_turn(&flooder, &limits, None).await);
                 order.lock().unwrap().push((n, tokio::time::Instant::now()));

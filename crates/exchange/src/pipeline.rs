@@ -385,7 +385,12 @@ impl Exchange {
     /// then the refusal is not recorded.
     pub async fn wait_refusal_turn(&self, call: &Call) -> Result<(), ExchangeError> {
         let limits = call.policy.limits();
-        let deadline = call.deadline.map(tokio::time::Instant::from_std);
+        // Stop waiting with a tenth of the caller's time left, so the answer
+        // reaches it before its own timeout does.
+        let deadline = call.deadline.map(|deadline| {
+            let budget = deadline.saturating_duration_since(call.started);
+            tokio::time::Instant::from_std(deadline - budget / 10)
+        });
         if self
             .inner
             .pacer
