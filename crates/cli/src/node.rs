@@ -125,7 +125,7 @@ impl Node {
 
 /// Starts the exchange node, then its console when `[console]` asks for it.
 pub async fn start(config: NodeConfig, options: StartOptions) -> anyhow::Result<Node> {
-    let exchange = tongban_exchange::start_with(config.exchange.clone(), options).await?;
+    let exchange = tongban_exchange::start(config.exchange.clone(), options).await?;
     // Like the metrics, a console that cannot start must not stop the node.
     let console = match start_console(&config, &exchange).await {
         Ok(console) => console,

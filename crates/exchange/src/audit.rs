@@ -119,27 +119,6 @@ pub enum OpenStoreError {
     },
 }
 
-// Bridges for the callers that still report errors as text: the
-// configuration loader (`config.rs`) and the console's start-up
-// (`console.rs`). Remove each once its caller has a typed error.
-impl From<AuditSettingsError> for String {
-    fn from(e: AuditSettingsError) -> Self {
-        e.to_string()
-    }
-}
-
-impl From<OpenStoreError> for String {
-    fn from(e: OpenStoreError) -> Self {
-        e.to_string()
-    }
-}
-
-impl From<SubjectKeyError> for String {
-    fn from(e: SubjectKeyError) -> Self {
-        e.to_string()
-    }
-}
-
 /// How often the exchange prunes entries past their retention.
 pub const RETENTION_SWEEP_EVERY: Duration = Duration::from_secs(24 * 3600);
 

@@ -34,7 +34,7 @@ pub use pipeline::{
 };
 pub use routing::{Department, Departments, Resilience};
 pub use server::{
-    EXCHANGE_HEALTH_SERVICE, ExchangeHandle, StartError, StartOptions, department_health_service,
-    start, start_with, start_with_audit, start_with_audit_options,
+    AuditOverride, DepartmentError, EXCHANGE_HEALTH_SERVICE, ExchangeHandle, StartError,
+    StartOptions, department_health_service, start,
 };
 pub use service::ExchangeService;
