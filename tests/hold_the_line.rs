@@ -785,7 +785,11 @@ impl Attack {
                         let mut n = 0u64;
                         while going() {
                             tick.tick().await;
-                            let size = if n.is_multiple_of(2) { 10_000 } else { 3_900_000 };
+                            let size = if n.is_multiple_of(2) {
+                                10_000
+                            } else {
+                                3_900_000
+                            };
                             n += 1;
                             sent.fetch_add(1, Ordering::Relaxed);
                             let result = intruder

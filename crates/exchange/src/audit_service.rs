@@ -10,7 +10,6 @@
 
 use std::pin::Pin;
 
-use chrono::{DateTime, Utc};
 use prost::Message;
 use tokio_stream::Stream;
 use tongban_audit::{AuditEntry, Cursor, EntryKind, PageRequest, SearchFilter};
@@ -180,7 +179,7 @@ impl AuditService {
         let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let time = |t: Option<&prost_types::Timestamp>| {
             t.map(|t| {
-                DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                tongban_proto::convert::time_of(t)
                     .ok_or_else(|| ExchangeError::invalid("filter", "timestamp out of range"))
             })
             .transpose()
