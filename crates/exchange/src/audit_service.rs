@@ -112,7 +112,7 @@ impl AuditService {
             entry.outcome_reason = e.reason().into_owned();
         }
         entry.latency_us = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        entry.trace_id = tongban_telemetry::current_trace_id();
+        entry.trace_id = call.trace_id.clone();
         entry.policy_version = call.policy.version().to_owned();
         if let Err(e) = self.reader.log().append(entry).await {
             tracing::error!(error = %e, "cannot log an administrator's act; refusing it");

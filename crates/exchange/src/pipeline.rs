@@ -135,8 +135,9 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
 }
 
 /// One call as the exchange handles it: who is calling, under which policy,
-/// until when. Built once per call by [`Exchange::begin`], so the whole call
-/// is decided by one policy snapshot even if the policy is reloaded midway.
+/// until when, in which trace. Built once per call by [`Exchange::begin`],
+/// so the whole call is decided by one policy snapshot even if the policy
+/// is reloaded midway, and every entry it leaves names the same trace.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub caller: Caller,
@@ -144,6 +145,8 @@ pub struct Call {
     pub deadline: Option<Instant>,
     pub started: Instant,
     pub time: DateTime<Utc>,
+    /// The W3C trace id of the call's server span (empty without one).
+    pub trace_id: String,
 }
 
 /// A case as a caller sent it, before validation.
@@ -347,6 +350,7 @@ impl Exchange {
             deadline,
             started: Instant::now(),
             time: Utc::now(),
+            trace_id: tongban_telemetry::current_trace_id(),
         })
     }
 
@@ -553,7 +557,7 @@ impl Exchange {
             outcome_code: error.code() as i32,
             outcome_reason: error.reason().into_owned(),
             latency: call.started.elapsed(),
-            trace_id: tongban_telemetry::current_trace_id(),
+            trace_id: call.trace_id.clone(),
             released: Vec::new(),
             policy_version: call.policy.version().to_owned(),
             detail: facts.detail.clone(),
@@ -671,7 +675,7 @@ impl Exchange {
                 Err(e) => e.reason().into_owned(),
             },
             latency: started.elapsed(),
-            trace_id: tongban_telemetry::current_trace_id(),
+            trace_id: call.trace_id.clone(),
             released: match &outcome {
                 Ok(ev) => ev
                     .fields
