@@ -17,8 +17,9 @@ use tongban_proto::v1::{self as pb, AuditReceipt};
 use tongban_telemetry::Metrics;
 
 use crate::error::ExchangeError;
+use crate::error::AuditSinkError;
 use crate::pipeline::{
-    AuditEvent, AuditFuture, AuditKind, AuditSink, AuditSinkError, PolicyChange, ProbeFuture,
+    AuditEvent, AuditFuture, AuditKind, AuditSink, PolicyChange, ProbeFuture,
 };
 use crate::wire::inclusion_to_proto;
 

@@ -26,7 +26,8 @@ use tonic::{Request, Response, Status};
 pub use crate::audit::AuditReader;
 use crate::auth::Authenticator;
 use crate::error::ExchangeError;
-use crate::pipeline::{AuditSinkError, Exchange};
+use crate::error::AuditSinkError;
+use crate::pipeline::Exchange;
 use crate::wire::record_to_proto;
 
 /// The `Audit` gRPC service.

@@ -5,14 +5,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use prost::Message;
-use tongban_audit::AuditError;
+use tongban_audit::{AuditError, StoreError};
 use tongban_core::{Denial, FieldViolation};
 use tongban_proto::google::rpc::Status as RpcStatus;
 use tongban_proto::v1::AuditReceipt;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::pipeline::AuditSinkError;
 
 /// The `ErrorInfo.domain` of every tongban error.
 pub const ERROR_DOMAIN: &str = "tongban.gov";
@@ -25,6 +24,25 @@ const OVERLOAD_RETRY_AFTER: Duration = Duration::from_millis(100);
 /// on; what went wrong inside (transport and OS errors, endpoint addresses,
 /// database errors) is kept in the variant for the log, see
 /// [`ExchangeError::internal_detail`].
+/// Why an audit sink did not record an event, or is not ready to.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditSinkError {
+    /// The log did not commit the entry (store down, queue full, timeout,
+    /// shut down).
+    #[error(transparent)]
+    Log(#[from] AuditError),
+    /// The readiness probe's read of the store failed.
+    #[error("audit store: {0}")]
+    Store(#[source] StoreError),
+    /// The readiness probe's read of the store took too long.
+    #[error("audit store did not answer within {0:?}")]
+    ProbeTimeout(Duration),
+    /// The sink answered for fewer events than it was given, so nothing
+    /// durable is known of the rest.
+    #[error("the audit log gave no result for this entry")]
+    NoResult,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
     #[error("invalid request: {}", describe(.0))]

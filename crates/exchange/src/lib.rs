@@ -28,9 +28,9 @@ pub use audit::{AuditLogSink, AuditReader, AuditSettings};
 pub use audit_service::AuditService;
 pub use auth::{Authenticator, certificate_authenticator, fixed_caller};
 pub use config::ExchangeConfig;
-pub use error::{ERROR_DOMAIN, ExchangeError};
+pub use error::{AuditSinkError, ERROR_DOMAIN, ExchangeError};
 pub use pipeline::{
-    AuditEvent, AuditKind, AuditSink, AuditSinkError, Call, EvidenceRequest, Exchange, PolicyChange,
+    AuditEvent, AuditKind, AuditSink, Call, EvidenceRequest, Exchange, PolicyChange,
 };
 pub use routing::{Department, Departments, Resilience};
 pub use server::{

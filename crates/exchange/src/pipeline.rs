@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use tongban_audit::{AuditError, StoreError};
 use tongban_core::{
     Caller, CaseContext, Catalogue, FieldRelease, FieldViolation, IdNumber, Matter, Policy,
 };
@@ -36,7 +35,7 @@ use tongban_telemetry::Metrics;
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
-use crate::error::ExchangeError;
+use crate::error::{AuditSinkError, ExchangeError};
 use crate::limits::{RateLimiter, RefusalPacer};
 use crate::routing::Departments;
 
@@ -89,25 +88,6 @@ pub struct PolicyChange {
     /// Permission lines added and removed (see `Policy::permissions`).
     pub added: Vec<String>,
     pub removed: Vec<String>,
-}
-
-/// Why an audit sink did not record an event, or is not ready to.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditSinkError {
-    /// The log did not commit the entry (store down, queue full, timeout,
-    /// shut down).
-    #[error(transparent)]
-    Log(#[from] AuditError),
-    /// The readiness probe's read of the store failed.
-    #[error("audit store: {0}")]
-    Store(#[source] StoreError),
-    /// The readiness probe's read of the store took too long.
-    #[error("audit store did not answer within {0:?}")]
-    ProbeTimeout(Duration),
-    /// The sink answered for fewer events than it was given, so nothing
-    /// durable is known of the rest.
-    #[error("the audit log gave no result for this entry")]
-    NoResult,
 }
 
 /// One result per event, in the events' order: the receipt of its durable
