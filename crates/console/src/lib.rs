@@ -69,6 +69,6 @@ mod tests;
 pub use app::{ConsoleRequest, ConsoleResponse};
 pub use auth::{hash_password, verify_password};
 pub use backend::{ConsoleBackend, ConsoleError};
-pub use config::{ConsoleSettings, DEFAULT_CONSOLE_ADDR};
+pub use config::{ConsoleSettings, DEFAULT_CONSOLE_ADDR, SettingsError};
 pub use server::ConsoleServer;
 pub use state::Console;
