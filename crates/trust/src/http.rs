@@ -8,7 +8,9 @@
 //! bounds), it sits below both callers (`tongban-telemetry` and
 //! `tongban-console` may depend on it; it depends on neither, nor on the
 //! exchange), and it needs no web framework: any tower service that
-//! answers hyper's requests will do, an axum `Router` included.
+//! answers hyper's requests will do, an axum `Router` included. In
+//! `tongban-telemetry` it would make the console depend on the metrics
+//! stack for a listener.
 //!
 //! What maintained crates do and do not cover, so what is left here:
 //! - hyper's HTTP/1 connection does the protocol and the per-connection
@@ -18,14 +20,16 @@
 //!   when asked to shut down gracefully.
 //! - axum and tower-http do routing, body limits and request deadlines, in
 //!   each caller's router.
-//! - `axum::serve` has none of these bounds, no connection cap, and its
-//!   graceful shutdown waits for every open connection; hyper-util's
-//!   `GracefulShutdown` waits likewise, and its watcher is sealed to whole
-//!   connections, so it cannot also retire a connection by age. What remains
-//!   is the accept loop below: a cap on open connections (refused at
-//!   accept), a connection age, and a shutdown that stops accepting, closes
-//!   idle connections at once, lets requests in flight finish within
-//!   `drain_timeout`, and then cuts off the rest.
+//! - `axum::serve` (0.8) sets no head timeout, no connection cap and no
+//!   connection age, and its graceful shutdown waits for every connection
+//!   hyper does not see as idle: one that sent part of a head holds it
+//!   forever. hyper-util's `GracefulShutdown` waits alike, and its watcher
+//!   is sealed to whole connections, so it cannot retire one by age either.
+//!   What remains is the accept loop below: a cap on open connections
+//!   (refused at accept), a connection age, and a shutdown that stops
+//!   accepting, closes connections with no request in flight at once, lets
+//!   requests in flight finish within `drain_timeout`, and then cuts off
+//!   the rest.
 //!
 //! HTTP/1.1 only: browsers and Prometheus speak it to a plaintext port, and
 //! HTTP/2 would bring its own set of limits to get right.
