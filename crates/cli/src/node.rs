@@ -74,7 +74,7 @@ impl NodeConfig {
         let mut console: ConsoleSettings = table
             .try_into()
             .map_err(|e: toml::de::Error| invalid(format!("console: {e}")))?;
-        console.check().map_err(invalid)?;
+        console.check().map_err(|e| invalid(e.to_string()))?;
         console.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok((Self { exchange, console }, applied))
     }
