@@ -16,11 +16,9 @@ use tongban_core::Caller;
 use tongban_proto::v1::{self as pb, AuditReceipt};
 use tongban_telemetry::Metrics;
 
-use crate::error::ExchangeError;
 use crate::error::AuditSinkError;
-use crate::pipeline::{
-    AuditEvent, AuditFuture, AuditKind, AuditSink, PolicyChange, ProbeFuture,
-};
+use crate::error::ExchangeError;
+use crate::pipeline::{AuditEvent, AuditFuture, AuditKind, AuditSink, PolicyChange, ProbeFuture};
 use crate::wire::inclusion_to_proto;
 
 /// `[audit]` in the exchange configuration.

@@ -25,8 +25,8 @@ use tonic::{Request, Response, Status};
 // Re-exported where the service's callers have always named it.
 pub use crate::audit::AuditReader;
 use crate::auth::Authenticator;
-use crate::error::ExchangeError;
 use crate::error::AuditSinkError;
+use crate::error::ExchangeError;
 use crate::pipeline::Exchange;
 use crate::wire::record_to_proto;
 

@@ -12,7 +12,6 @@ use tongban_proto::v1::AuditReceipt;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-
 /// The `ErrorInfo.domain` of every tongban error.
 pub const ERROR_DOMAIN: &str = "tongban.gov";
 
