@@ -1,30 +1,38 @@
-//! Fault tests: a department killed mid-load, brought back, made slow;
-//! failover between two endpoints of one department; and a bounded load test
-//! with no errors and one audit entry per answer. Everything on 127.0.0.1,
-//! every loop bounded in count and time.
+//! Fault tests: a department killed mid-load, brought back, made slow, made
+//! full; an ejected endpoint left alone; failover between two endpoints of
+//! one department; and a bounded load with no errors and one audit entry per
+//! answer. Everything on 127.0.0.1, every loop bounded in count.
 //!
-//! Latency comparisons use medians of many calls and allow 2x the normal
-//! latency plus 2 ms, because these machines are shared and noisy; the
-//! scenarios run one at a time so they do not disturb each other.
+//! Nothing here compares wall-clock times, so a loaded machine cannot fail
+//! these tests. A slow or full department is a stand-in adapter that holds
+//! every answer until the test opens its gate; the assertions are on events
+//! and counters: which calls succeeded or were shed while others were held,
+//! how many queries reached an endpoint, `Department::ejections()`, audit
+//! entries.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
-use tokio::sync::Mutex;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tongban_devkit::local::LocalOptions;
 use tongban_devkit::reference::{self, Dept, stories};
+use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
 use tongban_proto::v1::exchange_client::ExchangeClient;
+use tongban_proto::v1::{DescribeRequest, DescribeResponse, Evidence, QueryRequest, QueryResponse};
 use tongban_tests::{eventually, lookup_request, own_deployment};
 use tonic::Code;
 use tonic::transport::Channel;
 
-/// One scenario at a time: latency measurements must not share the CPU.
-static SERIAL: Mutex<()> = Mutex::const_new(());
-
 const COMMUNITY: &str = "dongli-community";
+/// The community centre's identity, for the plaintext exchanges below.
+const COMMUNITY_CALLER: &str = "org/12510403TB0000060J/unit/dongli-community";
+/// Bounds a wait for something the test caused; never a measurement.
+const WITHIN: Duration = Duration::from_secs(30);
 
 fn police_lookup() -> tongban_proto::v1::LookupRequest {
     lookup_request(
@@ -48,43 +56,223 @@ fn with_deadline<T>(message: T, deadline: Duration) -> tonic::Request<T> {
     request
 }
 
-/// Median latency of `n` sequential police lookups (all must succeed).
-async fn police_median(client: &mut ExchangeClient<Channel>, n: usize) -> Duration {
-    let mut took = Vec::with_capacity(n);
-    for _ in 0..n {
-        let started = Instant::now();
-        client
-            .lookup(with_deadline(police_lookup(), Duration::from_secs(5)))
-            .await
-            .expect("police answers");
-        took.push(started.elapsed());
-    }
-    took.sort();
-    took[n / 2]
+fn assert_unavailable_names_hrss(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert!(status.message().contains("hrss"), "{}", status.message());
 }
 
-fn within_twice(normal: Duration, observed: Duration) -> bool {
-    observed <= normal * 2 + Duration::from_millis(2)
+// ---------- a stand-in department the test controls
+
+/// What the stand-in answers once its gate lets a query through.
+#[derive(Debug, Clone, Copy)]
+enum Answer {
+    /// Evidence without fields.
+    Evidence,
+    /// UNAVAILABLE, as an adapter whose database is down: a failure of the
+    /// endpoint, so it counts towards ejecting it.
+    Unavailable,
 }
+
+/// An hrss adapter that counts the queries reaching it and holds each at a
+/// gate until [`StandIn::open`].
+#[derive(Debug, Clone)]
+struct StandIn {
+    asked: Arc<AtomicUsize>,
+    gate: Arc<Semaphore>,
+    answer: Answer,
+}
+
+impl StandIn {
+    /// Closed: every query waits until [`open`](Self::open).
+    fn gated(answer: Answer) -> Self {
+        Self {
+            asked: Arc::default(),
+            gate: Arc::new(Semaphore::new(0)),
+            answer,
+        }
+    }
+
+    /// Answers at once.
+    fn open_now(answer: Answer) -> Self {
+        let stand_in = Self::gated(answer);
+        stand_in.open();
+        stand_in
+    }
+
+    /// Lets every held and later query through: waiting on a closed
+    /// semaphore returns at once.
+    fn open(&self) {
+        self.gate.close();
+    }
+
+    fn asked(&self) -> usize {
+        self.asked.load(Ordering::SeqCst)
+    }
+
+    /// Waits (bounded) until `n` queries have reached the stand-in.
+    async fn wait_asked(&self, n: usize) {
+        eventually(WITHIN, &format!("{n} queries reach the stand-in"), || {
+            let asked = self.asked();
+            async move { (asked >= n).then_some(()) }
+        })
+        .await
+        .unwrap();
+        assert_eq!(self.asked(), n, "more queries than sent reached it");
+    }
+
+    /// Serves the stand-in on `127.0.0.1`, plaintext.
+    async fn serve(self) -> (SocketAddr, JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .add_service(AdapterServer::new(self))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+                .await;
+        });
+        (addr, task)
+    }
+}
+
+#[tonic::async_trait]
+impl Adapter for StandIn {
+    async fn query(
+        &self,
+        request: tonic::Request<QueryRequest>,
+    ) -> Result<tonic::Response<QueryResponse>, tonic::Status> {
+        self.asked.fetch_add(1, Ordering::SeqCst);
+        // Never acquires a permit: it returns once the gate is closed (open).
+        let _ = self.gate.acquire().await;
+        match self.answer {
+            Answer::Unavailable => Err(tonic::Status::unavailable("database down")),
+            Answer::Evidence => Ok(tonic::Response::new(QueryResponse {
+                evidence: Some(Evidence {
+                    evidence_type: request.into_inner().evidence_type,
+                    department: "hrss".into(),
+                    ..Evidence::default()
+                }),
+            })),
+        }
+    }
+
+    async fn describe(
+        &self,
+        _: tonic::Request<DescribeRequest>,
+    ) -> Result<tonic::Response<DescribeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("not in this stand-in"))
+    }
+}
+
+/// A plaintext exchange (node `plain-1`) in front of the reference police
+/// adapter and an hrss endpoint at `hrss_url`, whose `[departments.hrss]`
+/// table gets `hrss_settings` too.
+struct Plain {
+    _dir: tempfile::TempDir,
+    police: tongban_adapter::RunningAdapter,
+    exchange: tongban_exchange::ExchangeHandle,
+}
+
+impl Plain {
+    async fn start(hrss_url: &str, hrss_settings: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("tongban-resilience-")
+            .tempdir()
+            .unwrap();
+        let url = format!(
+            "sqlite://{}?mode=rwc",
+            dir.path().join("police.db").display()
+        );
+        let service = reference::service(Dept::Police, &url).await.unwrap();
+        let police =
+            tongban_adapter::RunningAdapter::spawn(service, "127.0.0.1:0".parse().unwrap())
+                .await
+                .unwrap();
+        std::fs::write(
+            dir.path().join("policy.toml"),
+            format!(
+                "[[grant]]\ncallers = [\"{COMMUNITY_CALLER}\"]\nmatters = [\"unemployment-benefit\"]\n"
+            ),
+        )
+        .unwrap();
+        let config = format!(
+            "node = \"plain-1\"\nlisten = \"127.0.0.1:0\"\npolicy = \"policy.toml\"\n\
+             plaintext_caller = \"{COMMUNITY_CALLER}\"\n\n[admin]\nenabled = false\n\n\
+             [departments.police]\nendpoints = [\"{}\"]\n\n\
+             [departments.hrss]\nendpoints = [\"{hrss_url}\"]\n{hrss_settings}",
+            police.url(),
+        );
+        let path = dir.path().join("exchange.toml");
+        std::fs::write(&path, config).unwrap();
+        let exchange =
+            tongban_exchange::start(tongban_exchange::ExchangeConfig::load(&path).unwrap())
+                .await
+                .unwrap();
+        Self {
+            _dir: dir,
+            police,
+            exchange,
+        }
+    }
+
+    async fn client(&self) -> ExchangeClient<Channel> {
+        ExchangeClient::connect(format!("http://{}", self.exchange.local_addr()))
+            .await
+            .unwrap()
+    }
+
+    fn department(&self, id: &str) -> tongban_exchange::Department {
+        self.exchange
+            .exchange()
+            .departments()
+            .get(id)
+            .unwrap()
+            .clone()
+    }
+
+    async fn shutdown(self) {
+        self.exchange.shutdown().await.unwrap();
+        self.police.shutdown().await.unwrap();
+    }
+}
+
+/// `n` hrss lookups sent at once; each task ends with the call's outcome.
+fn spawn_hrss_lookups(
+    client: &ExchangeClient<Channel>,
+    n: usize,
+) -> Vec<JoinHandle<Result<tonic::Response<tongban_proto::v1::LookupResponse>, tonic::Status>>> {
+    (0..n)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move {
+                client
+                    .lookup(with_deadline(hrss_lookup(), Duration::from_secs(60)))
+                    .await
+            })
+        })
+        .collect()
+}
+
+// ---------- scenarios
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dead_department_fails_fast_spares_the_others_and_comes_back() {
-    let _serial = SERIAL.lock().await;
+async fn a_dead_department_is_ejected_spares_the_others_and_comes_back() {
     let (_dir, mut local) = own_deployment(LocalOptions::default()).await.unwrap();
+    let departments = local.exchange().exchange().departments().clone();
+    let police = departments.get("police").unwrap().clone();
+    let hrss = departments.get("hrss").unwrap().clone();
     let mut client = local.client(COMMUNITY).await.unwrap();
-    // Warm up connections to every department, then take the normal latency.
+    // Warm up connections to every department.
     for request in [police_lookup(), hrss_lookup()] {
         client
             .lookup(with_deadline(request, Duration::from_secs(5)))
             .await
             .unwrap();
     }
-    let normal = police_median(&mut client, 40).await;
 
     local.stop_department(Dept::Hrss).await.unwrap();
 
-    // Hammer the dead department from the side while measuring police.
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Hammer the dead department from the side while police is asked.
+    let stop = Arc::new(AtomicBool::new(false));
     let hammer = {
         let mut client = client.clone();
         let stop = stop.clone();
@@ -95,47 +283,47 @@ async fn a_dead_department_fails_fast_spares_the_others_and_comes_back() {
                     .lookup(with_deadline(hrss_lookup(), Duration::from_secs(5)))
                     .await
                     .unwrap_err();
-                assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+                assert_unavailable_names_hrss(&status);
                 sent += 1;
             }
             sent
         })
     };
-    let during = police_median(&mut client, 40).await;
+    for i in 0..40 {
+        let answer = client
+            .lookup(with_deadline(police_lookup(), Duration::from_secs(5)))
+            .await;
+        assert!(
+            answer.is_ok(),
+            "police lookup {i} beside a dead hrss: {answer:?}"
+        );
+    }
     stop.store(true, Ordering::Relaxed);
     let hammered = hammer.await.unwrap();
     assert!(hammered > 0);
-    eprintln!(
-        "police median: {normal:?} normally, {during:?} with hrss dead ({hammered} hrss calls beside)"
-    );
-    assert!(
-        within_twice(normal, during),
-        "police median {during:?} with hrss dead, {normal:?} normally"
-    );
 
-    // The endpoint is out of rotation now: the dead department fails fast.
-    let mut took = Vec::new();
+    // More calls to the dead department: each fails, naming it; together
+    // with the hammer, far more consecutive failures than ejection needs.
     for _ in 0..21 {
-        let started = Instant::now();
         let status = client
             .lookup(with_deadline(hrss_lookup(), Duration::from_secs(5)))
             .await
             .unwrap_err();
-        took.push(started.elapsed());
-        assert_eq!(status.code(), Code::Unavailable);
-        assert!(status.message().contains("hrss"), "{}", status.message());
+        assert_unavailable_names_hrss(&status);
     }
-    took.sort();
-    eprintln!("dead hrss fails in {:?} (median)", took[10]);
     assert!(
-        took[10] < Duration::from_millis(10),
-        "a dead department should fail in under 10 ms, median {:?}",
-        took[10]
+        hrss.ejections() >= 1,
+        "the dead endpoint was never taken out of rotation ({hammered} calls beside)"
     );
+    // Its failures are its own: police was never ejected, nor slowed into
+    // failing a 5 s deadline above.
+    assert_eq!(police.ejections(), 0);
 
-    // Back again: traffic recovers without restarting the exchange.
+    // Back again: traffic recovers without restarting the exchange (the
+    // endpoint is probed once its cooldown ends; the cooldown doubles with
+    // each failed probe, up to 30 s).
     local.restart_department(Dept::Hrss).await.unwrap();
-    eventually(Duration::from_secs(10), "hrss answers again", || {
+    eventually(Duration::from_secs(60), "hrss answers again", || {
         let mut client = client.clone();
         async move {
             client
@@ -150,73 +338,144 @@ async fn a_dead_department_fails_fast_spares_the_others_and_comes_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_slow_department_does_not_slow_the_others() {
-    let _serial = SERIAL.lock().await;
-    let options = LocalOptions::default()
-        .slow_department(Dept::Hrss, Duration::from_secs(2))
-        .department_timeout(Duration::from_secs(3));
-    let (_dir, local) = own_deployment(options).await.unwrap();
-    let mut client = local.client(COMMUNITY).await.unwrap();
+async fn an_ejected_endpoint_is_not_asked_until_its_cooldown_ends() {
+    // Every query fails; after three it is out of rotation for ten minutes,
+    // far longer than this test, so no probe reaches it either.
+    let hrss = StandIn::open_now(Answer::Unavailable);
+    let (hrss_addr, _served) = hrss.clone().serve().await;
+    let plain = Plain::start(
+        &format!("http://{hrss_addr}"),
+        "eject_after_failures = 3\neject_for_ms = 600000\n",
+    )
+    .await;
+    let mut client = plain.client().await;
+    for i in 0..50 {
+        let status = client
+            .lookup(with_deadline(hrss_lookup(), Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert_unavailable_names_hrss(&status);
+        assert_eq!(hrss.asked(), (i + 1).min(3), "after call {i}");
+    }
+    // The other 47 failed at the exchange, without a query: failing fast.
+    assert_eq!(hrss.asked(), 3);
+    assert_eq!(plain.department("hrss").ejections(), 1);
+    // The others are not affected.
     client
         .lookup(with_deadline(police_lookup(), Duration::from_secs(5)))
         .await
         .unwrap();
-    let normal = police_median(&mut client, 40).await;
+    assert_eq!(plain.department("police").ejections(), 0);
+    plain.shutdown().await;
+}
 
-    // Twenty slow requests in flight for two seconds...
-    let slow: Vec<_> = (0..20)
-        .map(|_| {
-            let mut client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .lookup(with_deadline(hrss_lookup(), Duration::from_secs(5)))
-                    .await
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // ...while police keeps its pace.
-    let during = police_median(&mut client, 40).await;
-    eprintln!("police median: {normal:?} normally, {during:?} beside 20 slow hrss calls");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_department_does_not_hold_up_the_others() {
+    let hrss = StandIn::gated(Answer::Evidence);
+    let (hrss_addr, _served) = hrss.clone().serve().await;
+    let plain = Plain::start(&format!("http://{hrss_addr}"), "timeout_ms = 60000\n").await;
+    let mut client = plain.client().await;
+
+    // Twenty hrss requests in flight, held at the department...
+    let slow = spawn_hrss_lookups(&client, 20);
+    hrss.wait_asked(20).await;
+    // ...while police answers, on the same client connection, every time.
+    for i in 0..40 {
+        let answer = client
+            .lookup(with_deadline(police_lookup(), Duration::from_secs(5)))
+            .await;
+        assert!(
+            answer.is_ok(),
+            "police lookup {i} beside 20 held: {answer:?}"
+        );
+    }
     assert!(
-        within_twice(normal, during),
-        "police median {during:?} beside a slow hrss, {normal:?} normally"
+        slow.iter().all(|call| !call.is_finished()),
+        "the slow requests were still held"
     );
-    for request in slow {
-        let answer = request.await.unwrap();
+    // Slow, but within their limit: all answered once the department is.
+    hrss.open();
+    for call in slow {
+        let answer = call.await.unwrap();
         assert!(answer.is_ok(), "slow but within its limit: {answer:?}");
     }
-    local.shutdown().await.unwrap();
+    assert_eq!(hrss.asked(), 20);
+    plain.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_department_sheds_load_instead_of_queueing() {
+    let hrss = StandIn::gated(Answer::Evidence);
+    let (hrss_addr, _served) = hrss.clone().serve().await;
+    // One caller here stands for many: the department's limit, not the
+    // caller's share, is what this test is about.
+    let plain = Plain::start(
+        &format!("http://{hrss_addr}"),
+        "timeout_ms = 60000\nmax_in_flight = 4\nmax_in_flight_per_caller = 4\n",
+    )
+    .await;
+    let client = plain.client().await;
+
+    // The department's four slots, taken and held.
+    let held = spawn_hrss_lookups(&client, 4);
+    hrss.wait_asked(4).await;
+    // Eight more are shed at once, never queued and never asked.
+    for call in spawn_hrss_lookups(&client, 8) {
+        let status = call.await.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+        let (reason, _, meta) = tongban_tests::error_info(&status);
+        assert_eq!(reason, "DEPARTMENT_OVERLOADED");
+        assert_eq!(meta["department"], "hrss");
+        use tonic_types::StatusExt;
+        assert!(status.get_details_retry_info().is_some());
+    }
+    assert_eq!(hrss.asked(), 4, "shed requests never reach the department");
+    // The other departments are not held up by the full one.
+    client
+        .clone()
+        .lookup(with_deadline(police_lookup(), Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert!(held.iter().all(|call| !call.is_finished()));
+    hrss.open();
+    for call in held {
+        call.await.unwrap().unwrap();
+    }
+    // Its slots are back: the next request is answered.
+    client
+        .clone()
+        .lookup(with_deadline(hrss_lookup(), Duration::from_secs(5)))
+        .await
+        .unwrap();
+    assert_eq!(hrss.asked(), 5);
+    plain.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bounded_load_has_no_errors_and_one_audit_entry_per_answer() {
-    let _serial = SERIAL.lock().await;
+    const CLIENTS: usize = 8;
+    const PER_CLIENT: usize = 50;
     let (_dir, local) = own_deployment(LocalOptions::default()).await.unwrap();
     let log = local.exchange().audit_log().unwrap().clone();
     log.flush().await.unwrap();
     let before = log.stats().entries_committed;
 
     let answers = Arc::new(AtomicUsize::new(0));
-    let until = Instant::now() + Duration::from_secs(3);
-    let clients: Vec<_> = (0..8)
+    let clients: Vec<_> = (0..CLIENTS)
         .map(|i| {
             let answers = answers.clone();
             let local_client = local.client(COMMUNITY);
             async move {
                 let mut client = local_client.await.unwrap();
                 let mut errors = Vec::new();
-                for n in 0..400 {
-                    if Instant::now() > until {
-                        break;
-                    }
+                for n in 0..PER_CLIENT {
                     let request = if (i + n) % 2 == 0 {
                         police_lookup()
                     } else {
                         hrss_lookup()
                     };
                     match client
-                        .lookup(with_deadline(request, Duration::from_secs(5)))
+                        .lookup(with_deadline(request, Duration::from_secs(10)))
                         .await
                     {
                         Ok(_) => {
@@ -236,10 +495,9 @@ async fn bounded_load_has_no_errors_and_one_audit_entry_per_answer() {
         .collect();
     assert!(errors.is_empty(), "errors under load: {errors:?}");
     log.flush().await.unwrap();
-    let answered = answers.load(Ordering::Relaxed) as u64;
-    assert!(answered > 100, "only {answered} answers");
-    eprintln!("{answered} answers in 3 s from 8 clients, no errors");
-    assert_eq!(log.stats().entries_committed - before, answered);
+    let answered = answers.load(Ordering::Relaxed);
+    assert_eq!(answered, CLIENTS * PER_CLIENT);
+    assert_eq!(log.stats().entries_committed - before, answered as u64);
     local.shutdown().await.unwrap();
 }
 
@@ -266,15 +524,16 @@ async fn two_police_endpoints() -> (
                 .unwrap(),
         );
     }
-    let caller = "org/12510403TB0000060J/unit/dongli-community";
     std::fs::write(
         dir.path().join("policy.toml"),
-        format!("[[grant]]\ncallers = [\"{caller}\"]\nmatters = [\"temporary-id-card\"]\n"),
+        format!(
+            "[[grant]]\ncallers = [\"{COMMUNITY_CALLER}\"]\nmatters = [\"temporary-id-card\"]\n"
+        ),
     )
     .unwrap();
     let config = format!(
         "node = \"failover-1\"\nlisten = \"127.0.0.1:0\"\npolicy = \"policy.toml\"\n\
-         plaintext_caller = \"{caller}\"\n\n[admin]\nenabled = false\n\n\
+         plaintext_caller = \"{COMMUNITY_CALLER}\"\n\n[admin]\nenabled = false\n\n\
          [departments.police]\nendpoints = [\"{}\", \"{}\"]\neject_after_failures = 3\n",
         adapters[0].url(),
         adapters[1].url()
@@ -290,8 +549,13 @@ async fn two_police_endpoints() -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_endpoint_down_fails_over_to_the_other_without_errors() {
-    let _serial = SERIAL.lock().await;
     let (_dir, [first, second], exchange) = two_police_endpoints().await;
+    let police = exchange
+        .exchange()
+        .departments()
+        .get("police")
+        .unwrap()
+        .clone();
     let mut client = ExchangeClient::connect(format!("http://{}", exchange.local_addr()))
         .await
         .unwrap();
@@ -318,60 +582,11 @@ async fn one_endpoint_down_fails_over_to_the_other_without_errors() {
             "lookup {i} after one endpoint died: {answer:?}"
         );
     }
+    // Either endpoint is picked at random (two choices, equal load): the
+    // dead one was tried far more than three times in 200, and ejected.
+    assert!(police.ejections() >= 1);
     second.shutdown().await.unwrap();
     let status = client.lookup(request()).await.unwrap_err();
     assert_eq!(status.code(), Code::Unavailable);
     exchange.shutdown().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_department_sheds_load_instead_of_queueing() {
-    let _serial = SERIAL.lock().await;
-    let options = LocalOptions::default()
-        .slow_department(Dept::Hrss, Duration::from_millis(600))
-        .max_in_flight(4)
-        // One caller here stands for many: the department's limit, not the
-        // caller's share, is what this test is about.
-        .max_in_flight_per_caller(4);
-    let (_dir, local) = own_deployment(options).await.unwrap();
-    let client = local.client(COMMUNITY).await.unwrap();
-    let calls: Vec<_> = (0..12)
-        .map(|_| {
-            let mut client = client.clone();
-            tokio::spawn(async move {
-                client
-                    .lookup(with_deadline(hrss_lookup(), Duration::from_secs(5)))
-                    .await
-            })
-        })
-        .collect();
-    // The other departments are not held up by the full one.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let started = Instant::now();
-    client
-        .clone()
-        .lookup(with_deadline(police_lookup(), Duration::from_secs(5)))
-        .await
-        .unwrap();
-    assert!(started.elapsed() < Duration::from_millis(500));
-    let (mut answered, mut shed) = (0, 0);
-    for call in calls {
-        match call.await.unwrap() {
-            Ok(_) => answered += 1,
-            Err(status) => {
-                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
-                let (reason, _, meta) = tongban_tests::error_info(&status);
-                assert_eq!(reason, "DEPARTMENT_OVERLOADED");
-                assert_eq!(meta["department"], "hrss");
-                use tonic_types::StatusExt;
-                assert!(status.get_details_retry_info().is_some());
-                shed += 1;
-            }
-        }
-    }
-    assert!(
-        answered >= 4 && shed >= 1,
-        "answered {answered}, shed {shed}"
-    );
-    local.shutdown().await.unwrap();
 }
