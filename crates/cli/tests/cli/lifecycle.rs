@@ -16,8 +16,7 @@ use tokio::task::JoinHandle;
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_proto::v1::{CaseContext, DescribeRequest, LookupRequest, Subject};
 
-mod common;
-use common::{ChildLogs, spawn_exchange_logged, spawn_gated_adapter};
+use crate::common::{ChildLogs, spawn_exchange_logged, spawn_gated_adapter};
 
 const CALLER: &str = "org/91350100M000100Y43/unit/lifecycle";
 /// A synthetic identity number with a valid check character.
