@@ -289,6 +289,72 @@ async fn oversize_requests_are_refused_before_decoding() {
     local.shutdown().await.unwrap();
 }
 
+/// A caller sending calls bound to be refused gets them answered (and
+/// recorded) no faster than its refusal budget: beyond it they wait their
+/// turn, and one whose deadline passes first ends `REFUSALS_PACED` with no
+/// entry. Another caller's refusal is answered at once meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_refusals_is_paced_and_bounded() {
+    let (_dir, local) = own_deployment(LocalOptions::default().policy(|pki| {
+        // One refusal a second, two at once.
+        Ok(policy_toml(pki)?.replace(
+            "[limits]\n",
+            "[limits]\nrefusals_per_second = 1.0\nrefusal_burst = 2\n",
+        ))
+    }))
+    .await
+    .unwrap();
+    let worker = stories::LAID_OFF_WORKER;
+    let invalid = || {
+        let mut request = lookup_request("unemployment-benefit", &worker, "hrss.unemployment");
+        request.subject.as_mut().unwrap().id_number = "not-a-number".into();
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(Duration::from_millis(400));
+        request
+    };
+    let hotline = local.client("hotline-96196").await.unwrap();
+    let before = log_size(&local).await;
+    let mut flood = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let mut client = hotline.clone();
+        let request = invalid();
+        flood.spawn(async move { client.lookup(request).await.unwrap_err() });
+    }
+    let outcomes: Vec<tonic::Status> = flood.join_all().await;
+    let mut reasons: Vec<String> = outcomes.iter().map(reason).collect();
+    reasons.sort();
+    // Two within the burst are refused and recorded; the others' 400 ms
+    // end before a second refill.
+    assert_eq!(
+        reasons,
+        [
+            "INVALID_REQUEST",
+            "INVALID_REQUEST",
+            "REFUSALS_PACED",
+            "REFUSALS_PACED",
+            "REFUSALS_PACED",
+            "REFUSALS_PACED"
+        ],
+        "{outcomes:?}"
+    );
+    let paced = outcomes
+        .iter()
+        .find(|s| reason(s) == "REFUSALS_PACED")
+        .unwrap();
+    assert_eq!(paced.code(), Code::DeadlineExceeded);
+    assert!(
+        refusal_receipt(paced).is_none(),
+        "a paced call has no entry"
+    );
+    assert_eq!(log_size(&local).await, before + 2);
+    // Another caller's budget is its own.
+    let mut community = local.client("dongli-community").await.unwrap();
+    let status = community.lookup(invalid()).await.unwrap_err();
+    assert_eq!(reason(&status), "INVALID_REQUEST");
+    assert_eq!(log_size(&local).await, before + 3);
+    local.shutdown().await.unwrap();
+}
+
 /// Non-administrators cannot grow the log: a refused Audit call with huge
 /// filter text leaves one small entry (or none is decoded at all), and an
 /// administrator can still read every page afterwards.
@@ -719,7 +785,11 @@ impl Attack {
                         let mut n = 0u64;
                         while going() {
                             tick.tick().await;
-                            let size = if n % 2 == 0 { 10_000 } else { 3_900_000 };
+                            let size = if n.is_multiple_of(2) {
+                                10_000
+                            } else {
+                                3_900_000
+                            };
                             n += 1;
                             sent.fetch_add(1, Ordering::Relaxed);
                             let result = intruder
@@ -770,12 +840,17 @@ impl Attack {
 /// benchmark's business, not a test's: see BENCHMARKS.md).
 async fn honest_caller_under_attack(intensity: Intensity) {
     // The policy's default rate limits (200/s, burst 400 per caller), as a
-    // deployment has them: they are what bounds an attacker's share.
-    let (_dir, local) = own_deployment(LocalOptions::default().policy(|pki| {
-        Ok(policy_toml(pki)?.replace(
-            "requests_per_second = 2000.0\nburst = 4000",
-            "requests_per_second = 200.0\nburst = 400",
-        ))
+    // deployment has them: they are what bounds an attacker's share. For a
+    // side-by-side measurement, `TONGBAN_ATTACK_UNPACED=1` lifts the refusal
+    // budget out of reach (as before the exchange had one).
+    let unpaced = std::env::var_os("TONGBAN_ATTACK_UNPACED").is_some();
+    let (_dir, local) = own_deployment(LocalOptions::default().policy(move |pki| {
+        let limits = if unpaced {
+            "requests_per_second = 200.0\nburst = 400\nrefusals_per_second = 1e9\nrefusal_burst = 1000000000"
+        } else {
+            "requests_per_second = 200.0\nburst = 400"
+        };
+        Ok(policy_toml(pki)?.replace("requests_per_second = 2000.0\nburst = 4000", limits))
     }))
     .await
     .unwrap();
@@ -790,8 +865,10 @@ async fn honest_caller_under_attack(intensity: Intensity) {
     let before = log_size(&local).await;
 
     let attack = Attack::start(&local, intensity).await;
+    let attacked = std::time::Instant::now();
     let mut loaded = honest_lookups(&local, honest).await;
     let counts = attack.stop().await;
+    let seconds = attacked.elapsed().as_secs_f64() + 1.0; // with the start-up
     let grown = log_size(&local).await - before;
 
     let ejections: u64 = local
@@ -815,12 +892,25 @@ async fn honest_caller_under_attack(intensity: Intensity) {
         grown >= honest as u64 && grown <= most,
         "the log grew by {grown}, expected {honest}..={most}: {counts:?}"
     );
+    // However fast they send, the attackers' entries are bounded by their
+    // budgets: the hotline's admitted requests (burst 400, 200/s) and each
+    // attacker's recorded refusals (burst 100, 50/s).
+    let limits = tongban_core::Limits::default();
+    let budget = |burst: u32, rate: f64| f64::from(burst) + rate * seconds;
+    let bound = honest as f64
+        + budget(limits.burst, limits.requests_per_second)
+        + 2.0 * budget(limits.refusal_burst, limits.refusals_per_second);
+    assert!(
+        unpaced || (grown as f64) <= bound,
+        "the log grew by {grown} in {seconds:.1} s, over the attackers' budgets ({bound:.0}): {counts:?}"
+    );
     // And the departments serve everyone at once afterwards.
     honest_lookups(&local, 5).await;
     let (unloaded_p99, loaded_p99) = (p99(&mut unloaded), p99(&mut loaded));
     println!(
-        "{intensity:?}: honest lookups p99 unloaded {unloaded_p99} µs, under attack {loaded_p99} µs \
+        "{intensity:?}{}: honest lookups p99 unloaded {unloaded_p99} µs, under attack {loaded_p99} µs \
          (ratio {:.2}); attack {counts:?}; log grew by {grown}",
+        if unpaced { " (refusals unpaced)" } else { "" },
         loaded_p99 as f64 / unloaded_p99.max(1) as f64,
     );
     local.shutdown().await.unwrap();

@@ -106,7 +106,9 @@ async fn health_follows_the_audit_store_and_each_department_and_reflection_lists
             proxy.addr()
         ),
     );
-    let exchange = tongban_exchange::start(config).await.unwrap();
+    let exchange = tongban_exchange::start(config, tongban_exchange::StartOptions::default())
+        .await
+        .unwrap();
     let ch = channel(exchange.local_addr()).await;
 
     wait_health(&ch, "", SERVING).await;
@@ -276,11 +278,12 @@ async fn prometheus_endpoint_parses_and_counters_move_with_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let adapters = obs::Adapters::start(dir.path(), Some(metrics.clone())).await;
     let config = obs::exchange_config(dir.path(), &adapters, "[admin]\nlisten = \"127.0.0.1:0\"\n");
-    let exchange = tongban_exchange::start_with(
+    let exchange = tongban_exchange::start(
         config,
         tongban_exchange::StartOptions {
             metrics: Some(metrics),
             prometheus: Some(prometheus),
+            ..Default::default()
         },
     )
     .await

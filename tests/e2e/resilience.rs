@@ -203,10 +203,12 @@ impl Plain {
         );
         let path = dir.path().join("exchange.toml");
         std::fs::write(&path, config).unwrap();
-        let exchange =
-            tongban_exchange::start(tongban_exchange::ExchangeConfig::load(&path).unwrap())
-                .await
-                .unwrap();
+        let exchange = tongban_exchange::start(
+            tongban_exchange::ExchangeConfig::load(&path).unwrap(),
+            tongban_exchange::StartOptions::default(),
+        )
+        .await
+        .unwrap();
         Self {
             _dir: dir,
             police,
@@ -540,9 +542,12 @@ async fn two_police_endpoints() -> (
     );
     let path = dir.path().join("exchange.toml");
     std::fs::write(&path, config).unwrap();
-    let exchange = tongban_exchange::start(tongban_exchange::ExchangeConfig::load(&path).unwrap())
-        .await
-        .unwrap();
+    let exchange = tongban_exchange::start(
+        tongban_exchange::ExchangeConfig::load(&path).unwrap(),
+        tongban_exchange::StartOptions::default(),
+    )
+    .await
+    .unwrap();
     let adapters: [tongban_adapter::RunningAdapter; 2] = adapters.try_into().unwrap();
     (dir, adapters, exchange)
 }

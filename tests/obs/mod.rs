@@ -128,11 +128,11 @@ pub async fn start_exchange(
 ) -> (Adapters, tongban_exchange::ExchangeHandle) {
     let adapters = Adapters::start(dir, Some(metrics.clone())).await;
     let config = exchange_config(dir, &adapters, "");
-    let exchange = tongban_exchange::start_with(
+    let exchange = tongban_exchange::start(
         config,
         tongban_exchange::StartOptions {
             metrics: Some(metrics.clone()),
-            prometheus: None,
+            ..Default::default()
         },
     )
     .await

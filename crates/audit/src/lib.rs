@@ -7,6 +7,7 @@
 //! are pruned while checkpoints and subtree hashes stay. No gRPC here.
 
 pub mod entry;
+pub mod error;
 pub mod log;
 pub mod merkle;
 pub mod note;

@@ -11,32 +11,11 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::entry::{AuditEntry, EntryKind, truncate_to_micros};
 use crate::merkle::{CompactRange, Hash, range_hash};
-use crate::note::{Checkpoint, Keyring, LogSigner, NoteError, origin_for_node};
+use crate::note::{Checkpoint, Keyring, LogSigner, origin_for_node};
 use crate::read::{PruneRecord, PruneReport, PruneRequest, frontier_to_keep};
 use crate::store::{AuditStore, LoggedEntry, StoreError, StoredCheckpoint, WriterLease};
 
-/// Errors of the audit log. Any of them on `append` means: release nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("audit store unavailable: {0}")]
-    Unavailable(String),
-    #[error("audit log is shut down")]
-    Closed,
-    #[error("invalid node id {0:?}: use 1-64 characters of A-Z a-z 0-9 . _ -")]
-    BadNode(String),
-    #[error("entry is for node {entry:?} but this log is node {log:?}")]
-    WrongNode { entry: String, log: String },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Note(#[from] NoteError),
-    #[error("stored log of node {node:?} is inconsistent: {detail}")]
-    Inconsistent { node: String, detail: String },
-    #[error("not found: {0}")]
-    NotFound(String),
-    #[error("invalid request: {0}")]
-    Invalid(String),
-}
+pub use crate::error::AuditError;
 
 /// Proof that an entry was durably committed at a position in a node's log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

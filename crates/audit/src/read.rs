@@ -6,7 +6,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::entry::EntryKind;
-use crate::log::AuditError;
+use crate::error::AuditError;
 use crate::merkle::{
     CompactRange, Hash, NodeId, consistency_ranges, inclusion_ranges, nodes_for_ranges, range_hash,
     verify_consistency, verify_inclusion,

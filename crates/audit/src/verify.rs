@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::entry::EntryKind;
-use crate::log::AuditError;
+use crate::error::AuditError;
 use crate::merkle::{CompactRange, Hash, NodeId};
 use crate::note::{Checkpoint, Keyring, origin_for_node};
 use crate::read::PruneRecord;

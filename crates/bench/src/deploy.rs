@@ -364,9 +364,10 @@ max_request_bytes = 16384
             ExchangeRunner::InProcess => {
                 let config = tongban_exchange::ExchangeConfig::load(&config_path)
                     .map_err(|e| BenchError::Exchange(e.to_string()))?;
-                let handle = tongban_exchange::start(config)
-                    .await
-                    .map_err(|e| BenchError::Exchange(e.to_string()))?;
+                let handle =
+                    tongban_exchange::start(config, tongban_exchange::StartOptions::default())
+                        .await
+                        .map_err(|e| BenchError::Exchange(e.to_string()))?;
                 Ok(RunningExchange {
                     addr: handle.local_addr(),
                     kind: ExchangeKind::InProcess(handle),

@@ -274,26 +274,6 @@ fn parse_time(s: &str) -> Result<DateTime<Utc>, BadTime> {
         .ok_or_else(|| BadTime(s.to_owned()))
 }
 
-const CODE_NAMES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 /// An argument that names no gRPC status code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a gRPC status code (e.g. OK, PERMISSION_DENIED, 7)")]
@@ -301,38 +281,18 @@ pub struct BadCode(String);
 
 /// A gRPC status code by name (any case) or number.
 pub fn parse_code(s: &str) -> Result<i32, BadCode> {
-    if let Ok(n) = s.parse::<i32>()
-        && (0..CODE_NAMES.len() as i32).contains(&n)
-    {
-        return Ok(n);
-    }
-    let upper = s.trim().to_ascii_uppercase().replace('-', "_");
-    CODE_NAMES
-        .iter()
-        .position(|n| *n == upper)
-        .map(|i| i as i32)
+    tongban_proto::convert::parse_code(s)
+        .map(|code| code as i32)
         .ok_or_else(|| BadCode(s.to_owned()))
 }
 
-pub fn code_name(code: i32) -> &'static str {
-    usize::try_from(code)
-        .ok()
-        .and_then(|i| CODE_NAMES.get(i))
-        .copied()
-        .unwrap_or("?")
-}
-
-fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos()).unwrap_or(0),
-    }
-}
+pub use tongban_proto::convert::code_name_of as code_name;
+use tongban_proto::convert::timestamp;
 
 fn record_time(r: &AuditRecord) -> DateTime<Utc> {
     r.time
         .as_ref()
-        .and_then(|t| DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0)))
+        .and_then(tongban_proto::convert::time_of)
         .unwrap_or_default()
 }
 

@@ -446,7 +446,7 @@ async fn audit_section(
             "    {}  {:<17} {:<9} {:<24} {:<20} {}",
             r.time
                 .as_ref()
-                .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+                .and_then(tongban_proto::convert::time_of)
                 .map(|t| t.format("%H:%M:%S").to_string())
                 .unwrap_or_default(),
             r.caller_unit,

@@ -74,7 +74,7 @@ impl NodeConfig {
         let mut console: ConsoleSettings = table
             .try_into()
             .map_err(|e: toml::de::Error| invalid(format!("console: {e}")))?;
-        console.check().map_err(invalid)?;
+        console.check().map_err(|e| invalid(e.to_string()))?;
         console.resolve_paths(path.parent().unwrap_or(Path::new(".")));
         Ok((Self { exchange, console }, applied))
     }
@@ -125,7 +125,7 @@ impl Node {
 
 /// Starts the exchange node, then its console when `[console]` asks for it.
 pub async fn start(config: NodeConfig, options: StartOptions) -> anyhow::Result<Node> {
-    let exchange = tongban_exchange::start_with(config.exchange.clone(), options).await?;
+    let exchange = tongban_exchange::start(config.exchange.clone(), options).await?;
     // Like the metrics, a console that cannot start must not stop the node.
     let console = match start_console(&config, &exchange).await {
         Ok(console) => console,

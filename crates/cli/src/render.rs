@@ -37,10 +37,7 @@ fn field_json(value: Option<&FieldValueProto>) -> Value {
 }
 
 fn timestamp_text(ts: Option<&prost_types::Timestamp>) -> String {
-    ts.and_then(|t| {
-        chrono::DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
-    })
-    .map_or_else(
+    ts.and_then(tongban_proto::convert::time_of).map_or_else(
         || "unknown".into(),
         |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
     )
@@ -155,14 +152,14 @@ pub fn gather_json(resp: &pb::GatherResponse) -> Value {
     })
 }
 
-fn code_name(code: i32) -> String {
-    format!("{:?}", tonic::Code::from_i32(code))
-}
-
 /// A per-item error: code, message, and the reason from its ErrorInfo.
 pub fn rpc_status_text(s: &RpcStatus) -> String {
     let status = to_tonic(s);
-    let mut text = format!("{}: {}", code_name(s.code), printable(&s.message));
+    let mut text = format!(
+        "{}: {}",
+        tongban_proto::convert::code_name_of(s.code),
+        printable(&s.message)
+    );
     if let Some(info) = status.get_details_error_info() {
         let _ = write!(text, " [{}]", printable(&info.reason));
     }

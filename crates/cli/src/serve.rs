@@ -32,6 +32,7 @@ pub async fn serve(args: ServeArgs, telemetry: crate::ProcessTelemetry) -> anyho
     let options = tongban_exchange::StartOptions {
         metrics: telemetry.metrics,
         prometheus: telemetry.prometheus,
+        ..Default::default()
     };
     let node = crate::node::start(config, options).await?;
     println!("exchange listening on {}", node.exchange().local_addr());

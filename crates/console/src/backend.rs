@@ -32,7 +32,7 @@ impl std::fmt::Debug for ConsoleBackend {
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
     #[error("console settings: {0}")]
-    Settings(String),
+    Settings(#[from] crate::config::SettingsError),
     #[error("console cannot listen on {addr}: {source}")]
     Bind {
         addr: std::net::SocketAddr,

@@ -6,6 +6,23 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+/// Why a `[console]` table cannot be used; the message names the key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("console: session lifetimes must be positive")]
+    SessionLifetime,
+    #[error(
+        "console.allowed_hosts: {0:?} is not a host as a browser sends it (name:port, e.g. \"console.example:9465\")"
+    )]
+    AllowedHost(String),
+    #[error("console.users: {0:?} is not a valid administrator name (letters, digits, . _ -)")]
+    UserName(String),
+    #[error(
+        "console.users.{0}: not an Argon2 PHC hash (make one with `tongban console hash-password`)"
+    )]
+    PasswordHash(String),
+}
+
 /// `127.0.0.1:9465`, next to the Prometheus endpoint on 9464.
 pub const DEFAULT_CONSOLE_ADDR: SocketAddr =
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9465));
@@ -85,23 +102,19 @@ impl ConsoleSettings {
     }
 
     /// Problems that make the settings unusable.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SettingsError> {
         if self.session_idle_secs == 0 || self.session_max_secs == 0 {
-            return Err("console: session lifetimes must be positive".into());
+            return Err(SettingsError::SessionLifetime);
         }
         for host in &self.allowed_hosts {
             check_host(host)?;
         }
         for (name, hash) in &self.users {
             if name.is_empty() || name.len() > 64 || !name.chars().all(is_name_char) {
-                return Err(format!(
-                    "console.users: {name:?} is not a valid administrator name (letters, digits, . _ -)"
-                ));
+                return Err(SettingsError::UserName(name.clone()));
             }
             if argon2::PasswordHash::new(hash).is_err() {
-                return Err(format!(
-                    "console.users.{name}: not an Argon2 PHC hash (make one with `tongban console hash-password`)"
-                ));
+                return Err(SettingsError::PasswordHash(name.clone()));
             }
         }
         Ok(())
@@ -134,12 +147,8 @@ pub fn effective_allowed_hosts(configured: &[String], bound: SocketAddr) -> Vec<
 }
 
 /// A `Host` value: `name[:port]` with no user, path or spaces.
-fn check_host(host: &str) -> Result<(), String> {
-    let bad = || {
-        Err(format!(
-            "console.allowed_hosts: {host:?} is not a host as a browser sends it (name:port, e.g. \"console.example:9465\")"
-        ))
-    };
+fn check_host(host: &str) -> Result<(), SettingsError> {
+    let bad = || Err(SettingsError::AllowedHost(host.to_owned()));
     if host.is_empty() || host.len() > 255 || host.contains('@') {
         return bad();
     }
@@ -189,10 +198,13 @@ mod tests {
         assert!(s.check().is_ok());
         s.users
             .insert("bad name".into(), crate::hash_password("pw").unwrap());
-        assert!(s.check().unwrap_err().contains("bad name"));
+        assert_eq!(
+            s.check().unwrap_err().to_string(),
+            "console.users: \"bad name\" is not a valid administrator name (letters, digits, . _ -)"
+        );
         s.users.clear();
         s.users.insert("plain".into(), "secret".into());
-        assert!(s.check().unwrap_err().contains("Argon2"));
+        assert!(s.check().unwrap_err().to_string().contains("Argon2"));
     }
 
     #[test]
@@ -216,7 +228,7 @@ mod tests {
                 allowed_hosts: vec![bad.into()],
                 ..ConsoleSettings::default()
             };
-            let refused = s.check().err().unwrap_or_default();
+            let refused = s.check().err().map(|e| e.to_string()).unwrap_or_default();
             assert!(refused.contains("allowed_hosts"), "{bad:?}");
         }
 

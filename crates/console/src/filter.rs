@@ -35,6 +35,26 @@ pub fn is_node_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
+/// Why a filter cannot be read; the message names the field, for the page.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    #[error("{0}: too long (at most 128 characters)")]
+    TooLong(&'static str),
+    #[error("{0}: contains control or text-direction characters")]
+    UnsafeText(&'static str),
+    /// The same words as `EntryKind`'s own parse error.
+    #[error("unknown entry kind {0:?}")]
+    Kind(String),
+    #[error("outcome: {0:?} is not a status code")]
+    Outcome(String),
+    #[error("{field}: {value:?} is not a time like 2026-11-26T08:30")]
+    Time { field: &'static str, value: String },
+    #[error("身份证号无效 not a valid resident identity number ({0} check failed)")]
+    IdNumber(&'static str),
+    #[error("subject: not a pseudonym")]
+    Subject,
+}
+
 /// A search filter read from form or query parameters, and the canonical
 /// parameters that reproduce it (identity numbers replaced by pseudonyms).
 #[derive(Debug, Clone, Default)]
@@ -74,7 +94,7 @@ impl ParsedFilter {
 pub fn parse_filter(
     pseudonymizer: &SubjectPseudonymizer,
     params: &[(String, String)],
-) -> Result<ParsedFilter, String> {
+) -> Result<ParsedFilter, FilterError> {
     let mut out = ParsedFilter::default();
     let text = |k: &str| {
         let v = param(params, k);
@@ -83,12 +103,10 @@ pub fn parse_filter(
     for (key, _) in TEXT_FILTERS {
         if let Some(v) = text(key) {
             if v.chars().count() > 128 {
-                return Err(format!("{key}: too long (at most 128 characters)"));
+                return Err(FilterError::TooLong(key));
             }
             if v.chars().any(is_unsafe_for_log) {
-                return Err(format!(
-                    "{key}: contains control or text-direction characters"
-                ));
+                return Err(FilterError::UnsafeText(key));
             }
             out.params.push((key.to_owned(), v.clone()));
             let f = &mut out.filter;
@@ -105,20 +123,25 @@ pub fn parse_filter(
         }
     }
     if let Some(k) = text("kind") {
-        out.filter.kind = Some(k.parse::<EntryKind>()?);
+        out.filter.kind = Some(
+            k.parse::<EntryKind>()
+                .map_err(|_| FilterError::Kind(k.clone()))?,
+        );
         out.params.push(("kind".into(), k));
     }
     if let Some(o) = text("outcome") {
         out.filter.outcome_code = Some(
             o.parse::<i32>()
-                .map_err(|_| format!("outcome: {o:?} is not a status code"))?,
+                .map_err(|_| FilterError::Outcome(o.clone()))?,
         );
         out.params.push(("outcome".into(), o));
     }
     for key in ["from", "to"] {
         if let Some(t) = text(key) {
-            let time = parse_local_time(&t)
-                .ok_or_else(|| format!("{key}: {t:?} is not a time like 2026-11-26T08:30"))?;
+            let time = parse_local_time(&t).ok_or_else(|| FilterError::Time {
+                field: key,
+                value: t.clone(),
+            })?;
             if key == "from" {
                 out.filter.from = Some(time);
             } else {
@@ -128,18 +151,13 @@ pub fn parse_filter(
         }
     }
     if let Some(id) = text("subject_id") {
-        let id = IdNumber::parse(&id).map_err(|e| {
-            format!(
-                "身份证号无效 not a valid resident identity number ({} check failed)",
-                e.check()
-            )
-        })?;
+        let id = IdNumber::parse(&id).map_err(|e| FilterError::IdNumber(e.check()))?;
         let p = pseudonymizer.pseudonym(id.as_str());
         out.filter.subject = Some(p.clone());
         out.params.push(("subject".into(), p));
     } else if let Some(p) = text("subject") {
         if !is_pseudonym(&p) {
-            return Err("subject: not a pseudonym".into());
+            return Err(FilterError::Subject);
         }
         out.filter.subject = Some(p.clone());
         out.params.push(("subject".into(), p));
@@ -166,6 +184,38 @@ mod tests {
     fn masks_identity_numbers() {
         assert_eq!(mask_id("510421199603140825"), "510421********0825");
         assert_eq!(mask_id("123"), "***");
+    }
+
+    #[test]
+    fn refusals_name_the_field_and_why() {
+        let pseudonymizer = SubjectPseudonymizer::from_bytes(&[9u8; 32]).unwrap();
+        let refused = |key: &str, value: &str| {
+            parse_filter(&pseudonymizer, &[(key.to_owned(), value.to_owned())])
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            refused("matter", &"m".repeat(129)),
+            "matter: too long (at most 128 characters)"
+        );
+        assert_eq!(
+            refused("operator", "a\u{202e}b"),
+            "operator: contains control or text-direction characters"
+        );
+        assert_eq!(refused("kind", "Nope"), "unknown entry kind \"Nope\"");
+        assert_eq!(
+            refused("outcome", "x"),
+            "outcome: \"x\" is not a status code"
+        );
+        assert_eq!(
+            refused("to", "soon"),
+            "to: \"soon\" is not a time like 2026-11-26T08:30"
+        );
+        assert_eq!(
+            refused("subject_id", "123"),
+            "身份证号无效 not a valid resident identity number (length check failed)"
+        );
+        assert_eq!(refused("subject", "abc"), "subject: not a pseudonym");
     }
 
     #[test]

@@ -35,8 +35,8 @@
 //!
 //! Each module uses only those in the layers below it, never one above:
 //!
-//! 1. `server`: the listener, connection limits and timeouts; serves
-//!    [`Console::router`].
+//! 1. `server`: the console's connection limits; serves
+//!    [`Console::router`] with `tongban_trust::http`.
 //! 2. `app`: the axum router and its middleware (security headers, `Host`
 //!    allow-list, deadline, body limit); [`Console::handle`].
 //! 3. `routes`: the handlers, and the extractors that check the session
@@ -69,6 +69,6 @@ mod tests;
 pub use app::{ConsoleRequest, ConsoleResponse};
 pub use auth::{hash_password, verify_password};
 pub use backend::{ConsoleBackend, ConsoleError};
-pub use config::{ConsoleSettings, DEFAULT_CONSOLE_ADDR};
+pub use config::{ConsoleSettings, DEFAULT_CONSOLE_ADDR, SettingsError};
 pub use server::ConsoleServer;
 pub use state::Console;

@@ -15,7 +15,7 @@ use tongban_core::IdNumber;
 
 use crate::auth::{Refusal, constant_time_eq, random_token, verify_password};
 use crate::backend::{AdminAct, ConsoleError};
-use crate::filter::{ParsedFilter, is_node_name, mask_id, parse_filter};
+use crate::filter::{FilterError, ParsedFilter, is_node_name, mask_id, parse_filter};
 use crate::state::Console;
 use crate::text::{MAX_LOGGED_NAME_CHARS, sanitize_for_log};
 use crate::url::{param, parse_form};
@@ -424,7 +424,7 @@ fn search_page(
     )
 }
 
-fn filter_of(console: &Console, params: &[(String, String)]) -> Result<ParsedFilter, String> {
+fn filter_of(console: &Console, params: &[(String, String)]) -> Result<ParsedFilter, FilterError> {
     parse_filter(&console.backend().pseudonymizer, params)
 }
 
@@ -435,7 +435,7 @@ pub(crate) async fn search_post(State(console): State<Console>, posted: CsrfForm
         Err(e) => search_page(
             &posted.admin,
             &posted.form,
-            Some(&e),
+            Some(&e.to_string()),
             None,
             StatusCode::BAD_REQUEST,
         ),
@@ -450,7 +450,15 @@ pub(crate) async fn search(
     let params = query_params(query);
     let parsed = match filter_of(&console, &params) {
         Ok(p) => p,
-        Err(e) => return search_page(&admin, &params, Some(&e), None, StatusCode::BAD_REQUEST),
+        Err(e) => {
+            return search_page(
+                &admin,
+                &params,
+                Some(&e.to_string()),
+                None,
+                StatusCode::BAD_REQUEST,
+            );
+        }
     };
     let after = match param(&params, "after") {
         "" => None,
@@ -511,7 +519,12 @@ pub(crate) async fn export(
     let parsed = match filter_of(&console, &params) {
         Ok(p) => p,
         Err(e) => {
-            return error_page(StatusCode::BAD_REQUEST, "导出 Export", &e, Some(&admin));
+            return error_page(
+                StatusCode::BAD_REQUEST,
+                "导出 Export",
+                &e.to_string(),
+                Some(&admin),
+            );
         }
     };
     let act = AdminAct::new(&admin.user, "console.export").detail(parsed.describe());

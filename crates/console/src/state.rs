@@ -31,7 +31,7 @@ pub(crate) struct Inner {
 
 impl Console {
     pub fn new(settings: ConsoleSettings, backend: ConsoleBackend) -> Result<Self, ConsoleError> {
-        settings.check().map_err(ConsoleError::Settings)?;
+        settings.check()?;
         let sessions = Sessions::new(
             Duration::from_secs(settings.session_idle_secs),
             Duration::from_secs(settings.session_max_secs),

@@ -86,14 +86,6 @@ pub enum OverrideProblem {
     NotATable(String),
 }
 
-/// Bridge for the configuration loaders that still report errors as text
-/// (the exchange's `config.rs`); remove once they have typed errors.
-impl From<EnvOverrideError> for String {
-    fn from(e: EnvOverrideError) -> Self {
-        e.to_string()
-    }
-}
-
 /// Sets every key of `keys` whose variable is among `vars`.
 pub fn apply_env_overrides<I, K, V>(
     document: &mut Table,

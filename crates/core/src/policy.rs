@@ -28,6 +28,13 @@ pub struct Limits {
     pub max_gather_evidence: usize,
     /// Largest encoded request accepted, in bytes.
     pub max_request_bytes: usize,
+    /// Sustained refusals per second per caller that are recorded and
+    /// answered at once; beyond it (and `refusal_burst`), a caller's
+    /// refusals wait their turn, so a flood of calls bound to be refused
+    /// grows the log by at most this rate.
+    pub refusals_per_second: f64,
+    /// Refusals a caller may receive at once above the sustained rate.
+    pub refusal_burst: u32,
 }
 
 impl Default for Limits {
@@ -37,6 +44,8 @@ impl Default for Limits {
             burst: 400,
             max_gather_evidence: 16,
             max_request_bytes: 16 * 1024,
+            refusals_per_second: 50.0,
+            refusal_burst: 100,
         }
     }
 }
@@ -271,8 +280,11 @@ impl Policy {
             Some(l) => {
                 let span = l.span();
                 let l = l.into_inner();
-                if !(l.requests_per_second > 0.0 && l.requests_per_second.is_finite())
+                let positive = |rate: f64| rate > 0.0 && rate.is_finite();
+                if !positive(l.requests_per_second)
                     || l.burst == 0
+                    || !positive(l.refusals_per_second)
+                    || l.refusal_burst == 0
                     || l.max_gather_evidence == 0
                     || l.max_request_bytes < 256
                 {
@@ -330,8 +342,13 @@ impl Policy {
         }
         let l = &self.limits;
         lines.insert(format!(
-            "limits requests_per_second={} burst={} max_gather_evidence={} max_request_bytes={}",
-            l.requests_per_second, l.burst, l.max_gather_evidence, l.max_request_bytes
+            "limits requests_per_second={} burst={} max_gather_evidence={} max_request_bytes={} refusals_per_second={} refusal_burst={}",
+            l.requests_per_second,
+            l.burst,
+            l.max_gather_evidence,
+            l.max_request_bytes,
+            l.refusals_per_second,
+            l.refusal_burst
         ));
         lines
     }

@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tongban_adapter::AdapterService;
-use tongban_exchange::{ExchangeConfig, ExchangeHandle};
+use tongban_exchange::{ExchangeConfig, ExchangeHandle, StartOptions};
 use tongban_proto::v1::adapter_server::{Adapter, AdapterServer};
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_proto::v1::{DescribeRequest, DescribeResponse, QueryRequest, QueryResponse};
@@ -153,7 +153,7 @@ impl LocalDeployment {
         let exchange_toml = state_dir.join("exchange.toml");
         std::fs::write(&exchange_toml, deployment.exchange_toml())?;
         let config = ExchangeConfig::load(&exchange_toml)?;
-        deployment.exchange = Some(tongban_exchange::start(config).await?);
+        deployment.exchange = Some(tongban_exchange::start(config, StartOptions::default()).await?);
         Ok(deployment)
     }
 

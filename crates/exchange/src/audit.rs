@@ -16,10 +16,9 @@ use tongban_core::Caller;
 use tongban_proto::v1::{self as pb, AuditReceipt};
 use tongban_telemetry::Metrics;
 
+use crate::error::AuditSinkError;
 use crate::error::ExchangeError;
-use crate::pipeline::{
-    AuditEvent, AuditFuture, AuditKind, AuditSink, AuditSinkError, PolicyChange, ProbeFuture,
-};
+use crate::pipeline::{AuditEvent, AuditFuture, AuditKind, AuditSink, PolicyChange, ProbeFuture};
 use crate::wire::inclusion_to_proto;
 
 /// `[audit]` in the exchange configuration.
@@ -117,27 +116,6 @@ pub enum OpenStoreError {
         #[source]
         source: StoreError,
     },
-}
-
-// Bridges for the callers that still report errors as text: the
-// configuration loader (`config.rs`) and the console's start-up
-// (`console.rs`). Remove each once its caller has a typed error.
-impl From<AuditSettingsError> for String {
-    fn from(e: AuditSettingsError) -> Self {
-        e.to_string()
-    }
-}
-
-impl From<OpenStoreError> for String {
-    fn from(e: OpenStoreError) -> Self {
-        e.to_string()
-    }
-}
-
-impl From<SubjectKeyError> for String {
-    fn from(e: SubjectKeyError) -> Self {
-        e.to_string()
-    }
 }
 
 /// How often the exchange prunes entries past their retention.

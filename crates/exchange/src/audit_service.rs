@@ -10,7 +10,6 @@
 
 use std::pin::Pin;
 
-use chrono::{DateTime, Utc};
 use prost::Message;
 use tokio_stream::Stream;
 use tongban_audit::{AuditEntry, Cursor, EntryKind, PageRequest, SearchFilter};
@@ -26,8 +25,9 @@ use tonic::{Request, Response, Status};
 // Re-exported where the service's callers have always named it.
 pub use crate::audit::AuditReader;
 use crate::auth::Authenticator;
+use crate::error::AuditSinkError;
 use crate::error::ExchangeError;
-use crate::pipeline::{AuditSinkError, Exchange};
+use crate::pipeline::Exchange;
 use crate::wire::record_to_proto;
 
 /// The `Audit` gRPC service.
@@ -95,6 +95,9 @@ impl AuditService {
                 (detail, decision)
             }
         };
+        if decision.is_err() {
+            self.exchange.wait_refusal_turn(&call).await?;
+        }
         let mut entry = AuditEntry::new(EntryKind::AdminAction, call.time);
         entry.caller_org = call.caller.org.to_string();
         entry.caller_unit = call.caller.unit.clone();
@@ -110,7 +113,7 @@ impl AuditService {
             entry.outcome_reason = e.reason().into_owned();
         }
         entry.latency_us = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        entry.trace_id = tongban_telemetry::current_trace_id();
+        entry.trace_id = call.trace_id.clone();
         entry.policy_version = call.policy.version().to_owned();
         if let Err(e) = self.reader.log().append(entry).await {
             tracing::error!(error = %e, "cannot log an administrator's act; refusing it");
@@ -177,7 +180,7 @@ impl AuditService {
         let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
         let time = |t: Option<&prost_types::Timestamp>| {
             t.map(|t| {
-                DateTime::<Utc>::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(0))
+                tongban_proto::convert::time_of(t)
                     .ok_or_else(|| ExchangeError::invalid("filter", "timestamp out of range"))
             })
             .transpose()

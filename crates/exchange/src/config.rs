@@ -9,9 +9,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tongban_core::config_env::{AppliedOverride, EnvKey, ValueKind, apply_env_overrides};
+use tongban_core::CallerError;
+use tongban_core::config_env::{
+    AppliedOverride, EnvKey, EnvOverrideError, ValueKind, apply_env_overrides,
+};
+use tongban_trust::{IdentityError, LimitsError};
 
-use crate::audit::AuditSettings;
+use crate::audit::{AuditSettings, AuditSettingsError};
 use crate::routing::Resilience;
 
 /// Everything one exchange node needs to start.
@@ -219,8 +223,74 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{path}: {message}")]
-    Invalid { path: PathBuf, message: String },
+    /// Not a `source()`: the message prints it.
+    #[error("{path}: {problem}")]
+    Invalid {
+        path: PathBuf,
+        problem: InvalidConfig,
+    },
+}
+
+/// Why a configuration's text is unusable; names the key at fault.
+/// Variants that print their cause do not also return it as `source()`.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidConfig {
+    #[error("{0}")]
+    Toml(toml::de::Error),
+    #[error(transparent)]
+    EnvOverride(#[from] EnvOverrideError),
+    #[error(transparent)]
+    Audit(#[from] AuditSettingsError),
+    #[error("[server] {0}")]
+    ServerLimits(LimitsError),
+    #[error("node {0:?} must be letters, digits, '-' or '_'")]
+    NodeName(String),
+    #[error("plaintext_caller applies only without [tls]; remove one")]
+    PlaintextCallerWithTls,
+    #[error("without [tls] the exchange serves plaintext and needs plaintext_caller")]
+    NoPlaintextCaller,
+    #[error("plaintext_caller: {0}")]
+    PlaintextCaller(CallerError),
+    #[error("department {department:?} lists no endpoints")]
+    NoEndpoints { department: String },
+    #[error("department {department:?} endpoint {endpoint:?} must use {scheme} like the exchange")]
+    EndpointScheme {
+        department: String,
+        endpoint: String,
+        /// `https://` with `[tls]`, `http://` without.
+        scheme: &'static str,
+    },
+    #[error(
+        "department {department:?}: identity is required with [tls] (the SPIFFE id its adapter's certificate carries, e.g. \"spiffe://<trust domain>/org/<credit code>/unit/{department}\")"
+    )]
+    IdentityRequired { department: String },
+    #[error("department {department:?}: identity: {error}")]
+    Identity {
+        department: String,
+        error: IdentityError,
+    },
+    #[error("department {department:?}: identity applies only with [tls]")]
+    IdentityWithoutTls { department: String },
+    #[error(
+        "department {department:?}: timeout_ms, max_in_flight, eject_after_failures and eject_for_ms must be positive"
+    )]
+    DepartmentLimitNotPositive { department: String },
+    #[error(
+        "department {department:?}: max_in_flight_per_caller must be between 1 and max_in_flight ({max_in_flight})"
+    )]
+    CallerShare {
+        department: String,
+        max_in_flight: usize,
+    },
+    #[error(
+        "department {department:?}: min_budget_ms must be between 1 and timeout_ms ({timeout_ms})"
+    )]
+    MinBudget { department: String, timeout_ms: u64 },
+    #[error("department {department:?}: slow_after_ms must be positive")]
+    SlowAfterNotPositive { department: String },
+    /// A top-level interval, e.g. `reload_poll_ms`.
+    #[error("{0} must be positive")]
+    NotPositive(&'static str),
 }
 
 impl ExchangeConfig {
@@ -240,9 +310,9 @@ impl ExchangeConfig {
             path: path.to_owned(),
             source,
         })?;
-        let invalid = |message: String| ConfigError::Invalid {
+        let invalid = |problem| ConfigError::Invalid {
             path: path.to_owned(),
-            message,
+            problem,
         };
         let (mut config, applied) = Self::from_toml_with_env(&text, vars).map_err(invalid)?;
         config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
@@ -250,7 +320,7 @@ impl ExchangeConfig {
     }
 
     /// Parses and checks TOML text (paths left as written).
-    pub fn from_toml(text: &str) -> Result<Self, String> {
+    pub fn from_toml(text: &str) -> Result<Self, InvalidConfig> {
         Self::from_toml_with_env(text, std::iter::empty::<(String, String)>()).map(|(c, _)| c)
     }
 
@@ -258,13 +328,11 @@ impl ExchangeConfig {
     pub fn from_toml_with_env<K: AsRef<str>, V: AsRef<str>>(
         text: &str,
         vars: impl IntoIterator<Item = (K, V)>,
-    ) -> Result<(Self, Vec<AppliedOverride>), String> {
-        let mut document: toml::Table = toml::from_str(text).map_err(|e| e.to_string())?;
+    ) -> Result<(Self, Vec<AppliedOverride>), InvalidConfig> {
+        let mut document: toml::Table = toml::from_str(text).map_err(InvalidConfig::Toml)?;
         let keys = Self::env_keys(&document);
         let applied = apply_env_overrides(&mut document, &keys, vars)?;
-        let config: Self = document
-            .try_into()
-            .map_err(|e: toml::de::Error| e.to_string())?;
+        let config: Self = document.try_into().map_err(InvalidConfig::Toml)?;
         config.check()?;
         Ok((config, applied))
     }
@@ -345,50 +413,44 @@ impl ExchangeConfig {
         toml::to_string_pretty(&shown).unwrap_or_default()
     }
 
-    fn check(&self) -> Result<(), String> {
+    fn check(&self) -> Result<(), InvalidConfig> {
         self.audit.check()?;
-        self.server.check().map_err(|e| format!("[server] {e}"))?;
+        self.server.check().map_err(InvalidConfig::ServerLimits)?;
         if self.node.is_empty()
             || !self
                 .node
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            return Err(format!(
-                "node {:?} must be letters, digits, '-' or '_'",
-                self.node
-            ));
+            return Err(InvalidConfig::NodeName(self.node.clone()));
         }
         match (&self.tls, &self.plaintext_caller) {
-            (Some(_), Some(_)) => {
-                return Err("plaintext_caller applies only without [tls]; remove one".into());
-            }
-            (None, None) => {
-                return Err(
-                    "without [tls] the exchange serves plaintext and needs plaintext_caller".into(),
-                );
-            }
+            (Some(_), Some(_)) => return Err(InvalidConfig::PlaintextCallerWithTls),
+            (None, None) => return Err(InvalidConfig::NoPlaintextCaller),
             _ => {}
         }
         if let Some(c) = &self.plaintext_caller {
-            tongban_core::Caller::parse_reference(c)
-                .map_err(|e| format!("plaintext_caller: {e}"))?;
+            tongban_core::Caller::parse_reference(c).map_err(InvalidConfig::PlaintextCaller)?;
         }
         for (id, d) in &self.departments {
+            let department = || id.clone();
             if d.endpoints.is_empty() {
-                return Err(format!("department {id:?} lists no endpoints"));
+                return Err(InvalidConfig::NoEndpoints {
+                    department: department(),
+                });
             }
             for e in &d.endpoints {
                 let tls = e.starts_with("https://");
                 if tls != self.tls.is_some() || !(tls || e.starts_with("http://")) {
-                    return Err(format!(
-                        "department {id:?} endpoint {e:?} must use {} like the exchange",
-                        if self.tls.is_some() {
+                    return Err(InvalidConfig::EndpointScheme {
+                        department: department(),
+                        endpoint: e.clone(),
+                        scheme: if self.tls.is_some() {
                             "https://"
                         } else {
                             "http://"
-                        }
-                    ));
+                        },
+                    });
                 }
             }
             // With TLS, a department is pinned to its adapter's identity:
@@ -396,18 +458,22 @@ impl ExchangeConfig {
             // enough to receive personal data.
             match (&self.tls, &d.identity) {
                 (Some(_), None) => {
-                    return Err(format!(
-                        "department {id:?}: identity is required with [tls] (the SPIFFE id its adapter's certificate carries, e.g. \"spiffe://<trust domain>/org/<credit code>/unit/{id}\")"
-                    ));
+                    return Err(InvalidConfig::IdentityRequired {
+                        department: department(),
+                    });
                 }
                 (Some(_), Some(identity)) => {
-                    tongban_trust::PeerIdentity::parse_uri(identity)
-                        .map_err(|e| format!("department {id:?}: identity: {e}"))?;
+                    tongban_trust::PeerIdentity::parse_uri(identity).map_err(|error| {
+                        InvalidConfig::Identity {
+                            department: department(),
+                            error,
+                        }
+                    })?;
                 }
                 (None, Some(_)) => {
-                    return Err(format!(
-                        "department {id:?}: identity applies only with [tls]"
-                    ));
+                    return Err(InvalidConfig::IdentityWithoutTls {
+                        department: department(),
+                    });
                 }
                 (None, None) => {}
             }
@@ -416,36 +482,38 @@ impl ExchangeConfig {
                 || d.eject_after_failures == 0
                 || d.eject_for_ms == 0
             {
-                return Err(format!(
-                    "department {id:?}: timeout_ms, max_in_flight, eject_after_failures and eject_for_ms must be positive"
-                ));
+                return Err(InvalidConfig::DepartmentLimitNotPositive {
+                    department: department(),
+                });
             }
             if let Some(share) = d.max_in_flight_per_caller
                 && (share == 0 || share > d.max_in_flight)
             {
-                return Err(format!(
-                    "department {id:?}: max_in_flight_per_caller must be between 1 and max_in_flight ({})",
-                    d.max_in_flight
-                ));
+                return Err(InvalidConfig::CallerShare {
+                    department: department(),
+                    max_in_flight: d.max_in_flight,
+                });
             }
             if d.min_budget_ms == 0 || d.min_budget_ms > d.timeout_ms {
-                return Err(format!(
-                    "department {id:?}: min_budget_ms must be between 1 and timeout_ms ({})",
-                    d.timeout_ms
-                ));
+                return Err(InvalidConfig::MinBudget {
+                    department: department(),
+                    timeout_ms: d.timeout_ms,
+                });
             }
             if d.slow_after_ms == 0 {
-                return Err(format!("department {id:?}: slow_after_ms must be positive"));
+                return Err(InvalidConfig::SlowAfterNotPositive {
+                    department: department(),
+                });
             }
         }
-        if self.reload_poll_ms == 0 {
-            return Err("reload_poll_ms must be positive".into());
-        }
-        if self.drain_timeout_ms == 0 {
-            return Err("drain_timeout_ms must be positive".into());
-        }
-        if self.health_probe_ms == 0 {
-            return Err("health_probe_ms must be positive".into());
+        for (key, value) in [
+            ("reload_poll_ms", self.reload_poll_ms),
+            ("drain_timeout_ms", self.drain_timeout_ms),
+            ("health_probe_ms", self.health_probe_ms),
+        ] {
+            if value == 0 {
+                return Err(InvalidConfig::NotPositive(key));
+            }
         }
         Ok(())
     }
@@ -497,12 +565,14 @@ endpoints = ["http://127.0.0.1:7101"]
         assert!(
             ExchangeConfig::from_toml(&no_caller)
                 .unwrap_err()
+                .to_string()
                 .contains("plaintext_caller")
         );
         let tls_endpoint = PLAIN.replace("http://", "https://");
         assert!(
             ExchangeConfig::from_toml(&tls_endpoint)
                 .unwrap_err()
+                .to_string()
                 .contains("must use http://")
         );
         // With TLS, every department is pinned to its adapter's identity.
@@ -516,7 +586,7 @@ endpoints = ["http://127.0.0.1:7101"]
                 "[departments.police]",
                 "[tls]\ncert = \"x.pem\"\nkey = \"x.key\"\nca = \"ca.pem\"\n[departments.police]",
             );
-        let unpinned = ExchangeConfig::from_toml(&tls).unwrap_err();
+        let unpinned = ExchangeConfig::from_toml(&tls).unwrap_err().to_string();
         assert!(unpinned.contains("identity is required"), "{unpinned}");
         let pinned = format!(
             "{tls}identity = \"spiffe://tongban.test/org/11510400TB0000028Y/unit/police\"\n"
@@ -528,12 +598,14 @@ endpoints = ["http://127.0.0.1:7101"]
         assert!(
             ExchangeConfig::from_toml(&plain_pinned)
                 .unwrap_err()
+                .to_string()
                 .contains("only with [tls]")
         );
         let unknown = format!("{PLAIN}\ncolour = 1\n");
         assert!(
             ExchangeConfig::from_toml(&unknown)
                 .unwrap_err()
+                .to_string()
                 .contains("colour")
         );
     }
@@ -570,7 +642,11 @@ endpoints = ["http://127.0.0.1:7101"]
         assert_eq!(again.departments["police"].timeout_ms, 750);
         assert_eq!(again.health_probe_ms, 2000);
         let bad = ExchangeConfig::from_toml_with_env(PLAIN, [("TONGBAN_RELOAD_POLL_MS", "x")]);
-        assert!(bad.unwrap_err().contains("TONGBAN_RELOAD_POLL_MS"));
+        assert!(
+            bad.unwrap_err()
+                .to_string()
+                .contains("TONGBAN_RELOAD_POLL_MS")
+        );
     }
 
     #[test]

@@ -5,14 +5,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use prost::Message;
-use tongban_audit::AuditError;
+use tongban_audit::{AuditError, StoreError};
 use tongban_core::{Denial, FieldViolation};
 use tongban_proto::google::rpc::Status as RpcStatus;
 use tongban_proto::v1::AuditReceipt;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
-
-use crate::pipeline::AuditSinkError;
 
 /// The `ErrorInfo.domain` of every tongban error.
 pub const ERROR_DOMAIN: &str = "tongban.gov";
@@ -25,6 +23,25 @@ const OVERLOAD_RETRY_AFTER: Duration = Duration::from_millis(100);
 /// on; what went wrong inside (transport and OS errors, endpoint addresses,
 /// database errors) is kept in the variant for the log, see
 /// [`ExchangeError::internal_detail`].
+/// Why an audit sink did not record an event, or is not ready to.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditSinkError {
+    /// The log did not commit the entry (store down, queue full, timeout,
+    /// shut down).
+    #[error(transparent)]
+    Log(#[from] AuditError),
+    /// The readiness probe's read of the store failed.
+    #[error("audit store: {0}")]
+    Store(#[source] StoreError),
+    /// The readiness probe's read of the store took too long.
+    #[error("audit store did not answer within {0:?}")]
+    ProbeTimeout(Duration),
+    /// The sink answered for fewer events than it was given, so nothing
+    /// durable is known of the rest.
+    #[error("the audit log gave no result for this entry")]
+    NoResult,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
     #[error("invalid request: {}", describe(.0))]
@@ -89,6 +106,12 @@ pub enum ExchangeError {
     #[error("audit log unavailable, nothing released")]
     AuditUnavailable(#[source] Box<AuditSinkError>),
     /// The detail is for the log only.
+    /// The call's deadline passed while its refusal waited for the caller's
+    /// refusal budget (`limits::RefusalPacer`); not recorded.
+    #[error(
+        "deadline passed while this caller's refused calls waited their turn; slow down, fewer than {per_second}/s are answered"
+    )]
+    RefusalsPaced { per_second: f64 },
     #[error("internal error")]
     Internal(String),
     /// This node writes no audit log it could prove receipts from.
@@ -138,9 +161,9 @@ impl ExchangeError {
             | Self::DepartmentOverloaded { .. }
             | Self::CallerShareExhausted { .. } => Code::ResourceExhausted,
             Self::DepartmentUnavailable { .. } | Self::AuditUnavailable(_) => Code::Unavailable,
-            Self::DepartmentTimeout { .. } | Self::DeadlineTooShort { .. } => {
-                Code::DeadlineExceeded
-            }
+            Self::DepartmentTimeout { .. }
+            | Self::DeadlineTooShort { .. }
+            | Self::RefusalsPaced { .. } => Code::DeadlineExceeded,
             Self::Department { status, .. } => status.code(),
             Self::BadAnswer { .. } | Self::Internal(_) => Code::Internal,
             Self::NoAuditProofs => Code::Unimplemented,
@@ -174,6 +197,7 @@ impl ExchangeError {
             Self::DepartmentOverloaded { .. } => "DEPARTMENT_OVERLOADED".into(),
             Self::CallerShareExhausted { .. } => "CALLER_SHARE_EXHAUSTED".into(),
             Self::DeadlineTooShort { .. } => "DEADLINE_TOO_SHORT".into(),
+            Self::RefusalsPaced { .. } => "REFUSALS_PACED".into(),
             Self::Department { status, .. } => status
                 .get_details_error_info()
                 .map(|i| i.reason)

@@ -28,13 +28,13 @@ pub use audit::{AuditLogSink, AuditReader, AuditSettings};
 pub use audit_service::AuditService;
 pub use auth::{Authenticator, certificate_authenticator, fixed_caller};
 pub use config::ExchangeConfig;
-pub use error::{ERROR_DOMAIN, ExchangeError};
+pub use error::{AuditSinkError, ERROR_DOMAIN, ExchangeError};
 pub use pipeline::{
-    AuditEvent, AuditKind, AuditSink, AuditSinkError, Call, EvidenceRequest, Exchange, PolicyChange,
+    AuditEvent, AuditKind, AuditSink, Call, EvidenceRequest, Exchange, PolicyChange,
 };
 pub use routing::{Department, Departments, Resilience};
 pub use server::{
-    EXCHANGE_HEALTH_SERVICE, ExchangeHandle, StartError, StartOptions, department_health_service,
-    start, start_with, start_with_audit, start_with_audit_options,
+    AuditOverride, DepartmentError, EXCHANGE_HEALTH_SERVICE, ExchangeHandle, StartError,
+    StartOptions, department_health_service, start,
 };
 pub use service::ExchangeService;

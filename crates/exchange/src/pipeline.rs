@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
-use tongban_audit::{AuditError, StoreError};
 use tongban_core::{
     Caller, CaseContext, Catalogue, FieldRelease, FieldViolation, IdNumber, Matter, Policy,
 };
@@ -36,8 +35,8 @@ use tongban_telemetry::Metrics;
 use tracing::Instrument;
 
 use crate::auth::Authenticator;
-use crate::error::ExchangeError;
-use crate::limits::RateLimiter;
+use crate::error::{AuditSinkError, ExchangeError};
+use crate::limits::{RateLimiter, RefusalPacer};
 use crate::routing::Departments;
 
 /// What the audit log is told about one evidence request, or one refused
@@ -91,25 +90,6 @@ pub struct PolicyChange {
     pub removed: Vec<String>,
 }
 
-/// Why an audit sink did not record an event, or is not ready to.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditSinkError {
-    /// The log did not commit the entry (store down, queue full, timeout,
-    /// shut down).
-    #[error(transparent)]
-    Log(#[from] AuditError),
-    /// The readiness probe's read of the store failed.
-    #[error("audit store: {0}")]
-    Store(#[source] StoreError),
-    /// The readiness probe's read of the store took too long.
-    #[error("audit store did not answer within {0:?}")]
-    ProbeTimeout(Duration),
-    /// The sink answered for fewer events than it was given, so nothing
-    /// durable is known of the rest.
-    #[error("the audit log gave no result for this entry")]
-    NoResult,
-}
-
 /// One result per event, in the events' order: the receipt of its durable
 /// entry, or why it could not be written.
 pub type AuditFuture<'a> =
@@ -135,8 +115,9 @@ pub trait AuditSink: Send + Sync + std::fmt::Debug {
 }
 
 /// One call as the exchange handles it: who is calling, under which policy,
-/// until when. Built once per call by [`Exchange::begin`], so the whole call
-/// is decided by one policy snapshot even if the policy is reloaded midway.
+/// until when, in which trace. Built once per call by [`Exchange::begin`],
+/// so the whole call is decided by one policy snapshot even if the policy
+/// is reloaded midway, and every entry it leaves names the same trace.
 #[derive(Debug, Clone)]
 pub struct Call {
     pub caller: Caller,
@@ -144,6 +125,8 @@ pub struct Call {
     pub deadline: Option<Instant>,
     pub started: Instant,
     pub time: DateTime<Utc>,
+    /// The W3C trace id of the call's server span (empty without one).
+    pub trace_id: String,
 }
 
 /// A case as a caller sent it, before validation.
@@ -233,6 +216,7 @@ struct Inner {
     policy: ArcSwap<Policy>,
     departments: Departments,
     limiter: RateLimiter,
+    pacer: RefusalPacer,
     audit: Arc<dyn AuditSink>,
     metrics: Metrics,
 }
@@ -253,6 +237,7 @@ impl Exchange {
                 policy: ArcSwap::from_pointee(policy),
                 departments,
                 limiter: RateLimiter::default(),
+                pacer: RefusalPacer::default(),
                 audit,
                 metrics,
             }),
@@ -345,6 +330,7 @@ impl Exchange {
             deadline,
             started: Instant::now(),
             time: Utc::now(),
+            trace_id: tongban_telemetry::current_trace_id(),
         })
     }
 
@@ -375,6 +361,32 @@ impl Exchange {
             };
             self.inner.metrics.record_denial(denial.reason());
             Err(denial.into())
+        }
+    }
+
+    /// Waits until a refusal of this call's caller may be recorded (see
+    /// `RefusalPacer`); `Err` when the call's deadline passed first, and
+    /// then the refusal is not recorded.
+    pub async fn wait_refusal_turn(&self, call: &Call) -> Result<(), ExchangeError> {
+        let limits = call.policy.limits();
+        // Stop waiting with a tenth of the caller's time left, so the answer
+        // reaches it before its own timeout does.
+        let deadline = call.deadline.map(|deadline| {
+            let budget = deadline.saturating_duration_since(call.started);
+            tokio::time::Instant::from_std(deadline - budget / 10)
+        });
+        if self
+            .inner
+            .pacer
+            .wait_turn(&call.caller, limits, deadline)
+            .await
+        {
+            Ok(())
+        } else {
+            tracing::debug!(caller = %call.caller, "refusal not recorded: its deadline passed while it waited its turn");
+            Err(ExchangeError::RefusalsPaced {
+                per_second: limits.refusals_per_second,
+            })
         }
     }
 
@@ -500,6 +512,12 @@ impl Exchange {
         facts: &RefusalFacts,
         error: ExchangeError,
     ) -> Refused {
+        if let Err(paced) = self.wait_refusal_turn(call).await {
+            return Refused {
+                error: paced,
+                receipt: None,
+            };
+        }
         // Denials were counted where they were decided (`granted_matter`).
         let event = AuditEvent {
             time: call.time,
@@ -519,7 +537,7 @@ impl Exchange {
             outcome_code: error.code() as i32,
             outcome_reason: error.reason().into_owned(),
             latency: call.started.elapsed(),
-            trace_id: tongban_telemetry::current_trace_id(),
+            trace_id: call.trace_id.clone(),
             released: Vec::new(),
             policy_version: call.policy.version().to_owned(),
             detail: facts.detail.clone(),
@@ -637,7 +655,7 @@ impl Exchange {
                 Err(e) => e.reason().into_owned(),
             },
             latency: started.elapsed(),
-            trace_id: tongban_telemetry::current_trace_id(),
+            trace_id: call.trace_id.clone(),
             released: match &outcome {
                 Ok(ev) => ev
                     .fields

@@ -14,12 +14,13 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tongban_core::{Caller, Catalogue, CatalogueError};
+use tongban_core::{Caller, CallerError, Catalogue, CatalogueError};
 use tongban_proto::v1::audit_server::AuditServer;
 use tongban_proto::v1::exchange_server::ExchangeServer;
 use tongban_telemetry::{AdminServer, GrpcServerLayer, Metrics, PrometheusMetrics};
 use tongban_trust::{
-    CertReloader, PeerIdentity, ReloadOptions, TlsClientConfig, TlsIncoming, TlsServerConfig,
+    CertReloader, IdentityError, LimitsError, PeerIdentity, ReloadOptions, TlsClientConfig,
+    TlsIncoming, TlsServerConfig,
 };
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::ServingStatus;
@@ -29,18 +30,20 @@ use tonic_health::server::HealthReporter;
 
 use tongban_audit::AuditLog;
 
-use crate::audit::AuditLogSink;
-use crate::audit::{AuditReader, SubjectKeyError};
+use crate::audit::{AuditLogSink, AuditOpenError, AuditReader, SubjectKeyError};
 use crate::audit_service::AuditService;
 use crate::auth::{certificate_authenticator, fixed_caller};
 use crate::config::{ExchangeConfig, TlsFiles};
+use crate::error::AuditSinkError;
 use crate::pipeline::{AuditSink, Exchange};
 use crate::reload::{PolicyFileError, load_policy, spawn_policy_reloader};
 use crate::routing::{Department, Departments};
 use crate::service::ExchangeService;
 use crate::size_guard::SizeGuard;
 
-/// Why an exchange node could not start.
+/// Why an exchange node could not start. Variants whose message already
+/// prints their cause do not also return it as `source()`, so a report of
+/// the whole chain (`{:#}`) prints it once.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot read catalogue {path}: {source}")]
@@ -52,8 +55,11 @@ pub enum StartError {
     Catalogue(#[from] CatalogueError),
     #[error(transparent)]
     Policy(#[from] PolicyFileError),
-    #[error("department {department}: {message}")]
-    Department { department: String, message: String },
+    #[error("department {department}: {problem}")]
+    Department {
+        department: String,
+        problem: DepartmentError,
+    },
     #[error("TLS: {0}")]
     Tls(#[from] tongban_trust::TlsError),
     #[error("cannot listen on {addr}: {source}")]
@@ -61,12 +67,38 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("reflection: {0}")]
+    Reflection(tonic_reflection::server::Error),
+    #[error("certificate reloader: {0}")]
+    CertReloader(std::io::Error),
+    #[error("plaintext mode needs plaintext_caller")]
+    NoPlaintextCaller,
+    #[error("plaintext_caller: {0}")]
+    PlaintextCaller(CallerError),
+    #[error("[server] {0}")]
+    ServerLimits(LimitsError),
     #[error("{0}")]
-    Config(String),
-    #[error("{0}")]
-    Audit(String),
+    Audit(AuditOpenError),
+    #[error("cannot record the policy in force: {0}")]
+    RecordPolicy(AuditSinkError),
     #[error(transparent)]
     SubjectKey(#[from] SubjectKeyError),
+}
+
+/// Why a department's adapter channels could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DepartmentError {
+    #[error("is not in the catalogue")]
+    NotInCatalogue,
+    #[error("endpoint {endpoint:?}: {error}")]
+    Endpoint {
+        endpoint: String,
+        error: tonic::transport::Error,
+    },
+    #[error("identity: {0}")]
+    Identity(IdentityError),
+    #[error("{0}")]
+    Channel(tongban_trust::TlsError),
 }
 
 /// The health service name of the exchange itself.
@@ -77,14 +109,27 @@ pub fn department_health_service(department: &str) -> String {
     format!("tongban.v1.Adapter/{department}")
 }
 
-/// Telemetry handed to a node by its process (see `tongban_telemetry::init`).
-/// The default records nothing and serves no admin endpoint.
+/// What a node starts with besides its configuration. The default writes
+/// the audit log `[audit]` names, records no metrics and serves no admin
+/// endpoint.
 #[derive(Debug, Clone, Default)]
 pub struct StartOptions {
-    /// Where the node records its metrics.
+    /// Where the node records its metrics (see `tongban_telemetry::init`).
     pub metrics: Option<Metrics>,
     /// Served on `[admin] listen` when given and enabled.
     pub prometheus: Option<PrometheusMetrics>,
+    /// Audit events go here instead of to the log `[audit]` names, which is
+    /// then not opened (tests put a failing sink behind the exchange).
+    pub audit: Option<AuditOverride>,
+}
+
+/// An audit sink a node writes to instead of the log `[audit]` names.
+#[derive(Debug, Clone)]
+pub struct AuditOverride {
+    pub sink: Arc<dyn AuditSink>,
+    /// The log's read side. Without it the node serves no `Audit` service,
+    /// proves no receipts and prunes nothing.
+    pub reader: Option<AuditReader>,
 }
 
 /// A running exchange node.
@@ -172,50 +217,25 @@ pub fn load_catalogue(config: &ExchangeConfig) -> Result<Catalogue, StartError> 
     }
 }
 
-/// Starts an exchange node on `config.listen` (port 0 picks a free port),
-/// writing its audit log as configured.
-pub async fn start(config: ExchangeConfig) -> Result<ExchangeHandle, StartError> {
-    start_with(config, StartOptions::default()).await
-}
-
-/// [`start`] with the process's telemetry.
-pub async fn start_with(
+/// Starts an exchange node on `config.listen` (port 0 picks a free port).
+pub async fn start(
     config: ExchangeConfig,
     options: StartOptions,
 ) -> Result<ExchangeHandle, StartError> {
-    let (log, store) = config
-        .audit
-        .open_log_and_store(&config.node)
-        .await
-        .map_err(|e| StartError::Audit(e.to_string()))?;
-    let pseudonymizer = config.audit.pseudonymizer()?;
-    let mut sink = AuditLogSink::new(log, pseudonymizer).with_store(store.clone());
-    if let Some(metrics) = &options.metrics {
-        sink = sink.with_metrics(metrics.clone());
-    }
-    let reader = AuditReader::new(sink.clone(), store);
-    start_with_audit_options(config, Arc::new(sink), Some(reader), options).await
-}
-
-/// Starts an exchange node with the given audit sink (tests use this to put
-/// a failing store behind the exchange).
-pub async fn start_with_audit(
-    config: ExchangeConfig,
-    audit: Arc<dyn AuditSink>,
-    reader: Option<AuditReader>,
-) -> Result<ExchangeHandle, StartError> {
-    start_with_audit_options(config, audit, reader, StartOptions::default()).await
-}
-
-/// [`start_with_audit`] with the process's telemetry.
-pub async fn start_with_audit_options(
-    config: ExchangeConfig,
-    audit: Arc<dyn AuditSink>,
-    reader: Option<AuditReader>,
-    options: StartOptions,
-) -> Result<ExchangeHandle, StartError> {
+    let StartOptions {
+        metrics,
+        prometheus,
+        audit,
+    } = options;
+    let (audit, reader): (Arc<dyn AuditSink>, _) = match audit {
+        Some(AuditOverride { sink, reader }) => (sink, reader),
+        None => {
+            let (sink, reader) = open_audit(&config, metrics.as_ref()).await?;
+            (Arc::new(sink), Some(reader))
+        }
+    };
     let audit_log = reader.as_ref().map(|r| r.log().clone());
-    let metrics = options.metrics.clone().unwrap_or_else(Metrics::disabled);
+    let metrics = metrics.unwrap_or_else(Metrics::disabled);
     let catalogue = Arc::new(load_catalogue(&config)?);
     let policy = load_policy(&config.policy, &catalogue)?;
     let departments = connect_departments(&config, &catalogue, &metrics)?;
@@ -230,7 +250,7 @@ pub async fn start_with_audit_options(
     exchange
         .record_initial_policy(&config.policy.display().to_string())
         .await
-        .map_err(|e| StartError::Audit(format!("cannot record the policy in force: {e}")))?;
+        .map_err(StartError::RecordPolicy)?;
     let poll = Duration::from_millis(config.reload_poll_ms);
     let policy_task =
         spawn_policy_reloader(exchange.clone(), config.policy.clone(), catalogue, poll);
@@ -253,7 +273,7 @@ pub async fn start_with_audit_options(
         .register_encoded_file_descriptor_set(tongban_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| StartError::Config(format!("reflection: {e}")))?;
+        .map_err(StartError::Reflection)?;
 
     let listener =
         tongban_trust::bind_listener(config.listen).map_err(|source| StartError::Bind {
@@ -281,7 +301,7 @@ pub async fn start_with_audit_options(
                     on_sighup: true,
                 },
             )
-            .map_err(|e| StartError::Config(format!("certificate reloader: {e}")))?;
+            .map_err(StartError::CertReloader)?;
             let incoming = TlsIncoming::new(listener, reloadable, config.server.incoming_options())
                 .map_err(|source| StartError::Bind {
                     addr: config.listen,
@@ -294,11 +314,12 @@ pub async fn start_with_audit_options(
             )
         }
         None => {
-            let reference = config.plaintext_caller.as_deref().ok_or_else(|| {
-                StartError::Config("plaintext mode needs plaintext_caller".into())
-            })?;
-            let (_, caller) = Caller::parse_reference(reference)
-                .map_err(|e| StartError::Config(format!("plaintext_caller: {e}")))?;
+            let reference = config
+                .plaintext_caller
+                .as_deref()
+                .ok_or(StartError::NoPlaintextCaller)?;
+            let (_, caller) =
+                Caller::parse_reference(reference).map_err(StartError::PlaintextCaller)?;
             tracing::warn!(%caller, "serving PLAINTEXT: every request is attributed to plaintext_caller; use [tls] in production");
             (fixed_caller(caller), Listener::Plain(listener), None)
         }
@@ -306,9 +327,9 @@ pub async fn start_with_audit_options(
 
     // Metrics are for operators; a taken admin port must not stop the node
     // from serving, so it is reported loudly instead.
-    let admin = match (&options.prometheus, config.admin.enabled) {
+    let admin = match (prometheus, config.admin.enabled) {
         (Some(prometheus), true) => {
-            match AdminServer::bind(config.admin.listen, prometheus.clone()).await {
+            match AdminServer::bind(config.admin.listen, prometheus).await {
                 Ok(admin) => Some(admin),
                 Err(e) => {
                     tracing::error!(error = %e, "admin endpoint not started; /metrics unavailable");
@@ -389,11 +410,28 @@ pub async fn start_with_audit_options(
     })
 }
 
+/// Opens the log `[audit]` names: its sink and its read side.
+async fn open_audit(
+    config: &ExchangeConfig,
+    metrics: Option<&Metrics>,
+) -> Result<(AuditLogSink, AuditReader), StartError> {
+    let (log, store) = config
+        .audit
+        .open_log_and_store(&config.node)
+        .await
+        .map_err(StartError::Audit)?;
+    let pseudonymizer = config.audit.pseudonymizer()?;
+    let mut sink = AuditLogSink::new(log, pseudonymizer).with_store(store.clone());
+    if let Some(metrics) = metrics {
+        sink = sink.with_metrics(metrics.clone());
+    }
+    let reader = AuditReader::new(sink.clone(), store);
+    Ok((sink, reader))
+}
+
 /// `Server::builder()` with the node's `[server]` limits.
 fn hardened_builder(limits: &tongban_trust::ServerLimits) -> Result<Server, StartError> {
-    limits
-        .server_builder()
-        .map_err(|e| StartError::Config(format!("[server] {e}")))
+    limits.server_builder().map_err(StartError::ServerLimits)
 }
 
 enum Listener {
@@ -462,12 +500,41 @@ async fn probe_readiness(exchange: Exchange, health: HealthReporter, every: Dura
     }
 }
 
+/// Why one adapter endpoint is not ready.
+#[derive(Debug, thiserror::Error)]
+enum EndpointProbeError {
+    #[error("no health answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("adapter reports health status {0}")]
+    NotServing(i32),
+    #[error("{code:?}: {message}")]
+    Failed { code: tonic::Code, message: String },
+}
+
+/// No endpoint of a department is ready: why not, endpoint by endpoint.
+#[derive(Debug)]
+struct DepartmentUnreachable(Vec<EndpointProbeError>);
+
+impl std::fmt::Display for DepartmentUnreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, why) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{why}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for DepartmentUnreachable {}
+
 /// Asks the adapter's own health service (which follows its database). An
 /// adapter without a health service but answering is reachable.
 async fn probe_department(
     department: &crate::routing::Department,
     every: Duration,
-) -> Result<(), String> {
+) -> Result<(), DepartmentUnreachable> {
     let timeout = department
         .max_timeout()
         .min(every)
@@ -480,29 +547,30 @@ async fn probe_department(
         });
         request.set_timeout(timeout);
         match tokio::time::timeout(timeout, client.check(request)).await {
-            Err(_) => Err(format!("no health answer within {timeout:?}")),
+            Err(_) => Err(EndpointProbeError::NoAnswer(timeout)),
             Ok(Ok(answer)) => {
                 let status = answer.into_inner().status;
                 if status == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
                 {
                     Ok(())
                 } else {
-                    Err(format!("adapter reports health status {status}"))
+                    Err(EndpointProbeError::NotServing(status))
                 }
             }
             Ok(Err(status)) if status.code() == tonic::Code::Unimplemented => Ok(()),
-            Ok(Err(status)) => Err(format!("{:?}: {}", status.code(), status.message())),
+            Ok(Err(status)) => Err(EndpointProbeError::Failed {
+                code: status.code(),
+                message: status.message().to_owned(),
+            }),
         }
     });
     let outcomes = futures::future::join_all(probes).await;
     if outcomes.iter().any(Result::is_ok) {
         return Ok(());
     }
-    Err(outcomes
-        .into_iter()
-        .filter_map(Result::err)
-        .collect::<Vec<_>>()
-        .join("; "))
+    Err(DepartmentUnreachable(
+        outcomes.into_iter().filter_map(Result::err).collect(),
+    ))
 }
 
 fn connect_departments(
@@ -512,12 +580,12 @@ fn connect_departments(
 ) -> Result<Departments, StartError> {
     let mut out = Vec::new();
     for (id, d) in &config.departments {
-        let fail = |message: String| StartError::Department {
+        let fail = |problem| StartError::Department {
             department: id.clone(),
-            message,
+            problem,
         };
         if catalogue.department(id).is_none() {
-            return Err(fail("is not in the catalogue".into()));
+            return Err(fail(DepartmentError::NotInCatalogue));
         }
         let mut endpoints = Vec::with_capacity(d.endpoints.len());
         for endpoint in &d.endpoints {
@@ -543,9 +611,12 @@ fn connect_departments(
     Ok(Departments::new(out))
 }
 
-fn plaintext_channel(endpoint: &str) -> Result<Channel, String> {
+fn plaintext_channel(endpoint: &str) -> Result<Channel, DepartmentError> {
     Ok(Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| format!("endpoint {endpoint:?}: {e}"))?
+        .map_err(|error| DepartmentError::Endpoint {
+            endpoint: endpoint.to_owned(),
+            error,
+        })?
         .connect_timeout(Duration::from_secs(5))
         .tcp_nodelay(true)
         .connect_lazy())
@@ -555,12 +626,100 @@ fn tls_channel(
     endpoint: &str,
     files: &TlsFiles,
     identity: Option<&str>,
-) -> Result<Channel, String> {
+) -> Result<Channel, DepartmentError> {
     let expected = identity
         .map(PeerIdentity::parse_uri)
         .transpose()
-        .map_err(|e| format!("identity: {e}"))?;
+        .map_err(DepartmentError::Identity)?;
     let tls = TlsClientConfig::new(&files.cert, &files.key, &files.ca);
     tongban_trust::connect_channel_lazy(endpoint, &tls, expected.as_ref())
-        .map_err(|e| e.to_string())
+        .map_err(DepartmentError::Channel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{AuditEvent, AuditFuture, PolicyChange, ProbeFuture};
+
+    /// Records nothing: every write fails, or (`accepts`) every write is
+    /// taken without a receipt.
+    #[derive(Debug)]
+    struct StandInSink {
+        accepts: bool,
+    }
+
+    impl AuditSink for StandInSink {
+        fn record_all(&self, events: Vec<AuditEvent>) -> AuditFuture<'_> {
+            let accepts = self.accepts;
+            Box::pin(async move {
+                events
+                    .iter()
+                    .map(|_| {
+                        if accepts {
+                            Ok(None)
+                        } else {
+                            Err(AuditSinkError::NoResult)
+                        }
+                    })
+                    .collect()
+            })
+        }
+
+        fn record_policy_change(&self, _: PolicyChange) -> ProbeFuture<'_> {
+            let accepts = self.accepts;
+            Box::pin(async move {
+                if accepts {
+                    Ok(())
+                } else {
+                    Err(AuditSinkError::NoResult)
+                }
+            })
+        }
+    }
+
+    fn plaintext_config(dir: &std::path::Path) -> ExchangeConfig {
+        let policy = dir.join("policy.toml");
+        std::fs::write(&policy, "").unwrap();
+        ExchangeConfig::from_toml(&format!(
+            "policy = {:?}\nlisten = \"127.0.0.1:0\"\nplaintext_caller = \"org/91350100M000100Y43/unit/bench\"\n[audit]\nstore = {:?}\n",
+            policy.display().to_string(),
+            dir.join("never-opened.db").display().to_string(),
+        ))
+        .unwrap()
+    }
+
+    fn with_sink(accepts: bool) -> StartOptions {
+        StartOptions {
+            audit: Some(AuditOverride {
+                sink: Arc::new(StandInSink { accepts }),
+                reader: None,
+            }),
+            ..StartOptions::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_given_audit_sink_replaces_the_configured_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let node = start(plaintext_config(dir.path()), with_sink(true))
+            .await
+            .unwrap();
+        assert!(node.audit_log().is_none());
+        assert!(node.admin_addr().is_none());
+        node.shutdown().await.unwrap();
+        assert!(!dir.path().join("never-opened.db").exists());
+    }
+
+    #[tokio::test]
+    async fn a_node_that_cannot_record_its_policy_does_not_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = start(plaintext_config(dir.path()), with_sink(false))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, StartError::RecordPolicy(_)), "{refused}");
+        assert_eq!(
+            refused.to_string(),
+            "cannot record the policy in force: the audit log gave no result for this entry"
+        );
+    }
 }

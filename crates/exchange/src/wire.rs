@@ -2,16 +2,10 @@
 //! `Exchange.ProveReceipt` (the request types convert in `service.rs`, the
 //! only place that receives them).
 
-use chrono::{DateTime, Utc};
 use tongban_audit::LoggedEntry;
 use tongban_proto::v1::{self as pb, AuditRecord};
 
-pub(crate) fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: i32::try_from(t.timestamp_subsec_nanos().min(999_999_999)).unwrap_or(0),
-    }
-}
+pub(crate) use tongban_proto::convert::timestamp;
 
 /// The wire form of a stored entry.
 pub fn record_to_proto(e: LoggedEntry) -> AuditRecord {

@@ -1,26 +1,84 @@
 //! Conversions between domain types (`tongban-core`) and their wire form.
 //! The one place that knows both, so every service converts the same way.
 
+use chrono::{DateTime, Utc};
 use tongban_core::{EvidenceAnswer, EvidenceTypeDef, FieldType, FieldValue, Matter};
 
 use crate::v1 as pb;
+
+/// A UTC time in its wire form.
+pub fn timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        // At most 999_999_999 (leap seconds aside), so it fits.
+        nanos: i32::try_from(t.timestamp_subsec_nanos().min(999_999_999)).unwrap_or(0),
+    }
+}
+
+/// A wire time as UTC; `None` when it is outside what chrono represents
+/// or its nanoseconds are out of range.
+pub fn time_of(t: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).ok()?)
+}
+
+/// The gRPC status codes by their canonical names, in code order.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+/// The canonical upper-case name of a gRPC status code (`PERMISSION_DENIED`).
+pub fn code_name(code: tonic::Code) -> &'static str {
+    code_name_of(code as i32)
+}
+
+/// The canonical name of a status code as carried in a message or an audit
+/// entry; `"?"` for a number that is no code.
+pub fn code_name_of(code: i32) -> &'static str {
+    usize::try_from(code)
+        .ok()
+        .and_then(|i| CODE_NAMES.get(i))
+        .copied()
+        .unwrap_or("?")
+}
+
+/// A status code by its name (any case, `-` for `_`) or number.
+pub fn parse_code(text: &str) -> Option<tonic::Code> {
+    let text = text.trim();
+    if let Ok(n) = text.parse::<i32>() {
+        return usize::try_from(n)
+            .is_ok_and(|i| i < CODE_NAMES.len())
+            .then(|| tonic::Code::from_i32(n));
+    }
+    let upper = text.to_ascii_uppercase().replace('-', "_");
+    CODE_NAMES
+        .iter()
+        .position(|n| *n == upper)
+        .and_then(|i| i32::try_from(i).ok())
+        .map(tonic::Code::from_i32)
+}
 
 impl From<EvidenceAnswer> for pb::Evidence {
     fn from(answer: EvidenceAnswer) -> Self {
         Self {
             evidence_type: answer.evidence_type,
             department: answer.department,
-            current_as_of: Some(prost_types::Timestamp {
-                seconds: answer.current_as_of.timestamp(),
-                // At most 999_999_999 (leap seconds aside), so it fits.
-                nanos: i32::try_from(
-                    answer
-                        .current_as_of
-                        .timestamp_subsec_nanos()
-                        .min(999_999_999),
-                )
-                .unwrap_or(0),
-            }),
+            current_as_of: Some(timestamp(answer.current_as_of)),
             fields: answer
                 .fields
                 .into_iter()
@@ -99,6 +157,38 @@ pub fn field_value_text(field: &pb::Field) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn code_names_round_trip_and_refuse_what_is_no_code() {
+        for n in 0..17 {
+            let code = tonic::Code::from_i32(n);
+            assert_eq!(parse_code(code_name(code)), Some(code));
+            assert_eq!(parse_code(&n.to_string()), Some(code));
+        }
+        assert_eq!(
+            code_name(tonic::Code::PermissionDenied),
+            "PERMISSION_DENIED"
+        );
+        assert_eq!(
+            parse_code("permission-denied"),
+            Some(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(parse_code("17"), None);
+        assert_eq!(parse_code("-1"), None);
+        assert_eq!(parse_code("DENIED"), None);
+        assert_eq!(code_name_of(99), "?");
+    }
+
+    #[test]
+    fn times_round_trip_and_refuse_bad_nanos() {
+        let t = DateTime::from_timestamp(1_764_633_600, 123_456_789).unwrap();
+        assert_eq!(time_of(&timestamp(t)), Some(t));
+        let bad = prost_types::Timestamp {
+            seconds: 0,
+            nanos: -1,
+        };
+        assert_eq!(time_of(&bad), None);
+    }
+
     use super::*;
     use chrono::{NaiveDate, TimeZone, Utc};
     use tongban_core::{Catalogue, Field};

@@ -10,10 +10,15 @@
 //!   tonic channels that check the server's host name and, optionally, identity.
 //! - [`ServerLimits`]: the HTTP/2 and connection limits every gRPC server is
 //!   built with, and the TLS accept loop's bounds ([`IncomingOptions`]).
+//! - [`http::HttpServer`]: the one scaffold the small HTTP/1.1 services
+//!   (the console, the admin endpoint) are served with: connection cap,
+//!   head timeout and size, connection age, a shutdown that does not wait
+//!   for idle connections ([`http::HttpLimits`]).
 //!
 //! TLS is offered, not imposed: callers may still serve and dial plaintext.
 
 mod client;
+pub mod http;
 mod identity;
 mod incoming;
 mod limits;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use tongban_audit::{Keyring, PostgresStore, VerifyOptions};
-use tongban_exchange::ExchangeConfig;
+use tongban_exchange::{ExchangeConfig, StartOptions};
 use tongban_proto::v1::audit_client::AuditClient;
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_proto::v1::{
@@ -74,12 +74,14 @@ fn lookup(n: usize) -> tonic::Request<LookupRequest> {
 
 async fn run(dir: &Path, schema: &str) {
     let adapter = spawn_adapter(Duration::ZERO).await;
-    let a = tongban_exchange::start(node_config(dir, "exchange-a", schema, adapter))
-        .await
-        .unwrap();
-    let b = tongban_exchange::start(node_config(dir, "exchange-b", schema, adapter))
-        .await
-        .unwrap();
+    let start = |node| {
+        tongban_exchange::start(
+            node_config(dir, node, schema, adapter),
+            StartOptions::default(),
+        )
+    };
+    let a = start("exchange-a").await.unwrap();
+    let b = start("exchange-b").await.unwrap();
     let url_a = format!("http://{}", a.local_addr());
     let url_b = format!("http://{}", b.local_addr());
     let mut client_a = ExchangeClient::connect(url_a.clone()).await.unwrap();
