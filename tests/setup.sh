@@ -19,7 +19,7 @@ if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   python3 -m pip install --quiet grpcio grpcio-tools
 fi
 
-# The console's browser tests (crates/console/tests/browser.rs) drive headless
+# The console's browser tests (crates/console/tests/console/browser.rs) drive headless
 # Chromium through chromedriver; a CJK font makes the screenshots legible.
 command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q . || {
   echo "tests/setup.sh: installing chromium, chromium-driver and a CJK font"

@@ -3,7 +3,7 @@
 //! reference ones rendered, the catalogue copy is the embedded default, and
 //! the container, compose and Kubernetes files hold what operators rely on.
 //!
-//! `TONGBAN_BLESS=1 cargo test -p tongban-tests --test deploy` rewrites the
+//! `TONGBAN_BLESS=1 cargo test -p tongban-tests --test e2e deploy::` rewrites the
 //! rendered adapter configurations after a deliberate change.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -120,7 +120,7 @@ fn the_catalogue_copy_is_the_embedded_default() {
     let copy = std::fs::read_to_string(deploy_dir().join("config/catalogue.toml")).unwrap();
     assert_eq!(
         copy,
-        include_str!("../crates/core/src/default_catalogue.toml"),
+        include_str!("../../crates/core/src/default_catalogue.toml"),
         "deploy/config/catalogue.toml must be a verbatim copy of the embedded catalogue"
     );
 }

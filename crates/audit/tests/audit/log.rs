@@ -1,12 +1,10 @@
 //! Writer, read side, proofs and prune against real SQLite and PostgreSQL.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::common::*;
 use chrono::{TimeDelta, Utc};
-use common::*;
 use tongban_audit::{
     AuditError, Checkpoint, PageRequest, PruneRequest, SearchFilter, VerifyOptions,
     consistency_proof, export_jsonl, inclusion_proof, origin_for_node, root_at, search,

@@ -15,8 +15,7 @@ use tongban_audit::{AuditStore, Keyring, PostgresStore, SqliteStore, VerifyOptio
 use tongban_proto::v1::exchange_client::ExchangeClient;
 use tongban_proto::v1::{AuditReceipt, CaseContext, LookupRequest, ProveReceiptRequest, Subject};
 
-mod common;
-use common::{spawn_adapter, spawn_exchange};
+use crate::common::{spawn_adapter, spawn_exchange};
 
 const CALLER: &str = "org/91350100M000100Y43/unit/crash-test";
 /// Synthetic identity numbers with valid check characters.

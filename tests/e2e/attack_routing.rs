@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tongban_devkit::local::LocalOptions;
@@ -71,15 +71,15 @@ async fn a_flood_of_tiny_deadlines_does_not_take_a_department_offline() {
     // The hotline: 2,000 lookups, 32 at a time, with 3 ms deadlines (and
     // every fourth with 20 ms: enough to be asked, too little to count as
     // the department's slowness), well under its rate limit.
+    // Bounded by count, not time: every call ends within its own deadline.
     let sent = Arc::new(AtomicUsize::new(0));
-    let flood_until = Instant::now() + Duration::from_secs(30);
     let flooders: Vec<_> = (0..32)
         .map(|_| {
             let mut client = hotline.clone();
             let sent = sent.clone();
             tokio::spawn(async move {
                 let mut unavailable = Vec::new();
-                while Instant::now() < flood_until {
+                loop {
                     let n = sent.fetch_add(1, Ordering::Relaxed);
                     if n >= 2000 {
                         break;
@@ -133,10 +133,6 @@ async fn a_flood_of_tiny_deadlines_does_not_take_a_department_offline() {
         sent.load(Ordering::Relaxed).min(2000)
     );
     assert!(
-        sent.load(Ordering::Relaxed) >= 2000,
-        "the flood ran to the end"
-    );
-    assert!(
         honest_errors.is_empty(),
         "{} of {honest_calls} honest lookups failed, first: {:?}",
         honest_errors.len(),
@@ -165,6 +161,13 @@ async fn a_department_that_is_down_shows_callers_no_transport_errors() {
         .lookup(with_deadline(honest_lookup(), Duration::from_secs(5)))
         .await
         .unwrap();
+    // The log is the whole test process's: the police endpoint's address
+    // tells this deployment's line from another test's.
+    let police_addr = local
+        .adapter_url(Dept::Police)
+        .unwrap()
+        .trim_start_matches("https://")
+        .to_owned();
     local.stop_department(Dept::Police).await.unwrap();
     let from = logs.len();
 
@@ -187,7 +190,7 @@ async fn a_department_that_is_down_shows_callers_no_transport_errors() {
     let line = logs
         .wait_for(
             from,
-            &["DEPARTMENT_UNAVAILABLE", "police", "127.0.0.1"],
+            &["DEPARTMENT_UNAVAILABLE", "police", &police_addr],
             Duration::from_secs(5),
         )
         .await

@@ -19,8 +19,7 @@ use tongban_proto::v1::{
     AdminContext, AuditFilter, AuditSearchRequest, CaseContext, LookupRequest, Subject,
 };
 
-mod common;
-use common::spawn_adapter;
+use crate::common::spawn_adapter;
 
 const CALLER: &str = "org/91350100M000100Y43/unit/two-nodes";
 const SUBJECT: &str = "510403198507220465";

@@ -2,12 +2,10 @@
 //! the store and verify passes.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-mod common;
-
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::*;
+use crate::common::*;
 use tongban_audit::{
     AuditConfig, AuditLog, Keyring, LogSigner, VerifyOptions, origin_for_node, verify,
 };

@@ -2,8 +2,7 @@
 //! reflection on the exchange and the adapters, and the Prometheus endpoint.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "obs/mod.rs"]
-mod obs;
+use crate::obs;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

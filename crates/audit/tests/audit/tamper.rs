@@ -2,10 +2,8 @@
 //! expects `verify` to fail with a finding that names the place.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers outside #[test] fns
 
-mod common;
-
+use crate::common::*;
 use chrono::Utc;
-use common::*;
 use tongban_audit::merkle::CompactRange;
 use tongban_audit::{
     AuditLog, Checkpoint, EntryKind, Finding, Location, LogSigner, PruneRecord, PruneRequest,
