@@ -201,8 +201,8 @@ fn rendered_adapter(dept: Dept) -> String {
     format!(
         "# The reference {id} department's adapter (synthetic data; seed it with\n\
          # `tongban adapter --config {id}.toml --seed-reference`).\n\
-         # Rendered from tongban_devkit::reference::config by tests/deploy.rs;\n\
-         # regenerate with TONGBAN_BLESS=1 cargo test -p tongban-tests --test deploy.\n\
+         # Rendered from tongban_devkit::reference::config by tests/e2e/deploy.rs;\n\
+         # regenerate with TONGBAN_BLESS=1 cargo test -p tongban-tests --test e2e deploy::.\n\
          # Override any key as TONGBAN_<SECTION>_<KEY> (e.g. TONGBAN_DATABASE_URL).\n\n{toml}",
         id = dept.id(),
         toml = config.to_toml()
