@@ -113,7 +113,7 @@ impl AuditService {
             entry.outcome_reason = e.reason().into_owned();
         }
         entry.latency_us = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        entry.trace_id = call.trace_id.clone();
+        entry.trace_id = call.trace.to_string();
         entry.policy_version = call.policy.version().to_owned();
         if let Err(e) = self.reader.log().append(entry).await {
             tracing::error!(error = %e, "cannot log an administrator's act; refusing it");

@@ -125,8 +125,8 @@ pub struct Call {
     pub deadline: Option<Instant>,
     pub started: Instant,
     pub time: DateTime<Utc>,
-    /// The W3C trace id of the call's server span (empty without one).
-    pub trace_id: String,
+    /// The trace of the call's server span (shown empty without one).
+    pub trace: tongban_telemetry::TraceRef,
 }
 
 /// A case as a caller sent it, before validation.
@@ -330,7 +330,7 @@ impl Exchange {
             deadline,
             started: Instant::now(),
             time: Utc::now(),
-            trace_id: tongban_telemetry::current_trace_id(),
+            trace: tongban_telemetry::current_trace(),
         })
     }
 
@@ -537,7 +537,7 @@ impl Exchange {
             outcome_code: error.code() as i32,
             outcome_reason: error.reason().into_owned(),
             latency: call.started.elapsed(),
-            trace_id: call.trace_id.clone(),
+            trace_id: call.trace.to_string(),
             released: Vec::new(),
             policy_version: call.policy.version().to_owned(),
             detail: facts.detail.clone(),
@@ -655,7 +655,7 @@ impl Exchange {
                 Err(e) => e.reason().into_owned(),
             },
             latency: started.elapsed(),
-            trace_id: call.trace_id.clone(),
+            trace_id: call.trace.to_string(),
             released: match &outcome {
                 Ok(ev) => ev
                     .fields

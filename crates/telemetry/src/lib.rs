@@ -36,7 +36,7 @@ pub use admin::AdminServer;
 pub use error::{TelemetryError, UnknownLogFormat};
 pub use metrics::{ExpositionFormat, InflightGuard, Metrics, PrometheusMetrics};
 pub use propagation::{
-    GrpcServerLayer, TraceContextInterceptor, current_trace_id, extract_trace_context,
-    inject_trace_context,
+    GrpcServerLayer, TraceContextInterceptor, TraceRef, current_trace, current_trace_id,
+    extract_trace_context, inject_trace_context,
 };
 pub use setup::{LogFormat, LogOutput, Telemetry, TelemetryGuard, TelemetryOptions, build, init};

@@ -42,17 +42,33 @@ fn current_context() -> Context {
     }
 }
 
-/// Hex trace id of the current span (32 lower-case hex digits), or an empty
-/// string outside any traced span. For the audit log's trace id field.
-pub fn current_trace_id() -> String {
+/// The trace a piece of work belongs to, held without allocating (a call
+/// keeps it from its first step to its audit entries): shown as 32
+/// lower-case hex digits, or as nothing outside any traced span.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TraceRef(Option<opentelemetry::trace::TraceId>);
+
+impl std::fmt::Display for TraceRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(id) => write!(f, "{id}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The trace of the current span.
+pub fn current_trace() -> TraceRef {
     let cx = current_context();
     let span = cx.span();
     let span_context = span.span_context();
-    if span_context.is_valid() {
-        span_context.trace_id().to_string()
-    } else {
-        String::new()
-    }
+    TraceRef(span_context.is_valid().then(|| span_context.trace_id()))
+}
+
+/// Hex trace id of the current span (32 lower-case hex digits), or an empty
+/// string outside any traced span. For the audit log's trace id field.
+pub fn current_trace_id() -> String {
+    current_trace().to_string()
 }
 
 struct MetadataInjector<'a>(&'a mut MetadataMap);
@@ -324,6 +340,20 @@ fn is_server_error(code: tonic::Code) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trace_shows_as_32_hex_digits_and_no_trace_as_nothing() {
+        let id =
+            opentelemetry::trace::TraceId::from_hex("4bf92f3577b34da6a3ce929d0e0e4736").unwrap();
+        assert_eq!(
+            TraceRef(Some(id)).to_string(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        assert_eq!(TraceRef::default().to_string(), "");
+        // Outside any span there is no trace.
+        assert_eq!(current_trace(), TraceRef::default());
+        assert_eq!(current_trace_id(), "");
+    }
 
     #[test]
     fn paths_split_into_service_and_method() {
