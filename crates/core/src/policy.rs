@@ -747,5 +747,26 @@ burst = 10
         );
         let zero = sample().replace("burst = 10", "burst = 0");
         assert!(policy(&zero).unwrap_err().message.contains("positive"));
+        // The refusal budget is checked like the request budget.
+        for refusals in [
+            "refusals_per_second = 0.0",
+            "refusals_per_second = -1.0",
+            "refusals_per_second = nan",
+            "refusals_per_second = inf",
+            "refusal_burst = 0",
+        ] {
+            let bad = sample().replace("burst = 10", &format!("burst = 10\n{refusals}"));
+            assert!(
+                policy(&bad).unwrap_err().message.contains("positive"),
+                "{refusals}"
+            );
+        }
+        let good = sample().replace(
+            "burst = 10",
+            "burst = 10\nrefusals_per_second = 2.5\nrefusal_burst = 7",
+        );
+        let good = policy(&good).unwrap();
+        assert_eq!(good.limits().refusals_per_second, 2.5);
+        assert_eq!(good.limits().refusal_burst, 7);
     }
 }

@@ -102,7 +102,8 @@ impl RefusalPacer {
     /// call's `deadline` came first: the call is over, nothing was taken
     /// from the budget, and the refusal is not to be recorded. A call with
     /// no deadline waits at most [`REFUSAL_WAIT_WITHOUT_DEADLINE`], then
-    /// goes (leaving the bucket in debt, which later refusals wait for).
+    /// goes (taking its token on credit if it reached the bucket, so later
+    /// refusals wait for the debt).
     /// Runs on tokio's clock, so tests pause it.
     pub async fn wait_turn(
         &self,
