@@ -9,6 +9,7 @@
 pub mod entry;
 pub mod error;
 pub mod log;
+pub mod map;
 pub mod merkle;
 pub mod note;
 pub mod read;
