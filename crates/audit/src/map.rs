@@ -729,6 +729,29 @@ pub fn root_of(nodes: &[MapNode], single: Option<(Key, Hash)>) -> Result<Hash, M
     }
 }
 
+/// The root over `leaves` (key, value hash), computed from scratch without
+/// any stored node: for `verify`, which rebuilds every subject's value from
+/// the entries and compares this with the checkpoint's map root.
+pub fn root_from_leaves(mut leaves: Vec<(Key, Hash)>) -> Result<Hash, MapError> {
+    fn go(depth: usize, s: &[(Key, Hash)]) -> Hash {
+        match s {
+            [] => EMPTY,
+            [(k, vh)] => leaf(k, vh),
+            // Two distinct keys part before depth 256, so `depth` stays
+            // below it here.
+            _ => {
+                let mid = s.partition_point(|(k, _)| bit(k, depth) == 0);
+                internal(&go(depth + 1, &s[..mid]), &go(depth + 1, &s[mid..]))
+            }
+        }
+    }
+    leaves.sort_unstable_by_key(|l| l.0);
+    if leaves.windows(2).any(|w| w[0].0 == w[1].0) {
+        return Err(MapError::DuplicateKey);
+    }
+    Ok(go(0, &leaves))
+}
+
 /// What ends a proof.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Terminal {
@@ -1063,6 +1086,11 @@ mod tests {
                 }
                 rounds += 1;
                 assert!(rounds <= KEY_BITS + 1, "loading does not end");
+                // Bounded per round, and never a path twice.
+                let cap = changes.len().max(1) * (1 + usize::from(lookahead));
+                assert!(wanted.len() <= cap, "{} paths wanted", wanted.len());
+                let distinct: HashSet<&MapPath> = wanted.iter().collect();
+                assert_eq!(distinct.len(), wanted.len());
                 let found = wanted
                     .iter()
                     .filter_map(|p| self.nodes.get(p).copied())
@@ -1253,6 +1281,11 @@ mod tests {
             .unwrap();
         assert_eq!(fresh.root, store.root);
         assert_eq!(fresh.nodes, store.nodes);
+        let all: Vec<(Key, Hash)> = store.leaves.iter().map(|(k, v)| (*k, *v)).collect();
+        assert_eq!(root_from_leaves(all.clone()).unwrap(), store.root);
+        let mut twice = all;
+        twice.push(twice[0]);
+        assert_eq!(root_from_leaves(twice), Err(MapError::DuplicateKey));
     }
 
     #[test]
