@@ -450,8 +450,11 @@ struct Pending {
 ///
 /// Each round asks for the nodes on the changed keys' paths at the next
 /// `1 + lookahead` levels, so one query per round loads the tree by levels;
-/// the rounds number about the tree's depth over `1 + lookahead`. Work is
-/// O(changes × depth) in all.
+/// the rounds number about the tree's depth over `1 + lookahead`. A round
+/// asks for at most `max(changes, 1) × (1 + lookahead)` paths, none twice
+/// (mind the SQL parameter limit: bind them as one array). Work is
+/// O(changes × depth) in all; `finish` recurses at most 257 frames deep
+/// (a few hundred bytes each).
 #[derive(Debug)]
 pub struct MapUpdate {
     /// Sorted by key, distinct.
