@@ -16,6 +16,15 @@ pub const ENTRY_ENCODING_V1: u8 = 1;
 /// the policy version appended. The version follows from the content, so
 /// rows stored before the field existed hash exactly as they did.
 pub const ENTRY_ENCODING_V2: u8 = 2;
+/// Version byte of entries written since citizens can check their history:
+/// the fields a citizen may see in clear, then a digest of the rest
+/// ([`AuditEntry::private_digest`]: clerk, case, trace, detail...), so a
+/// portal can recompute the leaf hash of an access to its person without
+/// seeing who at the counter handled it.
+pub const ENTRY_ENCODING_V3: u8 = 3;
+/// What [`AuditEntry::encoding`] holds for entries stored before v3: their
+/// version follows from their content (v1 without a policy version, v2 with).
+pub const ENTRY_ENCODING_BY_CONTENT: u8 = 0;
 
 /// What kind of act an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -33,6 +42,9 @@ pub enum EntryKind {
     /// A policy that took effect, at start-up or on reload
     /// (`policy_version` is the new one).
     PolicyChange,
+    /// A citizen portal read a person's access history (`subject` is that
+    /// person): it is itself an access the person sees.
+    PortalView,
 }
 
 impl EntryKind {
@@ -43,6 +55,7 @@ impl EntryKind {
             EntryKind::AdminAction => "AdminAction",
             EntryKind::Prune => "Prune",
             EntryKind::PolicyChange => "PolicyChange",
+            EntryKind::PortalView => "PortalView",
         }
     }
     fn code(&self) -> u8 {
@@ -53,6 +66,7 @@ impl EntryKind {
             // New codes only ever get added, so older entries keep their hashes.
             EntryKind::Prune => 4,
             EntryKind::PolicyChange => 5,
+            EntryKind::PortalView => 6,
         }
     }
 }
@@ -66,6 +80,7 @@ impl std::str::FromStr for EntryKind {
             "AdminAction" => Ok(EntryKind::AdminAction),
             "Prune" => Ok(EntryKind::Prune),
             "PolicyChange" => Ok(EntryKind::PolicyChange),
+            "PortalView" => Ok(EntryKind::PortalView),
             other => Err(format!("unknown entry kind {other:?}")),
         }
     }
@@ -105,6 +120,10 @@ pub struct AuditEntry {
     /// unknown (entries written before the field existed).
     #[serde(default)]
     pub policy_version: String,
+    /// Canonical encoding: [`ENTRY_ENCODING_V3`] for every new entry,
+    /// [`ENTRY_ENCODING_BY_CONTENT`] for entries stored before it existed.
+    #[serde(default)]
+    pub encoding: u8,
 }
 
 impl AuditEntry {
@@ -129,6 +148,7 @@ impl AuditEntry {
             released_fields_hash: String::new(),
             detail: String::new(),
             policy_version: String::new(),
+            encoding: ENTRY_ENCODING_V3,
         }
     }
 
@@ -159,15 +179,23 @@ impl AuditEntry {
         }
     }
 
+    /// The encoding version this entry hashes with.
+    pub fn encoding_version(&self) -> u8 {
+        match self.encoding {
+            ENTRY_ENCODING_BY_CONTENT if self.policy_version.is_empty() => ENTRY_ENCODING_V1,
+            ENTRY_ENCODING_BY_CONTENT => ENTRY_ENCODING_V2,
+            v => v,
+        }
+    }
+
     /// Canonical, versioned bytes hashed into the log. The position (node,
     /// index) is part of them so a moved or copied row no longer matches.
     pub fn canonical_bytes(&self, index: u64) -> Vec<u8> {
+        let version = self.encoding_version();
+        if version == ENTRY_ENCODING_V3 {
+            return self.public().canonical_bytes(index);
+        }
         let mut out = Vec::with_capacity(256 + self.detail.len());
-        let version = if self.policy_version.is_empty() {
-            ENTRY_ENCODING_V1
-        } else {
-            ENTRY_ENCODING_V2
-        };
         out.push(version);
         put_str(&mut out, &self.node);
         out.extend_from_slice(&index.to_be_bytes());
@@ -194,6 +222,96 @@ impl AuditEntry {
         if version == ENTRY_ENCODING_V2 {
             put_str(&mut out, &self.policy_version);
         }
+        out
+    }
+
+    /// SHA-256 over the fields a citizen does not see (encoding v3): the
+    /// clerk, the case number, latency, trace id, released-fields hash,
+    /// detail and policy version, each length-prefixed under a label.
+    pub fn private_digest(&self) -> Hash {
+        use sha2::Digest;
+        let mut out = Vec::with_capacity(160 + self.detail.len());
+        out.extend_from_slice(PRIVATE_DIGEST_LABEL);
+        put_str(&mut out, &self.operator);
+        put_str(&mut out, &self.case_number);
+        out.extend_from_slice(&self.latency_us.to_be_bytes());
+        put_str(&mut out, &self.trace_id);
+        put_str(&mut out, &self.released_fields_hash);
+        put_str(&mut out, &self.detail);
+        put_str(&mut out, &self.policy_version);
+        Sha256::digest(&out).into()
+    }
+
+    /// What a citizen may see of this entry, enough to recompute its v3
+    /// leaf hash.
+    pub fn public(&self) -> PublicEntry {
+        PublicEntry {
+            time: self.time,
+            node: self.node.clone(),
+            kind: self.kind,
+            caller_org: self.caller_org.clone(),
+            caller_unit: self.caller_unit.clone(),
+            matter: self.matter.clone(),
+            evidence_type: self.evidence_type.clone(),
+            department: self.department.clone(),
+            subject: self.subject.clone(),
+            outcome_code: self.outcome_code,
+            outcome_reason: self.outcome_reason.clone(),
+            private_digest: self.private_digest(),
+        }
+    }
+
+    /// RFC 6962 leaf hash of the entry at `index`.
+    pub fn leaf_hash(&self, index: u64) -> Hash {
+        hash_leaf(&self.canonical_bytes(index))
+    }
+}
+
+/// Label of [`AuditEntry::private_digest`], so its input can never be read
+/// as any other encoding's.
+const PRIVATE_DIGEST_LABEL: &[u8] = b"tongban/audit/private/v1\n";
+
+/// The part of a v3 entry a citizen sees in clear, with the digest that
+/// stands for the rest. Its leaf hash is the full entry's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicEntry {
+    pub time: DateTime<Utc>,
+    pub node: String,
+    pub kind: EntryKind,
+    pub caller_org: String,
+    pub caller_unit: String,
+    pub matter: String,
+    pub evidence_type: String,
+    pub department: String,
+    pub subject: String,
+    pub outcome_code: i32,
+    pub outcome_reason: String,
+    #[serde(with = "crate::store::hex_hash")]
+    pub private_digest: Hash,
+}
+
+impl PublicEntry {
+    /// The v3 canonical bytes of the entry at `index`.
+    pub fn canonical_bytes(&self, index: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.push(ENTRY_ENCODING_V3);
+        put_str(&mut out, &self.node);
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend_from_slice(&self.time.timestamp_micros().to_be_bytes());
+        out.push(self.kind.code());
+        for s in [
+            &self.caller_org,
+            &self.caller_unit,
+            &self.matter,
+            &self.evidence_type,
+            &self.department,
+            &self.subject,
+        ] {
+            put_str(&mut out, s);
+        }
+        out.extend_from_slice(&self.outcome_code.to_be_bytes());
+        put_str(&mut out, &self.outcome_reason);
+        out.extend_from_slice(&self.private_digest);
         out
     }
 
@@ -462,12 +580,47 @@ mod tests {
         e
     }
 
+    /// A v3 entry's leaf hash is recomputable from its public part, which
+    /// holds no clerk, case number or detail; every field still counts.
+    #[test]
+    fn v3_leaf_hashes_come_from_the_public_part_and_the_private_digest() {
+        let mut e = sample();
+        e.operator = "clerk-0042".into();
+        e.case_number = "PZH-2026-000123".into();
+        e.detail = "something private".into();
+        e.subject = "ab".repeat(32);
+        let public = e.public();
+        assert_eq!(public.leaf_hash(9), e.leaf_hash(9));
+        let shown = serde_json::to_string(&public).unwrap();
+        for secret in ["clerk-0042", "PZH-2026-000123", "something private"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for change in [
+            |e: &mut AuditEntry| e.operator.push('x'),
+            |e: &mut AuditEntry| e.case_number.push('x'),
+            |e: &mut AuditEntry| e.latency_us += 1,
+            |e: &mut AuditEntry| e.detail.push('x'),
+            |e: &mut AuditEntry| e.policy_version.push('x'),
+            |e: &mut AuditEntry| e.subject.replace_range(0..2, "cd"),
+            |e: &mut AuditEntry| e.matter.push('x'),
+            |e: &mut AuditEntry| e.outcome_code = 7,
+        ] {
+            let mut f = e.clone();
+            change(&mut f);
+            assert_ne!(f.leaf_hash(9), e.leaf_hash(9));
+        }
+        // Stored rows keep their version: a legacy row hashes as before.
+        let mut legacy = e.clone();
+        legacy.encoding = ENTRY_ENCODING_BY_CONTENT;
+        assert_eq!(legacy.canonical_bytes(9)[0], ENTRY_ENCODING_V1);
+    }
+
     #[test]
     fn canonical_bytes_are_deterministic_and_position_bound() {
         let e = sample();
         assert_eq!(e.canonical_bytes(3), e.canonical_bytes(3));
         assert_ne!(e.leaf_hash(3), e.leaf_hash(4));
-        assert_eq!(e.canonical_bytes(0)[0], ENTRY_ENCODING_V1);
+        assert_eq!(e.canonical_bytes(0)[0], ENTRY_ENCODING_V3);
         let mut f = e.clone();
         f.latency_us += 1;
         assert_ne!(e.leaf_hash(0), f.leaf_hash(0));
@@ -624,7 +777,9 @@ mod tests {
 
     #[test]
     fn entries_with_a_policy_version_use_encoding_v2_and_old_ones_hash_as_before() {
-        let e = sample();
+        let mut e = sample();
+        // As stored before encoding v3.
+        e.encoding = ENTRY_ENCODING_BY_CONTENT;
         let v1 = e.canonical_bytes(7);
         assert_eq!(v1[0], ENTRY_ENCODING_V1);
         let mut f = e.clone();
