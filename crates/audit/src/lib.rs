@@ -17,8 +17,8 @@ pub mod store;
 pub mod verify;
 
 pub use entry::{
-    AuditEntry, EntryKind, MAX_ENTRY_BYTES, SubjectPseudonymizer, bounded_clean_text,
-    escape_controls,
+    AuditEntry, EntryKind, MAX_ENTRY_BYTES, SUBJECT_PROOF_LEN, SubjectProof, SubjectProofError,
+    SubjectPseudonymizer, bounded_clean_text, escape_controls, verify_subject_proof,
 };
 pub use log::{AuditConfig, AuditError, AuditLog, AuditStats, Receipt};
 pub use merkle::Hash;
