@@ -6,6 +6,7 @@
 //! checkpoints. Administrators search, export, prove and verify; old entries
 //! are pruned while checkpoints and subtree hashes stay. No gRPC here.
 
+pub mod cosign;
 pub mod entry;
 pub mod error;
 pub mod log;
@@ -16,6 +17,9 @@ pub mod read;
 pub mod store;
 pub mod verify;
 
+pub use cosign::{
+    CosignError, Cosigned, WitnessKey, WitnessSigner, has_cosignature, verify_cosignatures,
+};
 pub use entry::{
     AuditEntry, EntryKind, MAX_ENTRY_BYTES, SUBJECT_PROOF_LEN, SubjectProof, SubjectProofError,
     SubjectPseudonymizer, bounded_clean_text, escape_controls, verify_subject_proof,

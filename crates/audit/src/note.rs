@@ -12,12 +12,12 @@ use sha2::{Digest, Sha256};
 use crate::merkle::Hash;
 
 const ALG_ED25519: u8 = 0x01;
-const SIG_PREFIX: &str = "\u{2014} ";
+pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 const TIME_EXTENSION: &str = "time ";
 const MAP_EXTENSION: &str = "map ";
 const VRF_EXTENSION: &str = "vrf ";
 const PRUNED_EXTENSION: &str = "pruned ";
-const PRIVATE_KEY_PREFIX: &str = "PRIVATE+KEY+";
+pub(crate) const PRIVATE_KEY_PREFIX: &str = "PRIVATE+KEY+";
 
 /// Errors about keys and notes.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ pub enum NoteError {
     BadSignature { name: String, key_id: String },
 }
 
-fn check_name(name: &str) -> Result<(), NoteError> {
+pub(crate) fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.contains('+') || name.chars().any(char::is_whitespace) {
         return Err(NoteError::BadKeyName(name.to_string()));
     }
@@ -51,12 +51,53 @@ fn check_name(name: &str) -> Result<(), NoteError> {
 
 /// key id = SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key)[:4].
 pub fn key_id(name: &str, public_key: &[u8; 32]) -> [u8; 4] {
+    key_id_for(ALG_ED25519, name, public_key)
+}
+
+/// key id = SHA-256(name ‖ 0x0A ‖ `alg` ‖ public key)[:4], for any signature
+/// type (0x04 is a cosignature/v1 key).
+pub(crate) fn key_id_for(alg: u8, name: &str, public_key: &[u8; 32]) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([b'\n', ALG_ED25519]);
+    h.update([b'\n', alg]);
     h.update(public_key);
     let d = h.finalize();
     [d[0], d[1], d[2], d[3]]
+}
+
+/// One signature line of a note: the key name and the decoded bytes
+/// (key id first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SignatureLine<'a> {
+    pub name: &'a str,
+    pub raw: Vec<u8>,
+}
+
+/// Splits a signed note into its body (with the final newline) and its
+/// signature lines, strictly: every line after the blank one must be a
+/// signature line.
+pub(crate) fn split_note(note: &str) -> Result<(&str, Vec<SignatureLine<'_>>), NoteError> {
+    let split = note
+        .rfind("\n\n")
+        .ok_or_else(|| NoteError::Malformed("no blank line before signatures".into()))?;
+    let body = &note[..split + 1];
+    let mut sigs = Vec::new();
+    for line in note[split + 2..].lines() {
+        let rest = line
+            .strip_prefix(SIG_PREFIX)
+            .ok_or_else(|| NoteError::Malformed(format!("bad signature line {line:?}")))?;
+        let (name, b64) = rest
+            .split_once(' ')
+            .ok_or_else(|| NoteError::Malformed(format!("bad signature line {line:?}")))?;
+        let raw = B64
+            .decode(b64)
+            .map_err(|_| NoteError::Malformed("signature is not base64".into()))?;
+        if raw.len() < 5 {
+            return Err(NoteError::Malformed("signature too short".into()));
+        }
+        sigs.push(SignatureLine { name, raw });
+    }
+    Ok((body, sigs))
 }
 
 /// A log's Ed25519 signing key with its signed-note key name.
@@ -210,7 +251,7 @@ impl LogSigner {
     }
 }
 
-fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -32,6 +32,14 @@ pub enum StoreError {
     Corrupt(String),
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
+    #[error(
+        "cannot add a cosignature to the checkpoint of node {node:?} at size {tree_size}: {detail}"
+    )]
+    Cosignature {
+        node: String,
+        tree_size: u64,
+        detail: String,
+    },
 }
 
 /// A boxed future, so the trait stays object safe (`Arc<dyn AuditStore>`).
@@ -285,6 +293,19 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
                 .collect())
         })
     }
+    /// Appends a cosignature `line` (a note signature line, no newline) to
+    /// the signed note of `node`'s checkpoint at `tree_size`, unless the
+    /// note already carries it. Atomic (a compare-and-swap on the note, so
+    /// concurrent adders never lose a line) and idempotent; returns whether
+    /// the line was added. The note stays a valid signed note: the line goes
+    /// after its last signature line. Whether the cosignature is valid is
+    /// the caller's to check.
+    fn add_cosignature<'a>(
+        &'a self,
+        node: &'a str,
+        tree_size: u64,
+        line: &'a str,
+    ) -> StoreFuture<'a, bool>;
     /// Up to `limit` entries with index >= `from`, ascending.
     fn scan<'a>(
         &'a self,
@@ -368,6 +389,41 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
         node: &'a str,
         indexes: &'a [u64],
     ) -> StoreFuture<'a, std::collections::HashSet<u64>>;
+}
+
+/// Attempts at swapping a note before giving up: each failed one means
+/// another writer changed the note in between, so this bounds only a storm.
+const COSIGN_ATTEMPTS: usize = 16;
+
+/// The note with `line` appended, or `None` if it already carries it.
+fn note_with_cosignature(
+    node: &str,
+    tree_size: u64,
+    note: &str,
+    line: &str,
+) -> Result<Option<String>, StoreError> {
+    let err = |detail: &str| StoreError::Cosignature {
+        node: node.to_string(),
+        tree_size,
+        detail: detail.to_string(),
+    };
+    let well_formed = line
+        .strip_prefix("\u{2014} ")
+        .and_then(|rest| rest.split_once(' '))
+        .is_some_and(|(name, sig)| !name.is_empty() && !sig.is_empty() && !sig.contains(' '));
+    if !well_formed || line.contains(['\n', '\r']) {
+        return Err(err("not a note signature line"));
+    }
+    let Some(split) = note.rfind("\n\n") else {
+        return Err(err("stored note has no signature lines"));
+    };
+    if !note.ends_with('\n') {
+        return Err(err("stored note does not end in a newline"));
+    }
+    if note[split + 2..].lines().any(|l| l == line) {
+        return Ok(None);
+    }
+    Ok(Some(format!("{note}{line}\n")))
 }
 
 pub(crate) fn to_i64(v: u64) -> Result<i64, StoreError> {
@@ -807,6 +863,58 @@ macro_rules! impl_common_store {
                     .await?;
                     row.as_ref().map(row_to_checkpoint).transpose()
                 })
+            }
+
+            fn add_cosignature<'a>(
+                &'a self,
+                node: &'a str,
+                tree_size: u64,
+                line: &'a str,
+            ) -> StoreFuture<'a, bool> {
+                Box::pin(async move {
+                    use sqlx::Row;
+                    let size = to_i64(tree_size)?;
+                    for _ in 0..COSIGN_ATTEMPTS {
+                        // Read where writes go, so the swap compares against
+                        // the newest note.
+                        let row = sqlx::query(
+                            "SELECT note FROM audit_checkpoints WHERE node = $1 AND tree_size = $2",
+                        )
+                        .bind(node)
+                        .bind(size)
+                        .fetch_optional(self.writes())
+                        .await?;
+                        let Some(row) = row else {
+                            return Err(StoreError::Cosignature {
+                                node: node.to_string(),
+                                tree_size,
+                                detail: "no such checkpoint".into(),
+                            });
+                        };
+                        let old: String = row.try_get(0)?;
+                        let Some(new) = note_with_cosignature(node, tree_size, &old, line)? else {
+                            return Ok(false);
+                        };
+                        let done = sqlx::query(
+                            "UPDATE audit_checkpoints SET note = $1 WHERE node = $2 AND tree_size = $3 AND note = $4",
+                        )
+                        .bind(new.as_str())
+                        .bind(node)
+                        .bind(size)
+                        .bind(old.as_str())
+                        .execute(self.writes())
+                        .await?
+                        .rows_affected();
+                        if done == 1 {
+                            return Ok(true);
+                        }
+                    }
+                    Err(StoreError::Cosignature {
+                        node: node.to_string(),
+                        tree_size,
+                        detail: "the note kept changing underneath".into(),
+                    })
+                }.instrument(tracing::debug_span!("audit_store.add_cosignature", backend = Self::BACKEND, node, size = tree_size)))
             }
 
             fn scan<'a>(

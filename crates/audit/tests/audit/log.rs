@@ -747,6 +747,14 @@ mod hanging {
         ) -> StoreFuture<'a, Option<StoredCheckpoint>> {
             self.inner.latest_checkpoint(node)
         }
+        fn add_cosignature<'a>(
+            &'a self,
+            node: &'a str,
+            tree_size: u64,
+            line: &'a str,
+        ) -> StoreFuture<'a, bool> {
+            self.inner.add_cosignature(node, tree_size, line)
+        }
         fn scan<'a>(
             &'a self,
             node: &'a str,

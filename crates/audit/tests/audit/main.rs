@@ -4,6 +4,7 @@
 
 mod common;
 
+mod cosign;
 mod crash;
 mod log;
 mod tamper;
