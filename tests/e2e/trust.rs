@@ -406,7 +406,7 @@ async fn a_service_points_certificate_cannot_call_an_adapter_directly() {
 }
 
 #[tokio::test]
-async fn discovery_shows_a_police_station_only_its_matter() {
+async fn discovery_shows_a_police_station_only_its_matters() {
     let mut station = local().client("salian-police-station").await.unwrap();
     let matters = station
         .list_matters(timed(ListMattersRequest {}))
@@ -414,7 +414,10 @@ async fn discovery_shows_a_police_station_only_its_matter() {
         .unwrap()
         .into_inner();
     let codes: Vec<&str> = matters.matters.iter().map(|m| m.code.as_str()).collect();
-    assert_eq!(codes, ["temporary-id-card"]);
+    assert_eq!(
+        codes,
+        ["temporary-id-card", "criminal-investigation-assist"]
+    );
 
     let types = station
         .list_evidence_types(timed(ListEvidenceTypesRequest::default()))

@@ -55,11 +55,25 @@ pub struct Matter {
     pub description: String,
     /// Evidence type ids, in the catalogue's order.
     pub evidence: Vec<String>,
+    /// Days for which accesses under this matter are sealed from the
+    /// subject (e.g. a criminal investigation); `None` when they are not.
+    pub disclosure_delay_days: Option<u32>,
 }
+
+/// Bounds of a matter's `disclosure_delay_days`: at least a day (zero would
+/// mean "not sealed", which is said by leaving the key out), at most ten years.
+pub const DISCLOSURE_DELAY_DAYS: std::ops::RangeInclusive<i64> = 1..=3650;
 
 impl Matter {
     pub fn needs(&self, evidence_type: &str) -> bool {
         self.evidence.iter().any(|e| e == evidence_type)
+    }
+
+    /// How long after an access under this matter the subject may learn of
+    /// it; `None` when at once.
+    pub fn disclosure_delay(&self) -> Option<chrono::Duration> {
+        self.disclosure_delay_days
+            .and_then(|days| chrono::Duration::try_days(i64::from(days)))
     }
 }
 
@@ -116,6 +130,9 @@ struct RawMatter {
     #[serde(default)]
     description: String,
     evidence: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    /// Any value, so a wrong type gets this key's own message.
+    disclosure_delay_days: Option<Spanned<toml::Value>>,
 }
 
 impl Catalogue {
@@ -269,6 +286,20 @@ impl Catalogue {
                 }
                 needed.push(ev.into_inner());
             }
+            let disclosure_delay_days = match &m.disclosure_delay_days {
+                None => None,
+                Some(days) => Some(disclosure_delay_days(days.get_ref()).ok_or_else(|| {
+                    at(
+                        days.span(),
+                        format!(
+                            "matter {code:?}: disclosure_delay_days must be a whole number of days from {} to {}, got {}",
+                            DISCLOSURE_DELAY_DAYS.start(),
+                            DISCLOSURE_DELAY_DAYS.end(),
+                            days.get_ref()
+                        ),
+                    )
+                })?),
+            };
             matter_index.insert(code.clone(), matters.len());
             matters.push(Matter {
                 code: m.code.into_inner(),
@@ -276,6 +307,7 @@ impl Catalogue {
                 title_zh: m.title_zh,
                 description: m.description,
                 evidence: needed,
+                disclosure_delay_days,
             });
         }
         if matters.is_empty() {
@@ -313,6 +345,17 @@ impl Catalogue {
 
     pub fn matter(&self, code: &str) -> Option<&Matter> {
         self.matter_index.get(code).map(|&i| &self.matters[i])
+    }
+}
+
+/// A `disclosure_delay_days` value, when it is an integer within
+/// [`DISCLOSURE_DELAY_DAYS`].
+fn disclosure_delay_days(value: &toml::Value) -> Option<u32> {
+    match value {
+        toml::Value::Integer(days) if DISCLOSURE_DELAY_DAYS.contains(days) => {
+            u32::try_from(*days).ok()
+        }
+        _ => None,
     }
 }
 
@@ -417,10 +460,66 @@ evidence = ["police.identity"]
             "pension-qualification",
             "social-insurance-record",
             "subsistence-allowance",
+            "criminal-investigation-assist",
         ] {
             assert!(c.matter(code).is_some(), "{code}");
         }
-        assert_eq!(Catalogue::embedded().matters().len(), 5);
+        assert_eq!(Catalogue::embedded().matters().len(), 6);
+        // Only the investigation is sealed, for 180 days.
+        let sealed: Vec<_> = c
+            .matters()
+            .iter()
+            .filter(|m| m.disclosure_delay().is_some())
+            .map(|m| m.code.as_str())
+            .collect();
+        assert_eq!(sealed, ["criminal-investigation-assist"]);
+        let assist = c.matter("criminal-investigation-assist").unwrap();
+        assert_eq!(assist.disclosure_delay_days, Some(180));
+        assert_eq!(assist.disclosure_delay(), Some(chrono::Duration::days(180)));
+        assert_eq!(assist.title_zh, "刑事案件侦查协查");
+        assert!(assist.needs("police.identity") && assist.needs("police.household"));
+    }
+
+    #[test]
+    fn disclosure_delay_is_read_and_bounded() {
+        let with = |value: &str| {
+            SMALL.replace(
+                r#"evidence = ["police.identity"]"#,
+                &format!("evidence = [\"police.identity\"]\ndisclosure_delay_days = {value}"),
+            )
+        };
+        let plain = Catalogue::from_toml(SMALL, "test.toml").unwrap();
+        assert_eq!(
+            plain
+                .matter("temporary-id-card")
+                .unwrap()
+                .disclosure_delay(),
+            None
+        );
+        for (value, days) in [("1", 1), ("180", 180), ("3650", 3650)] {
+            let c = Catalogue::from_toml(&with(value), "test.toml").unwrap();
+            let m = c.matter("temporary-id-card").unwrap();
+            assert_eq!(m.disclosure_delay_days, Some(days));
+            assert_eq!(
+                m.disclosure_delay(),
+                Some(chrono::Duration::days(days.into()))
+            );
+        }
+        // Out of range, negative, not an integer: refused at the value.
+        for value in ["0", "-5", "3651", "99999999999", "1.5", "\"180\"", "true"] {
+            let e = error(&with(value));
+            assert_eq!((e.line, e.column), (16, 25), "{value}: {e}");
+            assert!(e.to_string().starts_with("test.toml:16:25: "), "{e}");
+        }
+        let e = error(&with("0"));
+        assert!(
+            e.message
+                .contains("whole number of days from 1 to 3650, got 0"),
+            "{e}"
+        );
+        assert!(error(&with("-5")).message.contains("got -5"));
+        assert!(error(&with("1.5")).message.contains("got 1.5"));
+        assert!(error(&with("\"180\"")).message.contains("got \"180\""));
     }
 
     #[test]

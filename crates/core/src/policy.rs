@@ -131,6 +131,9 @@ pub struct Policy {
     trust_domain: Option<String>,
     grants: Vec<Grant>,
     admins: Vec<CallerPattern>,
+    /// Citizen portals: may ask for every entry about a person (the portal
+    /// vouches for the person; the policy only says who is a portal).
+    portals: Vec<CallerPattern>,
     limits: Limits,
     version: String,
 }
@@ -144,7 +147,9 @@ struct RawPolicy {
     #[serde(default)]
     grant: Vec<Spanned<RawGrant>>,
     #[serde(default)]
-    admin: Option<RawAdmin>,
+    admin: Option<RawCallers>,
+    #[serde(default)]
+    portal: Option<RawCallers>,
     #[serde(default)]
     limits: Option<Spanned<Limits>>,
 }
@@ -158,9 +163,10 @@ struct RawGrant {
     fields: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
 }
 
+/// A role's table (`[admin]`, `[portal]`): who holds it.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawAdmin {
+struct RawCallers {
     callers: Spanned<Vec<Spanned<String>>>,
 }
 
@@ -276,6 +282,10 @@ impl Policy {
             Some(a) => resolve(&a.callers)?,
             None => Vec::new(),
         };
+        let portals = match &raw.portal {
+            Some(p) => resolve(&p.callers)?,
+            None => Vec::new(),
+        };
         let limits = match raw.limits {
             Some(l) => {
                 let span = l.span();
@@ -301,6 +311,7 @@ impl Policy {
             trust_domain,
             grants,
             admins,
+            portals,
             limits,
             version: policy_version(text),
         })
@@ -315,7 +326,8 @@ impl Policy {
 
     /// What this policy permits, one canonical line per permission
     /// (`grant <caller pattern> <matter>`, `fields <caller pattern> <matter>
-    /// <evidence type> <field,…>`, `admin <caller pattern>`, `trust_domain …`,
+    /// <evidence type> <field,…>`, `admin <caller pattern>`, `portal <caller
+    /// pattern>`, `trust_domain …`,
     /// `limits …`). Two policies' lines differ exactly where what they permit
     /// differs, so a reload can record what was added and removed.
     pub fn permissions(&self) -> BTreeSet<String> {
@@ -336,6 +348,9 @@ impl Policy {
         }
         for admin in &self.admins {
             lines.insert(format!("admin {admin}"));
+        }
+        for portal in &self.portals {
+            lines.insert(format!("portal {portal}"));
         }
         if let Some(domain) = &self.trust_domain {
             lines.insert(format!("trust_domain {domain}"));
@@ -440,6 +455,12 @@ impl Policy {
                 caller: caller.to_string(),
             })
         }
+    }
+
+    /// Is `caller` a citizen portal (`[portal] callers`)? Being one grants
+    /// nothing else: no matter, no administrator right.
+    pub fn is_portal(&self, caller: &Caller) -> bool {
+        self.portals.iter().any(|p| p.matches(caller))
     }
 
     fn grants_for<'a>(
@@ -551,13 +572,17 @@ fields = {{ "hrss.unemployment" = ["eligible", "reason"] }}
 [admin]
 callers = ["org/{c}/unit/admin"]
 
+[portal]
+callers = ["org/{d}/unit/tianfu-tongban"]
+
 [limits]
 requests_per_second = 5.0
 burst = 10
 "#,
             a = org(1),
             b = org(2),
-            c = org(3)
+            c = org(3),
+            d = org(4)
         )
     }
 
@@ -768,5 +793,68 @@ burst = 10
         let good = policy(&good).unwrap();
         assert_eq!(good.limits().refusals_per_second, 2.5);
         assert_eq!(good.limits().refusal_burst, 7);
+    }
+
+    #[test]
+    fn portals_are_named_like_admins_and_hold_no_other_right() {
+        let p = policy(&sample()).unwrap();
+        let cat = Catalogue::embedded();
+        let portal = caller(org(4), "tianfu-tongban");
+        assert!(p.is_portal(&portal));
+        assert!(!p.is_portal(&caller(org(4), "other-unit")));
+        assert!(!p.is_portal(&caller(org(3), "admin")));
+        // A portal is not an administrator, and may handle no matter.
+        assert_eq!(
+            p.require_admin(&portal).unwrap_err().reason(),
+            "NOT_ADMINISTRATOR"
+        );
+        assert!(p.granted_matters(&portal, &cat).is_empty());
+        assert!(
+            p.permissions()
+                .contains(&format!("portal org/{}/unit/tianfu-tongban", org(4)))
+        );
+        // Without the table, nobody is a portal.
+        assert!(!policy("").unwrap().is_portal(&portal));
+        // Every unit of an organisation, through a group, as for admins.
+        let org_wide = sample().replace(
+            &format!("callers = [\"org/{}/unit/tianfu-tongban\"]", org(4)),
+            &format!(
+                "callers = [\"spiffe://tongban.test/org/{}/unit/*\", \"group:community-centres\"]",
+                org(4)
+            ),
+        );
+        let p = policy(&org_wide).unwrap();
+        assert!(p.is_portal(&caller(org(4), "other-unit")));
+        assert!(p.is_portal(&caller(org(1), "dongli-community")));
+        assert!(!p.is_portal(&caller(org(3), "admin")));
+    }
+
+    #[test]
+    fn bad_portal_tables_name_the_line() {
+        let portal = format!("\"org/{}/unit/tianfu-tongban\"", org(4));
+        for (bad, message) in [
+            ("\"tianfu-tongban\"".to_owned(), "org/"),
+            (
+                "\"org/12345/unit/tianfu-tongban\"".to_owned(),
+                "18 characters",
+            ),
+            (
+                format!("\"spiffe://elsewhere/org/{}/unit/x\"", org(4)),
+                "trust domain",
+            ),
+            ("\"group:schools\"".to_owned(), "unknown group"),
+        ] {
+            let e = policy(&sample().replace(&portal, &bad)).unwrap_err();
+            assert_eq!(e.line, 20, "{bad}: {e}");
+            assert!(e.message.contains(message), "{bad}: {e}");
+        }
+        let empty = policy(&sample().replace(&portal, "")).unwrap_err();
+        assert!(empty.message.contains("names no caller"), "{empty}");
+        let unknown_key = sample().replace(
+            "[portal]\n",
+            "[portal]\nmatters = [\"unemployment-benefit\"]\n",
+        );
+        let e = policy(&unknown_key).unwrap_err();
+        assert!(e.message.contains("matters"), "{e}");
     }
 }

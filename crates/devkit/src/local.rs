@@ -378,12 +378,15 @@ pub fn policy_toml(pki: &DevPki) -> anyhow::Result<String> {
         let id: &PeerIdentity = &pki.get(name)?.identity;
         Ok(format!("org/{}/unit/{}", id.org(), id.unit()))
     };
-    let admins: Vec<String> = pki
-        .identities
-        .iter()
-        .filter(|i| i.role == Role::Administrator)
-        .map(|i| format!("\"org/{}/unit/{}\"", i.identity.org(), i.identity.unit()))
-        .collect();
+    let holding = |role: Role| -> String {
+        let callers: Vec<String> = pki
+            .identities
+            .iter()
+            .filter(|i| i.role == role)
+            .map(|i| format!("\"org/{}/unit/{}\"", i.identity.org(), i.identity.unit()))
+            .collect();
+        callers.join(", ")
+    };
     Ok(format!(
         r#"# Access policy of the local deployment. Everything not granted is denied.
 trust_domain = "{domain}"
@@ -397,6 +400,12 @@ township-halls = ["{township}"]
 [[grant]]
 callers = ["group:police-stations"]
 matters = ["temporary-id-card"]
+
+# They also assist criminal investigations: a sealed matter, whose accesses
+# the person learns of only after its disclosure delay.
+[[grant]]
+callers = ["group:police-stations"]
+matters = ["criminal-investigation-assist"]
 
 # Community centres and township halls handle social matters.
 [[grant]]
@@ -412,6 +421,10 @@ fields = {{ "police.identity" = ["name_matches", "alive"], "hrss.contributions" 
 [admin]
 callers = [{admins}]
 
+# Citizen portals: may ask for every audit entry about a person.
+[portal]
+callers = [{portals}]
+
 [limits]
 requests_per_second = 2000.0
 burst = 4000
@@ -423,9 +436,49 @@ max_request_bytes = 16384
         community = path("dongli-community")?,
         township = path("salian-township")?,
         hotline = path("hotline-96196")?,
-        admins = admins.join(", "),
+        admins = holding(Role::Administrator),
+        portals = holding(Role::Portal),
     ))
 }
 
 /// How long a demo or test waits for one call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{PORTAL_PARTY, init_dev_pki};
+    use tongban_core::{Caller, Catalogue, Policy};
+
+    #[test]
+    fn the_local_policy_names_the_portal_and_lets_police_stations_make_sealed_accesses() {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = init_dev_pki(&tmp.path().join("pki"), &DevPkiOptions::default()).unwrap();
+        let catalogue = Catalogue::embedded();
+        let policy =
+            Policy::from_toml(&policy_toml(&pki).unwrap(), "policy.toml", &catalogue).unwrap();
+        let caller = |name: &str| {
+            let id = &pki.get(name).unwrap().identity;
+            Caller::new(id.org().clone(), id.unit()).unwrap()
+        };
+        let portal = caller(PORTAL_PARTY);
+        assert!(policy.is_portal(&portal));
+        assert!(policy.require_admin(&portal).is_err());
+        assert!(policy.granted_matters(&portal, &catalogue).is_empty());
+        assert!(!policy.is_portal(&caller("admin")));
+        assert!(!policy.is_portal(&caller("dongli-community")));
+
+        let station = caller("salian-police-station");
+        let sealed = catalogue.matter("criminal-investigation-assist").unwrap();
+        assert!(sealed.disclosure_delay().is_some());
+        assert!(
+            policy
+                .authorize(&station, sealed, "police.household")
+                .is_ok()
+        );
+        // Nobody else may.
+        for other in ["dongli-community", "salian-township", "hotline-96196"] {
+            assert!(!policy.may_handle(&caller(other), &sealed.code), "{other}");
+        }
+    }
+}

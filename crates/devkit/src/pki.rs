@@ -103,6 +103,8 @@ pub enum Role {
     Department,
     Administrator,
     ServicePoint,
+    /// A citizen portal: asks for every audit entry about a person.
+    Portal,
 }
 
 /// An invented organisation of the dev PKI.
@@ -153,6 +155,13 @@ pub const ORG_HOTLINE_96196: DevOrganisation = DevOrganisation {
     name: "Panzhihua 96196 Service Hotline Centre",
     name_zh: "攀枝花市96196服务热线中心",
 };
+/// A provincial public institution (region 510000), as the operator of
+/// Sichuan's citizen app would be.
+pub const ORG_TIANFU_TONGBAN: DevOrganisation = DevOrganisation {
+    credit_code: "12510000TB00000955",
+    name: "Sichuan Tianfu Tongban Government Service Platform",
+    name_zh: "四川天府通办政务服务平台",
+};
 
 /// Every invented organisation.
 pub const DEV_ORGANISATIONS: &[DevOrganisation] = &[
@@ -164,7 +173,11 @@ pub const DEV_ORGANISATIONS: &[DevOrganisation] = &[
     ORG_DONGLI_COMMUNITY,
     ORG_SALIAN_TOWN,
     ORG_HOTLINE_96196,
+    ORG_TIANFU_TONGBAN,
 ];
+
+/// The dev PKI's citizen portal: its party name, which is also its unit.
+pub const PORTAL_PARTY: &str = "tianfu-tongban";
 
 /// A party the dev PKI issues a certificate to; `name` is also its unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -250,6 +263,14 @@ pub const DEV_PARTIES: &[DevParty] = &[
         server_auth: false,
         client_auth: true,
         description: "96196 service hotline",
+    },
+    DevParty {
+        name: PORTAL_PARTY,
+        role: Role::Portal,
+        organisation: ORG_TIANFU_TONGBAN,
+        server_auth: false,
+        client_auth: true,
+        description: "citizen portal (Tianfu Tongban app), asks what was looked up about a person",
     },
 ];
 
@@ -852,6 +873,21 @@ mod tests {
         assert_eq!(&ORG_MIYI_POLICE.credit_code[2..8], "510421");
         assert_eq!(&ORG_SALIAN_TOWN.credit_code[2..8], "510421");
         assert_eq!(&ORG_DONGLI_COMMUNITY.credit_code[2..8], "510403");
+        // The portal is provincial: Sichuan, 510000.
+        assert_eq!(&ORG_TIANFU_TONGBAN.credit_code[2..8], "510000");
+    }
+
+    #[test]
+    fn the_portal_is_a_client_of_its_own_organisation() {
+        let portals: Vec<&DevParty> = DEV_PARTIES
+            .iter()
+            .filter(|p| p.role == Role::Portal)
+            .collect();
+        assert_eq!(portals.len(), 1);
+        let portal = portals[0];
+        assert_eq!(portal.name, PORTAL_PARTY);
+        assert_eq!(portal.organisation, ORG_TIANFU_TONGBAN);
+        assert!(portal.client_auth && !portal.server_auth);
     }
 
     #[test]
@@ -903,6 +939,12 @@ mod tests {
         let station = pki.get("salian-police-station").unwrap();
         assert_eq!(station.identity.org().as_str(), ORG_MIYI_POLICE.credit_code);
         assert!(!station.server_auth);
+        let portal = pki.get(PORTAL_PARTY).unwrap();
+        assert_eq!(portal.role, Role::Portal);
+        assert_eq!(
+            portal.identity.org().as_str(),
+            ORG_TIANFU_TONGBAN.credit_code
+        );
         // Each department has its own organisation.
         let orgs: Vec<_> = ["police", "civil", "hrss"]
             .iter()
@@ -918,6 +960,7 @@ mod tests {
             .build(None)
             .unwrap();
         let manifest = fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+        assert!(manifest.contains("role = \"portal\""), "{manifest}");
         assert!(manifest.contains(
             "spiffe_id = \"spiffe://panzhihua.tongban.test/org/11510421TB0000052W/unit/salian-police-station\""
         ));
