@@ -702,12 +702,16 @@ impl Writer {
         };
         let committed = latest.as_ref().and_then(|cp| cp.map.map(|m| (cp.size, m)));
         let from = match committed {
-            Some((size, commitment)) if commitment.vrf_key == map.vrf_key => {
+            // A new VRF key changes nothing in the map (it is keyed by the
+            // entries' subjects), so it continues: a rebuild would forget
+            // the pruned chains, and every map signed before the change over
+            // them would no longer verify.
+            Some((size, commitment)) => {
                 map.root = commitment.root;
                 size
             }
-            _ => {
-                // No map (or one under another VRF key): rebuild from the log.
+            None => {
+                // No map: rebuild from the log.
                 self.store.map_reset(&self.node).await?;
                 map.root = crate::map::EMPTY;
                 state.pruned_before
