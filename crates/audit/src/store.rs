@@ -361,7 +361,8 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
         paths: &'a [MapPath],
         entries_limit: u32,
     ) -> StoreFuture<'a, SubjectSnapshot>;
-    /// Forgets the node's subject map (to rebuild it from the log).
+    /// Forgets the node's subject map (to rebuild it from the log); keeps
+    /// the pruned chains, from which the rebuilt map starts.
     fn map_reset<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()>;
     /// Up to `limit` entries about `subject` (its hex pseudonym) with
     /// `from <= index < below`, ascending.
@@ -1287,7 +1288,7 @@ macro_rules! impl_common_store {
             fn map_reset<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
                 Box::pin(async move {
                     let mut tx = self.writes().begin().await?;
-                    for table in ["audit_map_nodes", "audit_map_leaves", "audit_map_pruned"] {
+                    for table in ["audit_map_nodes", "audit_map_leaves"] {
                         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE node = $1")))
                             .bind(node)
                             .execute(&mut *tx)
