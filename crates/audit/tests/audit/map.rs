@@ -61,8 +61,8 @@ async fn append(
 ) {
     for i in 0..n {
         let mut e = entry(i, time);
-        let subject =
-            (rng.next_u32() % 4 != 0).then(|| subjects[rng.next_u32() as usize % subjects.len()]);
+        let subject = (!rng.next_u32().is_multiple_of(4))
+            .then(|| subjects[rng.next_u32() as usize % subjects.len()]);
         e.subject = subject.map(hex::encode).unwrap_or_default();
         let receipt = log.append(e).await.unwrap();
         if let Some(k) = subject {
