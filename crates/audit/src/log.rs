@@ -10,11 +10,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::entry::{AuditEntry, EntryKind, truncate_to_micros};
-use crate::map::{MapUpdate, subject_key};
+use crate::map::{MapUpdate, MapValue, subject_key};
 use crate::merkle::{CompactRange, Hash, range_hash};
-use crate::note::{
-    Checkpoint, Keyring, LogSigner, MapCommitment, PrunedBoundary, origin_for_node,
-};
+use crate::note::{Checkpoint, Keyring, LogSigner, MapCommitment, PrunedBoundary, origin_for_node};
 use crate::read::{PruneRecord, PruneReport, PruneRequest, frontier_to_keep};
 use crate::store::{
     AuditStore, LoggedEntry, MapWrite, PrunedChain, StoreError, StoredCheckpoint, WriterLease,
@@ -195,6 +193,7 @@ impl AuditLog {
                 vrf_key,
                 root: crate::map::EMPTY,
                 pending: Vec::new(),
+                seed: std::collections::HashMap::new(),
             }),
             pruned: None,
             config: config.clone(),
@@ -367,8 +366,12 @@ struct MapState {
     /// (subject key, index, leaf hash) of every entry about a subject
     /// committed since the last signed checkpoint, in log order.
     pending: Vec<([u8; 32], u64, Hash)>,
+    /// A rebuilt map's start: the value of each subject's pruned chain, so
+    /// the map goes on counting pruned entries (as `verify` and portals,
+    /// which start from the same chains, expect). Goes into the next
+    /// checkpoint's map.
+    seed: std::collections::HashMap<[u8; 32], MapValue>,
 }
-
 
 impl Writer {
     /// Reloads size and frontier from the store and checks them against the
@@ -658,11 +661,9 @@ impl Writer {
         // Signed before deleting: a crash in between leaves an authorised,
         // not yet applied boundary, which verifies.
         self.checkpoint().await?;
-        let chains = if self.map.is_some() {
-            self.pruned_chains(state.pruned_before, cut).await?
-        } else {
-            Vec::new()
-        };
+        // Kept without a map too: a map begun later starts from them, and
+        // they stay whole for maps signed before it was switched off.
+        let chains = self.pruned_chains(state.pruned_before, cut).await?;
         let deleted = self
             .store
             .prune_below(&self.node, cut, &keep, &chains)
@@ -678,7 +679,10 @@ impl Writer {
     /// subjects committed after it. A log without a map at its latest
     /// checkpoint (new, or kept before maps existed) gets one built from
     /// every retained entry.
-    async fn recover_map_and_boundary(&mut self, state: &crate::store::LogState) -> Result<(), AuditError> {
+    async fn recover_map_and_boundary(
+        &mut self,
+        state: &crate::store::LogState,
+    ) -> Result<(), AuditError> {
         let latest = match self.store.latest_checkpoint(&self.node).await? {
             Some(stored) => {
                 let mut own = Keyring::new();
@@ -702,14 +706,30 @@ impl Writer {
         };
         let committed = latest.as_ref().and_then(|cp| cp.map.map(|m| (cp.size, m)));
         let from = match committed {
-            Some((size, commitment)) if commitment.vrf_key == map.vrf_key => {
+            // A new VRF key changes nothing in the map (it is keyed by the
+            // entries' subjects), so it continues: a rebuild would forget
+            // the pruned chains, and every map signed before the change over
+            // them would no longer verify.
+            Some((size, commitment)) => {
                 map.root = commitment.root;
                 size
             }
-            _ => {
-                // No map (or one under another VRF key): rebuild from the log.
+            None => {
+                // No map: rebuild from the pruned chains and the log.
                 self.store.map_reset(&self.node).await?;
                 map.root = crate::map::EMPTY;
+                map.seed.clear();
+                let mut after: Option<[u8; 32]> = None;
+                loop {
+                    let page = self
+                        .store
+                        .pruned_chains_page(&self.node, after.as_ref(), 10_000)
+                        .await?;
+                    let Some((last, _)) = page.last() else { break };
+                    after = Some(*last);
+                    map.seed
+                        .extend(page.iter().map(|(key, chain)| (*key, chain.value())));
+                }
                 state.pruned_before
             }
         };
@@ -752,11 +772,14 @@ impl Writer {
             root,
             vrf_key: map.vrf_key,
         };
-        if map.pending.is_empty() {
+        if map.pending.is_empty() && map.seed.is_empty() {
             return Ok(Some((commitment(map.root), MapWrite::default())));
         }
         let mut by_subject: std::collections::BTreeMap<[u8; 32], Vec<(u64, Hash)>> =
             std::collections::BTreeMap::new();
+        for key in map.seed.keys() {
+            by_subject.entry(*key).or_default();
+        }
         for (key, index, leaf) in &map.pending {
             by_subject.entry(*key).or_default().push((*index, *leaf));
         }
@@ -766,7 +789,11 @@ impl Writer {
         let mut leaves = Vec::with_capacity(keys.len());
         let mut changes = Vec::with_capacity(keys.len());
         for (key, entries) in by_subject {
-            let mut value = current.get(&key).copied().unwrap_or_default();
+            let mut value = current
+                .get(&key)
+                .or_else(|| map.seed.get(&key))
+                .copied()
+                .unwrap_or_default();
             for (index, leaf) in entries {
                 value.extend(index, &leaf);
             }
@@ -798,7 +825,11 @@ impl Writer {
 
     /// The pruned chains of every subject with entries in `[from, cut)`,
     /// continued from what earlier prunes left.
-    async fn pruned_chains(&self, from: u64, cut: u64) -> Result<Vec<([u8; 32], PrunedChain)>, AuditError> {
+    async fn pruned_chains(
+        &self,
+        from: u64,
+        cut: u64,
+    ) -> Result<Vec<([u8; 32], PrunedChain)>, AuditError> {
         let mut by_subject: std::collections::BTreeMap<[u8; 32], Vec<(u64, Hash)>> =
             std::collections::BTreeMap::new();
         let mut next = from;
@@ -819,7 +850,10 @@ impl Writer {
         let earlier = self.store.pruned_chains(&self.node, &keys).await?;
         let mut out = Vec::with_capacity(keys.len());
         for (key, entries) in by_subject {
-            let mut value = earlier.get(&key).map(PrunedChain::value).unwrap_or_default();
+            let mut value = earlier
+                .get(&key)
+                .map(PrunedChain::value)
+                .unwrap_or_default();
             let mut chain = None;
             for (index, leaf) in entries {
                 chain = Some(PrunedChain {
@@ -900,6 +934,7 @@ impl Writer {
                 if let (Some(map), Some((commitment, _))) = (&mut self.map, map_update) {
                     map.root = commitment.root;
                     map.pending.clear();
+                    map.seed.clear();
                 }
                 self.counters
                     .checkpoints_signed

@@ -348,17 +348,31 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
         subjects: &'a [[u8; 32]],
     ) -> StoreFuture<'a, HashMap<[u8; 32], MapValue>>;
     /// The map's internal nodes at `paths` (those that exist).
-    fn map_nodes<'a>(&'a self, node: &'a str, paths: &'a [MapPath])
-    -> StoreFuture<'a, Vec<MapNode>>;
+    fn map_nodes<'a>(
+        &'a self,
+        node: &'a str,
+        paths: &'a [MapPath],
+    ) -> StoreFuture<'a, Vec<MapNode>>;
     /// The map's only leaf, when it holds exactly one.
-    fn map_single_leaf<'a>(&'a self, node: &'a str)
-    -> StoreFuture<'a, Option<([u8; 32], MapValue)>>;
+    fn map_single_leaf<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> StoreFuture<'a, Option<([u8; 32], MapValue)>>;
     /// The subjects' pruned chains (those that have one).
     fn pruned_chains<'a>(
         &'a self,
         node: &'a str,
         subjects: &'a [[u8; 32]],
     ) -> StoreFuture<'a, HashMap<[u8; 32], PrunedChain>>;
+    /// Up to `limit` subjects' pruned chains with keys after `after`, in key
+    /// order: `verify` pages through all of them, since a subject whose
+    /// entries were all pruned stays in the map with no entry to name it.
+    fn pruned_chains_page<'a>(
+        &'a self,
+        node: &'a str,
+        after: Option<&'a [u8; 32]>,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<([u8; 32], PrunedChain)>>;
     /// Reads, in one snapshot, the latest checkpoint and the subject's part
     /// of the map under it (`paths`: the internal nodes on its key's path).
     fn subject_snapshot<'a>(
@@ -368,7 +382,8 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
         paths: &'a [MapPath],
         entries_limit: u32,
     ) -> StoreFuture<'a, SubjectSnapshot>;
-    /// Forgets the node's subject map (to rebuild it from the log).
+    /// Forgets the node's subject map (to rebuild it from the log); keeps
+    /// the pruned chains, from which the rebuilt map starts.
     fn map_reset<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()>;
     /// Up to `limit` entries about `subject` (its hex pseudonym) with
     /// `from <= index < below`, ascending.
@@ -381,8 +396,12 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> StoreFuture<'a, Vec<LoggedEntry>>;
     /// Records that an administrator disclosed a sealed entry early.
-    fn put_unsealed<'a>(&'a self, node: &'a str, index: u64, time: DateTime<Utc>)
-    -> StoreFuture<'a, ()>;
+    fn put_unsealed<'a>(
+        &'a self,
+        node: &'a str,
+        index: u64,
+        time: DateTime<Utc>,
+    ) -> StoreFuture<'a, ()>;
     /// Which of `indexes` were disclosed early.
     fn unsealed<'a>(
         &'a self,
@@ -1245,6 +1264,26 @@ macro_rules! impl_common_store {
                 })
             }
 
+            fn pruned_chains_page<'a>(
+                &'a self,
+                node: &'a str,
+                after: Option<&'a [u8; 32]>,
+                limit: u32,
+            ) -> StoreFuture<'a, Vec<([u8; 32], PrunedChain)>> {
+                Box::pin(async move {
+                    // Every key is 32 bytes, so the empty one sorts first.
+                    let rows = sqlx::query(
+                        "SELECT subject, count, head_before_last, last_idx, last_leaf FROM audit_map_pruned WHERE node = $1 AND subject > $2 ORDER BY subject LIMIT $3",
+                    )
+                    .bind(node)
+                    .bind(after.map_or_else(Vec::new, |k| k.to_vec()))
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter().map(row_to_pruned).collect()
+                })
+            }
+
             fn subject_snapshot<'a>(
                 &'a self,
                 node: &'a str,
@@ -1357,7 +1396,7 @@ macro_rules! impl_common_store {
             fn map_reset<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
                 Box::pin(async move {
                     let mut tx = self.writes().begin().await?;
-                    for table in ["audit_map_nodes", "audit_map_leaves", "audit_map_pruned"] {
+                    for table in ["audit_map_nodes", "audit_map_leaves"] {
                         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE node = $1")))
                             .bind(node)
                             .execute(&mut *tx)

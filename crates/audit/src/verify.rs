@@ -1,12 +1,13 @@
 //! Full verification of every node's log against pinned keys.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::entry::EntryKind;
 use crate::error::AuditError;
+use crate::map::{Key, MapError, MapNode, MapPath, MapUpdate, MapValue, subject_key};
 use crate::merkle::{CompactRange, Hash, NodeId};
 use crate::note::{Checkpoint, Keyring, origin_for_node};
 use crate::read::PruneRecord;
@@ -79,6 +80,8 @@ pub struct NodeReport {
     pub tree_size: u64,
     pub entries_checked: u64,
     pub checkpoints_checked: u64,
+    /// Checkpoints whose subject map root was recomputed from the entries.
+    pub maps_checked: u64,
     pub latest_signed_size: u64,
     /// Root recomputed at `tree_size` (hex), when the tree could be rebuilt.
     pub root: Option<String>,
@@ -150,6 +153,85 @@ pub fn split_checkpoint_notes(text: &str) -> Vec<String> {
 struct Target {
     root: Hash,
     external: bool,
+}
+
+/// A signed checkpoint's subject map root, to recompute.
+struct MapTarget {
+    root: Hash,
+    external: bool,
+}
+
+/// A monitor's own copy of a node's subject map: every subject's value
+/// rebuilt from the entries in log order, and the map over them kept as an
+/// in-memory tree updated at each checkpoint that commits to a map (so each
+/// costs only its changes, and the first bad checkpoint is named).
+#[derive(Debug, Default)]
+struct MapReplay {
+    values: HashMap<Key, MapValue>,
+    /// Subjects whose value changed since the map was last brought up to date.
+    dirty: HashSet<Key>,
+    nodes: HashMap<MapPath, MapNode>,
+    /// The tree's only leaf while it has no internal node.
+    single: Option<(Key, Hash)>,
+}
+
+impl MapReplay {
+    /// Starts every subject from `base` (its pruned chain's value).
+    fn new(base: impl IntoIterator<Item = (Key, MapValue)>) -> Self {
+        let values: HashMap<Key, MapValue> = base.into_iter().collect();
+        Self {
+            dirty: values.keys().copied().collect(),
+            values,
+            ..Default::default()
+        }
+    }
+
+    /// Chains the entry at `index` on to its subject's value, if it has one.
+    fn add(&mut self, subject: &str, index: u64, leaf: &Hash) {
+        if let Some(key) = subject_key(subject) {
+            self.values.entry(key).or_default().extend(index, leaf);
+            self.dirty.insert(key);
+        }
+    }
+
+    /// The map root over every subject's current value.
+    fn root(&mut self) -> Result<Hash, MapError> {
+        let changes: Vec<(Key, Hash)> = self
+            .dirty
+            .drain()
+            .map(|k| (k, self.values.get(&k).copied().unwrap_or_default().hash()))
+            .collect();
+        let only = match changes.as_slice() {
+            [one] => Some(*one),
+            _ => None,
+        };
+        let mut update = MapUpdate::new(self.single, changes);
+        loop {
+            let wanted = update.wanted();
+            if wanted.is_empty() {
+                break;
+            }
+            let found = wanted
+                .iter()
+                .filter_map(|p| self.nodes.get(p).copied())
+                .collect();
+            update.supply(found);
+        }
+        let delta = update.finish()?;
+        for path in &delta.deletes {
+            self.nodes.remove(path);
+        }
+        for node in delta.upserts {
+            self.nodes.insert(node.path, node);
+        }
+        if self.nodes.contains_key(&MapPath::ROOT) {
+            self.single = None;
+        } else if only.is_some() {
+            // No internal node: the tree holds at most the one changed key.
+            self.single = only;
+        }
+        Ok(delta.root)
+    }
 }
 
 /// Recomputes everything in the store and checks it against the checkpoints
@@ -235,6 +317,9 @@ async fn verify_node(
 
     // 1. Checkpoints: signatures by pinned keys, row vs note, monotonic time.
     let mut targets: BTreeMap<u64, Vec<Target>> = BTreeMap::new();
+    let mut map_targets: BTreeMap<u64, Vec<MapTarget>> = BTreeMap::new();
+    // (size, VRF key) of the latest checkpoint with a map.
+    let mut last_vrf: Option<(u64, [u8; 32])> = None;
     let mut prev: Option<Checkpoint> = None;
     let mut latest_signed = 0u64;
     for row in store.checkpoints(node).await? {
@@ -295,6 +380,26 @@ async fn verify_node(
             root: cp.root,
             external: false,
         });
+        if let Some(map) = cp.map {
+            if let Some((size, key)) = last_vrf
+                && key != map.vrf_key
+            {
+                find(
+                    Location::Checkpoint(cp.size),
+                    Severity::Warning,
+                    format!(
+                        "names VRF key {} for its subject map, the checkpoint at size {size} named {}: subject keys derived under the old key no longer match new entries about the same person",
+                        hex::encode(map.vrf_key),
+                        hex::encode(key)
+                    ),
+                );
+            }
+            last_vrf = Some((cp.size, map.vrf_key));
+            map_targets.entry(cp.size).or_default().push(MapTarget {
+                root: map.root,
+                external: false,
+            });
+        }
         prev = Some(cp);
     }
     nr.latest_signed_size = latest_signed;
@@ -315,6 +420,12 @@ async fn verify_node(
                     root: cp.root,
                     external: true,
                 });
+                if let Some(map) = cp.map {
+                    map_targets.entry(cp.size).or_default().push(MapTarget {
+                        root: map.root,
+                        external: true,
+                    });
+                }
             }
             Err(e) => find(
                 Location::ExternalCheckpoint(0),
@@ -330,6 +441,17 @@ async fn verify_node(
                 Severity::Error,
                 format!(
                     "two validly signed checkpoints at size {size} have different roots: the log was forked"
+                ),
+            );
+        }
+    }
+    for (size, ms) in &map_targets {
+        if ms.iter().any(|m| m.root != ms[0].root) {
+            find(
+                Location::Checkpoint(*size),
+                Severity::Error,
+                format!(
+                    "two validly signed checkpoints at size {size} commit to different subject maps: the map was forked"
                 ),
             );
         }
@@ -367,7 +489,37 @@ async fn verify_node(
         tree = Some(CompactRange::new());
     }
 
-    // 3. Stream entries, recompute leaves and the tree.
+    // 3. Stream entries, recompute leaves, the tree and the subject map.
+    // Subjects with pruned entries start from the pruned chains the store
+    // keeps: they cannot be checked on their own (their entries are gone),
+    // but an altered one changes the recomputed map root, so it shows up
+    // below as a map mismatch at every later checkpoint.
+    let mut replay = if map_targets.is_empty() {
+        None
+    } else {
+        let mut base = Vec::new();
+        let mut after: Option<Key> = None;
+        loop {
+            let chunk = store.pruned_chains_page(node, after.as_ref(), page).await?;
+            after = chunk.last().map(|(k, _)| *k);
+            let done = chunk.len() < page as usize;
+            base.extend(chunk.into_iter().map(|(k, c)| (k, c.value())));
+            if done {
+                break;
+            }
+        }
+        Some(MapReplay::new(base))
+    };
+    if state.pruned_before > 0 {
+        // A checkpoint at the boundary commits to exactly the pruned chains.
+        check_map(
+            &mut replay,
+            &map_targets,
+            state.pruned_before,
+            &mut nr.maps_checked,
+            &mut find,
+        );
+    }
     let total = state.size.saturating_sub(state.pruned_before);
     let mut expected = state.pruned_before;
     let mut last_good_size = state.pruned_before;
@@ -392,8 +544,9 @@ async fn verify_node(
                         row.index
                     ),
                 );
-                // The tree cannot be rebuilt past a gap.
+                // The tree cannot be rebuilt past a gap, nor the map.
                 tree = None;
+                replay = None;
             }
             let leaf = row.entry.leaf_hash(row.index);
             if row.entry.node != node {
@@ -451,6 +604,16 @@ async fn verify_node(
                         last_good_size = size;
                     }
                 }
+            }
+            if let Some(r) = replay.as_mut() {
+                r.add(&row.entry.subject, row.index, &leaf);
+                check_map(
+                    &mut replay,
+                    &map_targets,
+                    row.index + 1,
+                    &mut nr.maps_checked,
+                    &mut find,
+                );
             }
             expected = row.index + 1;
             checked += 1;
@@ -520,6 +683,48 @@ async fn verify_node(
         );
     }
     Ok((nr, findings))
+}
+
+/// Compares the map root recomputed over every subject so far with the
+/// map roots signed at `size`, if any. A recomputation that fails (a bug,
+/// not the log's fault) is reported and ends the map checks.
+fn check_map(
+    replay: &mut Option<MapReplay>,
+    targets: &BTreeMap<u64, Vec<MapTarget>>,
+    size: u64,
+    checked: &mut u64,
+    find: &mut impl FnMut(Location, Severity, String),
+) {
+    let (Some(r), Some(ts)) = (replay.as_mut(), targets.get(&size)) else {
+        return;
+    };
+    match r.root() {
+        Ok(root) => {
+            *checked += 1;
+            if ts.iter().any(|t| t.root != root) {
+                let loc = if ts.iter().all(|t| t.external) {
+                    Location::ExternalCheckpoint(size)
+                } else {
+                    Location::Checkpoint(size)
+                };
+                find(
+                    loc,
+                    Severity::Error,
+                    format!(
+                        "commits to a subject map that does not follow from the log's entries: its map root differs from the one recomputed from every subject's entries below {size} (the signed map leaves out, adds or alters an entry about someone)"
+                    ),
+                );
+            }
+        }
+        Err(e) => {
+            find(
+                Location::Checkpoint(size),
+                Severity::Error,
+                format!("the subject map could not be recomputed, later maps are not checked: {e}"),
+            );
+            *replay = None;
+        }
+    }
 }
 
 /// A stored prune boundary stands only when the node's own writer
@@ -644,6 +849,59 @@ mod tests {
             split_checkpoint_notes(&glued),
             vec![a.to_string(), b.to_string()]
         );
+    }
+
+    /// The in-memory map, updated checkpoint by checkpoint, has the root
+    /// computed from scratch over the same values: from none, through a
+    /// single leaf, to many, with repeat subjects and a pruned base.
+    #[test]
+    fn replayed_map_matches_the_map_from_scratch() {
+        use rand::rngs::StdRng;
+        use rand::{RngCore, SeedableRng};
+
+        let scratch = |r: &MapReplay| {
+            crate::map::root_from_leaves(r.values.iter().map(|(k, v)| (*k, v.hash())).collect())
+                .unwrap()
+        };
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut keys: Vec<Key> = Vec::new();
+        let key = |rng: &mut StdRng| {
+            let mut k = [0u8; 32];
+            rng.fill_bytes(&mut k);
+            k
+        };
+        let base = (0..3).map(|i| {
+            let mut v = MapValue::default();
+            v.extend(i, &[i as u8; 32]);
+            ([i as u8 + 1; 32], v)
+        });
+        for seeded in [false, true] {
+            let mut r = if seeded {
+                MapReplay::new(base.clone())
+            } else {
+                MapReplay::new([])
+            };
+            assert_eq!(r.root().unwrap(), scratch(&r));
+            keys.clear();
+            keys.push(key(&mut rng));
+            let mut index = 100;
+            for round in 0..30 {
+                for _ in 0..round {
+                    // Mostly known subjects; a new one now and then.
+                    if rng.next_u32().is_multiple_of(3) {
+                        keys.push(key(&mut rng));
+                    }
+                    let k = keys[rng.next_u32() as usize % keys.len()];
+                    let mut leaf = [0u8; 32];
+                    rng.fill_bytes(&mut leaf);
+                    r.add(&hex::encode(k), index, &leaf);
+                    index += 1;
+                }
+                // Entries about nobody change nothing.
+                r.add("", index, &[9u8; 32]);
+                assert_eq!(r.root().unwrap(), scratch(&r), "round {round}");
+            }
+        }
     }
 
     #[test]

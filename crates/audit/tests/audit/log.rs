@@ -821,6 +821,14 @@ mod hanging {
         ) -> StoreFuture<'a, HashMap<[u8; 32], tongban_audit::store::PrunedChain>> {
             self.inner.pruned_chains(node, subjects)
         }
+        fn pruned_chains_page<'a>(
+            &'a self,
+            node: &'a str,
+            after: Option<&'a [u8; 32]>,
+            limit: u32,
+        ) -> StoreFuture<'a, Vec<([u8; 32], tongban_audit::store::PrunedChain)>> {
+            self.inner.pruned_chains_page(node, after, limit)
+        }
         fn subject_snapshot<'a>(
             &'a self,
             node: &'a str,
@@ -842,7 +850,8 @@ mod hanging {
             below: u64,
             limit: u32,
         ) -> StoreFuture<'a, Vec<LoggedEntry>> {
-            self.inner.subject_entries(node, subject, from, below, limit)
+            self.inner
+                .subject_entries(node, subject, from, below, limit)
         }
         fn put_unsealed<'a>(
             &'a self,

@@ -7,4 +7,5 @@ mod common;
 mod cosign;
 mod crash;
 mod log;
+mod map;
 mod tamper;
