@@ -15,6 +15,7 @@ pub mod merkle;
 pub mod note;
 pub mod read;
 pub mod store;
+pub mod transparency;
 pub mod verify;
 
 pub use cosign::{

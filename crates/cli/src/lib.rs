@@ -9,6 +9,7 @@ pub mod demo;
 pub mod node;
 pub mod render;
 pub mod serve;
+pub mod transparency;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,10 @@ pub enum Command {
     /// The administrators' web console: password hashes for `[console.users]`.
     #[command(subcommand)]
     Console(console::ConsoleCommand),
+    /// Citizens' access histories, verified complete (for portals and
+    /// citizens' advocates).
+    #[command(subcommand)]
+    Transparency(transparency::TransparencyCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +151,7 @@ pub async fn run_with(cli: Cli, telemetry: ProcessTelemetry) -> anyhow::Result<E
         Command::Lookup(args) => client::lookup(args).await?,
         Command::Gather(args) => client::gather(args).await?,
         Command::Audit(command) => return audit::run(command).await,
+        Command::Transparency(command) => return transparency::run(command).await,
         Command::Demo(args) => demo::run(args).await?,
         Command::Bench(args) => {
             let report = tongban_bench::bench(args).await?;

@@ -80,6 +80,8 @@ pub enum Denial {
     },
     #[error("{caller} is not an administrator")]
     NotAdministrator { caller: String },
+    #[error("{caller} is not a citizen portal (the policy's [portal] callers)")]
+    NotPortal { caller: String },
 }
 
 impl Denial {
@@ -89,6 +91,7 @@ impl Denial {
             Self::MatterNotGranted { .. } => "MATTER_NOT_GRANTED",
             Self::EvidenceNotInMatter { .. } => "EVIDENCE_NOT_IN_MATTER",
             Self::NotAdministrator { .. } => "NOT_ADMINISTRATOR",
+            Self::NotPortal { .. } => "NOT_PORTAL",
         }
     }
 }
@@ -134,6 +137,8 @@ pub struct Policy {
     /// Citizen portals: may ask for every entry about a person (the portal
     /// vouches for the person; the policy only says who is a portal).
     portals: Vec<CallerPattern>,
+    /// `[organisations]`: credit code → name, for citizens' histories.
+    organisations: BTreeMap<String, String>,
     limits: Limits,
     version: String,
 }
@@ -150,6 +155,10 @@ struct RawPolicy {
     admin: Option<RawCallers>,
     #[serde(default)]
     portal: Option<RawCallers>,
+    /// Credit code → the organisation's name, shown to citizens beside the
+    /// accesses in their history.
+    #[serde(default)]
+    organisations: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     limits: Option<Spanned<Limits>>,
 }
@@ -162,6 +171,9 @@ struct RawGrant {
     #[serde(default)]
     fields: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
 }
+
+/// Longest organisation name in `[organisations]`, in characters.
+pub const MAX_ORGANISATION_NAME_CHARS: usize = 100;
 
 /// A role's table (`[admin]`, `[portal]`): who holds it.
 #[derive(Deserialize)]
@@ -286,6 +298,28 @@ impl Policy {
             Some(p) => resolve(&p.callers)?,
             None => Vec::new(),
         };
+        let mut organisations = BTreeMap::new();
+        for (code, name) in &raw.organisations {
+            let parsed = CreditCode::parse(code.get_ref()).map_err(|e| {
+                at(
+                    code.span(),
+                    format!("organisation code {:?}: {e}", code.get_ref()),
+                )
+            })?;
+            let text = name.get_ref().trim();
+            if text.is_empty()
+                || text.chars().count() > MAX_ORGANISATION_NAME_CHARS
+                || text.chars().any(char::is_control)
+            {
+                return Err(at(
+                    name.span(),
+                    format!(
+                        "organisation name must be 1 to {MAX_ORGANISATION_NAME_CHARS} characters without control characters"
+                    ),
+                ));
+            }
+            organisations.insert(parsed.as_str().to_owned(), text.to_owned());
+        }
         let limits = match raw.limits {
             Some(l) => {
                 let span = l.span();
@@ -312,6 +346,7 @@ impl Policy {
             grants,
             admins,
             portals,
+            organisations,
             limits,
             version: policy_version(text),
         })
@@ -461,6 +496,22 @@ impl Policy {
     /// nothing else: no matter, no administrator right.
     pub fn is_portal(&self, caller: &Caller) -> bool {
         self.portals.iter().any(|p| p.matches(caller))
+    }
+
+    /// [`is_portal`](Self::is_portal), as a decision.
+    pub fn require_portal(&self, caller: &Caller) -> Result<(), Denial> {
+        if self.is_portal(caller) {
+            Ok(())
+        } else {
+            Err(Denial::NotPortal {
+                caller: caller.to_string(),
+            })
+        }
+    }
+
+    /// The name `[organisations]` gives the organisation with this credit code.
+    pub fn organisation_name(&self, credit_code: &str) -> Option<&str> {
+        self.organisations.get(credit_code).map(String::as_str)
     }
 
     fn grants_for<'a>(

@@ -54,6 +54,46 @@ pub struct AuditSettings {
     /// released. Requests beyond the writer's queue fail at once.
     #[serde(default = "default_append_timeout_ms")]
     pub append_timeout_ms: u64,
+    /// Keep the subject map, so citizen portals can prove a person's access
+    /// history complete (`Transparency` service); its checkpoints commit to
+    /// the map. Off only to measure what it costs.
+    #[serde(default = "default_transparency")]
+    pub transparency: bool,
+    /// Witnesses (`tongban witness`, run by other parties) this node offers
+    /// each new checkpoint to; their cosignatures are stored with it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<WitnessSettings>,
+    /// How often checkpoints are offered to the witnesses.
+    #[serde(default = "default_witness_interval_ms")]
+    pub witness_interval_ms: u64,
+}
+
+/// One `[[audit.witnesses]]`: where a witness takes checkpoints and the
+/// key its cosignatures must verify under.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WitnessSettings {
+    /// `http://host:port` (the witness's `/add-checkpoint` is below it).
+    pub url: String,
+    /// Its cosignature verifier key, `<name>+<id>+<base64>`.
+    pub key: String,
+}
+
+impl AuditSettings {
+    /// The configured witnesses, their keys parsed.
+    pub fn witness_endpoints(
+        &self,
+    ) -> Result<Vec<tongban_witness::WitnessEndpoint>, tongban_audit::cosign::CosignError> {
+        self.witnesses
+            .iter()
+            .map(|w| {
+                Ok(tongban_witness::WitnessEndpoint {
+                    url: w.url.clone(),
+                    key: tongban_audit::WitnessKey::parse(&w.key)?,
+                })
+            })
+            .collect()
+    }
 }
 
 impl Default for AuditSettings {
@@ -67,8 +107,19 @@ impl Default for AuditSettings {
             checkpoint_every: default_checkpoint_every(),
             retention_days: default_retention_days(),
             append_timeout_ms: default_append_timeout_ms(),
+            transparency: default_transparency(),
+            witnesses: Vec::new(),
+            witness_interval_ms: default_witness_interval_ms(),
         }
     }
+}
+
+fn default_witness_interval_ms() -> u64 {
+    1000
+}
+
+fn default_transparency() -> bool {
+    true
 }
 
 fn default_store() -> String {
@@ -242,8 +293,9 @@ impl AuditSettings {
             }
         }
         // Created here, with the signing key, so both exist once the log does.
-        load_or_create_subject_key(&self.subject_key)?;
+        let pseudonymizer = load_or_create_subject_key(&self.subject_key)?;
         let mut config = AuditConfig::new(node);
+        config.transparency = self.transparency.then(|| pseudonymizer.vrf_public_key());
         config.checkpoint_interval = Duration::from_millis(self.checkpoint_interval_ms.max(1));
         config.checkpoint_every = self.checkpoint_every.max(1);
         config.append_timeout = Duration::from_millis(self.append_timeout_ms.max(1));

@@ -558,6 +558,45 @@ impl AuditService {
             proof: proof.proof.iter().map(|h| h.to_vec()).collect(),
         })
     }
+
+    /// Discloses a sealed access early: the act and its reason are logged
+    /// first, then the entry is marked disclosed.
+    async fn unseal(
+        &self,
+        request: Request<pb::UnsealRequest>,
+    ) -> Result<pb::UnsealResponse, ExchangeError> {
+        let req = request.get_ref();
+        if let Err(e) = check_node("node", &req.node) {
+            return Err(self.reject(&request, req.admin.as_ref(), "unseal", e).await);
+        }
+        let detail = format!("node={} index={}", req.node, req.index);
+        self.admit(&request, req.admin.as_ref(), "unseal", Ok(detail))
+            .await?;
+        let store = self.reader.store();
+        let entry = store
+            .entry(&req.node, req.index)
+            .await
+            .map_err(|e| ExchangeError::Audit(e.into()))?
+            .ok_or_else(|| {
+                ExchangeError::Audit(tongban_audit::AuditError::NotFound(format!(
+                    "node {:?} holds no entry {}",
+                    req.node, req.index
+                )))
+            })?;
+        let was_sealed = self
+            .exchange
+            .catalogue()
+            .matter(&entry.entry.matter)
+            .and_then(|m| m.disclosure_delay())
+            .is_some_and(|delay| entry.entry.time + delay > chrono::Utc::now());
+        if was_sealed {
+            store
+                .put_unsealed(&req.node, req.index, chrono::Utc::now())
+                .await
+                .map_err(|e| ExchangeError::Audit(e.into()))?;
+        }
+        Ok(pb::UnsealResponse { was_sealed })
+    }
 }
 
 #[tonic::async_trait]
@@ -610,6 +649,14 @@ impl AuditApi for AuditService {
         request: Request<ConsistencyProofRequest>,
     ) -> Result<Response<pb::ConsistencyProof>, Status> {
         answer(self.consistency_proof(request).await)
+    }
+
+    #[tracing::instrument(name = "Audit/Unseal", skip_all)]
+    async fn unseal(
+        &self,
+        request: Request<pb::UnsealRequest>,
+    ) -> Result<Response<pb::UnsealResponse>, Status> {
+        answer(self.unseal(request).await)
     }
 }
 

@@ -231,6 +231,10 @@ impl ExchangeError {
                 m.insert("caller".into(), caller.clone());
                 m.insert("missing_grant".into(), "admin".into());
             }
+            Self::Denied(Denial::NotPortal { caller }) => {
+                m.insert("caller".into(), caller.clone());
+                m.insert("missing_grant".into(), "portal".into());
+            }
             Self::FieldsNotGranted {
                 evidence_type,
                 fields,

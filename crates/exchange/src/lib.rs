@@ -7,6 +7,7 @@
 //! [`routing`] the department channels, [`error`] the one place errors become
 //! gRPC statuses, [`limits`] the per-caller rate limit, [`audit`] the node's
 //! log (written and read), [`audit_service`] the administrators' service,
+//! [`transparency_service`] citizen portals' access histories,
 //! [`wire`] audit records in their wire form, [`config`] and [`server`]
 //! start a node, [`reload`] keeps the policy current.
 
@@ -22,6 +23,7 @@ pub mod routing;
 pub mod server;
 pub mod service;
 pub mod size_guard;
+pub mod transparency_service;
 pub mod wire;
 
 pub use audit::{AuditLogSink, AuditReader, AuditSettings};
@@ -38,3 +40,4 @@ pub use server::{
     StartOptions, department_health_service, start,
 };
 pub use service::ExchangeService;
+pub use transparency_service::TransparencyService;

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tongban_core::{Caller, CallerError, Catalogue, CatalogueError};
 use tongban_proto::v1::audit_server::AuditServer;
 use tongban_proto::v1::exchange_server::ExchangeServer;
+use tongban_proto::v1::transparency_server::TransparencyServer;
 use tongban_telemetry::{AdminServer, GrpcServerLayer, Metrics, PrometheusMetrics};
 use tongban_trust::{
     CertReloader, IdentityError, LimitsError, PeerIdentity, ReloadOptions, TlsClientConfig,
@@ -40,6 +41,7 @@ use crate::reload::{PolicyFileError, load_policy, spawn_policy_reloader};
 use crate::routing::{Department, Departments};
 use crate::service::ExchangeService;
 use crate::size_guard::SizeGuard;
+use crate::transparency_service::TransparencyService;
 
 /// Why an exchange node could not start. Variants whose message already
 /// prints their cause do not also return it as `source()`, so a report of
@@ -73,6 +75,8 @@ pub enum StartError {
     CertReloader(std::io::Error),
     #[error("plaintext mode needs plaintext_caller")]
     NoPlaintextCaller,
+    #[error("[[audit.witnesses]]: {0}")]
+    Witnesses(String),
     #[error("plaintext_caller: {0}")]
     PlaintextCaller(CallerError),
     #[error("[server] {0}")]
@@ -348,6 +352,31 @@ pub async fn start(
             crate::audit::RETENTION_SWEEP_EVERY,
         ));
     }
+    if let Some(reader) = &reader
+        && !config.audit.witnesses.is_empty()
+    {
+        let witnesses = config
+            .audit
+            .witness_endpoints()
+            .map_err(|e| StartError::Witnesses(e.to_string()))?;
+        let collector = tongban_witness::Collector::new(
+            reader.store_arc(),
+            exchange.node(),
+            witnesses,
+            tongban_witness::CollectorConfig {
+                interval: Duration::from_millis(config.audit.witness_interval_ms.max(1)),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| StartError::Witnesses(e.to_string()))?
+        .spawn();
+        // The task holds the collector; aborting it at shutdown drops (and
+        // stops) the collector.
+        background.push(tokio::spawn(async move {
+            let _collector = collector;
+            std::future::pending::<()>().await
+        }));
+    }
     if let Some(addr) = config.health_listen {
         let listener = tongban_trust::bind_listener(addr)
             .map_err(|source| StartError::Bind { addr, source })?;
@@ -364,6 +393,19 @@ pub async fn start(
 
     let mut service = ExchangeService::new(exchange.clone(), authenticate.clone());
     // Administrators read the log through the node that writes it.
+    // Portals read citizens' histories through any node: every node's log
+    // is in the one store.
+    let transparency_service = reader.clone().map(|reader| {
+        SizeGuard::new(
+            TransparencyServer::new(TransparencyService::new(
+                exchange.clone(),
+                authenticate.clone(),
+                reader,
+            )),
+            exchange.clone(),
+            authenticate.clone(),
+        )
+    });
     let audit_service = reader.map(|reader| {
         service = service.clone().with_audit_reader(reader.clone());
         SizeGuard::new(
@@ -383,7 +425,8 @@ pub async fn start(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(exchange_service)
-        .add_optional_service(audit_service);
+        .add_optional_service(audit_service)
+        .add_optional_service(transparency_service);
     let server = match listener {
         Listener::Tls(incoming) => {
             tokio::spawn(router.serve_with_incoming_shutdown(incoming, shutdown))
