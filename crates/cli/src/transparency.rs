@@ -12,18 +12,20 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use tongban_audit::cosign::WitnessKey;
 use tongban_audit::entry::PublicEntry;
-use tongban_audit::store::PrunedChain;
 use tongban_audit::transparency::{
-    Access, CheckOptions, History, ListedAccess, NodeHistory, PrunedPrefix, Seen, TrustAnchors,
-    VerifiedHistory, verify_history,
+    Access, CheckOptions, History, Seen, TrustAnchors, VerifiedHistory, verify_history,
 };
 use tongban_audit::{EntryKind, VerifierKey};
 use tongban_core::IdNumber;
-use tongban_proto::convert::time_of;
+use tongban_proto::v1::ListAccessesRequest;
 use tongban_proto::v1::transparency_client::TransparencyClient;
-use tongban_proto::v1::{self as pb, ListAccessesRequest};
+
+use tongban_exchange::wire::{AccessLabel, HistoryPages};
 
 use crate::client::ConnectArgs;
+
+/// Display labels by (node, index).
+pub type Labels = BTreeMap<(String, u64), AccessLabel>;
 use crate::render::printable;
 
 #[derive(Debug, Subcommand)]
@@ -63,17 +65,6 @@ pub struct HistoryArgs {
     pub json: bool,
 }
 
-/// What the exchange says beside each disclosed access for display only
-/// (names and titles are not part of the proof), by (node, index).
-#[derive(Debug, Clone, Default)]
-pub struct Label {
-    pub organisation: String,
-    pub matter_title: String,
-    pub matter_title_zh: String,
-}
-
-pub type Labels = BTreeMap<(String, u64), Label>;
-
 /// Most pages fetched for one history (each up to 500 entries per node).
 const MAX_PAGES: usize = 1000;
 
@@ -97,7 +88,14 @@ async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
-    let (history, labels) = fetch(&args, &id).await?;
+    let (history, labels) = match fetch(&args, &id).await {
+        Ok(fetched) => fetched,
+        Err(e) => {
+            // No answer is no proof: the portal must not show a history.
+            eprintln!("verification FAILED / 验证失败: no verifiable answer: {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let options = CheckOptions {
         max_age: args
             .max_age_secs
@@ -175,10 +173,7 @@ fn keys_of(args: &[String]) -> anyhow::Result<Vec<String>> {
 async fn fetch(args: &HistoryArgs, id: &IdNumber) -> anyhow::Result<(History, Labels)> {
     let mut client = TransparencyClient::new(args.connect.channel().await?);
     let mut token = String::new();
-    let mut subject_key = None;
-    let mut vrf_proof = Vec::new();
-    let mut nodes: BTreeMap<String, NodeHistory> = BTreeMap::new();
-    let mut labels = Labels::new();
+    let mut pages = HistoryPages::new();
     for _ in 0..MAX_PAGES {
         let mut request = tonic::Request::new(ListAccessesRequest {
             id_number: id.as_str().to_owned(),
@@ -186,137 +181,19 @@ async fn fetch(args: &HistoryArgs, id: &IdNumber) -> anyhow::Result<(History, La
             page_token: token.clone(),
         });
         request.set_timeout(std::time::Duration::from_millis(args.connect.timeout_ms));
-        let page = client
+        let mut page = client
             .list_accesses(request)
             .await
             .map_err(|s| anyhow::anyhow!("the exchange refused: {} ({:?})", s.message(), s.code()))?
             .into_inner();
-        let key: [u8; 32] = page
-            .subject_key
-            .as_slice()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("the answer's subject key is not 32 bytes"))?;
-        if *subject_key.get_or_insert(key) != key {
-            bail!("the pages name different subject keys");
+        let next = std::mem::take(&mut page.next_page_token);
+        pages.add(page)?;
+        if next.is_empty() {
+            return Ok(pages.finish());
         }
-        if !page.vrf_proof.is_empty() {
-            vrf_proof = page.vrf_proof;
-        }
-        for part in page.nodes {
-            add_part(&mut nodes, &mut labels, part, &key)?;
-        }
-        if page.next_page_token.is_empty() {
-            let history = History {
-                subject_key: key,
-                vrf_proof,
-                nodes: nodes.into_values().collect(),
-            };
-            return Ok((history, labels));
-        }
-        token = page.next_page_token;
+        token = next;
     }
     bail!("the history did not end within {MAX_PAGES} pages")
-}
-
-fn add_part(
-    nodes: &mut BTreeMap<String, NodeHistory>,
-    labels: &mut Labels,
-    part: pb::NodeHistory,
-    key: &[u8; 32],
-) -> anyhow::Result<()> {
-    let node = part.node.clone();
-    let entry = nodes.entry(node.clone()).or_insert_with(|| NodeHistory {
-        node: node.clone(),
-        checkpoint: String::new(),
-        map_proof: Vec::new(),
-        count: 0,
-        pruned: None,
-        entries: Vec::new(),
-    });
-    if !part.checkpoint.is_empty() {
-        entry.checkpoint = part.checkpoint;
-        entry.map_proof = part.map_proof;
-        entry.count = part.count;
-        entry.pruned = part.pruned.map(pruned_of).transpose()?;
-    }
-    for access in part.entries {
-        if let Some(pb::access_entry::Access::Disclosed(d)) = &access.access {
-            labels.insert(
-                (node.clone(), access.index),
-                Label {
-                    organisation: d.caller_org_name.clone(),
-                    matter_title: d.matter_title.clone(),
-                    matter_title_zh: d.matter_title_zh.clone(),
-                },
-            );
-        }
-        entry.entries.push(access_of(&node, key, access)?);
-    }
-    Ok(())
-}
-
-fn hash32(bytes: &[u8], what: &str) -> anyhow::Result<[u8; 32]> {
-    bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("{what} is not 32 bytes"))
-}
-
-fn pruned_of(p: pb::PrunedAccesses) -> anyhow::Result<PrunedPrefix> {
-    Ok(PrunedPrefix {
-        chain: PrunedChain {
-            count: p.count,
-            head_before_last: hash32(&p.head_before_last, "pruned chain head")?,
-            last_index: p.last_index,
-            last_leaf: hash32(&p.last_leaf_hash, "pruned leaf hash")?,
-        },
-        removed_before: p
-            .removed_before
-            .as_ref()
-            .and_then(time_of)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC),
-    })
-}
-
-fn access_of(node: &str, key: &[u8; 32], a: pb::AccessEntry) -> anyhow::Result<ListedAccess> {
-    let access = match a.access {
-        Some(pb::access_entry::Access::Disclosed(d)) => Access::Disclosed(PublicEntry {
-            time: d
-                .time
-                .as_ref()
-                .and_then(time_of)
-                .ok_or_else(|| anyhow::anyhow!("entry {} has no time", a.index))?,
-            node: node.to_owned(),
-            kind: d
-                .kind
-                .parse::<EntryKind>()
-                .map_err(|e| anyhow::anyhow!("entry {}: {e}", a.index))?,
-            caller_org: d.caller_org,
-            caller_unit: d.caller_unit,
-            matter: d.matter,
-            evidence_type: d.evidence_type,
-            department: d.department,
-            // The verifier checks the entry is about this person: the
-            // subject is what the leaf hash commits to, never taken from
-            // the answer.
-            subject: hex::encode(key),
-            outcome_code: d.outcome_code,
-            outcome_reason: d.outcome_reason,
-            private_digest: hash32(&d.private_digest, "private digest")?,
-        }),
-        Some(pb::access_entry::Access::Sealed(s)) => Access::Sealed {
-            leaf_hash: hash32(&s.leaf_hash, "sealed leaf hash")?,
-            disclosed_after: s
-                .disclosed_after
-                .as_ref()
-                .and_then(time_of)
-                .unwrap_or(DateTime::<Utc>::MIN_UTC),
-        },
-        None => bail!("entry {} is empty", a.index),
-    };
-    Ok(ListedAccess {
-        index: a.index,
-        access,
-    })
 }
 
 /// The history as a citizen reads it, in Chinese and English.
@@ -389,7 +266,7 @@ pub fn history_text(verified: &VerifiedHistory, labels: &Labels, id: &IdNumber) 
     out
 }
 
-fn access_text(e: &PublicEntry, label: Option<&Label>) -> String {
+fn access_text(e: &PublicEntry, label: Option<&AccessLabel>) -> String {
     let label = label.cloned().unwrap_or_default();
     let outcome = if e.outcome_code == 0 {
         "answered / 已答复".to_owned()

@@ -48,6 +48,8 @@ pub struct LocalOptions {
     reload_poll: Option<Duration>,
     max_in_flight: Option<usize>,
     max_in_flight_per_caller: Option<usize>,
+    audit_store: Option<(String, Option<String>)>,
+    no_witness: bool,
 }
 
 impl std::fmt::Debug for LocalOptions {
@@ -59,6 +61,11 @@ impl std::fmt::Debug for LocalOptions {
             .field("reload_poll", &self.reload_poll)
             .field("max_in_flight", &self.max_in_flight)
             .field("max_in_flight_per_caller", &self.max_in_flight_per_caller)
+            .field(
+                "audit_store",
+                &self.audit_store.as_ref().map(|(_, schema)| schema),
+            )
+            .field("no_witness", &self.no_witness)
             .finish()
     }
 }
@@ -104,6 +111,34 @@ impl LocalOptions {
         self.reload_poll = Some(every);
         self
     }
+
+    /// The audit log in this store (a `postgres://` URL, with a schema of
+    /// its own) instead of `audit.db` in the state directory.
+    pub fn audit_store(mut self, url: &str, schema: Option<&str>) -> Self {
+        self.audit_store = Some((url.to_owned(), schema.map(str::to_owned)));
+        self
+    }
+
+    /// No witness beside the exchange (by default one cosigns its checkpoints).
+    pub fn without_witness(mut self) -> Self {
+        self.no_witness = true;
+        self
+    }
+}
+
+/// The node name of the local deployment's exchange.
+pub const NODE: &str = "exchange-1";
+/// The name of the local deployment's witness (the city's supervision
+/// commission, say).
+pub const WITNESS_NAME: &str = "witness.panzhihua-supervision.example";
+/// How often the local exchange offers checkpoints to its witness.
+const WITNESS_INTERVAL_MS: u64 = 200;
+
+/// The witness running beside the local exchange.
+#[derive(Debug)]
+struct LocalWitness {
+    witness: std::sync::Arc<tongban_witness::Witness>,
+    server: tongban_witness::WitnessServer,
 }
 
 /// Everything running; dropped or [`shutdown`](Self::shutdown) stops it.
@@ -114,6 +149,7 @@ pub struct LocalDeployment {
     options: LocalOptions,
     exchange: Option<ExchangeHandle>,
     adapters: BTreeMap<&'static str, LocalAdapter>,
+    witness: Option<LocalWitness>,
 }
 
 impl LocalDeployment {
@@ -139,7 +175,11 @@ impl LocalDeployment {
             options,
             exchange: None,
             adapters: BTreeMap::new(),
+            witness: None,
         };
+        if !deployment.options.no_witness {
+            deployment.start_witness().await?;
+        }
         for dept in DEPARTMENTS {
             deployment
                 .start_adapter(dept, "127.0.0.1:0".parse()?)
@@ -155,6 +195,59 @@ impl LocalDeployment {
         let config = ExchangeConfig::load(&exchange_toml)?;
         deployment.exchange = Some(tongban_exchange::start(config, StartOptions::default()).await?);
         Ok(deployment)
+    }
+
+    /// The node's checkpoint signing key (made now if absent, as the
+    /// exchange would on first start), so the witness can pin it first.
+    fn log_signer(&self) -> anyhow::Result<tongban_audit::LogSigner> {
+        Ok(tongban_audit::LogSigner::load_or_generate(
+            &self.state_dir.join("audit-signing.key"),
+            &tongban_audit::origin_for_node(NODE),
+        )?)
+    }
+
+    /// Starts the witness on 127.0.0.1:0, following the exchange's log.
+    async fn start_witness(&mut self) -> anyhow::Result<()> {
+        let dir = self.state_dir.join("witness");
+        std::fs::create_dir_all(&dir)?;
+        let key_path = dir.join("witness.key");
+        let signer = if key_path.exists() {
+            tongban_audit::WitnessSigner::load(&key_path, WITNESS_NAME)?
+        } else {
+            let signer = tongban_audit::WitnessSigner::generate(WITNESS_NAME)?;
+            std::fs::write(&key_path, signer.to_note_private_key() + "\n")?;
+            signer
+        };
+        std::fs::write(dir.join("witness.pub"), format!("{}\n", signer.verifier()))?;
+        let log_key = self.log_signer()?.verifier();
+        let state = tongban_witness::WitnessState::open(&dir.join("state"))?;
+        let witness =
+            std::sync::Arc::new(tongban_witness::Witness::open(signer, &[log_key], state)?);
+        let server =
+            tongban_witness::WitnessServer::bind("127.0.0.1:0".parse()?, witness.clone()).await?;
+        self.witness = Some(LocalWitness { witness, server });
+        Ok(())
+    }
+
+    /// The exchange's checkpoint verifier key (`<name>+<id>+<key>`), as a
+    /// portal pins it.
+    pub fn log_key(&self) -> anyhow::Result<String> {
+        Ok(self.log_signer()?.verifier().to_string())
+    }
+
+    /// The witness's cosignature verifier key, when one runs.
+    pub fn witness_key(&self) -> Option<String> {
+        self.witness.as_ref().map(|w| w.witness.key().to_string())
+    }
+
+    /// The running witness (its counters: cosigned, split views...).
+    pub fn witness(&self) -> Option<&tongban_witness::Witness> {
+        self.witness.as_ref().map(|w| w.witness.as_ref())
+    }
+
+    /// Where the witness keeps its state and evidence of split views.
+    pub fn witness_dir(&self) -> PathBuf {
+        self.state_dir.join("witness").join("state")
     }
 
     /// Starts (or restarts, on the same port) one department's adapter. It
@@ -238,7 +331,7 @@ impl LocalDeployment {
             .map_or(3000, |d| d.as_millis().max(1));
         let mut text = format!(
             "# Written by tongban's local deployment.\n\
-             node = \"exchange-1\"\n\
+             node = \"{NODE}\"\n\
              listen = \"127.0.0.1:0\"\n\
              policy = \"policy.toml\"\n\
              reload_poll_ms = {reload_poll_ms}\n\n\
@@ -247,10 +340,26 @@ impl LocalDeployment {
              key = \"{pki}/exchange.key\"\n\
              ca = \"{pki}/ca.pem\"\n\n\
              [audit]\n\
-             store = \"audit.db\"\n\
              signing_key = \"audit-signing.key\"\n\
              subject_key = \"subject-pseudonym.key\"\n"
         );
+        match &self.options.audit_store {
+            None => text.push_str("store = \"audit.db\"\n"),
+            Some((url, schema)) => {
+                let _ = writeln!(text, "store = {url:?}");
+                if let Some(schema) = schema {
+                    let _ = writeln!(text, "postgres_schema = {schema:?}");
+                }
+            }
+        }
+        if let Some(w) = &self.witness {
+            let _ = write!(
+                text,
+                "witness_interval_ms = {WITNESS_INTERVAL_MS}\n\n[[audit.witnesses]]\nurl = \"http://{}\"\nkey = \"{}\"\n",
+                w.server.local_addr(),
+                w.witness.key()
+            );
+        }
         for (dept, adapter) in &self.adapters {
             let identity = self
                 .pki
@@ -327,6 +436,9 @@ impl LocalDeployment {
         }
         for dept in DEPARTMENTS {
             self.stop_department(dept).await?;
+        }
+        if let Some(w) = self.witness.take() {
+            w.server.shutdown().await;
         }
         Ok(())
     }
@@ -425,6 +537,10 @@ callers = [{admins}]
 [portal]
 callers = [{portals}]
 
+# Names citizens read beside the accesses in their history.
+[organisations]
+{organisations}
+
 [limits]
 requests_per_second = 2000.0
 burst = 4000
@@ -438,7 +554,22 @@ max_request_bytes = 16384
         hotline = path("hotline-96196")?,
         admins = holding(Role::Administrator),
         portals = holding(Role::Portal),
+        organisations = organisations(),
     ))
+}
+
+/// `"<credit code>" = "<name_zh> <name>"` for every organisation of the dev PKI.
+fn organisations() -> String {
+    let mut seen = BTreeMap::new();
+    for party in crate::pki::DEV_PARTIES {
+        let org = party.organisation;
+        seen.entry(org.credit_code)
+            .or_insert_with(|| format!("{} {}", org.name_zh, org.name));
+    }
+    seen.iter()
+        .map(|(code, name)| format!("{code:?} = {name:?}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// How long a demo or test waits for one call.

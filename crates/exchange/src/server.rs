@@ -395,13 +395,19 @@ pub async fn start(
     // Administrators read the log through the node that writes it.
     // Portals read citizens' histories through any node: every node's log
     // is in the one store.
+    let witness_keys: Vec<_> = config
+        .audit
+        .witness_endpoints()
+        .map_err(|e| StartError::Witnesses(e.to_string()))?
+        .into_iter()
+        .map(|w| w.key)
+        .collect();
     let transparency_service = reader.clone().map(|reader| {
         SizeGuard::new(
-            TransparencyServer::new(TransparencyService::new(
-                exchange.clone(),
-                authenticate.clone(),
-                reader,
-            )),
+            TransparencyServer::new(
+                TransparencyService::new(exchange.clone(), authenticate.clone(), reader)
+                    .with_witnesses(witness_keys),
+            ),
             exchange.clone(),
             authenticate.clone(),
         )

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use tongban_audit::store::LoggedEntry;
 use tongban_audit::transparency::{first_page, next_page};
+
 use tongban_audit::{AuditEntry, EntryKind};
 use tongban_core::IdNumber;
 use tongban_proto::convert::timestamp;
@@ -37,6 +38,9 @@ const MAX_PAGE: u32 = 500;
 const MAX_TOKEN_CHARS: usize = 4096;
 /// Most nodes a page token may name.
 const MAX_TOKEN_NODES: usize = 64;
+/// Longest an answer waits for the witnesses to cosign the latest checkpoint.
+const WITNESS_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+const WITNESS_POLL: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The `Transparency` gRPC service.
 #[derive(Clone)]
@@ -44,6 +48,9 @@ pub struct TransparencyService {
     exchange: Exchange,
     authenticate: Authenticator,
     reader: AuditReader,
+    /// The deployment's witnesses: answers wait (briefly) for a checkpoint
+    /// they have all cosigned.
+    witnesses: Vec<tongban_audit::WitnessKey>,
 }
 
 impl std::fmt::Debug for TransparencyService {
@@ -115,6 +122,41 @@ impl TransparencyService {
             exchange,
             authenticate,
             reader,
+            witnesses: Vec::new(),
+        }
+    }
+
+    /// Answers against checkpoints these witnesses have cosigned: a portal
+    /// that requires them would refuse a checkpoint signed a moment ago.
+    pub fn with_witnesses(mut self, witnesses: Vec<tongban_audit::WitnessKey>) -> Self {
+        self.witnesses = witnesses;
+        self
+    }
+
+    /// The first page of `node`, from a snapshot whose checkpoint every
+    /// witness has cosigned, when one comes within [`WITNESS_WAIT`] (else
+    /// the latest: the portal decides whether that is enough).
+    async fn witnessed_first_page(
+        &self,
+        node: &str,
+        key: &[u8; 32],
+        page_size: u32,
+    ) -> Result<tongban_audit::transparency::FirstPage, ExchangeError> {
+        let store = self.reader.store();
+        let until = tokio::time::Instant::now() + WITNESS_WAIT;
+        loop {
+            let page = first_page(store, node, key, page_size)
+                .await
+                .map_err(ExchangeError::Audit)?;
+            let cosigned = page.checkpoint.as_ref().is_none_or(|cp| {
+                self.witnesses
+                    .iter()
+                    .all(|w| tongban_audit::has_cosignature(&cp.note, w))
+            });
+            if cosigned || tokio::time::Instant::now() >= until {
+                return Ok(page);
+            }
+            tokio::time::sleep(WITNESS_POLL).await;
         }
     }
 
@@ -197,9 +239,7 @@ impl TransparencyService {
                 let mut names = store.list_nodes().await.map_err(|e| audit(e.into()))?;
                 names.sort();
                 for node in names {
-                    let page = first_page(store, &node, &key, page_size)
-                        .await
-                        .map_err(audit)?;
+                    let page = self.witnessed_first_page(&node, &key, page_size).await?;
                     let Some(checkpoint) = page.checkpoint else {
                         continue;
                     };

@@ -13,3 +13,4 @@ mod bench;
 mod console;
 mod demo;
 mod lifecycle;
+mod transparency;
