@@ -9,6 +9,7 @@ pub mod demo;
 pub mod node;
 pub mod render;
 pub mod serve;
+pub mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -59,6 +60,9 @@ pub enum Command {
     /// The administrators' web console: password hashes for `[console.users]`.
     #[command(subcommand)]
     Console(console::ConsoleCommand),
+    /// A witness that cosigns audit-log checkpoints (C2SP tlog-witness).
+    #[command(subcommand)]
+    Witness(witness::WitnessCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +150,7 @@ pub async fn run_with(cli: Cli, telemetry: ProcessTelemetry) -> anyhow::Result<E
         Command::Lookup(args) => client::lookup(args).await?,
         Command::Gather(args) => client::gather(args).await?,
         Command::Audit(command) => return audit::run(command).await,
+        Command::Witness(command) => witness::run(command).await?,
         Command::Demo(args) => demo::run(args).await?,
         Command::Bench(args) => {
             let report = tongban_bench::bench(args).await?;
