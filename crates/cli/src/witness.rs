@@ -51,9 +51,8 @@ pub async fn run(command: WitnessCommand) -> anyhow::Result<()> {
     match command {
         WitnessCommand::Keygen { name, out } => {
             let signer = WitnessSigner::generate(&name)?;
-            signer
-                .save(&out)
-                .with_context(|| format!("writing {}", out.display()))?;
+            // The error names the file already.
+            signer.save(&out)?;
             println!("{}", signer.verifier());
             Ok(())
         }
@@ -148,6 +147,52 @@ mod tests {
         );
         // A log key is not a witness key (different signature type).
         assert!(witness_keys(&[log.verifier().to_string()]).is_err());
+    }
+
+    #[test]
+    fn command_line_parses() {
+        use clap::{CommandFactory, Parser};
+        crate::Cli::command().debug_assert();
+        let serve = [
+            "tongban",
+            "witness",
+            "serve",
+            "--key",
+            "k",
+            "--name",
+            "w",
+            "--log-key",
+            "a",
+            "--log-key",
+            "b",
+            "--state",
+            "s",
+        ];
+        let cli = crate::Cli::try_parse_from(serve).unwrap();
+        let crate::Command::Witness(WitnessCommand::Serve(args)) = cli.command else {
+            panic!("not witness serve");
+        };
+        assert_eq!(args.log_keys, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(args.listen.to_string(), "127.0.0.1:7380");
+        let verify = ["tongban", "audit", "verify", "--store", "x", "--key", "k"];
+        let with_quorum = [&verify[..], &["--witness-quorum", "1"]].concat();
+        assert!(
+            crate::Cli::try_parse_from(with_quorum).is_err(),
+            "quorum needs keys"
+        );
+        let ok = [
+            &verify[..],
+            &[
+                "--witness-key",
+                "w1",
+                "--witness-key",
+                "w2",
+                "--witness-quorum",
+                "1",
+            ],
+        ]
+        .concat();
+        assert!(crate::Cli::try_parse_from(ok).is_ok());
     }
 
     /// `audit verify --witness-key`: the latest checkpoint of every node

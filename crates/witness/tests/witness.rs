@@ -67,7 +67,7 @@ async fn http(
 struct RunningWitness {
     witness: Arc<Witness>,
     server: WitnessServer,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn start_witness(name: &str, seed: u8) -> RunningWitness {
@@ -87,7 +87,7 @@ async fn start_witness(name: &str, seed: u8) -> RunningWitness {
     RunningWitness {
         witness,
         server,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -235,7 +235,7 @@ async fn collector_gets_checkpoints_cosigned_and_witness_reports_split_view() {
     assert_eq!(status, 409, "{body}");
     assert!(body.contains("split view"), "{body}");
     assert_eq!(a.witness.stats().split_views, 1);
-    let evidence: Vec<_> = std::fs::read_dir(a._dir.path())
+    let evidence: Vec<_> = std::fs::read_dir(a.dir.path())
         .unwrap()
         .map(|f| f.unwrap().path())
         .filter(|p| {
