@@ -1,6 +1,8 @@
 //! The audit entry, its canonical encoding and the subject pseudonymiser.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, TimeZone, Utc};
 use hmac::{Hmac, Mac};
@@ -16,6 +18,15 @@ pub const ENTRY_ENCODING_V1: u8 = 1;
 /// the policy version appended. The version follows from the content, so
 /// rows stored before the field existed hash exactly as they did.
 pub const ENTRY_ENCODING_V2: u8 = 2;
+/// Version byte of entries written since citizens can check their history:
+/// the fields a citizen may see in clear, then a digest of the rest
+/// ([`AuditEntry::private_digest`]: clerk, case, trace, detail...), so a
+/// portal can recompute the leaf hash of an access to its person without
+/// seeing who at the counter handled it.
+pub const ENTRY_ENCODING_V3: u8 = 3;
+/// What [`AuditEntry::encoding`] holds for entries stored before v3: their
+/// version follows from their content (v1 without a policy version, v2 with).
+pub const ENTRY_ENCODING_BY_CONTENT: u8 = 0;
 
 /// What kind of act an entry records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -33,6 +44,9 @@ pub enum EntryKind {
     /// A policy that took effect, at start-up or on reload
     /// (`policy_version` is the new one).
     PolicyChange,
+    /// A citizen portal read a person's access history (`subject` is that
+    /// person): it is itself an access the person sees.
+    PortalView,
 }
 
 impl EntryKind {
@@ -43,6 +57,7 @@ impl EntryKind {
             EntryKind::AdminAction => "AdminAction",
             EntryKind::Prune => "Prune",
             EntryKind::PolicyChange => "PolicyChange",
+            EntryKind::PortalView => "PortalView",
         }
     }
     fn code(&self) -> u8 {
@@ -53,6 +68,7 @@ impl EntryKind {
             // New codes only ever get added, so older entries keep their hashes.
             EntryKind::Prune => 4,
             EntryKind::PolicyChange => 5,
+            EntryKind::PortalView => 6,
         }
     }
 }
@@ -66,6 +82,7 @@ impl std::str::FromStr for EntryKind {
             "AdminAction" => Ok(EntryKind::AdminAction),
             "Prune" => Ok(EntryKind::Prune),
             "PolicyChange" => Ok(EntryKind::PolicyChange),
+            "PortalView" => Ok(EntryKind::PortalView),
             other => Err(format!("unknown entry kind {other:?}")),
         }
     }
@@ -87,7 +104,8 @@ pub struct AuditEntry {
     pub case_number: String,
     pub evidence_type: String,
     pub department: String,
-    /// Hex HMAC-SHA256 pseudonym of the identity number; empty when none.
+    /// The identity number's subject key, 64 lower-case hex (see
+    /// [`SubjectPseudonymizer::pseudonym`]); empty when none.
     pub subject: String,
     /// gRPC status code, 0 = OK.
     pub outcome_code: i32,
@@ -105,6 +123,10 @@ pub struct AuditEntry {
     /// unknown (entries written before the field existed).
     #[serde(default)]
     pub policy_version: String,
+    /// Canonical encoding: [`ENTRY_ENCODING_V3`] for every new entry,
+    /// [`ENTRY_ENCODING_BY_CONTENT`] for entries stored before it existed.
+    #[serde(default)]
+    pub encoding: u8,
 }
 
 impl AuditEntry {
@@ -129,6 +151,7 @@ impl AuditEntry {
             released_fields_hash: String::new(),
             detail: String::new(),
             policy_version: String::new(),
+            encoding: ENTRY_ENCODING_V3,
         }
     }
 
@@ -159,15 +182,23 @@ impl AuditEntry {
         }
     }
 
+    /// The encoding version this entry hashes with.
+    pub fn encoding_version(&self) -> u8 {
+        match self.encoding {
+            ENTRY_ENCODING_BY_CONTENT if self.policy_version.is_empty() => ENTRY_ENCODING_V1,
+            ENTRY_ENCODING_BY_CONTENT => ENTRY_ENCODING_V2,
+            v => v,
+        }
+    }
+
     /// Canonical, versioned bytes hashed into the log. The position (node,
     /// index) is part of them so a moved or copied row no longer matches.
     pub fn canonical_bytes(&self, index: u64) -> Vec<u8> {
+        let version = self.encoding_version();
+        if version == ENTRY_ENCODING_V3 {
+            return self.public().canonical_bytes(index);
+        }
         let mut out = Vec::with_capacity(256 + self.detail.len());
-        let version = if self.policy_version.is_empty() {
-            ENTRY_ENCODING_V1
-        } else {
-            ENTRY_ENCODING_V2
-        };
         out.push(version);
         put_str(&mut out, &self.node);
         out.extend_from_slice(&index.to_be_bytes());
@@ -194,6 +225,96 @@ impl AuditEntry {
         if version == ENTRY_ENCODING_V2 {
             put_str(&mut out, &self.policy_version);
         }
+        out
+    }
+
+    /// SHA-256 over the fields a citizen does not see (encoding v3): the
+    /// clerk, the case number, latency, trace id, released-fields hash,
+    /// detail and policy version, each length-prefixed under a label.
+    pub fn private_digest(&self) -> Hash {
+        use sha2::Digest;
+        let mut out = Vec::with_capacity(160 + self.detail.len());
+        out.extend_from_slice(PRIVATE_DIGEST_LABEL);
+        put_str(&mut out, &self.operator);
+        put_str(&mut out, &self.case_number);
+        out.extend_from_slice(&self.latency_us.to_be_bytes());
+        put_str(&mut out, &self.trace_id);
+        put_str(&mut out, &self.released_fields_hash);
+        put_str(&mut out, &self.detail);
+        put_str(&mut out, &self.policy_version);
+        Sha256::digest(&out).into()
+    }
+
+    /// What a citizen may see of this entry, enough to recompute its v3
+    /// leaf hash.
+    pub fn public(&self) -> PublicEntry {
+        PublicEntry {
+            time: self.time,
+            node: self.node.clone(),
+            kind: self.kind,
+            caller_org: self.caller_org.clone(),
+            caller_unit: self.caller_unit.clone(),
+            matter: self.matter.clone(),
+            evidence_type: self.evidence_type.clone(),
+            department: self.department.clone(),
+            subject: self.subject.clone(),
+            outcome_code: self.outcome_code,
+            outcome_reason: self.outcome_reason.clone(),
+            private_digest: self.private_digest(),
+        }
+    }
+
+    /// RFC 6962 leaf hash of the entry at `index`.
+    pub fn leaf_hash(&self, index: u64) -> Hash {
+        hash_leaf(&self.canonical_bytes(index))
+    }
+}
+
+/// Label of [`AuditEntry::private_digest`], so its input can never be read
+/// as any other encoding's.
+const PRIVATE_DIGEST_LABEL: &[u8] = b"tongban/audit/private/v1\n";
+
+/// The part of a v3 entry a citizen sees in clear, with the digest that
+/// stands for the rest. Its leaf hash is the full entry's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicEntry {
+    pub time: DateTime<Utc>,
+    pub node: String,
+    pub kind: EntryKind,
+    pub caller_org: String,
+    pub caller_unit: String,
+    pub matter: String,
+    pub evidence_type: String,
+    pub department: String,
+    pub subject: String,
+    pub outcome_code: i32,
+    pub outcome_reason: String,
+    #[serde(with = "crate::store::hex_hash")]
+    pub private_digest: Hash,
+}
+
+impl PublicEntry {
+    /// The v3 canonical bytes of the entry at `index`.
+    pub fn canonical_bytes(&self, index: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.push(ENTRY_ENCODING_V3);
+        put_str(&mut out, &self.node);
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend_from_slice(&self.time.timestamp_micros().to_be_bytes());
+        out.push(self.kind.code());
+        for s in [
+            &self.caller_org,
+            &self.caller_unit,
+            &self.matter,
+            &self.evidence_type,
+            &self.department,
+            &self.subject,
+        ] {
+            put_str(&mut out, s);
+        }
+        out.extend_from_slice(&self.outcome_code.to_be_bytes());
+        put_str(&mut out, &self.outcome_reason);
+        out.extend_from_slice(&self.private_digest);
         out
     }
 
@@ -380,20 +501,169 @@ pub enum PseudonymKeyError {
     Rejected,
 }
 
+/// Why a subject proof was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectProofError {
+    #[error("subject proof must be {SUBJECT_PROOF_LEN} bytes, got {0}")]
+    BadLength(usize),
+    #[error("subject proof is not a valid encoding")]
+    Malformed,
+    #[error("subject VRF public key is not a valid ristretto255 key")]
+    BadPublicKey,
+    #[error("subject proof does not hold for this identity number under this key")]
+    Invalid,
+}
+
+/// Length of a subject proof: RFC 9381 ECVRF-RISTRETTO255-SHA512's pi,
+/// Gamma (32 bytes) ‖ challenge (16) ‖ response scalar (32).
+pub const SUBJECT_PROOF_LEN: usize = 80;
+
+/// A subject key with the VRF proof that it belongs to one identity number,
+/// checkable with [`verify_subject_proof`] and the deployment's
+/// [`SubjectPseudonymizer::vrf_public_key`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubjectProof {
+    /// The first 32 bytes of the VRF output: the subject key of audit entries.
+    pub key: [u8; 32],
+    /// The RFC 9381 proof, [`SUBJECT_PROOF_LEN`] bytes.
+    pub proof: Vec<u8>,
+}
+
 /// Label under which the released-fields key is derived from the subject
 /// key. It has lower-case letters, and [`SubjectPseudonymizer::pseudonym`]
 /// upper-cases its input, so no pseudonym can ever equal the derived key.
 const RELEASED_FIELDS_KEY_LABEL: &[u8] = b"tongban released-fields v1";
 
-/// Keyed HMAC-SHA256 pseudonyms for identity numbers, so the log can be
-/// searched by person without holding identity numbers in clear; and the
-/// keyed hash of released fields, under a key derived from the same secret.
+/// Label under which the VRF secret key is derived from the pseudonym key
+/// (HMAC-SHA512, wide-reduced to a scalar), so every node of a deployment,
+/// sharing the pseudonym key, has the same VRF key without a new key file.
+const SUBJECT_VRF_KEY_LABEL: &[u8] = b"tongban subject vrf v1";
+
+/// Entries of the subject-key cache, over all shards (about 100 bytes
+/// each with the map's overhead: some 6 MB at most).
+const SUBJECT_KEY_CACHE_CAPACITY: usize = 65_536;
+/// Shards of the cache: a lookup locks one, so concurrent requests seldom meet.
+const SUBJECT_KEY_CACHE_SHARDS: usize = 16;
+const SUBJECT_KEY_SHARD_CAPACITY: usize = SUBJECT_KEY_CACHE_CAPACITY / SUBJECT_KEY_CACHE_SHARDS;
+
+/// The identity number as the VRF's input and the cache's: trimmed, upper
+/// case (`IdNumber::as_str()`'s form), so both spellings of the check
+/// character `x` give one subject.
+fn normalise_id(id_number: &str) -> String {
+    id_number.trim().to_ascii_uppercase()
+}
+
+/// RFC 9381 proof_to_hash for the suite, from the proof's encoded Gamma
+/// (its first 32 bytes): what `PublicKey::verify` returns, without the
+/// verification the prover does not need. A test holds it to the crate's.
+fn vrf_output(proof: &[u8; SUBJECT_PROOF_LEN]) -> [u8; 64] {
+    use sha2::{Digest, Sha512};
+    let mut h = Sha512::new();
+    h.update(b"\xFFc2sp.org/vrf-r255");
+    h.update([0x03]);
+    h.update(&proof[..32]);
+    h.update([0x00]);
+    h.finalize().into()
+}
+
+fn first_32(bytes: &[u8; 64]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&bytes[..32]);
+    key
+}
+
+/// Checks `proof` for identity number `id` under the VRF `public_key` and
+/// returns the subject key it proves (the entries' `subject`, decoded).
+/// `id` is normalised as [`SubjectPseudonymizer::pseudonym`] does.
+pub fn verify_subject_proof(
+    public_key: &[u8; 32],
+    id: &str,
+    proof: &[u8],
+) -> Result<[u8; 32], SubjectProofError> {
+    let public_key =
+        vrf_r255::PublicKey::from_bytes(*public_key).ok_or(SubjectProofError::BadPublicKey)?;
+    let bytes: [u8; SUBJECT_PROOF_LEN] = proof
+        .try_into()
+        .map_err(|_| SubjectProofError::BadLength(proof.len()))?;
+    let proof = vrf_r255::Proof::from_bytes(bytes).ok_or(SubjectProofError::Malformed)?;
+    let output: Option<[u8; 64]> = public_key
+        .verify(normalise_id(id).as_bytes(), &proof)
+        .into();
+    output
+        .map(|out| first_32(&out))
+        .ok_or(SubjectProofError::Invalid)
+}
+
+/// Subject keys already computed, keyed by the identity number's HMAC under
+/// the pseudonym key (so no identity number is held, even in memory). A
+/// bounded map per shard that is emptied when full: unlike an LRU it costs
+/// a hit no bookkeeping (no write under the lock), a clear is O(n) once per
+/// shard capacity of misses, and what it drops costs one VRF evaluation to
+/// get back. Shards are picked by the HMAC's first byte, which no caller
+/// can steer without the key.
+struct SubjectKeyCache {
+    shards: [Mutex<HashMap<[u8; 32], [u8; 32]>>; SUBJECT_KEY_CACHE_SHARDS],
+}
+
+impl SubjectKeyCache {
+    fn new() -> Self {
+        Self {
+            shards: std::array::from_fn(|_| Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn shard(&self, mac: &[u8; 32]) -> MutexGuard<'_, HashMap<[u8; 32], [u8; 32]>> {
+        let shard = &self.shards[usize::from(mac[0]) % SUBJECT_KEY_CACHE_SHARDS];
+        // A panic under this lock can only lose a derived value; the map
+        // itself stays sound, so a poisoned lock is still usable.
+        shard.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn get(&self, mac: &[u8; 32]) -> Option<[u8; 32]> {
+        self.shard(mac).get(mac).copied()
+    }
+
+    fn insert(&self, mac: [u8; 32], key: [u8; 32]) {
+        let mut shard = self.shard(&mac);
+        if shard.len() >= SUBJECT_KEY_SHARD_CAPACITY && !shard.contains_key(&mac) {
+            shard.clear();
+        }
+        shard.insert(mac, key);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        (0..SUBJECT_KEY_CACHE_SHARDS)
+            .map(|i| {
+                self.shards[i]
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .len()
+            })
+            .sum()
+    }
+}
+
+/// Subject keys for identity numbers, so the log can be searched by person
+/// without holding identity numbers in clear; and the keyed hash of
+/// released fields, under a key derived from the same secret.
+///
+/// A subject key is the first 32 bytes of an RFC 9381 VRF output
+/// (ECVRF-RISTRETTO255-SHA512) over the identity number, under a VRF key
+/// derived from the pseudonym key: like a keyed hash only the key's holder
+/// can compute it, but with [`prove`](Self::prove) anyone holding the
+/// [public key](Self::vrf_public_key) can check that a key is a given
+/// person's ([`verify_subject_proof`]) without learning the secret.
+/// Clones share one cache of computed keys.
 #[derive(Clone)]
 pub struct SubjectPseudonymizer {
-    /// HMAC keyed with the subject key, ready to clone per pseudonym.
+    /// HMAC keyed with the subject key: the cache's key, never stored.
     subject_mac: Hmac<Sha256>,
     /// HMAC keyed with HMAC(subject key, [`RELEASED_FIELDS_KEY_LABEL`]).
     released_mac: Hmac<Sha256>,
+    /// Derived under [`SUBJECT_VRF_KEY_LABEL`].
+    vrf: vrf_r255::SecretKey,
+    cache: Arc<SubjectKeyCache>,
 }
 
 impl std::fmt::Debug for SubjectPseudonymizer {
@@ -419,6 +689,8 @@ impl SubjectPseudonymizer {
         Ok(Self {
             subject_mac,
             released_mac,
+            vrf: derive_vrf_key(key)?,
+            cache: Arc::new(SubjectKeyCache::new()),
         })
     }
 
@@ -427,13 +699,52 @@ impl SubjectPseudonymizer {
         Self::from_bytes(&key)
     }
 
-    /// Hex HMAC-SHA256 of the identity number. Lower-case `x` is folded to
-    /// upper case first so both spellings of one number map to one pseudonym.
+    /// The identity number's subject key as lower-case hex (64 characters),
+    /// the entries' `subject`. Lower-case `x` is folded to upper case first
+    /// so both spellings of one number map to one pseudonym.
     pub fn pseudonym(&self, id_number: &str) -> String {
-        let normalised = id_number.trim().to_ascii_uppercase();
+        hex::encode(self.subject_key(id_number))
+    }
+
+    /// The identity number's subject key: the first 32 bytes of the VRF
+    /// output. From the cache when this node computed it lately.
+    pub fn subject_key(&self, id_number: &str) -> [u8; 32] {
+        let alpha = normalise_id(id_number);
+        let mac = self.cache_key(&alpha);
+        if let Some(key) = self.cache.get(&mac) {
+            return key;
+        }
+        self.evaluate(alpha, mac).key
+    }
+
+    /// The identity number's subject key with its VRF proof, for a portal
+    /// to check with [`verify_subject_proof`]. Always evaluates the VRF.
+    pub fn prove(&self, id_number: &str) -> SubjectProof {
+        let alpha = normalise_id(id_number);
+        let mac = self.cache_key(&alpha);
+        self.evaluate(alpha, mac)
+    }
+
+    /// The VRF public key under which subject proofs verify (compressed
+    /// ristretto255). Public: portals pin it.
+    pub fn vrf_public_key(&self) -> [u8; 32] {
+        vrf_r255::PublicKey::from(self.vrf).to_bytes()
+    }
+
+    fn cache_key(&self, alpha: &str) -> [u8; 32] {
         let mut mac = self.subject_mac.clone();
-        mac.update(normalised.as_bytes());
-        hex::encode(mac.finalize().into_bytes())
+        mac.update(alpha.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn evaluate(&self, alpha: String, mac: [u8; 32]) -> SubjectProof {
+        let proof = self.vrf.prove(alpha.as_bytes()).to_bytes();
+        let key = first_32(&vrf_output(&proof));
+        self.cache.insert(mac, key);
+        SubjectProof {
+            key,
+            proof: proof.to_vec(),
+        }
     }
 
     /// Hex HMAC-SHA256 over the released fields (names and values, in any
@@ -444,6 +755,19 @@ impl SubjectPseudonymizer {
     pub fn released_fields_hash<K: AsRef<str>, V: AsRef<str>>(&self, fields: &[(K, V)]) -> String {
         released_fields_mac(self.released_mac.clone(), fields)
     }
+}
+
+/// The VRF secret key: HMAC-SHA512(pseudonym key, label), 64 bytes reduced
+/// modulo the group order, so the scalar is uniform.
+fn derive_vrf_key(key: &[u8]) -> Result<vrf_r255::SecretKey, PseudonymKeyError> {
+    use sha2::Sha512;
+    let mut mac = Hmac::<Sha512>::new_from_slice(key).map_err(|_| PseudonymKeyError::Rejected)?;
+    mac.update(SUBJECT_VRF_KEY_LABEL);
+    let wide: [u8; 64] = mac.finalize().into_bytes().into();
+    let scalar = curve25519_dalek::Scalar::from_bytes_mod_order_wide(&wide);
+    // A reduced scalar is canonical; only zero (probability 2^-252) is refused.
+    Option::from(vrf_r255::SecretKey::from_bytes(scalar.to_bytes()))
+        .ok_or(PseudonymKeyError::Rejected)
 }
 
 #[cfg(test)]
@@ -462,12 +786,47 @@ mod tests {
         e
     }
 
+    /// A v3 entry's leaf hash is recomputable from its public part, which
+    /// holds no clerk, case number or detail; every field still counts.
+    #[test]
+    fn v3_leaf_hashes_come_from_the_public_part_and_the_private_digest() {
+        let mut e = sample();
+        e.operator = "clerk-0042".into();
+        e.case_number = "PZH-2026-000123".into();
+        e.detail = "something private".into();
+        e.subject = "ab".repeat(32);
+        let public = e.public();
+        assert_eq!(public.leaf_hash(9), e.leaf_hash(9));
+        let shown = serde_json::to_string(&public).unwrap();
+        for secret in ["clerk-0042", "PZH-2026-000123", "something private"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        for change in [
+            |e: &mut AuditEntry| e.operator.push('x'),
+            |e: &mut AuditEntry| e.case_number.push('x'),
+            |e: &mut AuditEntry| e.latency_us += 1,
+            |e: &mut AuditEntry| e.detail.push('x'),
+            |e: &mut AuditEntry| e.policy_version.push('x'),
+            |e: &mut AuditEntry| e.subject.replace_range(0..2, "cd"),
+            |e: &mut AuditEntry| e.matter.push('x'),
+            |e: &mut AuditEntry| e.outcome_code = 7,
+        ] {
+            let mut f = e.clone();
+            change(&mut f);
+            assert_ne!(f.leaf_hash(9), e.leaf_hash(9));
+        }
+        // Stored rows keep their version: a legacy row hashes as before.
+        let mut legacy = e.clone();
+        legacy.encoding = ENTRY_ENCODING_BY_CONTENT;
+        assert_eq!(legacy.canonical_bytes(9)[0], ENTRY_ENCODING_V1);
+    }
+
     #[test]
     fn canonical_bytes_are_deterministic_and_position_bound() {
         let e = sample();
         assert_eq!(e.canonical_bytes(3), e.canonical_bytes(3));
         assert_ne!(e.leaf_hash(3), e.leaf_hash(4));
-        assert_eq!(e.canonical_bytes(0)[0], ENTRY_ENCODING_V1);
+        assert_eq!(e.canonical_bytes(0)[0], ENTRY_ENCODING_V3);
         let mut f = e.clone();
         f.latency_us += 1;
         assert_ne!(e.leaf_hash(0), f.leaf_hash(0));
@@ -624,7 +983,9 @@ mod tests {
 
     #[test]
     fn entries_with_a_policy_version_use_encoding_v2_and_old_ones_hash_as_before() {
-        let e = sample();
+        let mut e = sample();
+        // As stored before encoding v3.
+        e.encoding = ENTRY_ENCODING_BY_CONTENT;
         let v1 = e.canonical_bytes(7);
         assert_eq!(v1[0], ENTRY_ENCODING_V1);
         let mut f = e.clone();
@@ -685,5 +1046,141 @@ mod tests {
         assert!(dbg.contains("redacted"));
         assert!(SubjectPseudonymizer::from_bytes(b"short").is_err());
         assert!(SubjectPseudonymizer::from_hex("zz").is_err());
+    }
+
+    const ID: &str = "510402198001010015";
+
+    #[test]
+    fn subject_keys_are_deterministic_per_key_and_differ_between_keys() {
+        let p = SubjectPseudonymizer::from_bytes(&[1u8; 32]).unwrap();
+        let again = SubjectPseudonymizer::from_bytes(&[1u8; 32]).unwrap();
+        let q = SubjectPseudonymizer::from_bytes(&[2u8; 32]).unwrap();
+        assert_eq!(p.pseudonym(ID), again.pseudonym(ID));
+        assert_eq!(p.vrf_public_key(), again.vrf_public_key());
+        assert_ne!(p.pseudonym(ID), q.pseudonym(ID));
+        assert_ne!(p.vrf_public_key(), q.vrf_public_key());
+        assert_ne!(p.pseudonym(ID), p.pseudonym("51040219800101001X"));
+        let hex = p.pseudonym(ID);
+        assert_eq!(hex.len(), 64);
+        assert!(
+            hex.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        );
+        assert_eq!(hex, hex::encode(p.subject_key(ID)));
+        let proof = p.prove(ID);
+        assert_eq!(proof.key, p.subject_key(ID));
+        assert_eq!(proof.proof.len(), SUBJECT_PROOF_LEN);
+        // Proving is deterministic too (RFC 9381 nonces are derived).
+        assert_eq!(proof, again.prove(ID));
+    }
+
+    /// Pins the derivation (label, HMAC-SHA512, wide reduction, input form,
+    /// first 32 bytes): other implementations, and every node of a
+    /// deployment, must get these same bytes from the same pseudonym key.
+    #[test]
+    fn subject_keys_match_the_pinned_derivation() {
+        let p = SubjectPseudonymizer::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
+        assert_eq!(hex::encode(p.vrf_public_key()), PINNED_PUBLIC_KEY);
+        assert_eq!(p.pseudonym(" 51040219800101001x "), PINNED_SUBJECT);
+    }
+    const PINNED_PUBLIC_KEY: &str =
+        "0a10a6c9acdc179b30c80e8fd3a1c86ccecb0fbf618ecd23387d8224e332424a";
+    const PINNED_SUBJECT: &str = "b6e40becd4b0f536672571ff294784cbe8883c0158b35268b0f9b326b12129b4";
+
+    #[test]
+    fn a_subject_proof_verifies_for_its_id_only() {
+        let p = SubjectPseudonymizer::from_bytes(&[3u8; 32]).unwrap();
+        let q = SubjectPseudonymizer::from_bytes(&[4u8; 32]).unwrap();
+        let pk = p.vrf_public_key();
+        let x_id = "51040219800101001X";
+        let proof = p.prove(x_id);
+        // The right id, in either spelling of its check character.
+        assert_eq!(verify_subject_proof(&pk, x_id, &proof.proof), Ok(proof.key));
+        assert_eq!(
+            verify_subject_proof(&pk, "51040219800101001x", &proof.proof),
+            Ok(proof.key)
+        );
+        // Another id, another public key.
+        assert_eq!(
+            verify_subject_proof(&pk, ID, &proof.proof),
+            Err(SubjectProofError::Invalid)
+        );
+        assert_eq!(
+            verify_subject_proof(&q.vrf_public_key(), x_id, &proof.proof),
+            Err(SubjectProofError::Invalid)
+        );
+        // q's proof for the same id does not pass under p's key either.
+        assert_eq!(
+            verify_subject_proof(&pk, x_id, &q.prove(x_id).proof),
+            Err(SubjectProofError::Invalid)
+        );
+        // Any tampered byte: the challenge or the response no longer match,
+        // or Gamma or the scalar no longer decode.
+        for at in [0, 31, 32, 47, 48, 60] {
+            let mut tampered = proof.proof.clone();
+            tampered[at] ^= 0x01;
+            let got = verify_subject_proof(&pk, x_id, &tampered);
+            assert!(
+                matches!(
+                    got,
+                    Err(SubjectProofError::Invalid | SubjectProofError::Malformed)
+                ),
+                "byte {at}: {got:?}"
+            );
+        }
+        let mut high = proof.proof.clone();
+        high[SUBJECT_PROOF_LEN - 1] = 0xff; // a scalar above the group order
+        assert_eq!(
+            verify_subject_proof(&pk, x_id, &high),
+            Err(SubjectProofError::Malformed)
+        );
+        assert_eq!(
+            verify_subject_proof(&pk, x_id, &proof.proof[1..]),
+            Err(SubjectProofError::BadLength(SUBJECT_PROOF_LEN - 1))
+        );
+        // The identity point is no key (RFC 9381 validate_key).
+        assert_eq!(
+            verify_subject_proof(&[0u8; 32], x_id, &proof.proof),
+            Err(SubjectProofError::BadPublicKey)
+        );
+    }
+
+    #[test]
+    fn the_cache_answers_as_the_vrf_does_and_is_shared_by_clones() {
+        let p = SubjectPseudonymizer::from_bytes(&[5u8; 32]).unwrap();
+        let fresh = SubjectPseudonymizer::from_bytes(&[5u8; 32]).unwrap();
+        assert_eq!(p.cache.len(), 0);
+        let first = p.pseudonym(ID);
+        assert_eq!(p.cache.len(), 1);
+        let clone = p.clone();
+        // Cached, in the clone too, and equal to a fresh evaluation.
+        assert_eq!(clone.pseudonym(ID), first);
+        assert_eq!(clone.pseudonym("  510402198001010015"), first);
+        assert_eq!(p.cache.len(), 1);
+        assert_eq!(fresh.prove(ID).key, p.subject_key(ID));
+        assert_eq!(first, hex::encode(fresh.prove(ID).key));
+        // The cache never holds the identity number, only its HMAC.
+        let alpha = normalise_id(ID);
+        assert_eq!(p.cache.get(&p.cache_key(&alpha)), Some(p.subject_key(ID)));
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_capacity() {
+        let cache = SubjectKeyCache::new();
+        for i in 0..(2 * SUBJECT_KEY_CACHE_CAPACITY) as u32 {
+            let mut mac = [0u8; 32];
+            mac[..4].copy_from_slice(&i.to_le_bytes());
+            cache.insert(mac, [1u8; 32]);
+            assert!(cache.len() <= SUBJECT_KEY_CACHE_CAPACITY);
+        }
+        // The last one inserted is still there; re-inserting a held key on a
+        // full shard does not clear it.
+        let mut last = [0u8; 32];
+        last[..4].copy_from_slice(&(2 * SUBJECT_KEY_CACHE_CAPACITY as u32 - 1).to_le_bytes());
+        assert_eq!(cache.get(&last), Some([1u8; 32]));
+        let shard_of_last = cache.shard(&last).len();
+        cache.insert(last, [2u8; 32]);
+        assert_eq!(cache.shard(&last).len(), shard_of_last);
+        assert_eq!(cache.get(&last), Some([2u8; 32]));
     }
 }

@@ -10,6 +10,7 @@ pub mod cosign;
 pub mod entry;
 pub mod error;
 pub mod log;
+pub mod map;
 pub mod merkle;
 pub mod note;
 pub mod read;
@@ -20,8 +21,8 @@ pub use cosign::{
     CosignError, Cosigned, WitnessKey, WitnessSigner, has_cosignature, verify_cosignatures,
 };
 pub use entry::{
-    AuditEntry, EntryKind, MAX_ENTRY_BYTES, SubjectPseudonymizer, bounded_clean_text,
-    escape_controls,
+    AuditEntry, EntryKind, MAX_ENTRY_BYTES, SUBJECT_PROOF_LEN, SubjectProof, SubjectProofError,
+    SubjectPseudonymizer, bounded_clean_text, escape_controls, verify_subject_proof,
 };
 pub use log::{AuditConfig, AuditError, AuditLog, AuditStats, Receipt};
 pub use merkle::Hash;

@@ -10,10 +10,15 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::entry::{AuditEntry, EntryKind, truncate_to_micros};
+use crate::map::{MapUpdate, subject_key};
 use crate::merkle::{CompactRange, Hash, range_hash};
-use crate::note::{Checkpoint, Keyring, LogSigner, origin_for_node};
+use crate::note::{
+    Checkpoint, Keyring, LogSigner, MapCommitment, PrunedBoundary, origin_for_node,
+};
 use crate::read::{PruneRecord, PruneReport, PruneRequest, frontier_to_keep};
-use crate::store::{AuditStore, LoggedEntry, StoreError, StoredCheckpoint, WriterLease};
+use crate::store::{
+    AuditStore, LoggedEntry, MapWrite, PrunedChain, StoreError, StoredCheckpoint, WriterLease,
+};
 
 pub use crate::error::AuditError;
 
@@ -47,6 +52,10 @@ pub struct AuditConfig {
     /// How long `open` retries while another writer holds the node's lease
     /// (a crashed predecessor's lease can take a moment to be released).
     pub lock_wait: Duration,
+    /// Keep the subject map, so citizens can check their history: each
+    /// checkpoint then commits to it and names this VRF-r255 public key,
+    /// under which subject keys are proven. `None`: no map.
+    pub transparency: Option<[u8; 32]>,
 }
 
 impl AuditConfig {
@@ -59,6 +68,7 @@ impl AuditConfig {
             queue_capacity: 16384,
             append_timeout: Duration::from_secs(2),
             lock_wait: Duration::from_secs(5),
+            transparency: None,
         }
     }
 }
@@ -181,6 +191,12 @@ impl AuditLog {
             last_checkpoint: Instant::now(),
             needs_recovery: true,
             counters: counters.clone(),
+            map: config.transparency.map(|vrf_key| MapState {
+                vrf_key,
+                root: crate::map::EMPTY,
+                pending: Vec::new(),
+            }),
+            pruned: None,
             config: config.clone(),
             lease,
         };
@@ -335,9 +351,24 @@ struct Writer {
     last_checkpoint: Instant,
     needs_recovery: bool,
     counters: Arc<Counters>,
+    /// The subject map, when the log keeps one.
+    map: Option<MapState>,
+    /// The retention boundary the next checkpoint names.
+    pruned: Option<PrunedBoundary>,
     config: AuditConfig,
     lease: WriterLease,
 }
+
+/// The writer's view of the subject map: its root at the last signed
+/// checkpoint, and what has to go into it at the next one.
+struct MapState {
+    vrf_key: [u8; 32],
+    root: Hash,
+    /// (subject key, index, leaf hash) of every entry about a subject
+    /// committed since the last signed checkpoint, in log order.
+    pending: Vec<([u8; 32], u64, Hash)>,
+}
+
 
 impl Writer {
     /// Reloads size and frontier from the store and checks them against the
@@ -398,6 +429,7 @@ impl Writer {
         };
         self.range = range;
         self.signed_size = signed_size;
+        self.recover_map_and_boundary(&state).await?;
         self.needs_recovery = false;
         self.counters
             .tree_size
@@ -540,6 +572,11 @@ impl Writer {
                 c.last_commit_us.store(us, Ordering::Relaxed);
                 c.total_commit_us.fetch_add(us, Ordering::Relaxed);
                 c.tree_size.store(self.range.size(), Ordering::Relaxed);
+                if let Some(map) = &mut self.map {
+                    map.pending.extend(rows.iter().filter_map(|row| {
+                        subject_key(&row.entry.subject).map(|k| (k, row.index, row.leaf_hash))
+                    }));
+                }
                 for (row, reply) in rows.into_iter().zip(replies) {
                     let _ = reply.send(Ok(Receipt {
                         node: self.node.clone(),
@@ -614,15 +651,190 @@ impl Writer {
         let (reply, rx) = oneshot::channel();
         self.commit(vec![(Box::new(record), reply)]).await;
         let receipt = rx.await.map_err(|_| AuditError::Closed)??;
+        self.pruned = Some(PrunedBoundary {
+            before: cut,
+            cutoff: truncate_to_micros(cutoff),
+        });
         // Signed before deleting: a crash in between leaves an authorised,
         // not yet applied boundary, which verifies.
         self.checkpoint().await?;
-        let deleted = self.store.prune_below(&self.node, cut, &keep).await?;
+        let chains = if self.map.is_some() {
+            self.pruned_chains(state.pruned_before, cut).await?
+        } else {
+            Vec::new()
+        };
+        let deleted = self
+            .store
+            .prune_below(&self.node, cut, &keep, &chains)
+            .await?;
         tracing::info!(node = %self.node, cut, deleted, record = receipt.index, "pruned audit entries");
         report.pruned_before = cut;
         report.deleted = deleted;
         report.record_index = Some(receipt.index);
         Ok(report)
+    }
+
+    /// The map's root at the latest checkpoint, and the entries about
+    /// subjects committed after it. A log without a map at its latest
+    /// checkpoint (new, or kept before maps existed) gets one built from
+    /// every retained entry.
+    async fn recover_map_and_boundary(&mut self, state: &crate::store::LogState) -> Result<(), AuditError> {
+        let latest = match self.store.latest_checkpoint(&self.node).await? {
+            Some(stored) => {
+                let mut own = Keyring::new();
+                own.add(self.signer.verifier());
+                // An unverifiable latest checkpoint is refused by
+                // `check_signer_continues_log`; here it only lacks a map.
+                Checkpoint::open(&stored.note, &own, &self.origin).ok()
+            }
+            None => None,
+        };
+        self.pruned = match latest.as_ref().and_then(|cp| cp.pruned) {
+            Some(boundary) if boundary.before >= state.pruned_before => Some(boundary),
+            _ if state.pruned_before > 0 => Some(PrunedBoundary {
+                before: state.pruned_before,
+                cutoff: self.last_prune_cutoff().await?,
+            }),
+            _ => None,
+        };
+        let Some(map) = &mut self.map else {
+            return Ok(());
+        };
+        let committed = latest.as_ref().and_then(|cp| cp.map.map(|m| (cp.size, m)));
+        let from = match committed {
+            Some((size, commitment)) if commitment.vrf_key == map.vrf_key => {
+                map.root = commitment.root;
+                size
+            }
+            _ => {
+                // No map (or one under another VRF key): rebuild from the log.
+                self.store.map_reset(&self.node).await?;
+                map.root = crate::map::EMPTY;
+                state.pruned_before
+            }
+        };
+        map.pending.clear();
+        let mut next = from;
+        while next < self.range.size() {
+            let rows = self.store.scan(&self.node, next, 10_000).await?;
+            let Some(last) = rows.last() else { break };
+            next = last.index + 1;
+            map.pending.extend(rows.iter().filter_map(|row| {
+                subject_key(&row.entry.subject)
+                    .map(|k| (k, row.index, row.entry.leaf_hash(row.index)))
+            }));
+        }
+        Ok(())
+    }
+
+    /// The cutoff of the node's latest prune record (for logs pruned before
+    /// checkpoints named their boundary).
+    async fn last_prune_cutoff(&self) -> Result<chrono::DateTime<Utc>, AuditError> {
+        let filter = crate::store::SearchFilter {
+            node: Some(self.node.clone()),
+            kind: Some(EntryKind::Prune),
+            ..Default::default()
+        };
+        let found = self.store.search(&filter, None, 1).await?;
+        Ok(found
+            .first()
+            .and_then(|e| PruneRecord::parse(&e.entry.detail).ok())
+            .map_or(chrono::DateTime::<Utc>::MIN_UTC, |r| r.cutoff))
+    }
+
+    /// The map changes of the next checkpoint: every pending entry chained
+    /// on to its subject's value, and the internal nodes that change.
+    async fn map_update(&mut self) -> Result<Option<(MapCommitment, MapWrite)>, AuditError> {
+        let Some(map) = &self.map else {
+            return Ok(None);
+        };
+        let commitment = |root| MapCommitment {
+            root,
+            vrf_key: map.vrf_key,
+        };
+        if map.pending.is_empty() {
+            return Ok(Some((commitment(map.root), MapWrite::default())));
+        }
+        let mut by_subject: std::collections::BTreeMap<[u8; 32], Vec<(u64, Hash)>> =
+            std::collections::BTreeMap::new();
+        for (key, index, leaf) in &map.pending {
+            by_subject.entry(*key).or_default().push((*index, *leaf));
+        }
+        let keys: Vec<[u8; 32]> = by_subject.keys().copied().collect();
+        let current = self.store.map_leaves(&self.node, &keys).await?;
+        let single = self.store.map_single_leaf(&self.node).await?;
+        let mut leaves = Vec::with_capacity(keys.len());
+        let mut changes = Vec::with_capacity(keys.len());
+        for (key, entries) in by_subject {
+            let mut value = current.get(&key).copied().unwrap_or_default();
+            for (index, leaf) in entries {
+                value.extend(index, &leaf);
+            }
+            changes.push((key, value.hash()));
+            leaves.push((key, value));
+        }
+        let mut update = MapUpdate::new(single.map(|(k, v)| (k, v.hash())), changes);
+        loop {
+            let wanted = update.wanted();
+            if wanted.is_empty() {
+                break;
+            }
+            let found = self.store.map_nodes(&self.node, &wanted).await?;
+            update.supply(found);
+        }
+        let delta = update.finish().map_err(|e| AuditError::Inconsistent {
+            node: self.node.clone(),
+            detail: format!("subject map: {e}"),
+        })?;
+        Ok(Some((
+            commitment(delta.root),
+            MapWrite {
+                leaves,
+                upserts: delta.upserts,
+                deletes: delta.deletes,
+            },
+        )))
+    }
+
+    /// The pruned chains of every subject with entries in `[from, cut)`,
+    /// continued from what earlier prunes left.
+    async fn pruned_chains(&self, from: u64, cut: u64) -> Result<Vec<([u8; 32], PrunedChain)>, AuditError> {
+        let mut by_subject: std::collections::BTreeMap<[u8; 32], Vec<(u64, Hash)>> =
+            std::collections::BTreeMap::new();
+        let mut next = from;
+        while next < cut {
+            let rows = self.store.scan(&self.node, next, 10_000).await?;
+            let Some(last) = rows.last() else { break };
+            next = last.index + 1;
+            for row in rows.iter().filter(|r| r.index < cut) {
+                if let Some(key) = subject_key(&row.entry.subject) {
+                    by_subject
+                        .entry(key)
+                        .or_default()
+                        .push((row.index, row.entry.leaf_hash(row.index)));
+                }
+            }
+        }
+        let keys: Vec<[u8; 32]> = by_subject.keys().copied().collect();
+        let earlier = self.store.pruned_chains(&self.node, &keys).await?;
+        let mut out = Vec::with_capacity(keys.len());
+        for (key, entries) in by_subject {
+            let mut value = earlier.get(&key).map(PrunedChain::value).unwrap_or_default();
+            let mut chain = None;
+            for (index, leaf) in entries {
+                chain = Some(PrunedChain {
+                    count: value.count + 1,
+                    head_before_last: value.head,
+                    last_index: index,
+                    last_leaf: leaf,
+                });
+                value.extend(index, &leaf);
+            }
+            if let Some(chain) = chain {
+                out.push((key, chain));
+            }
+        }
+        Ok(out)
     }
 
     async fn checkpoint_if_behind(&mut self) -> Result<(), AuditError> {
@@ -649,11 +861,23 @@ impl Writer {
         {
             return Ok(Some(cp.note));
         }
+        let map_update = match self.map_update().await {
+            Ok(update) => update,
+            Err(e) => {
+                self.counters
+                    .checkpoint_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(node = %self.node, error = %e, size, "updating the subject map failed");
+                return Err(e);
+            }
+        };
         let cp = Checkpoint {
             origin: self.origin.clone(),
             size,
             root: self.range.root(),
             time: truncate_to_micros(Utc::now()),
+            map: map_update.as_ref().map(|(commitment, _)| *commitment),
+            pruned: self.pruned,
         };
         let note = cp.sign(&self.signer)?;
         let stored = StoredCheckpoint {
@@ -662,9 +886,21 @@ impl Writer {
             time: cp.time,
             note: note.clone(),
         };
-        match self.store.put_checkpoint(&self.node, &stored).await {
+        let result = match &map_update {
+            Some((_, write)) => {
+                self.store
+                    .put_checkpoint_with_map(&self.node, &stored, write)
+                    .await
+            }
+            None => self.store.put_checkpoint(&self.node, &stored).await,
+        };
+        match result {
             Ok(()) => {
                 self.signed_size = size;
+                if let (Some(map), Some((commitment, _))) = (&mut self.map, map_update) {
+                    map.root = commitment.root;
+                    map.pending.clear();
+                }
                 self.counters
                     .checkpoints_signed
                     .fetch_add(1, Ordering::Relaxed);

@@ -14,6 +14,9 @@ use crate::merkle::Hash;
 const ALG_ED25519: u8 = 0x01;
 pub(crate) const SIG_PREFIX: &str = "\u{2014} ";
 const TIME_EXTENSION: &str = "time ";
+const MAP_EXTENSION: &str = "map ";
+const VRF_EXTENSION: &str = "vrf ";
+const PRUNED_EXTENSION: &str = "pruned ";
 pub(crate) const PRIVATE_KEY_PREFIX: &str = "PRIVATE+KEY+";
 
 /// Errors about keys and notes.
@@ -411,13 +414,35 @@ impl Keyring {
     }
 }
 
-/// A tlog-checkpoint body: origin, size, root, and a `time` extension line.
+/// A tlog-checkpoint body: origin, size, root, and extension lines: `time`,
+/// and, on logs that citizens can check, `map` (the subject map's root),
+/// `vrf` (the public key subject keys are proven under) and `pruned` (the
+/// first retained index and the retention cutoff, once entries were pruned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Checkpoint {
     pub origin: String,
     pub size: u64,
     pub root: Hash,
     pub time: DateTime<Utc>,
+    pub map: Option<MapCommitment>,
+    pub pruned: Option<PrunedBoundary>,
+}
+
+/// What a checkpoint commits to about the subject map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MapCommitment {
+    /// Root of the map over every entry below the checkpoint's size.
+    pub root: Hash,
+    /// The VRF-r255 public key of the deployment's subject keys.
+    pub vrf_key: [u8; 32],
+}
+
+/// Entries below `before` were removed under the retention rule; they were
+/// older than `cutoff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrunedBoundary {
+    pub before: u64,
+    pub cutoff: DateTime<Utc>,
 }
 
 /// The origin (and key name) of a node's log.
@@ -427,13 +452,28 @@ pub fn origin_for_node(node: &str) -> String {
 
 impl Checkpoint {
     pub fn body(&self) -> String {
-        format!(
+        let mut body = format!(
             "{}\n{}\n{}\n{TIME_EXTENSION}{}\n",
             self.origin,
             self.size,
             B64.encode(self.root),
             self.time.to_rfc3339_opts(SecondsFormat::Micros, true)
-        )
+        );
+        if let Some(map) = &self.map {
+            body.push_str(&format!(
+                "{MAP_EXTENSION}{}\n{VRF_EXTENSION}{}\n",
+                B64.encode(map.root),
+                B64.encode(map.vrf_key)
+            ));
+        }
+        if let Some(pruned) = &self.pruned {
+            body.push_str(&format!(
+                "{PRUNED_EXTENSION}{} {}\n",
+                pruned.before,
+                pruned.cutoff.to_rfc3339_opts(SecondsFormat::Micros, true)
+            ));
+        }
+        body
     }
 
     pub fn parse_body(body: &str) -> Result<Self, NoteError> {
@@ -460,16 +500,61 @@ impl Checkpoint {
         let root: Hash = root_raw
             .try_into()
             .map_err(|_| bad("root is not 32 bytes"))?;
-        let time = lines
-            .find_map(|l| l.strip_prefix(TIME_EXTENSION))
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
+        let extensions: Vec<&str> = lines.collect();
+        // Each known extension at most once: two `map` lines would let a
+        // reader pick the one that suits it.
+        let only = |prefix: &str| -> Result<Option<&str>, NoteError> {
+            let mut found = extensions.iter().filter_map(|l| l.strip_prefix(prefix));
+            let first = found.next();
+            if found.next().is_some() {
+                return Err(NoteError::BadCheckpoint(format!(
+                    "more than one {:?} line",
+                    prefix.trim_end()
+                )));
+            }
+            Ok(first)
+        };
+        let parse_time = |t: &str| {
+            DateTime::parse_from_rfc3339(t)
+                .ok()
+                .map(|t| t.with_timezone(&Utc))
+        };
+        let hash32 = |t: &str, what: &str| -> Result<[u8; 32], NoteError> {
+            B64.decode(t)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| NoteError::BadCheckpoint(format!("{what} is not 32 bytes of base64")))
+        };
+        let time = only(TIME_EXTENSION)?
+            .and_then(parse_time)
             .ok_or_else(|| bad("no time extension line"))?;
+        let map = match (only(MAP_EXTENSION)?, only(VRF_EXTENSION)?) {
+            (None, None) => None,
+            (Some(root), Some(vrf)) => Some(MapCommitment {
+                root: hash32(root, "map root")?,
+                vrf_key: hash32(vrf, "vrf key")?,
+            }),
+            _ => return Err(bad("a map line needs a vrf line and the other way round")),
+        };
+        let pruned = match only(PRUNED_EXTENSION)? {
+            None => None,
+            Some(text) => {
+                let (before, cutoff) = text
+                    .split_once(' ')
+                    .ok_or_else(|| bad("pruned line is not \"pruned <index> <time>\""))?;
+                Some(PrunedBoundary {
+                    before: before.parse().map_err(|_| bad("pruned index is not a number"))?,
+                    cutoff: parse_time(cutoff).ok_or_else(|| bad("pruned cutoff is not a time"))?,
+                })
+            }
+        };
         Ok(Self {
             origin: origin.to_string(),
             size,
             root,
             time,
+            map,
+            pruned,
         })
     }
 
@@ -571,6 +656,8 @@ mod tests {
             size: 42,
             root: [7u8; 32],
             time: Utc.timestamp_micros(1_780_000_000_000_001).unwrap(),
+            map: None,
+            pruned: None,
         };
         let note = cp.sign(&s).unwrap();
         let lines: Vec<&str> = note.lines().collect();

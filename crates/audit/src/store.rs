@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::entry::{AuditEntry, EntryKind};
+use crate::map::{MapNode, MapPath, MapValue};
 use crate::merkle::{Hash, NodeId};
 
 pub mod postgres;
@@ -76,6 +77,61 @@ pub struct StoredCheckpoint {
     pub root: Hash,
     pub time: DateTime<Utc>,
     pub note: String,
+}
+
+/// The chain state of a subject after its last pruned entry: retained
+/// entries chain on from `link(head_before_last, last_index, last_leaf)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrunedChain {
+    /// Pruned entries about the subject.
+    pub count: u64,
+    pub head_before_last: Hash,
+    pub last_index: u64,
+    pub last_leaf: Hash,
+}
+
+impl PrunedChain {
+    /// The chain state after the last pruned entry.
+    pub fn value(&self) -> MapValue {
+        let mut value = MapValue {
+            count: self.count.saturating_sub(1),
+            head: self.head_before_last,
+        };
+        value.extend(self.last_index, &self.last_leaf);
+        value
+    }
+}
+
+/// What a checkpoint changes in the subject map, stored with it.
+#[derive(Debug, Clone, Default)]
+pub struct MapWrite {
+    /// New leaf values (count and chain head) by subject key.
+    pub leaves: Vec<([u8; 32], MapValue)>,
+    pub upserts: Vec<MapNode>,
+    pub deletes: Vec<MapPath>,
+}
+
+/// One subject's part of the map at the node's latest checkpoint, read in
+/// one snapshot so the proof and the checkpoint always agree.
+#[derive(Debug, Clone, Default)]
+pub struct SubjectSnapshot {
+    pub checkpoint: Option<StoredCheckpoint>,
+    /// The map's internal nodes on the subject key's path.
+    pub path_nodes: Vec<MapNode>,
+    /// The subject's map value, when it has entries.
+    pub value: Option<MapValue>,
+    /// The map's only leaf, when it holds exactly one (then it has no
+    /// internal node).
+    pub single_leaf: Option<([u8; 32], MapValue)>,
+    /// Where the subject's path ends when it ends at another subject's
+    /// leaf (an absence proof shows that leaf): its key and value.
+    pub terminal_leaf: Option<([u8; 32], MapValue)>,
+    /// The subject's pruned chain, when some of its entries were pruned.
+    pub pruned: Option<PrunedChain>,
+    pub pruned_before: u64,
+    /// The first of the subject's retained entries below the checkpoint's
+    /// size, ascending (as many as asked for).
+    pub entries: Vec<LoggedEntry>,
 }
 
 /// What the store knows about one node's log.
@@ -269,12 +325,70 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
     fn prune_cut<'a>(&'a self, node: &'a str, cutoff_us: i64) -> StoreFuture<'a, u64>;
     /// Atomically keeps `keep` tree nodes, deletes entries below `cut`, and
     /// records the new first retained index. Returns the rows deleted.
+    /// ... and records, in the same transaction, the subjects' new pruned
+    /// chains.
     fn prune_below<'a>(
         &'a self,
         node: &'a str,
         cut: u64,
         keep: &'a [(NodeId, Hash)],
+        pruned: &'a [([u8; 32], PrunedChain)],
     ) -> StoreFuture<'a, u64>;
+    /// Stores a checkpoint and the map changes it commits to, atomically.
+    fn put_checkpoint_with_map<'a>(
+        &'a self,
+        node: &'a str,
+        cp: &'a StoredCheckpoint,
+        map: &'a MapWrite,
+    ) -> StoreFuture<'a, ()>;
+    /// The map's leaf values for `subjects` (those that have one).
+    fn map_leaves<'a>(
+        &'a self,
+        node: &'a str,
+        subjects: &'a [[u8; 32]],
+    ) -> StoreFuture<'a, HashMap<[u8; 32], MapValue>>;
+    /// The map's internal nodes at `paths` (those that exist).
+    fn map_nodes<'a>(&'a self, node: &'a str, paths: &'a [MapPath])
+    -> StoreFuture<'a, Vec<MapNode>>;
+    /// The map's only leaf, when it holds exactly one.
+    fn map_single_leaf<'a>(&'a self, node: &'a str)
+    -> StoreFuture<'a, Option<([u8; 32], MapValue)>>;
+    /// The subjects' pruned chains (those that have one).
+    fn pruned_chains<'a>(
+        &'a self,
+        node: &'a str,
+        subjects: &'a [[u8; 32]],
+    ) -> StoreFuture<'a, HashMap<[u8; 32], PrunedChain>>;
+    /// Reads, in one snapshot, the latest checkpoint and the subject's part
+    /// of the map under it (`paths`: the internal nodes on its key's path).
+    fn subject_snapshot<'a>(
+        &'a self,
+        node: &'a str,
+        subject: &'a [u8; 32],
+        paths: &'a [MapPath],
+        entries_limit: u32,
+    ) -> StoreFuture<'a, SubjectSnapshot>;
+    /// Forgets the node's subject map (to rebuild it from the log).
+    fn map_reset<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()>;
+    /// Up to `limit` entries about `subject` (its hex pseudonym) with
+    /// `from <= index < below`, ascending.
+    fn subject_entries<'a>(
+        &'a self,
+        node: &'a str,
+        subject: &'a str,
+        from: u64,
+        below: u64,
+        limit: u32,
+    ) -> StoreFuture<'a, Vec<LoggedEntry>>;
+    /// Records that an administrator disclosed a sealed entry early.
+    fn put_unsealed<'a>(&'a self, node: &'a str, index: u64, time: DateTime<Utc>)
+    -> StoreFuture<'a, ()>;
+    /// Which of `indexes` were disclosed early.
+    fn unsealed<'a>(
+        &'a self,
+        node: &'a str,
+        indexes: &'a [u64],
+    ) -> StoreFuture<'a, std::collections::HashSet<u64>>;
 }
 
 /// Attempts at swapping a note before giving up: each failed one means
@@ -325,7 +439,7 @@ pub(crate) fn to_hash(v: Vec<u8>) -> Result<Hash, StoreError> {
         .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))
 }
 
-pub(crate) const ENTRY_COLUMNS: &str = "node, idx, time_us, kind, caller_org, caller_unit, operator, matter, case_number, evidence_type, department, subject, outcome_code, outcome_reason, latency_us, trace_id, released_fields_hash, detail, policy_version, leaf_hash";
+pub(crate) const ENTRY_COLUMNS: &str = "node, idx, time_us, kind, caller_org, caller_unit, operator, matter, case_number, evidence_type, department, subject, outcome_code, outcome_reason, latency_us, trace_id, released_fields_hash, detail, policy_version, encoding, leaf_hash";
 
 /// SQL shared by both backends (placeholders via `$n`, which SQLite accepts).
 macro_rules! impl_common_store {
@@ -352,6 +466,9 @@ macro_rules! impl_common_store {
                 released_fields_hash: row.try_get("released_fields_hash")?,
                 detail: row.try_get("detail")?,
                 policy_version: row.try_get("policy_version")?,
+                encoding: u8::try_from(row.try_get::<i32, _>("encoding")?).map_err(|_| {
+                    StoreError::Corrupt("entry encoding out of range".into())
+                })?,
             };
             Ok(LoggedEntry {
                 index: to_u64(row.try_get("idx")?)?,
@@ -405,6 +522,7 @@ macro_rules! impl_common_store {
                     .push_bind(e.entry.released_fields_hash.clone())
                     .push_bind(e.entry.detail.clone())
                     .push_bind(e.entry.policy_version.clone())
+                    .push_bind(i32::from(e.entry.encoding))
                     .push_bind(e.leaf_hash.to_vec());
             });
             match bad {
@@ -437,10 +555,83 @@ macro_rules! impl_common_store {
             }
         }
 
-        /// Rows per INSERT: 20 binds per entry row keeps a statement under
+        /// Rows per INSERT: 21 binds per entry row keeps a statement under
         /// SQLite's 32766-parameter limit (and PostgreSQL's 65535).
         const ENTRY_CHUNK: usize = 1000;
         const TREE_CHUNK: usize = 4000;
+
+        /// Rows or keys per map statement.
+        const MAP_CHUNK: usize = 2000;
+
+        fn row_to_map_leaf(
+            row: &<$db as sqlx::Database>::Row,
+        ) -> Result<([u8; 32], MapValue), StoreError> {
+            use sqlx::Row;
+            Ok((
+                to_hash(row.try_get("subject")?)?,
+                MapValue {
+                    count: to_u64(row.try_get("count")?)?,
+                    head: to_hash(row.try_get("head")?)?,
+                },
+            ))
+        }
+
+        fn row_to_pruned(
+            row: &<$db as sqlx::Database>::Row,
+        ) -> Result<([u8; 32], PrunedChain), StoreError> {
+            use sqlx::Row;
+            Ok((
+                to_hash(row.try_get("subject")?)?,
+                PrunedChain {
+                    count: to_u64(row.try_get("count")?)?,
+                    head_before_last: to_hash(row.try_get("head_before_last")?)?,
+                    last_index: to_u64(row.try_get("last_idx")?)?,
+                    last_leaf: to_hash(row.try_get("last_leaf")?)?,
+                },
+            ))
+        }
+
+        fn row_to_map_node(row: &<$db as sqlx::Database>::Row) -> Result<MapNode, StoreError> {
+            use sqlx::Row;
+            let leaf = |v: Option<Vec<u8>>| v.map(to_hash).transpose();
+            let path: Vec<u8> = row.try_get("path")?;
+            Ok(MapNode {
+                path: MapPath::decode(&path)
+                    .map_err(|e| StoreError::Corrupt(format!("map node path: {e}")))?,
+                left: crate::map::MapChild {
+                    hash: to_hash(row.try_get("left_hash")?)?,
+                    leaf_key: leaf(row.try_get("left_leaf")?)?,
+                },
+                right: crate::map::MapChild {
+                    hash: to_hash(row.try_get("right_hash")?)?,
+                    leaf_key: leaf(row.try_get("right_leaf")?)?,
+                },
+            })
+        }
+
+        async fn select_map_nodes<'e, E>(
+            executor: E,
+            node: &str,
+            paths: &[MapPath],
+        ) -> Result<Vec<MapNode>, StoreError>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            if paths.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut qb = sqlx::QueryBuilder::<$db>::new(
+                "SELECT path, left_hash, left_leaf, right_hash, right_leaf FROM audit_map_nodes WHERE node = ",
+            );
+            qb.push_bind(node.to_string()).push(" AND path IN (");
+            let mut list = qb.separated(", ");
+            for p in paths {
+                list.push_bind(p.encode());
+            }
+            qb.push(")");
+            let rows = qb.build().persistent(false).fetch_all(executor).await?;
+            rows.iter().map(row_to_map_node).collect()
+        }
 
         impl AuditStore for $store {
             fn backend(&self) -> &'static str {
@@ -852,9 +1043,23 @@ macro_rules! impl_common_store {
                 node: &'a str,
                 cut: u64,
                 keep: &'a [(NodeId, Hash)],
+                pruned: &'a [([u8; 32], PrunedChain)],
             ) -> StoreFuture<'a, u64> {
                 Box::pin(async move {
                     let mut tx = self.writes().begin().await?;
+                    for (subject, chain) in pruned {
+                        sqlx::query(
+                            "INSERT INTO audit_map_pruned (node, subject, count, head_before_last, last_idx, last_leaf) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (node, subject) DO UPDATE SET count = excluded.count, head_before_last = excluded.head_before_last, last_idx = excluded.last_idx, last_leaf = excluded.last_leaf",
+                        )
+                        .bind(node)
+                        .bind(subject.to_vec())
+                        .bind(to_i64(chain.count)?)
+                        .bind(chain.head_before_last.to_vec())
+                        .bind(to_i64(chain.last_index)?)
+                        .bind(chain.last_leaf.to_vec())
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     for (id, h) in keep {
                         sqlx::query(
                             "INSERT INTO audit_tree_nodes (node, level, idx, hash) VALUES ($1, $2, $3, $4) ON CONFLICT (node, level, idx) DO NOTHING",
@@ -883,6 +1088,354 @@ macro_rules! impl_common_store {
                     tx.commit().await?;
                     Ok(deleted)
                 }.instrument(tracing::debug_span!("audit_store.prune_below", backend = Self::BACKEND, node, cut)))
+            }
+
+            fn put_checkpoint_with_map<'a>(
+                &'a self,
+                node: &'a str,
+                cp: &'a StoredCheckpoint,
+                map: &'a MapWrite,
+            ) -> StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    let mut tx = self.writes().begin().await?;
+                    for chunk in map.leaves.chunks(MAP_CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO audit_map_leaves (node, subject, count, head) ",
+                        );
+                        let mut bad = None;
+                        qb.push_values(chunk, |mut b, (subject, value)| {
+                            let count = to_i64(value.count).unwrap_or_else(|e| {
+                                bad = Some(e);
+                                0
+                            });
+                            b.push_bind(node.to_string())
+                                .push_bind(subject.to_vec())
+                                .push_bind(count)
+                                .push_bind(value.head.to_vec());
+                        });
+                        if let Some(e) = bad {
+                            return Err(e);
+                        }
+                        qb.push(" ON CONFLICT (node, subject) DO UPDATE SET count = excluded.count, head = excluded.head");
+                        qb.build().persistent(false).execute(&mut *tx).await?;
+                    }
+                    for chunk in map.deletes.chunks(MAP_CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "DELETE FROM audit_map_nodes WHERE node = ",
+                        );
+                        qb.push_bind(node.to_string()).push(" AND path IN (");
+                        let mut paths = qb.separated(", ");
+                        for path in chunk {
+                            paths.push_bind(path.encode());
+                        }
+                        qb.push(")");
+                        qb.build().persistent(false).execute(&mut *tx).await?;
+                    }
+                    for chunk in map.upserts.chunks(MAP_CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "INSERT INTO audit_map_nodes (node, path, left_hash, left_leaf, right_hash, right_leaf) ",
+                        );
+                        qb.push_values(chunk, |mut b, n| {
+                            b.push_bind(node.to_string())
+                                .push_bind(n.path.encode())
+                                .push_bind(n.left.hash.to_vec())
+                                .push_bind(n.left.leaf_key.map(|k| k.to_vec()))
+                                .push_bind(n.right.hash.to_vec())
+                                .push_bind(n.right.leaf_key.map(|k| k.to_vec()));
+                        });
+                        qb.push(" ON CONFLICT (node, path) DO UPDATE SET left_hash = excluded.left_hash, left_leaf = excluded.left_leaf, right_hash = excluded.right_hash, right_leaf = excluded.right_leaf");
+                        qb.build().persistent(false).execute(&mut *tx).await?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO audit_checkpoints (node, tree_size, root, time_us, note) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (node, tree_size) DO NOTHING",
+                    )
+                    .bind(node)
+                    .bind(to_i64(cp.tree_size)?)
+                    .bind(cp.root.to_vec())
+                    .bind(cp.time.timestamp_micros())
+                    .bind(cp.note.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }.instrument(tracing::debug_span!("audit_store.put_checkpoint_with_map", backend = Self::BACKEND, node, size = cp.tree_size, leaves = map.leaves.len(), map_nodes = map.upserts.len())))
+            }
+
+            fn map_leaves<'a>(
+                &'a self,
+                node: &'a str,
+                subjects: &'a [[u8; 32]],
+            ) -> StoreFuture<'a, HashMap<[u8; 32], MapValue>> {
+                Box::pin(async move {
+                    let mut out = HashMap::with_capacity(subjects.len());
+                    for chunk in subjects.chunks(MAP_CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT subject, count, head FROM audit_map_leaves WHERE node = ",
+                        );
+                        qb.push_bind(node.to_string()).push(" AND subject IN (");
+                        let mut keys = qb.separated(", ");
+                        for k in chunk {
+                            keys.push_bind(k.to_vec());
+                        }
+                        qb.push(")");
+                        for row in qb.build().persistent(false).fetch_all(self.writes()).await? {
+                            let (subject, value) = row_to_map_leaf(&row)?;
+                            out.insert(subject, value);
+                        }
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn map_nodes<'a>(
+                &'a self,
+                node: &'a str,
+                paths: &'a [MapPath],
+            ) -> StoreFuture<'a, Vec<MapNode>> {
+                Box::pin(async move {
+                    let mut out = Vec::new();
+                    for chunk in paths.chunks(MAP_CHUNK) {
+                        out.extend(select_map_nodes(self.writes(), node, chunk).await?);
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn map_single_leaf<'a>(
+                &'a self,
+                node: &'a str,
+            ) -> StoreFuture<'a, Option<([u8; 32], MapValue)>> {
+                Box::pin(async move {
+                    let rows = sqlx::query(
+                        "SELECT subject, count, head FROM audit_map_leaves WHERE node = $1 LIMIT 2",
+                    )
+                    .bind(node)
+                    .fetch_all(self.writes())
+                    .await?;
+                    match rows.as_slice() {
+                        [only] => Ok(Some(row_to_map_leaf(only)?)),
+                        _ => Ok(None),
+                    }
+                })
+            }
+
+            fn pruned_chains<'a>(
+                &'a self,
+                node: &'a str,
+                subjects: &'a [[u8; 32]],
+            ) -> StoreFuture<'a, HashMap<[u8; 32], PrunedChain>> {
+                Box::pin(async move {
+                    let mut out = HashMap::with_capacity(subjects.len());
+                    for chunk in subjects.chunks(MAP_CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT subject, count, head_before_last, last_idx, last_leaf FROM audit_map_pruned WHERE node = ",
+                        );
+                        qb.push_bind(node.to_string()).push(" AND subject IN (");
+                        let mut keys = qb.separated(", ");
+                        for k in chunk {
+                            keys.push_bind(k.to_vec());
+                        }
+                        qb.push(")");
+                        for row in qb.build().persistent(false).fetch_all(self.writes()).await? {
+                            let (subject, chain) = row_to_pruned(&row)?;
+                            out.insert(subject, chain);
+                        }
+                    }
+                    Ok(out)
+                })
+            }
+
+            fn subject_snapshot<'a>(
+                &'a self,
+                node: &'a str,
+                subject: &'a [u8; 32],
+                paths: &'a [MapPath],
+                entries_limit: u32,
+            ) -> StoreFuture<'a, SubjectSnapshot> {
+                Box::pin(async move {
+                    use sqlx::Row;
+                    // One read transaction: the writer stores a checkpoint and
+                    // its map changes together, so they are seen together.
+                    let mut tx = self.begin_snapshot().await?;
+                    let checkpoint = sqlx::query(
+                        "SELECT tree_size, root, time_us, note FROM audit_checkpoints WHERE node = $1 ORDER BY tree_size DESC LIMIT 1",
+                    )
+                    .bind(node)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| row_to_checkpoint(&r))
+                    .transpose()?;
+                    let path_nodes = select_map_nodes(&mut *tx, node, paths).await?;
+                    let value = sqlx::query(
+                        "SELECT subject, count, head FROM audit_map_leaves WHERE node = $1 AND subject = $2",
+                    )
+                    .bind(node)
+                    .bind(subject.to_vec())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| row_to_map_leaf(&r))
+                    .transpose()?
+                    .map(|(_, v)| v);
+                    let single_leaf = if path_nodes.is_empty() {
+                        let rows = sqlx::query(
+                            "SELECT subject, count, head FROM audit_map_leaves WHERE node = $1 LIMIT 2",
+                        )
+                        .bind(node)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                        match rows.as_slice() {
+                            [only] => Some(row_to_map_leaf(only)?),
+                            _ => None,
+                        }
+                    } else {
+                        None
+                    };
+                    let terminal = crate::map::terminal_key(
+                        subject,
+                        &path_nodes,
+                        single_leaf.map(|(k, v)| (k, v.hash())),
+                    )
+                    .map_err(|e| StoreError::Corrupt(format!("subject map: {e}")))?;
+                    let terminal_leaf = match terminal {
+                        Some(key) if key != *subject => sqlx::query(
+                            "SELECT subject, count, head FROM audit_map_leaves WHERE node = $1 AND subject = $2",
+                        )
+                        .bind(node)
+                        .bind(key.to_vec())
+                        .fetch_optional(&mut *tx)
+                        .await?
+                        .map(|r| row_to_map_leaf(&r))
+                        .transpose()?,
+                        _ => None,
+                    };
+                    let pruned = sqlx::query(
+                        "SELECT subject, count, head_before_last, last_idx, last_leaf FROM audit_map_pruned WHERE node = $1 AND subject = $2",
+                    )
+                    .bind(node)
+                    .bind(subject.to_vec())
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .map(|r| row_to_pruned(&r))
+                    .transpose()?
+                    .map(|(_, c)| c);
+                    let pruned_before = match sqlx::query(
+                        "SELECT pruned_before FROM audit_logs WHERE node = $1",
+                    )
+                    .bind(node)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    {
+                        Some(r) => to_u64(r.try_get(0)?)?,
+                        None => 0,
+                    };
+                    let below = checkpoint.as_ref().map_or(0, |c| c.tree_size);
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE subject = $1 AND node = $2 AND idx >= $3 AND idx < $4 ORDER BY idx LIMIT $5"
+                    )))
+                    .bind(hex::encode(subject))
+                    .bind(node)
+                    .bind(to_i64(pruned_before)?)
+                    .bind(to_i64(below)?)
+                    .bind(i64::from(entries_limit))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let entries = rows.iter().map(row_to_entry).collect::<Result<Vec<_>, _>>()?;
+                    tx.commit().await?;
+                    Ok(SubjectSnapshot {
+                        checkpoint,
+                        path_nodes,
+                        value,
+                        single_leaf,
+                        terminal_leaf,
+                        pruned,
+                        pruned_before,
+                        entries,
+                    })
+                }.instrument(tracing::debug_span!("audit_store.subject_snapshot", backend = Self::BACKEND, node)))
+            }
+
+            fn map_reset<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    let mut tx = self.writes().begin().await?;
+                    for table in ["audit_map_nodes", "audit_map_leaves", "audit_map_pruned"] {
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE node = $1")))
+                            .bind(node)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await?;
+                    Ok(())
+                })
+            }
+
+            fn subject_entries<'a>(
+                &'a self,
+                node: &'a str,
+                subject: &'a str,
+                from: u64,
+                below: u64,
+                limit: u32,
+            ) -> StoreFuture<'a, Vec<LoggedEntry>> {
+                Box::pin(async move {
+                    // The subject index finds a person's few entries; they
+                    // are sorted by position after.
+                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE subject = $1 AND node = $2 AND idx >= $3 AND idx < $4 ORDER BY idx LIMIT $5"
+                    )))
+                    .bind(subject)
+                    .bind(node)
+                    .bind(to_i64(from)?)
+                    .bind(to_i64(below)?)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.iter().map(row_to_entry).collect()
+                })
+            }
+
+            fn put_unsealed<'a>(
+                &'a self,
+                node: &'a str,
+                index: u64,
+                time: DateTime<Utc>,
+            ) -> StoreFuture<'a, ()> {
+                Box::pin(async move {
+                    sqlx::query(
+                        "INSERT INTO audit_unsealed (node, idx, time_us) VALUES ($1, $2, $3) ON CONFLICT (node, idx) DO NOTHING",
+                    )
+                    .bind(node)
+                    .bind(to_i64(index)?)
+                    .bind(time.timestamp_micros())
+                    .execute(self.writes())
+                    .await?;
+                    Ok(())
+                })
+            }
+
+            fn unsealed<'a>(
+                &'a self,
+                node: &'a str,
+                indexes: &'a [u64],
+            ) -> StoreFuture<'a, std::collections::HashSet<u64>> {
+                Box::pin(async move {
+                    use sqlx::Row;
+                    let mut out = std::collections::HashSet::new();
+                    for chunk in indexes.chunks(MAP_CHUNK) {
+                        let mut qb = sqlx::QueryBuilder::<$db>::new(
+                            "SELECT idx FROM audit_unsealed WHERE node = ",
+                        );
+                        qb.push_bind(node.to_string()).push(" AND idx IN (");
+                        let mut list = qb.separated(", ");
+                        for i in chunk {
+                            list.push_bind(to_i64(*i)?);
+                        }
+                        qb.push(")");
+                        for row in qb.build().persistent(false).fetch_all(&self.pool).await? {
+                            out.insert(to_u64(row.try_get(0)?)?);
+                        }
+                    }
+                    Ok(out)
+                })
             }
         }
     };

@@ -64,6 +64,15 @@ impl PostgresStore {
         &self.pool
     }
 
+    /// A read transaction that sees one snapshot throughout.
+    async fn begin_snapshot(&self) -> Result<sqlx::Transaction<'static, Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
+    }
+
     /// A session-level advisory lock on a dedicated connection: held while the
     /// writer lives, released by the server when the connection drops.
     async fn lock_writer_impl(&self, node: &str) -> Result<WriterLease, StoreError> {

@@ -91,6 +91,11 @@ impl SqliteStore {
         &self.writer
     }
 
+    /// A read transaction: in WAL mode it sees one snapshot from its first read.
+    async fn begin_snapshot(&self) -> Result<sqlx::Transaction<'static, Sqlite>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+
     /// A lock file beside the database, held for the writer's lifetime; the
     /// OS releases it if the process dies, so `kill -9` never leaves it stuck.
     async fn lock_writer_impl(&self, node: &str) -> Result<WriterLease, StoreError> {

@@ -782,8 +782,82 @@ mod hanging {
             node: &'a str,
             cut: u64,
             keep: &'a [(NodeId, Hash)],
+            pruned: &'a [([u8; 32], tongban_audit::store::PrunedChain)],
         ) -> StoreFuture<'a, u64> {
-            self.inner.prune_below(node, cut, keep)
+            self.inner.prune_below(node, cut, keep, pruned)
+        }
+        fn put_checkpoint_with_map<'a>(
+            &'a self,
+            node: &'a str,
+            cp: &'a StoredCheckpoint,
+            map: &'a tongban_audit::store::MapWrite,
+        ) -> StoreFuture<'a, ()> {
+            self.inner.put_checkpoint_with_map(node, cp, map)
+        }
+        fn map_leaves<'a>(
+            &'a self,
+            node: &'a str,
+            subjects: &'a [[u8; 32]],
+        ) -> StoreFuture<'a, HashMap<[u8; 32], tongban_audit::map::MapValue>> {
+            self.inner.map_leaves(node, subjects)
+        }
+        fn map_nodes<'a>(
+            &'a self,
+            node: &'a str,
+            paths: &'a [tongban_audit::map::MapPath],
+        ) -> StoreFuture<'a, Vec<tongban_audit::map::MapNode>> {
+            self.inner.map_nodes(node, paths)
+        }
+        fn map_single_leaf<'a>(
+            &'a self,
+            node: &'a str,
+        ) -> StoreFuture<'a, Option<([u8; 32], tongban_audit::map::MapValue)>> {
+            self.inner.map_single_leaf(node)
+        }
+        fn pruned_chains<'a>(
+            &'a self,
+            node: &'a str,
+            subjects: &'a [[u8; 32]],
+        ) -> StoreFuture<'a, HashMap<[u8; 32], tongban_audit::store::PrunedChain>> {
+            self.inner.pruned_chains(node, subjects)
+        }
+        fn subject_snapshot<'a>(
+            &'a self,
+            node: &'a str,
+            subject: &'a [u8; 32],
+            paths: &'a [tongban_audit::map::MapPath],
+            entries_limit: u32,
+        ) -> StoreFuture<'a, tongban_audit::store::SubjectSnapshot> {
+            self.inner
+                .subject_snapshot(node, subject, paths, entries_limit)
+        }
+        fn map_reset<'a>(&'a self, node: &'a str) -> StoreFuture<'a, ()> {
+            self.inner.map_reset(node)
+        }
+        fn subject_entries<'a>(
+            &'a self,
+            node: &'a str,
+            subject: &'a str,
+            from: u64,
+            below: u64,
+            limit: u32,
+        ) -> StoreFuture<'a, Vec<LoggedEntry>> {
+            self.inner.subject_entries(node, subject, from, below, limit)
+        }
+        fn put_unsealed<'a>(
+            &'a self,
+            node: &'a str,
+            index: u64,
+            time: chrono::DateTime<chrono::Utc>,
+        ) -> StoreFuture<'a, ()> {
+            self.inner.put_unsealed(node, index, time)
+        }
+        fn unsealed<'a>(
+            &'a self,
+            node: &'a str,
+            indexes: &'a [u64],
+        ) -> StoreFuture<'a, std::collections::HashSet<u64>> {
+            self.inner.unsealed(node, indexes)
         }
     }
 }
@@ -925,11 +999,14 @@ async fn v1_then_v2_entries(b: Backend) {
     let log = open_log(db.store.clone(), "n1").await;
     // Entries as written before policy versions: canonical encoding v1.
     for i in 0..20 {
-        log.append(entry(i, Utc::now())).await.unwrap();
+        let mut e = entry(i, Utc::now());
+        e.encoding = tongban_audit::entry::ENTRY_ENCODING_BY_CONTENT;
+        log.append(e).await.unwrap();
     }
     let version = "3f".repeat(32);
     for i in 20..40 {
         let mut e = entry(i, Utc::now());
+        e.encoding = tongban_audit::entry::ENTRY_ENCODING_BY_CONTENT;
         e.policy_version = version.clone();
         if i == 39 {
             e.kind = tongban_audit::EntryKind::PolicyChange;

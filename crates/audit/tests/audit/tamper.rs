@@ -239,9 +239,9 @@ async fn inserted_entry(b: Backend) {
     forged.node = "n1".into();
     forged.case_number = "PZH-2026-FORGED".into();
     let leaf = forged.leaf_hash(10);
-    let cols = "node, idx, time_us, kind, caller_org, caller_unit, operator, matter, case_number, evidence_type, department, subject, outcome_code, outcome_reason, latency_us, trace_id, released_fields_hash, detail, leaf_hash";
+    let cols = "node, idx, time_us, kind, caller_org, caller_unit, operator, matter, case_number, evidence_type, department, subject, outcome_code, outcome_reason, latency_us, trace_id, released_fields_hash, detail, encoding, leaf_hash";
     db.exec(
-        &format!("INSERT INTO audit_entries ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"),
+        &format!("INSERT INTO audit_entries ({cols}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"),
         vec![
             Arg::Text("n1".into()),
             Arg::Int(10),
@@ -261,6 +261,7 @@ async fn inserted_entry(b: Backend) {
             Arg::Text(forged.trace_id.clone()),
             Arg::Text(forged.released_fields_hash.clone()),
             Arg::Text(String::new()),
+            Arg::Int32(i32::from(forged.encoding)),
             Arg::Blob(leaf.to_vec()),
         ],
     )
@@ -355,6 +356,8 @@ async fn forked_history(b: Backend) {
                 size: cr.size(),
                 root: cr.root(),
                 time: Utc::now(),
+                map: None,
+                pruned: None,
             };
             db.store
                 .put_checkpoint(

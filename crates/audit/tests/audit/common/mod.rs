@@ -228,8 +228,15 @@ pub fn id_number(region: &str, birth: &str, seq: u32) -> String {
     format!("{body}{check}")
 }
 
+/// One per test binary, so its cache of subject keys is shared (clones
+/// share it) and each subject's VRF is evaluated once.
 pub fn pseudonymizer() -> SubjectPseudonymizer {
-    SubjectPseudonymizer::from_bytes(b"tongban-test-pseudonym-key-0001").unwrap()
+    static SHARED: std::sync::OnceLock<SubjectPseudonymizer> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            SubjectPseudonymizer::from_bytes(b"tongban-test-pseudonym-key-0001").unwrap()
+        })
+        .clone()
 }
 
 pub const MATTERS: [&str; 3] = [
