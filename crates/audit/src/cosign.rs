@@ -361,6 +361,8 @@ mod tests {
             size: 7,
             root: [3u8; 32],
             time: Utc.timestamp_micros(1_780_000_000_000_000).unwrap(),
+            map: None,
+            pruned: None,
         };
         let note = cp.sign(&log).unwrap();
         (log, note)

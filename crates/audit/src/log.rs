@@ -12,9 +12,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::entry::{AuditEntry, EntryKind, truncate_to_micros};
 use crate::map::{MapUpdate, subject_key};
 use crate::merkle::{CompactRange, Hash, range_hash};
-use crate::note::{
-    Checkpoint, Keyring, LogSigner, MapCommitment, PrunedBoundary, origin_for_node,
-};
+use crate::note::{Checkpoint, Keyring, LogSigner, MapCommitment, PrunedBoundary, origin_for_node};
 use crate::read::{PruneRecord, PruneReport, PruneRequest, frontier_to_keep};
 use crate::store::{
     AuditStore, LoggedEntry, MapWrite, PrunedChain, StoreError, StoredCheckpoint, WriterLease,
@@ -369,7 +367,6 @@ struct MapState {
     pending: Vec<([u8; 32], u64, Hash)>,
 }
 
-
 impl Writer {
     /// Reloads size and frontier from the store and checks them against the
     /// latest stored checkpoint (refusing to extend a log that disagrees).
@@ -678,7 +675,10 @@ impl Writer {
     /// subjects committed after it. A log without a map at its latest
     /// checkpoint (new, or kept before maps existed) gets one built from
     /// every retained entry.
-    async fn recover_map_and_boundary(&mut self, state: &crate::store::LogState) -> Result<(), AuditError> {
+    async fn recover_map_and_boundary(
+        &mut self,
+        state: &crate::store::LogState,
+    ) -> Result<(), AuditError> {
         let latest = match self.store.latest_checkpoint(&self.node).await? {
             Some(stored) => {
                 let mut own = Keyring::new();
@@ -798,7 +798,11 @@ impl Writer {
 
     /// The pruned chains of every subject with entries in `[from, cut)`,
     /// continued from what earlier prunes left.
-    async fn pruned_chains(&self, from: u64, cut: u64) -> Result<Vec<([u8; 32], PrunedChain)>, AuditError> {
+    async fn pruned_chains(
+        &self,
+        from: u64,
+        cut: u64,
+    ) -> Result<Vec<([u8; 32], PrunedChain)>, AuditError> {
         let mut by_subject: std::collections::BTreeMap<[u8; 32], Vec<(u64, Hash)>> =
             std::collections::BTreeMap::new();
         let mut next = from;
@@ -819,7 +823,10 @@ impl Writer {
         let earlier = self.store.pruned_chains(&self.node, &keys).await?;
         let mut out = Vec::with_capacity(keys.len());
         for (key, entries) in by_subject {
-            let mut value = earlier.get(&key).map(PrunedChain::value).unwrap_or_default();
+            let mut value = earlier
+                .get(&key)
+                .map(PrunedChain::value)
+                .unwrap_or_default();
             let mut chain = None;
             for (index, leaf) in entries {
                 chain = Some(PrunedChain {

@@ -523,7 +523,9 @@ impl Checkpoint {
             B64.decode(t)
                 .ok()
                 .and_then(|v| v.try_into().ok())
-                .ok_or_else(|| NoteError::BadCheckpoint(format!("{what} is not 32 bytes of base64")))
+                .ok_or_else(|| {
+                    NoteError::BadCheckpoint(format!("{what} is not 32 bytes of base64"))
+                })
         };
         let time = only(TIME_EXTENSION)?
             .and_then(parse_time)
@@ -543,7 +545,9 @@ impl Checkpoint {
                     .split_once(' ')
                     .ok_or_else(|| bad("pruned line is not \"pruned <index> <time>\""))?;
                 Some(PrunedBoundary {
-                    before: before.parse().map_err(|_| bad("pruned index is not a number"))?,
+                    before: before
+                        .parse()
+                        .map_err(|_| bad("pruned index is not a number"))?,
                     cutoff: parse_time(cutoff).ok_or_else(|| bad("pruned cutoff is not a time"))?,
                 })
             }

@@ -348,11 +348,16 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
         subjects: &'a [[u8; 32]],
     ) -> StoreFuture<'a, HashMap<[u8; 32], MapValue>>;
     /// The map's internal nodes at `paths` (those that exist).
-    fn map_nodes<'a>(&'a self, node: &'a str, paths: &'a [MapPath])
-    -> StoreFuture<'a, Vec<MapNode>>;
+    fn map_nodes<'a>(
+        &'a self,
+        node: &'a str,
+        paths: &'a [MapPath],
+    ) -> StoreFuture<'a, Vec<MapNode>>;
     /// The map's only leaf, when it holds exactly one.
-    fn map_single_leaf<'a>(&'a self, node: &'a str)
-    -> StoreFuture<'a, Option<([u8; 32], MapValue)>>;
+    fn map_single_leaf<'a>(
+        &'a self,
+        node: &'a str,
+    ) -> StoreFuture<'a, Option<([u8; 32], MapValue)>>;
     /// The subjects' pruned chains (those that have one).
     fn pruned_chains<'a>(
         &'a self,
@@ -381,8 +386,12 @@ pub trait AuditStore: Send + Sync + std::fmt::Debug {
         limit: u32,
     ) -> StoreFuture<'a, Vec<LoggedEntry>>;
     /// Records that an administrator disclosed a sealed entry early.
-    fn put_unsealed<'a>(&'a self, node: &'a str, index: u64, time: DateTime<Utc>)
-    -> StoreFuture<'a, ()>;
+    fn put_unsealed<'a>(
+        &'a self,
+        node: &'a str,
+        index: u64,
+        time: DateTime<Utc>,
+    ) -> StoreFuture<'a, ()>;
     /// Which of `indexes` were disclosed early.
     fn unsealed<'a>(
         &'a self,

@@ -360,6 +360,8 @@ pub(crate) mod tests {
             time: Utc
                 .timestamp_micros(1_780_000_000_000_000 + size as i64)
                 .unwrap(),
+            map: None,
+            pruned: None,
         }
         .sign(signer)
         .unwrap()

@@ -842,7 +842,8 @@ mod hanging {
             below: u64,
             limit: u32,
         ) -> StoreFuture<'a, Vec<LoggedEntry>> {
-            self.inner.subject_entries(node, subject, from, below, limit)
+            self.inner
+                .subject_entries(node, subject, from, below, limit)
         }
         fn put_unsealed<'a>(
             &'a self,
