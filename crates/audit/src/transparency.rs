@@ -101,7 +101,7 @@ pub async fn next_page(
 /// One listed access: in full (its public part), or sealed (its leaf hash).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Access {
-    Disclosed(PublicEntry),
+    Disclosed(Box<PublicEntry>),
     Sealed {
         #[serde(with = "crate::store::hex_hash")]
         leaf_hash: Hash,

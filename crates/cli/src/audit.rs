@@ -211,6 +211,14 @@ pub struct VerifyArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// A witness's verifier key (as text, or a file of keys); repeatable.
+    /// Every node's latest checkpoint must then carry a quorum of their
+    /// cosignatures.
+    #[arg(long = "witness-key")]
+    pub witness_keys: Vec<String>,
+    /// How many of the witness keys must have cosigned (default: all).
+    #[arg(long = "witness-quorum", requires = "witness_keys")]
+    pub witness_quorum: Option<usize>,
 }
 
 /// A stopped node's own log, pruned under its writer lease and signing key.
@@ -892,8 +900,95 @@ pub fn verify_report_text(report: &VerifyReport) -> String {
     out
 }
 
+/// What `verify` found about one node's witness cosignatures.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WitnessCheck {
+    pub node: String,
+    /// Size of the latest checkpoint (`None`: the node has none).
+    pub tree_size: Option<u64>,
+    /// Witnesses whose valid cosignature it carries.
+    pub cosigned_by: Vec<String>,
+    /// Why the quorum is not met (`None`: it is).
+    pub error: Option<String>,
+}
+
+/// Checks that each node's latest checkpoint carries `quorum` of `keys`'
+/// cosignatures. The checkpoints themselves are verified by `verify`.
+pub async fn check_witnesses(
+    store: &dyn AuditStore,
+    nodes: &[String],
+    keys: &[tongban_audit::WitnessKey],
+    quorum: usize,
+) -> anyhow::Result<Vec<WitnessCheck>> {
+    let mut out = Vec::new();
+    for node in nodes {
+        let Some(cp) = store.latest_checkpoint(node).await? else {
+            out.push(WitnessCheck {
+                node: node.clone(),
+                tree_size: None,
+                cosigned_by: Vec::new(),
+                error: None,
+            });
+            continue;
+        };
+        let (cosigned_by, error) = match tongban_audit::verify_cosignatures(&cp.note, keys, quorum)
+        {
+            Ok(valid) => (valid.into_iter().map(|c| c.name).collect(), None),
+            Err(e) => {
+                // What is valid, for the report, when the quorum is not met.
+                let valid = tongban_audit::verify_cosignatures(&cp.note, keys, 0)
+                    .map(|v| v.into_iter().map(|c| c.name).collect())
+                    .unwrap_or_default();
+                (valid, Some(e.to_string()))
+            }
+        };
+        out.push(WitnessCheck {
+            node: node.clone(),
+            tree_size: Some(cp.tree_size),
+            cosigned_by,
+            error,
+        });
+    }
+    Ok(out)
+}
+
+/// The human lines of the witness checks.
+pub fn witness_report_text(checks: &[WitnessCheck], quorum: usize, keys: usize) -> String {
+    let mut out = String::new();
+    for c in checks {
+        match (&c.tree_size, &c.error) {
+            (None, _) => out.push_str(&format!(
+                "node {}: no checkpoint yet, nothing for witnesses to cosign\n",
+                c.node
+            )),
+            (Some(size), None) => out.push_str(&format!(
+                "node {}: latest checkpoint (size {size}) cosigned by {} ({quorum} of {keys} required)\n",
+                c.node,
+                if c.cosigned_by.is_empty() {
+                    "no witness".to_string()
+                } else {
+                    c.cosigned_by.join(", ")
+                }
+            )),
+            (Some(size), Some(e)) => out.push_str(&format!(
+                "FAILED: node {}: latest checkpoint (size {size}): {e}\n",
+                c.node
+            )),
+        }
+    }
+    out
+}
+
 pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let keyring = read_keyring(&args.keys)?;
+    let witness_keys = crate::witness::witness_keys(&args.witness_keys)?;
+    let quorum = args.witness_quorum.unwrap_or(witness_keys.len());
+    if quorum > witness_keys.len() {
+        bail!(
+            "--witness-quorum {quorum} exceeds the {} distinct witness keys given",
+            witness_keys.len()
+        );
+    }
     let mut external = Vec::new();
     for path in &args.checkpoint {
         let text = std::fs::read_to_string(path)
@@ -915,15 +1010,26 @@ pub async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         printer.observe(p)
     })
     .await?;
+    let checks = if witness_keys.is_empty() {
+        Vec::new()
+    } else {
+        let nodes: Vec<String> = report.nodes.iter().map(|n| n.node.clone()).collect();
+        check_witnesses(store.as_ref(), &nodes, &witness_keys, quorum).await?
+    };
+    let witnesses_ok = checks.iter().all(|c| c.error.is_none());
     if args.json {
         println!(
             "{}",
-            serde_json::json!({ "ok": report.is_ok(), "nodes": report.nodes, "findings": report.findings })
+            serde_json::json!({ "ok": report.is_ok() && witnesses_ok, "nodes": report.nodes, "findings": report.findings, "witnesses": checks })
         );
     } else {
         print!("{}", verify_report_text(&report));
+        print!(
+            "{}",
+            witness_report_text(&checks, quorum, witness_keys.len())
+        );
     }
-    Ok(if report.is_ok() {
+    Ok(if report.is_ok() && witnesses_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE

@@ -10,6 +10,7 @@ pub mod node;
 pub mod render;
 pub mod serve;
 pub mod transparency;
+pub mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -64,6 +65,9 @@ pub enum Command {
     /// citizens' advocates).
     #[command(subcommand)]
     Transparency(transparency::TransparencyCommand),
+    /// A witness that cosigns audit-log checkpoints (C2SP tlog-witness).
+    #[command(subcommand)]
+    Witness(witness::WitnessCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,7 +129,7 @@ pub fn service_name(cli: &Cli) -> String {
 pub fn telemetry_options(cli: &Cli) -> tongban_telemetry::TelemetryOptions {
     let mut options = tongban_telemetry::TelemetryOptions::new(service_name(cli));
     options.default_log_filter = match cli.command {
-        Command::Serve(_) | Command::Adapter(_) => "info",
+        Command::Serve(_) | Command::Adapter(_) | Command::Witness(_) => "info",
         _ => "warn",
     }
     .into();
@@ -152,6 +156,7 @@ pub async fn run_with(cli: Cli, telemetry: ProcessTelemetry) -> anyhow::Result<E
         Command::Gather(args) => client::gather(args).await?,
         Command::Audit(command) => return audit::run(command).await,
         Command::Transparency(command) => return transparency::run(command).await,
+        Command::Witness(command) => witness::run(command).await?,
         Command::Demo(args) => demo::run(args).await?,
         Command::Bench(args) => {
             let report = tongban_bench::bench(args).await?;

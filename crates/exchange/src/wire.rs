@@ -154,7 +154,7 @@ impl HistoryPages {
                             matter_title_zh: d.matter_title_zh.clone(),
                         },
                     );
-                    tongban_audit::transparency::Access::Disclosed(
+                    tongban_audit::transparency::Access::Disclosed(Box::new(
                         tongban_audit::entry::PublicEntry {
                             time: d
                                 .time
@@ -175,7 +175,7 @@ impl HistoryPages {
                             outcome_reason: d.outcome_reason,
                             private_digest: hash32(&d.private_digest, "a private digest")?,
                         },
-                    )
+                    ))
                 }
                 Some(pb::access_entry::Access::Sealed(s)) => {
                     tongban_audit::transparency::Access::Sealed {

@@ -186,7 +186,7 @@ impl Fixture {
         let pki = self.dir.path().join("pki");
         let log_key = self.local.log_key().unwrap();
         let witness_key = self.local.witness_key().unwrap();
-        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tongban"))
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_tongban"))
             .args(["transparency", "history", "--exchange"])
             .arg(self.local.exchange_url())
             .arg("--cert")
@@ -201,8 +201,7 @@ impl Fixture {
             .env("RUST_LOG", "warn")
             .output()
             .await
-            .unwrap();
-        output
+            .unwrap()
     }
 
     async fn subject_key(&self, story: &Story) -> String {
