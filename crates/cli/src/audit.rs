@@ -48,6 +48,19 @@ pub enum AuditCommand {
     Verify(VerifyArgs),
     /// Delete entries older than the retention period, directly in the store.
     Prune(PruneArgs),
+    /// Disclose a sealed access to its person before its matter's delay has
+    /// passed (`--reason` says why; the act is logged first).
+    Unseal(UnsealArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnsealArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Exchange node whose log holds the entry.
+    pub node: String,
+    /// The entry's index in that log.
+    pub index: u64,
 }
 
 /// An administrator's connection and the context every read is logged with.
@@ -263,7 +276,33 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Checkpoints(args) => checkpoints(args).await,
         AuditCommand::Verify(args) => verify(args).await,
         AuditCommand::Prune(args) => prune(args).await,
+        AuditCommand::Unseal(args) => unseal(args).await,
     }
+}
+
+pub async fn unseal(args: UnsealArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.admin.client().await?;
+    let answer = client
+        .unseal(args.admin.request(pb::UnsealRequest {
+            admin: args.admin.context(),
+            node: args.node.clone(),
+            index: args.index,
+        }))
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
+        .into_inner();
+    if answer.was_sealed {
+        println!(
+            "entry {}#{} is disclosed to its person from now on",
+            args.node, args.index
+        );
+    } else {
+        println!(
+            "entry {}#{} was not sealed (its matter delays nothing, or its date has passed); nothing changed",
+            args.node, args.index
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A time argument that is neither form `--from`/`--to` take.

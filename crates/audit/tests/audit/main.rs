@@ -9,3 +9,4 @@ mod crash;
 mod log;
 mod map;
 mod tamper;
+mod transparency;

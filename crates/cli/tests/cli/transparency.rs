@@ -343,6 +343,33 @@ async fn an_honest_history_verifies_on_both_backends() {
             "{}",
             text(&output)
         );
+        // An administrator discloses the sealed access early, with a
+        // reason: from then on she sees it in full, still verified.
+        let index = f
+            .entry_of(&LAID_OFF_WORKER, "criminal-investigation-assist")
+            .await;
+        let mut admin = tongban_proto::v1::audit_client::AuditClient::new(
+            f.local.channel("admin").await.unwrap(),
+        );
+        let answer = admin
+            .unseal(tongban_proto::v1::UnsealRequest {
+                admin: Some(tongban_proto::v1::AdminContext {
+                    operator_id: "ops-li".into(),
+                    reason: "investigation closed, case MY-2026-77".into(),
+                }),
+                node: NODE.into(),
+                index,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answer.was_sealed);
+        f.witnessed().await;
+        let output = f.history(&LAID_OFF_WORKER, &[]).await;
+        assert_verified(&output);
+        let shown = String::from_utf8_lossy(&output.stdout);
+        assert!(shown.contains("刑事案件侦查协查"), "{shown}");
+        assert!(!shown.contains("sealed access"), "{shown}");
         f.stop().await;
     }
 }
