@@ -5,9 +5,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, TimeZone, Utc};
+use curve25519_dalek::{RistrettoPoint, Scalar};
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
-use sha2::Sha256;
+use sha2::{Digest, Sha256, Sha512};
 
 use crate::merkle::{Hash, hash_leaf};
 
@@ -553,17 +554,34 @@ fn normalise_id(id_number: &str) -> String {
     id_number.trim().to_ascii_uppercase()
 }
 
-/// RFC 9381 proof_to_hash for the suite, from the proof's encoded Gamma
-/// (its first 32 bytes): what `PublicKey::verify` returns, without the
-/// verification the prover does not need. A test holds it to the crate's.
-fn vrf_output(proof: &[u8; SUBJECT_PROOF_LEN]) -> [u8; 64] {
-    use sha2::{Digest, Sha512};
+/// ECVRF-RISTRETTO255-SHA512's suite string (c2sp.org/vrf-r255).
+const VRF_SUITE: &[u8] = b"\xFFc2sp.org/vrf-r255";
+
+/// RFC 9381 proof_to_hash for the suite, from Gamma's encoding (a proof's
+/// first 32 bytes): what `PublicKey::verify` returns. Tests hold it to
+/// the crate's.
+fn vrf_output(gamma: &[u8; 32]) -> [u8; 64] {
     let mut h = Sha512::new();
-    h.update(b"\xFFc2sp.org/vrf-r255");
+    h.update(VRF_SUITE);
     h.update([0x03]);
-    h.update(&proof[..32]);
+    h.update(gamma);
     h.update([0x00]);
     h.finalize().into()
+}
+
+/// The VRF output alone, without a proof: RFC 9381 section 5.1 steps 1-4
+/// (encode_to_curve as c2sp.org/vrf-r255 specifies it, Gamma = x·H) then
+/// proof_to_hash. One variable-base multiplication instead of the proof's
+/// three, since the request path needs only the key. Tests hold it to
+/// `SecretKey::prove`.
+fn vrf_hash(secret: &Scalar, public_key: &[u8; 32], alpha: &[u8]) -> [u8; 64] {
+    let mut h = Sha512::new();
+    h.update(VRF_SUITE);
+    h.update([0x82]);
+    h.update(public_key);
+    h.update(alpha);
+    let point = RistrettoPoint::from_uniform_bytes(&h.finalize().into());
+    vrf_output((secret * point).compress().as_bytes())
 }
 
 fn first_32(bytes: &[u8; 64]) -> [u8; 32] {
@@ -663,6 +681,10 @@ pub struct SubjectPseudonymizer {
     released_mac: Hmac<Sha256>,
     /// Derived under [`SUBJECT_VRF_KEY_LABEL`].
     vrf: vrf_r255::SecretKey,
+    /// The same secret as a scalar, and the public key's encoding: what
+    /// [`vrf_hash`] needs.
+    vrf_scalar: Scalar,
+    vrf_public: [u8; 32],
     cache: Arc<SubjectKeyCache>,
 }
 
@@ -686,10 +708,13 @@ impl SubjectPseudonymizer {
         let released_key = derive.finalize().into_bytes();
         let released_mac = Hmac::<Sha256>::new_from_slice(&released_key)
             .map_err(|_| PseudonymKeyError::Rejected)?;
+        let (vrf_scalar, vrf) = derive_vrf_key(key)?;
         Ok(Self {
             subject_mac,
             released_mac,
-            vrf: derive_vrf_key(key)?,
+            vrf,
+            vrf_scalar,
+            vrf_public: vrf_r255::PublicKey::from(vrf).to_bytes(),
             cache: Arc::new(SubjectKeyCache::new()),
         })
     }
@@ -714,37 +739,40 @@ impl SubjectPseudonymizer {
         if let Some(key) = self.cache.get(&mac) {
             return key;
         }
-        self.evaluate(alpha, mac).key
+        let key = first_32(&vrf_hash(
+            &self.vrf_scalar,
+            &self.vrf_public,
+            alpha.as_bytes(),
+        ));
+        self.cache.insert(mac, key);
+        key
     }
 
     /// The identity number's subject key with its VRF proof, for a portal
     /// to check with [`verify_subject_proof`]. Always evaluates the VRF.
     pub fn prove(&self, id_number: &str) -> SubjectProof {
         let alpha = normalise_id(id_number);
-        let mac = self.cache_key(&alpha);
-        self.evaluate(alpha, mac)
+        let proof = self.vrf.prove(alpha.as_bytes()).to_bytes();
+        let mut gamma = [0u8; 32];
+        gamma.copy_from_slice(&proof[..32]);
+        let key = first_32(&vrf_output(&gamma));
+        self.cache.insert(self.cache_key(&alpha), key);
+        SubjectProof {
+            key,
+            proof: proof.to_vec(),
+        }
     }
 
     /// The VRF public key under which subject proofs verify (compressed
     /// ristretto255). Public: portals pin it.
     pub fn vrf_public_key(&self) -> [u8; 32] {
-        vrf_r255::PublicKey::from(self.vrf).to_bytes()
+        self.vrf_public
     }
 
     fn cache_key(&self, alpha: &str) -> [u8; 32] {
         let mut mac = self.subject_mac.clone();
         mac.update(alpha.as_bytes());
         mac.finalize().into_bytes().into()
-    }
-
-    fn evaluate(&self, alpha: String, mac: [u8; 32]) -> SubjectProof {
-        let proof = self.vrf.prove(alpha.as_bytes()).to_bytes();
-        let key = first_32(&vrf_output(&proof));
-        self.cache.insert(mac, key);
-        SubjectProof {
-            key,
-            proof: proof.to_vec(),
-        }
     }
 
     /// Hex HMAC-SHA256 over the released fields (names and values, in any
@@ -759,21 +787,22 @@ impl SubjectPseudonymizer {
 
 /// The VRF secret key: HMAC-SHA512(pseudonym key, label), 64 bytes reduced
 /// modulo the group order, so the scalar is uniform.
-fn derive_vrf_key(key: &[u8]) -> Result<vrf_r255::SecretKey, PseudonymKeyError> {
-    use sha2::Sha512;
+fn derive_vrf_key(key: &[u8]) -> Result<(Scalar, vrf_r255::SecretKey), PseudonymKeyError> {
     let mut mac = Hmac::<Sha512>::new_from_slice(key).map_err(|_| PseudonymKeyError::Rejected)?;
     mac.update(SUBJECT_VRF_KEY_LABEL);
     let wide: [u8; 64] = mac.finalize().into_bytes().into();
-    let scalar = curve25519_dalek::Scalar::from_bytes_mod_order_wide(&wide);
+    let scalar = Scalar::from_bytes_mod_order_wide(&wide);
     // A reduced scalar is canonical; only zero (probability 2^-252) is refused.
-    Option::from(vrf_r255::SecretKey::from_bytes(scalar.to_bytes()))
+    let secret: Option<vrf_r255::SecretKey> =
+        vrf_r255::SecretKey::from_bytes(scalar.to_bytes()).into();
+    secret
+        .map(|secret| (scalar, secret))
         .ok_or(PseudonymKeyError::Rejected)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sha2::Digest;
 
     fn sample() -> AuditEntry {
         let mut e = AuditEntry::new(
@@ -1162,6 +1191,24 @@ mod tests {
         // The cache never holds the identity number, only its HMAC.
         let alpha = normalise_id(ID);
         assert_eq!(p.cache.get(&p.cache_key(&alpha)), Some(p.subject_key(ID)));
+    }
+
+    /// The request path's shortcut (Gamma without a proof) gives what the
+    /// crate's prover and verifier give, for many keys and inputs.
+    #[test]
+    fn the_output_without_a_proof_is_the_provers() {
+        for k in 0..4u8 {
+            let p = SubjectPseudonymizer::from_bytes(&[k + 10; 32]).unwrap();
+            let public = vrf_r255::PublicKey::from_bytes(p.vrf_public_key()).unwrap();
+            for i in 0..16u32 {
+                let alpha = format!("5104021980010{i:05}");
+                let proof = p.vrf.prove(alpha.as_bytes());
+                let verified: Option<[u8; 64]> = public.verify(alpha.as_bytes(), &proof).into();
+                let fast = vrf_hash(&p.vrf_scalar, &p.vrf_public, alpha.as_bytes());
+                assert_eq!(Some(fast), verified, "key {k}, input {i}");
+                assert_eq!(first_32(&fast), p.prove(&alpha).key);
+            }
+        }
     }
 
     #[test]
