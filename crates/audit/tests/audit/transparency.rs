@@ -23,17 +23,27 @@ fn transparent_config(node: &str) -> AuditConfig {
 /// What a portal receives for `id`, as `Transparency.ListAccesses` builds
 /// it (one page of up to 100 entries per node).
 async fn history(store: &dyn AuditStore, id: &str) -> History {
+    history_of(store, id, &NODES).await
+}
+
+async fn history_of(store: &dyn AuditStore, id: &str, of: &[&str]) -> History {
     let proof = pseudonymizer().prove(id);
     let mut nodes = Vec::new();
-    for node in NODES {
+    for &node in of {
         let page = first_page(store, node, &proof.key, 100).await.unwrap();
         let checkpoint = page.checkpoint.unwrap();
+        let removed_before = checkpoint_cutoff(&checkpoint.note);
         nodes.push(NodeHistory {
             node: node.to_owned(),
             checkpoint: checkpoint.note,
             map_proof: page.map_proof.to_bytes(),
             count: page.count,
-            pruned: None,
+            pruned: page
+                .pruned
+                .map(|chain| tongban_audit::transparency::PrunedPrefix {
+                    chain,
+                    removed_before,
+                }),
             entries: page
                 .entries
                 .iter()
@@ -109,7 +119,12 @@ async fn across_nodes(backend: Backend) {
         &CheckOptions::default(),
     )
     .unwrap();
-    assert!(empty.nodes.iter().all(|n| n.count == 0 && n.entries.is_empty()));
+    assert!(
+        empty
+            .nodes
+            .iter()
+            .all(|n| n.count == 0 && n.entries.is_empty())
+    );
 
     // Each way the answer can be wrong.
     let fail = |h: &History, id: &str, nodes: &[&str]| {
@@ -130,7 +145,10 @@ async fn across_nodes(backend: Backend) {
     let mut short = good.clone();
     short.nodes[1].entries.remove(1);
     let e = fail(&short, &her, &NODES);
-    assert!(e.to_string().contains("node n2") && e.to_string().contains("1 missing"), "{e}");
+    assert!(
+        e.to_string().contains("node n2") && e.to_string().contains("1 missing"),
+        "{e}"
+    );
     // Reordered.
     let mut swapped = good.clone();
     swapped.nodes[0].entries.swap(0, 1);
@@ -156,5 +174,70 @@ async fn across_nodes(backend: Backend) {
 async fn a_history_covers_every_node_of_the_deployment_on_both_backends() {
     for b in BACKENDS {
         across_nodes(b).await;
+    }
+}
+
+fn checkpoint_cutoff(note: &str) -> chrono::DateTime<chrono::Utc> {
+    let body = &note[..note.find("\n\n").unwrap() + 1];
+    tongban_audit::Checkpoint::parse_body(body)
+        .unwrap()
+        .pruned
+        .map_or(chrono::DateTime::<chrono::Utc>::MIN_UTC, |b| b.cutoff)
+}
+
+/// Entries pruned under the retention rule stay accounted for: the history
+/// verifies with the pruned prefix (count and date), and a prefix that
+/// claims a retained entry as pruned is refused.
+async fn pruned_history(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let her = id_number("510403", "19850722", 46);
+    let log = AuditLog::open(db.store.clone(), signer("n1"), transparent_config("n1"))
+        .await
+        .unwrap();
+    for (i, days) in [400i64, 300, 250, 10, 1].into_iter().enumerate() {
+        let mut e = entry(i as u64, now_minus_days(days));
+        e.subject = pseudonymizer().pseudonym(&her);
+        log.append(e).await.unwrap();
+        log.append(entry(10 + i as u64, now_minus_days(days)))
+            .await
+            .unwrap();
+    }
+    log.flush().await.unwrap();
+    let report = log
+        .prune(tongban_audit::PruneRequest::retention(
+            183,
+            chrono::Utc::now(),
+        ))
+        .await
+        .unwrap();
+    assert!(report.deleted >= 6, "{report:?}");
+    log.flush().await.unwrap();
+    let h = history_of(db.store.as_ref(), &her, &["n1"]).await;
+    let part = &h.nodes[0];
+    assert_eq!(part.entries.len(), 2);
+    assert_eq!(part.count, 5);
+    let ok = verify_history(&h, &her, &anchors(&["n1"]), &CheckOptions::default()).unwrap();
+    let (pruned, before) = ok.nodes[0].pruned.unwrap();
+    assert_eq!(pruned, 3);
+    assert!(
+        before > now_minus_days(184) && before < now_minus_days(182),
+        "{before}"
+    );
+    // A retained entry passed off as pruned: its index is not below the
+    // signed boundary.
+    let mut forged = h.clone();
+    let first = forged.nodes[0].entries.remove(0);
+    let chain = &mut forged.nodes[0].pruned.as_mut().unwrap().chain;
+    chain.count += 1;
+    chain.last_index = first.index;
+    let e = verify_history(&forged, &her, &anchors(&["n1"]), &CheckOptions::default()).unwrap_err();
+    assert!(matches!(e, HistoryError::BadPruned { .. }), "{e}");
+    log.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pruned_accesses_stay_accounted_for_on_both_backends() {
+    for b in BACKENDS {
+        pruned_history(b).await;
     }
 }
