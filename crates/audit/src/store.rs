@@ -628,6 +628,28 @@ macro_rules! impl_common_store {
             })
         }
 
+        /// The rows of `select` (which ends in `WHERE node = `) for `node`
+        /// whose subject is one of `subjects`, a chunk at a time.
+        async fn rows_for_subjects(
+            pool: &sqlx::Pool<$db>,
+            select: &'static str,
+            node: &str,
+            subjects: &[[u8; 32]],
+        ) -> Result<Vec<<$db as sqlx::Database>::Row>, StoreError> {
+            let mut rows = Vec::with_capacity(subjects.len());
+            for chunk in subjects.chunks(MAP_CHUNK) {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(select);
+                qb.push_bind(node.to_string()).push(" AND subject IN (");
+                let mut keys = qb.separated(", ");
+                for k in chunk {
+                    keys.push_bind(k.to_vec());
+                }
+                qb.push(")");
+                rows.extend(qb.build().persistent(false).fetch_all(pool).await?);
+            }
+            Ok(rows)
+        }
+
         async fn select_map_nodes<'e, E>(
             executor: E,
             node: &str,
@@ -1186,23 +1208,14 @@ macro_rules! impl_common_store {
                 subjects: &'a [[u8; 32]],
             ) -> StoreFuture<'a, HashMap<[u8; 32], MapValue>> {
                 Box::pin(async move {
-                    let mut out = HashMap::with_capacity(subjects.len());
-                    for chunk in subjects.chunks(MAP_CHUNK) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new(
-                            "SELECT subject, count, head FROM audit_map_leaves WHERE node = ",
-                        );
-                        qb.push_bind(node.to_string()).push(" AND subject IN (");
-                        let mut keys = qb.separated(", ");
-                        for k in chunk {
-                            keys.push_bind(k.to_vec());
-                        }
-                        qb.push(")");
-                        for row in qb.build().persistent(false).fetch_all(self.writes()).await? {
-                            let (subject, value) = row_to_map_leaf(&row)?;
-                            out.insert(subject, value);
-                        }
-                    }
-                    Ok(out)
+                    let rows = rows_for_subjects(
+                        self.writes(),
+                        "SELECT subject, count, head FROM audit_map_leaves WHERE node = ",
+                        node,
+                        subjects,
+                    )
+                    .await?;
+                    rows.iter().map(row_to_map_leaf).collect()
                 })
             }
 
@@ -1244,23 +1257,14 @@ macro_rules! impl_common_store {
                 subjects: &'a [[u8; 32]],
             ) -> StoreFuture<'a, HashMap<[u8; 32], PrunedChain>> {
                 Box::pin(async move {
-                    let mut out = HashMap::with_capacity(subjects.len());
-                    for chunk in subjects.chunks(MAP_CHUNK) {
-                        let mut qb = sqlx::QueryBuilder::<$db>::new(
-                            "SELECT subject, count, head_before_last, last_idx, last_leaf FROM audit_map_pruned WHERE node = ",
-                        );
-                        qb.push_bind(node.to_string()).push(" AND subject IN (");
-                        let mut keys = qb.separated(", ");
-                        for k in chunk {
-                            keys.push_bind(k.to_vec());
-                        }
-                        qb.push(")");
-                        for row in qb.build().persistent(false).fetch_all(self.writes()).await? {
-                            let (subject, chain) = row_to_pruned(&row)?;
-                            out.insert(subject, chain);
-                        }
-                    }
-                    Ok(out)
+                    let rows = rows_for_subjects(
+                        self.writes(),
+                        "SELECT subject, count, head_before_last, last_idx, last_leaf FROM audit_map_pruned WHERE node = ",
+                        node,
+                        subjects,
+                    )
+                    .await?;
+                    rows.iter().map(row_to_pruned).collect()
                 })
             }
 

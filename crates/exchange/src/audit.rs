@@ -456,6 +456,28 @@ impl BatchMetrics {
     }
 }
 
+/// The entry that records a call reading the log (an administrator's act, a
+/// portal's read of a history): who, when, how it ended, how long it took,
+/// its trace and the policy that decided it. The caller of this fills in
+/// what was read.
+pub(crate) fn read_entry(
+    call: &crate::pipeline::Call,
+    kind: EntryKind,
+    refusal: Option<&ExchangeError>,
+) -> AuditEntry {
+    let mut entry = AuditEntry::new(kind, call.time);
+    entry.caller_org = call.caller.org.to_string();
+    entry.caller_unit = call.caller.unit.clone();
+    if let Some(e) = refusal {
+        entry.outcome_code = e.code() as i32;
+        entry.outcome_reason = e.reason().into_owned();
+    }
+    entry.latency_us = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    entry.trace_id = call.trace.to_string();
+    entry.policy_version = call.policy.version().to_owned();
+    entry
+}
+
 /// Longest a readiness probe of the audit store may take.
 const STORE_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 

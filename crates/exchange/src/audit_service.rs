@@ -12,7 +12,7 @@ use std::pin::Pin;
 
 use prost::Message;
 use tokio_stream::Stream;
-use tongban_audit::{AuditEntry, Cursor, EntryKind, PageRequest, SearchFilter};
+use tongban_audit::{Cursor, EntryKind, PageRequest, SearchFilter};
 use tongban_core::{Caller, FieldViolation};
 use tongban_proto::v1::audit_server::Audit as AuditApi;
 use tongban_proto::v1::{
@@ -24,6 +24,7 @@ use tonic::{Request, Response, Status};
 
 // Re-exported where the service's callers have always named it.
 pub use crate::audit::AuditReader;
+use crate::audit::read_entry;
 use crate::auth::Authenticator;
 use crate::error::AuditSinkError;
 use crate::error::ExchangeError;
@@ -98,9 +99,7 @@ impl AuditService {
         if decision.is_err() {
             self.exchange.wait_refusal_turn(&call).await?;
         }
-        let mut entry = AuditEntry::new(EntryKind::AdminAction, call.time);
-        entry.caller_org = call.caller.org.to_string();
-        entry.caller_unit = call.caller.unit.clone();
+        let mut entry = read_entry(&call, EntryKind::AdminAction, decision.as_ref().err());
         match &context {
             Ok((operator, reason)) => {
                 entry.operator = operator.clone();
@@ -108,13 +107,6 @@ impl AuditService {
             }
             Err(_) => entry.detail = format!("{action} {detail}"),
         }
-        if let Err(e) = &decision {
-            entry.outcome_code = e.code() as i32;
-            entry.outcome_reason = e.reason().into_owned();
-        }
-        entry.latency_us = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        entry.trace_id = call.trace.to_string();
-        entry.policy_version = call.policy.version().to_owned();
         if let Err(e) = self.reader.log().append(entry).await {
             tracing::error!(error = %e, "cannot log an administrator's act; refusing it");
             return Err(AuditSinkError::from(e).into());

@@ -25,7 +25,7 @@ use tongban_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::audit::AuditReader;
+use crate::audit::{AuditReader, read_entry};
 use crate::auth::Authenticator;
 use crate::error::{AuditSinkError, ExchangeError};
 use crate::pipeline::{Call, Exchange};
@@ -186,9 +186,11 @@ impl TransparencyService {
         if decision.is_err() {
             self.exchange.wait_refusal_turn(&call).await?;
         }
-        let mut entry = AuditEntry::new(EntryKind::PortalView, call.time);
-        entry.caller_org = call.caller.org.to_string();
-        entry.caller_unit = call.caller.unit.clone();
+        let refusal = match (&validated, &decision) {
+            (Err(e), _) | (Ok(_), Err(Some(e))) => Some(e),
+            _ => None,
+        };
+        let mut entry = read_entry(&call, EntryKind::PortalView, refusal);
         // A refused read of a valid person's history is still about them.
         if let Some(id) = valid_id(asked) {
             entry.subject = self.reader.pseudonymizer().pseudonym(id.as_str());
@@ -198,17 +200,6 @@ impl TransparencyService {
             Ok((_, _, Some(_))) => "ListAccesses next page".into(),
             Err(_) => "ListAccesses request rejected".into(),
         };
-        let refusal = match (&validated, &decision) {
-            (Err(e), _) | (Ok(_), Err(Some(e))) => Some(e),
-            _ => None,
-        };
-        if let Some(e) = refusal {
-            entry.outcome_code = e.code() as i32;
-            entry.outcome_reason = e.reason().into_owned();
-        }
-        entry.latency_us = u64::try_from(call.started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        entry.trace_id = call.trace.to_string();
-        entry.policy_version = call.policy.version().to_owned();
         if let Err(e) = self.reader.log().append(entry).await {
             tracing::error!(error = %e, "cannot log a portal's call; refusing it");
             return Err(AuditSinkError::from(e).into());
@@ -447,5 +438,46 @@ impl TransparencyApi for TransparencyService {
             self.list(&call, &id, page_size, token).await
         };
         answer.await.map(Response::new).map_err(|e| e.to_status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_refuse_anything_else() {
+        let token = PageToken {
+            nodes: vec![
+                NodeCursor {
+                    node: "exchange-1".into(),
+                    from: 17,
+                    below: 300,
+                },
+                NodeCursor {
+                    node: "node.b_2".into(),
+                    from: 0,
+                    below: 1,
+                },
+            ],
+        };
+        assert_eq!(PageToken::decode(&token.encode()).unwrap(), token);
+        for bad in [
+            "",
+            "exchange-1/5",
+            "exchange-1/5/4",
+            "exchange-1/5/5",
+            "exchange-1/x/9",
+            "exchange-1/1/2/3",
+            "../etc/1/2",
+            "a b/1/2",
+            "exchange-1/1/2,",
+            "exchange-1/-1/2",
+        ] {
+            assert!(PageToken::decode(bad).is_err(), "{bad:?}");
+        }
+        let many = vec!["n/1/2"; MAX_TOKEN_NODES + 1].join(",");
+        assert!(PageToken::decode(&many).is_err());
+        assert!(PageToken::decode(&"n".repeat(MAX_TOKEN_CHARS + 1)).is_err());
     }
 }

@@ -204,6 +204,18 @@ impl Fixture {
             .unwrap()
     }
 
+    /// What the portal pins: the node's log key and the witness's key.
+    fn anchors(&self) -> tongban_audit::transparency::TrustAnchors {
+        tongban_audit::transparency::TrustAnchors {
+            logs: vec![tongban_audit::VerifierKey::parse(&self.local.log_key().unwrap()).unwrap()],
+            witnesses: vec![
+                tongban_audit::WitnessKey::parse(&self.local.witness_key().unwrap()).unwrap(),
+            ],
+            quorum: 1,
+            vrf_key: None,
+        }
+    }
+
     async fn subject_key(&self, story: &Story) -> String {
         let key = std::fs::read_to_string(self.dir.path().join("subject-pseudonym.key")).unwrap();
         tongban_audit::SubjectPseudonymizer::from_hex(key.trim())
@@ -556,7 +568,7 @@ async fn split_view(f: &Fixture) -> String {
 /// own view): the history is fetched as the portal would, with the forged
 /// checkpoint put in its place, and checked with the portal's anchors.
 async fn portal_check_of(f: &Fixture, forged: &str) -> Result<(), String> {
-    use tongban_audit::transparency::{CheckOptions, TrustAnchors, verify_history};
+    use tongban_audit::transparency::{CheckOptions, verify_history};
     let mut client = tongban_proto::v1::transparency_client::TransparencyClient::new(
         f.local.channel("tianfu-tongban").await.unwrap(),
     );
@@ -573,12 +585,7 @@ async fn portal_check_of(f: &Fixture, forged: &str) -> Result<(), String> {
     pages.add(page).unwrap();
     let (mut history, _) = pages.finish();
     history.nodes[0].checkpoint = forged.to_owned();
-    let anchors = TrustAnchors {
-        logs: vec![tongban_audit::VerifierKey::parse(&f.local.log_key().unwrap()).unwrap()],
-        witnesses: vec![tongban_audit::WitnessKey::parse(&f.local.witness_key().unwrap()).unwrap()],
-        quorum: 1,
-        vrf_key: None,
-    };
+    let anchors = f.anchors();
     verify_history(
         &history,
         LAID_OFF_WORKER.id_number,
@@ -666,4 +673,50 @@ async fn every_attack_on_the_store_is_detected_on_both_backends() {
             f.stop().await;
         }
     }
+}
+
+/// A history read one entry per page, following the page tokens, is the
+/// same history and verifies; each page is itself a logged read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_read_in_pages_of_one_verifies() {
+    use tongban_audit::transparency::{CheckOptions, verify_history};
+    let f = Fixture::start(Backend::Sqlite).await;
+    f.accesses().await;
+    let mut client = tongban_proto::v1::transparency_client::TransparencyClient::new(
+        f.local.channel("tianfu-tongban").await.unwrap(),
+    );
+    let mut pages = tongban_exchange::wire::HistoryPages::new();
+    let mut token = String::new();
+    let mut count = 0;
+    loop {
+        let mut page = client
+            .list_accesses(tongban_proto::v1::ListAccessesRequest {
+                id_number: LAID_OFF_WORKER.id_number.into(),
+                page_size: 1,
+                page_token: token,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        count += 1;
+        assert!(count < 20, "pages do not end");
+        token = std::mem::take(&mut page.next_page_token);
+        pages.add(page).unwrap();
+        if token.is_empty() {
+            break;
+        }
+    }
+    let (history, _) = pages.finish();
+    assert_eq!(history.nodes[0].entries.len(), 3, "{history:?}");
+    // One page per entry, and perhaps an empty last one.
+    assert!((3..=4).contains(&count), "{count} pages");
+    let anchors = f.anchors();
+    verify_history(
+        &history,
+        LAID_OFF_WORKER.id_number,
+        &anchors,
+        &CheckOptions::default(),
+    )
+    .unwrap();
+    f.stop().await;
 }
