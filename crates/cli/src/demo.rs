@@ -520,7 +520,7 @@ async fn citizen_section(local: &LocalDeployment) -> anyhow::Result<()> {
     // witnessed checkpoint, so the deletion is the only change.
     wait_until_witnessed(&store).await?;
     let (node, index) = her_benefit_entry(local, &store).await?;
-    delete_entry(local, &node, index).await?;
+    let deletion = Deletion::delete(local, &node, index).await?;
     println!(
         "  DELETE FROM audit_entries WHERE node = '{node}' AND idx = {index}   — 1 row gone (her {BENEFIT_MATTER} lookup, {BENEFIT_EVIDENCE})."
     );
@@ -559,6 +559,27 @@ async fn citizen_section(local: &LocalDeployment) -> anyhow::Result<()> {
     for finding in report.errors() {
         println!("    {finding}");
     }
+
+    // Leave the state directory as it was, so the demo can run on it again
+    // (`--state-dir`, `--serve`).
+    deletion.undo().await?;
+    let Some(log) = local.exchange().audit_log() else {
+        bail!("the exchange writes no audit log");
+    };
+    log.flush().await?;
+    let report = tongban_audit::verify(
+        &store,
+        &keyring,
+        &tongban_audit::VerifyOptions::default(),
+        &mut |_| {},
+    )
+    .await?;
+    if !report.is_ok() {
+        bail!("the audit log does not verify with the entry put back");
+    }
+    println!(
+        "  The demo puts the row back from its copy: the log verifies again, and the state directory is as it was."
+    );
     Ok(())
 }
 
@@ -626,23 +647,65 @@ async fn her_benefit_entry(
 }
 
 /// The attack itself: one row deleted with SQL, straight in the database,
-/// as an operator would — the very thing no store API offers.
-async fn delete_entry(local: &LocalDeployment, node: &str, index: u64) -> anyhow::Result<()> {
-    let path = local.state_dir().join("audit.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
-    let mut conn = sqlx::SqliteConnection::connect_with(&options)
-        .await
-        .with_context(|| format!("opening {}", path.display()))?;
-    let deleted = sqlx::query("DELETE FROM audit_entries WHERE node = $1 AND idx = $2")
+/// as an operator would — the very thing no store API offers. The row is
+/// kept in a temporary table of this connection (never in audit.db), so the
+/// demo can put it back and leave its state directory able to run again.
+struct Deletion {
+    conn: sqlx::SqliteConnection,
+    node: String,
+    index: u64,
+}
+
+impl Deletion {
+    async fn delete(local: &LocalDeployment, node: &str, index: u64) -> anyhow::Result<Self> {
+        let path = local.state_dir().join("audit.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let idx = i64::try_from(index)?;
+        sqlx::query("CREATE TEMP TABLE deleted_entry AS SELECT * FROM audit_entries WHERE 0")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO temp.deleted_entry SELECT * FROM audit_entries WHERE node = $1 AND idx = $2",
+        )
         .bind(node)
-        .bind(i64::try_from(index)?)
+        .bind(idx)
         .execute(&mut conn)
-        .await?
-        .rows_affected();
-    if deleted != 1 {
-        bail!("deleting entry {node}#{index} changed {deleted} rows");
+        .await?;
+        let deleted = sqlx::query("DELETE FROM audit_entries WHERE node = $1 AND idx = $2")
+            .bind(node)
+            .bind(idx)
+            .execute(&mut conn)
+            .await?
+            .rows_affected();
+        if deleted != 1 {
+            bail!("deleting entry {node}#{index} changed {deleted} rows");
+        }
+        Ok(Self {
+            conn,
+            node: node.to_owned(),
+            index,
+        })
     }
-    Ok(())
+
+    /// Puts the row back as it was.
+    async fn undo(mut self) -> anyhow::Result<()> {
+        let restored = sqlx::query("INSERT INTO audit_entries SELECT * FROM temp.deleted_entry")
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected();
+        if restored != 1 {
+            bail!(
+                "restoring entry {}#{} changed {restored} rows",
+                self.node,
+                self.index
+            );
+        }
+        self.conn.close().await?;
+        Ok(())
+    }
 }
 
 /// Shows accountability working: an administrator's subject report (itself

@@ -2,7 +2,8 @@
 //! starts its deployment, plays every scene, proves a receipt and verifies
 //! the log, shows 陈晓燕 her history verified complete on the citizens'
 //! portal, then shows the portal's check failing after an entry about her
-//! is deleted behind the exchange's back — and exits 0.
+//! is deleted behind the exchange's back (then puts the row back) — and
+//! exits 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -66,6 +67,7 @@ async fn the_demo_plays_every_scene_and_exits_zero() {
         "verification FAILED / 验证失败",
         "1 missing",
         "`tongban audit verify`, run by the administrators or an inspector, now fails too",
+        "The demo puts the row back from its copy: the log verifies again",
     ] {
         assert!(
             portal.contains(expected),
@@ -97,5 +99,33 @@ async fn the_demo_plays_every_scene_and_exits_zero() {
             !portal.contains(secret),
             "{secret:?} shown in the portal's part:\n{portal}"
         );
+    }
+}
+
+/// The tamper is undone before the demo ends: run again on the same state
+/// directory (as `--state-dir` and `--serve` invite), the audit log still
+/// verifies and the demo still plays to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_again_on_its_state_directory() {
+    let dir = tempfile::Builder::new()
+        .prefix("tongban-demo-again-")
+        .tempdir()
+        .unwrap();
+    for run in 1..=2 {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tongban"))
+            .arg("demo")
+            .arg("--state-dir")
+            .arg(dir.path())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(180), output)
+            .await
+            .expect("the demo finishes within 3 minutes")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "run {run}:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("— intact."), "run {run}:\n{stdout}");
+        assert!(stdout.contains("1 missing"), "run {run}:\n{stdout}");
     }
 }
