@@ -495,6 +495,9 @@ async fn citizen_section(local: &LocalDeployment) -> anyhow::Result<()> {
     let (verified, labels) = portal_check(local, &id, &anchors, &options)
         .await?
         .map_err(|failure| anyhow::anyhow!("{}", transparency::failure_text(&failure)))?;
+    if verified.nodes.iter().any(|n| n.witnessed_by.is_empty()) {
+        bail!("the portal accepted a checkpoint no witness cosigned");
+    }
     for node in &verified.nodes {
         println!(
             "  ✓ Verified complete against checkpoint {} of {}, cosigned by the witness {}.",
@@ -503,11 +506,12 @@ async fn citizen_section(local: &LocalDeployment) -> anyhow::Result<()> {
             node.witnessed_by.join(", ")
         );
     }
-    if verified.nodes.iter().any(|n| n.witnessed_by.is_empty()) {
-        bail!("the portal accepted a checkpoint no witness cosigned");
-    }
     for line in transparency::history_text(&verified, &labels, &id).lines() {
-        println!("    {line}");
+        if line.is_empty() {
+            println!();
+        } else {
+            println!("    {line}");
+        }
     }
 
     scene(
