@@ -2,10 +2,16 @@
 //! of Panzhihua's service points, played over real gRPC with mutual TLS.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
+use chrono::Utc;
 use clap::Args;
-use tongban_core::Catalogue;
+use sqlx::Connection;
+use tongban_audit::transparency::{CheckOptions, TrustAnchors, VerifiedHistory};
+use tongban_audit::{AuditStore, SqliteStore, SubjectPseudonymizer};
+use tongban_core::{Catalogue, IdNumber};
+use tongban_devkit::pki::PORTAL_PARTY;
 use tongban_devkit::reference::Dept;
 use tongban_devkit::reference::stories::{self, Story};
 use tongban_proto::v1::audit_client::AuditClient;
@@ -16,7 +22,8 @@ use tonic::Code;
 
 use crate::audit;
 use crate::render;
-use tongban_devkit::local::{CALL_TIMEOUT, LocalDeployment};
+use crate::transparency;
+use tongban_devkit::local::{CALL_TIMEOUT, LocalDeployment, NODE, WITNESS_NAME};
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
@@ -391,11 +398,318 @@ async fn play(local: &mut LocalDeployment) -> anyhow::Result<()> {
         r.items.len()
     );
 
-    // Accountability.
+    // 8. A sealed access: the police look her up for an investigation.
+    police_lookup(local).await?;
+
+    // Accountability. The log is verified whole here, before scene 10
+    // tampers with it behind the exchange's back.
     println!("\nAudit · 审计");
     audit_section(local, receipts, proof_receipt).await?;
+
+    // 9 and 10. Citizens can check.
+    println!("\nCitizens can check · 公民可查");
+    citizen_section(local).await?;
     println!("\nThe demo ran to the end.");
     Ok(())
+}
+
+/// The matter whose accesses the person learns of only later.
+const SEALED_MATTER: &str = "criminal-investigation-assist";
+
+/// Scene 8: the Salian police station establishes where 陈晓燕 is
+/// registered during an investigation, a matter sealed in the catalogue.
+async fn police_lookup(local: &LocalDeployment) -> anyhow::Result<()> {
+    let w = stories::LAID_OFF_WORKER;
+    let catalogue = Catalogue::embedded();
+    let days = catalogue
+        .matter(SEALED_MATTER)
+        .and_then(|m| m.disclosure_delay())
+        .map(|d| d.num_days())
+        .context("the catalogue does not seal criminal investigations")?;
+    scene(
+        8,
+        "Salian police station, Miyi County (撒莲派出所)",
+        "Criminal investigation assistance · 刑事案件侦查协查",
+        &format!(
+            "An investigator needs to know where {} is registered: she may have witnessed a theft.",
+            w.name
+        ),
+    );
+    println!(
+        "  The matter is sealed in the catalogue: she will learn of this access only after {days} days."
+    );
+    let mut client = local.client("salian-police-station").await?;
+    let mut request = tonic::Request::new(LookupRequest {
+        case: case(SEALED_MATTER, "MY-XZ-2026-0093", "officer-wang"),
+        subject: subject(&w),
+        evidence_type: "police.household".into(),
+        fields: None,
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    let answer = client
+        .lookup(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
+        .into_inner();
+    let district = answer
+        .evidence
+        .iter()
+        .flat_map(|e| &e.fields)
+        .find(|f| f.name == "district")
+        .and_then(|f| match &f.value {
+            Some(pb::field::Value::TextValue(t)) => Some(t.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "—".into());
+    println!("  ✓ Registered in {district}. The access is logged like any other, and sealed.");
+    Ok(())
+}
+
+/// Scenes 9 and 10: 陈晓燕 reads her history on the citizens' portal,
+/// verified complete against a witnessed checkpoint; then an operator
+/// deletes an entry about her behind the exchange's back, and the portal's
+/// check fails, naming what is missing.
+async fn citizen_section(local: &LocalDeployment) -> anyhow::Result<()> {
+    let w = stories::LAID_OFF_WORKER;
+    let id = IdNumber::parse(w.id_number).map_err(|e| anyhow::anyhow!("{}: {e}", w.name))?;
+    let store = SqliteStore::open(&local.state_dir().join("audit.db")).await?;
+    let log_key = local.log_key()?;
+    let witness_key = local
+        .witness_key()
+        .context("the local deployment runs no witness")?;
+    // The portal pins the node's key and the witness's, out of band.
+    let anchors = transparency::anchors_of(&[log_key], &[witness_key], Some(1))?;
+
+    scene(
+        9,
+        "天府通办 Tianfu Tongban, Sichuan's citizens' portal",
+        &format!("{} opens 天府通办 · who looked at my data?", w.name),
+        "The portal fetches her history from the exchange and checks it offline: against the node's pinned log key, \
+         and a checkpoint the city's supervision commission has witnessed.",
+    );
+    wait_until_witnessed(&store).await?;
+    let options = CheckOptions {
+        now: Some(Utc::now()),
+        ..CheckOptions::default()
+    };
+    let (verified, labels) = portal_check(local, &id, &anchors, &options)
+        .await?
+        .map_err(|failure| anyhow::anyhow!("{}", transparency::failure_text(&failure)))?;
+    if verified.nodes.iter().any(|n| n.witnessed_by.is_empty()) {
+        bail!("the portal accepted a checkpoint no witness cosigned");
+    }
+    for node in &verified.nodes {
+        println!(
+            "  ✓ Verified complete against checkpoint {} of {}, cosigned by the witness {}.",
+            node.checkpoint_size,
+            node.node,
+            node.witnessed_by.join(", ")
+        );
+    }
+    for line in transparency::history_text(&verified, &labels, &id).lines() {
+        if line.is_empty() {
+            println!();
+        } else {
+            println!("    {line}");
+        }
+    }
+
+    scene(
+        10,
+        "Behind the exchange's back",
+        "An operator deletes one entry about her directly in the audit database",
+        "Someone with write access to audit.db — but not the node's signing key — wants her unemployment-benefit lookup gone.",
+    );
+    // Her portal read just now is an entry too: let it settle under a
+    // witnessed checkpoint, so the deletion is the only change.
+    wait_until_witnessed(&store).await?;
+    let (node, index) = her_benefit_entry(local, &store).await?;
+    let deletion = Deletion::delete(local, &node, index).await?;
+    println!(
+        "  DELETE FROM audit_entries WHERE node = '{node}' AND idx = {index}   — 1 row gone (her {BENEFIT_MATTER} lookup, {BENEFIT_EVIDENCE})."
+    );
+    println!("  {} opens 天府通办 again:", w.name);
+    let options = CheckOptions {
+        now: Some(Utc::now()),
+        // The portal remembers what it verified last time.
+        seen: Some(verified.seen()),
+        ..CheckOptions::default()
+    };
+    match portal_check(local, &id, &anchors, &options).await? {
+        Ok(_) => bail!("the portal verified a history with an entry deleted"),
+        Err(failure) => {
+            println!("    {}", transparency::failure_text(&failure));
+            println!(
+                "  ✗ The portal shows her no list it cannot prove complete — only the failure, naming what is missing."
+            );
+        }
+    }
+
+    // The monitors' check finds it too.
+    let keyring = audit::read_keyring(&[local.state_dir().join("audit-signing.pub")])?;
+    let report = tongban_audit::verify(
+        &store,
+        &keyring,
+        &tongban_audit::VerifyOptions::default(),
+        &mut |_| {},
+    )
+    .await?;
+    if report.is_ok() {
+        bail!("`tongban audit verify` did not notice the deleted entry");
+    }
+    println!(
+        "  ✗ `tongban audit verify`, run by the administrators or an inspector, now fails too:"
+    );
+    for finding in report.errors() {
+        println!("    {finding}");
+    }
+
+    // Leave the state directory as it was, so the demo can run on it again
+    // (`--state-dir`, `--serve`).
+    deletion.undo().await?;
+    let Some(log) = local.exchange().audit_log() else {
+        bail!("the exchange writes no audit log");
+    };
+    log.flush().await?;
+    let report = tongban_audit::verify(
+        &store,
+        &keyring,
+        &tongban_audit::VerifyOptions::default(),
+        &mut |_| {},
+    )
+    .await?;
+    if !report.is_ok() {
+        bail!("the audit log does not verify with the entry put back");
+    }
+    println!(
+        "  The demo puts the row back from its copy: the log verifies again, and the state directory is as it was."
+    );
+    Ok(())
+}
+
+const BENEFIT_MATTER: &str = "unemployment-benefit";
+const BENEFIT_EVIDENCE: &str = "hrss.unemployment";
+
+/// The portal's fetch and check, as `tongban transparency history` does
+/// it: connected as the Tianfu Tongban portal with its certificate. The
+/// outer error is the demo's own (it could not connect); the inner result
+/// is the portal's verdict.
+async fn portal_check(
+    local: &LocalDeployment,
+    id: &IdNumber,
+    anchors: &TrustAnchors,
+    options: &CheckOptions,
+) -> anyhow::Result<Result<(VerifiedHistory, transparency::Labels), transparency::Failure>> {
+    let channel = local.channel(PORTAL_PARTY).await?;
+    Ok(transparency::fetch_and_verify(channel, id, anchors, options, CALL_TIMEOUT).await)
+}
+
+/// How long the demo waits for the witness to cosign the log's latest
+/// checkpoint (it is offered one every 200 ms).
+const WITNESS_WAIT: Duration = Duration::from_secs(20);
+
+/// Waits until the whole log is under a checkpoint the witness cosigned,
+/// polling the store, at most [`WITNESS_WAIT`].
+async fn wait_until_witnessed(store: &SqliteStore) -> anyhow::Result<()> {
+    let until = tokio::time::Instant::now() + WITNESS_WAIT;
+    loop {
+        let size = store.log_state(NODE).await?.size;
+        if let Some(cp) = store.latest_checkpoint(NODE).await?
+            && cp.tree_size == size
+            && cp.note.contains(WITNESS_NAME)
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= until {
+            bail!(
+                "the witness did not cosign a checkpoint of the whole log within {}s",
+                WITNESS_WAIT.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The (node, index) of her unemployment-benefit lookup, found as an
+/// operator holding the pseudonym key would: by her subject key.
+async fn her_benefit_entry(
+    local: &LocalDeployment,
+    store: &SqliteStore,
+) -> anyhow::Result<(String, u64)> {
+    let key_path = local.state_dir().join("subject-pseudonym.key");
+    let key = std::fs::read_to_string(&key_path)
+        .with_context(|| format!("reading {}", key_path.display()))?;
+    let subject =
+        SubjectPseudonymizer::from_hex(key.trim())?.pseudonym(stories::LAID_OFF_WORKER.id_number);
+    let size = store.log_state(NODE).await?.size;
+    let entries = store.subject_entries(NODE, &subject, 0, size, 1000).await?;
+    let entry = entries
+        .iter()
+        .find(|e| e.entry.matter == BENEFIT_MATTER && e.entry.evidence_type == BENEFIT_EVIDENCE)
+        .context("no unemployment-benefit lookup about her in the log")?;
+    Ok((NODE.to_owned(), entry.index))
+}
+
+/// The attack itself: one row deleted with SQL, straight in the database,
+/// as an operator would — the very thing no store API offers. The row is
+/// kept in a temporary table of this connection (never in audit.db), so the
+/// demo can put it back and leave its state directory able to run again.
+struct Deletion {
+    conn: sqlx::SqliteConnection,
+    node: String,
+    index: u64,
+}
+
+impl Deletion {
+    async fn delete(local: &LocalDeployment, node: &str, index: u64) -> anyhow::Result<Self> {
+        let path = local.state_dir().join("audit.db");
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let idx = i64::try_from(index)?;
+        sqlx::query("CREATE TEMP TABLE deleted_entry AS SELECT * FROM audit_entries WHERE 0")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO temp.deleted_entry SELECT * FROM audit_entries WHERE node = $1 AND idx = $2",
+        )
+        .bind(node)
+        .bind(idx)
+        .execute(&mut conn)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM audit_entries WHERE node = $1 AND idx = $2")
+            .bind(node)
+            .bind(idx)
+            .execute(&mut conn)
+            .await?
+            .rows_affected();
+        if deleted != 1 {
+            bail!("deleting entry {node}#{index} changed {deleted} rows");
+        }
+        Ok(Self {
+            conn,
+            node: node.to_owned(),
+            index,
+        })
+    }
+
+    /// Puts the row back as it was.
+    async fn undo(mut self) -> anyhow::Result<()> {
+        let restored = sqlx::query("INSERT INTO audit_entries SELECT * FROM temp.deleted_entry")
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected();
+        if restored != 1 {
+            bail!(
+                "restoring entry {}#{} changed {restored} rows",
+                self.node,
+                self.index
+            );
+        }
+        self.conn.close().await?;
+        Ok(())
+    }
 }
 
 /// Shows accountability working: an administrator's subject report (itself
@@ -433,7 +747,7 @@ async fn audit_section(
         .map_err(status)?
         .into_inner();
     println!(
-        "    {:<8}  {:<17} {:<9} {:<24} {:<20} result",
+        "    {:<8}  {:<21} {:<12} {:<29} {:<19} result",
         "time", "service point", "clerk", "matter", "evidence"
     );
     for r in report
@@ -443,7 +757,7 @@ async fn audit_section(
         .filter(|r| r.kind != "AdminAction")
     {
         println!(
-            "    {}  {:<17} {:<9} {:<24} {:<20} {}",
+            "    {}  {:<21} {:<12} {:<29} {:<19} {}",
             r.time
                 .as_ref()
                 .and_then(tongban_proto::convert::time_of)

@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
@@ -13,14 +14,16 @@ use clap::{Args, Subcommand};
 use tongban_audit::cosign::WitnessKey;
 use tongban_audit::entry::PublicEntry;
 use tongban_audit::transparency::{
-    Access, CheckOptions, History, Seen, TrustAnchors, VerifiedHistory, verify_history,
+    Access, CheckOptions, History, HistoryError, Seen, TrustAnchors, VerifiedHistory,
+    verify_history,
 };
 use tongban_audit::{EntryKind, VerifierKey};
 use tongban_core::IdNumber;
 use tongban_proto::v1::ListAccessesRequest;
 use tongban_proto::v1::transparency_client::TransparencyClient;
+use tonic::transport::Channel;
 
-use tongban_exchange::wire::{AccessLabel, HistoryPages};
+use tongban_exchange::wire::{AccessLabel, HistoryPages, HistoryWireError};
 
 use crate::client::ConnectArgs;
 
@@ -77,7 +80,7 @@ pub async fn run(command: TransparencyCommand) -> anyhow::Result<ExitCode> {
 async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let id = IdNumber::parse(args.id_number.trim())
         .map_err(|e| anyhow::anyhow!("--id is not a valid resident identity number: {e}"))?;
-    let anchors = anchors(&args)?;
+    let anchors = anchors_of(&args.log_keys, &args.witness_keys, args.witness_quorum)?;
     let seen = match &args.state {
         Some(path) if path.exists() => Some(
             serde_json::from_str::<Seen>(
@@ -88,14 +91,6 @@ async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         ),
         _ => None,
     };
-    let (history, labels) = match fetch(&args, &id).await {
-        Ok(fetched) => fetched,
-        Err(e) => {
-            // No answer is no proof: the portal must not show a history.
-            eprintln!("verification FAILED / 验证失败: no verifiable answer: {e:#}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
     let options = CheckOptions {
         max_age: args
             .max_age_secs
@@ -103,8 +98,17 @@ async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
         now: Some(Utc::now()),
         seen,
     };
-    match verify_history(&history, id.as_str(), &anchors, &options) {
-        Ok(verified) => {
+    let channel = match args.connect.channel().await {
+        Ok(channel) => channel,
+        Err(e) => {
+            // No answer is no proof: the portal must not show a history.
+            eprintln!("{FAILED}: no verifiable answer: {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let timeout = Duration::from_millis(args.connect.timeout_ms);
+    match fetch_and_verify(channel, &id, &anchors, &options, timeout).await {
+        Ok((verified, labels)) => {
             if let Some(path) = &args.state {
                 std::fs::write(path, serde_json::to_string_pretty(&verified.seen())?)
                     .with_context(|| format!("writing {}", path.display()))?;
@@ -116,24 +120,70 @@ async fn history(args: HistoryArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("verification FAILED / 验证失败: {e}");
+        Err(failure) => {
+            eprintln!("{}", failure_text(&failure));
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
-fn anchors(args: &HistoryArgs) -> anyhow::Result<TrustAnchors> {
+/// How a portal heads a check that failed, in both languages.
+const FAILED: &str = "verification FAILED / 验证失败";
+
+/// Why a portal shows no history: no verifiable answer, or an answer that
+/// fails its check. Either way the citizen is shown the failure, never a
+/// list that might be incomplete.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    #[error("no verifiable answer: the exchange refused: {message} ({code:?})")]
+    Refused { code: tonic::Code, message: String },
+    #[error("no verifiable answer: {0}")]
+    Malformed(#[from] HistoryWireError),
+    #[error("no verifiable answer: the history did not end within {MAX_PAGES} pages")]
+    TooManyPages,
+    #[error("{0}")]
+    Check(#[from] HistoryError),
+}
+
+/// The failure as the portal shows it.
+pub fn failure_text(failure: &Failure) -> String {
+    format!("{FAILED}: {failure}")
+}
+
+/// What a portal does with one person's history: fetch every page over
+/// `channel` (each call within `timeout`), put each node's parts together
+/// and verify the whole against `anchors`. The labels (organisation names,
+/// matter titles) are for display only; they are not part of the proof.
+pub async fn fetch_and_verify(
+    channel: Channel,
+    id: &IdNumber,
+    anchors: &TrustAnchors,
+    options: &CheckOptions,
+    timeout: Duration,
+) -> Result<(VerifiedHistory, Labels), Failure> {
+    let (history, labels) = fetch(channel, id, timeout).await?;
+    let verified = verify_history(&history, id.as_str(), anchors, options)?;
+    Ok((verified, labels))
+}
+
+/// The trust anchors from pinned key texts (each a key, or a file of keys
+/// one per line): node log keys, witness keys and the witness quorum
+/// (default: all witnesses given).
+pub fn anchors_of(
+    log_keys: &[String],
+    witness_keys: &[String],
+    quorum: Option<usize>,
+) -> anyhow::Result<TrustAnchors> {
     let mut logs = Vec::new();
-    for text in keys_of(&args.log_keys)? {
+    for text in keys_of(log_keys)? {
         logs.push(VerifierKey::parse(&text).with_context(|| format!("--log-key {text:?}"))?);
     }
     let mut witnesses = Vec::new();
-    for text in keys_of(&args.witness_keys)? {
+    for text in keys_of(witness_keys)? {
         witnesses
             .push(WitnessKey::parse(&text).with_context(|| format!("--witness-key {text:?}"))?);
     }
-    let quorum = args.witness_quorum.unwrap_or(witnesses.len());
+    let quorum = quorum.unwrap_or(witnesses.len());
     if quorum > witnesses.len() {
         bail!(
             "--witness-quorum {quorum} is more than the {} witness keys given",
@@ -170,8 +220,12 @@ fn keys_of(args: &[String]) -> anyhow::Result<Vec<String>> {
 }
 
 /// Fetches every page and puts each node's parts together.
-async fn fetch(args: &HistoryArgs, id: &IdNumber) -> anyhow::Result<(History, Labels)> {
-    let mut client = TransparencyClient::new(args.connect.channel().await?);
+async fn fetch(
+    channel: Channel,
+    id: &IdNumber,
+    timeout: Duration,
+) -> Result<(History, Labels), Failure> {
+    let mut client = TransparencyClient::new(channel);
     let mut token = String::new();
     let mut pages = HistoryPages::new();
     for _ in 0..MAX_PAGES {
@@ -180,11 +234,14 @@ async fn fetch(args: &HistoryArgs, id: &IdNumber) -> anyhow::Result<(History, La
             page_size: 0,
             page_token: token.clone(),
         });
-        request.set_timeout(std::time::Duration::from_millis(args.connect.timeout_ms));
+        request.set_timeout(timeout);
         let mut page = client
             .list_accesses(request)
             .await
-            .map_err(|s| anyhow::anyhow!("the exchange refused: {} ({:?})", s.message(), s.code()))?
+            .map_err(|s| Failure::Refused {
+                code: s.code(),
+                message: s.message().to_owned(),
+            })?
             .into_inner();
         let next = std::mem::take(&mut page.next_page_token);
         pages.add(page)?;
@@ -193,7 +250,7 @@ async fn fetch(args: &HistoryArgs, id: &IdNumber) -> anyhow::Result<(History, La
         }
         token = next;
     }
-    bail!("the history did not end within {MAX_PAGES} pages")
+    Err(Failure::TooManyPages)
 }
 
 /// The history as a citizen reads it, in Chinese and English.
@@ -296,4 +353,39 @@ fn access_text(e: &PublicEntry, label: Option<&AccessLabel>) -> String {
         printable(&e.caller_org),
         printable(&e.caller_unit),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_failure_is_shown_as_the_portal_shows_it() {
+        let missing = Failure::from(HistoryError::NodeMissing("exchange-2".into()));
+        assert_eq!(
+            failure_text(&missing),
+            "verification FAILED / 验证失败: the answer has no history from node exchange-2 (every pinned node must answer)"
+        );
+        let refused = Failure::Refused {
+            code: tonic::Code::PermissionDenied,
+            message: "not a portal".into(),
+        };
+        assert_eq!(
+            failure_text(&refused),
+            "verification FAILED / 验证失败: no verifiable answer: the exchange refused: not a portal (PermissionDenied)"
+        );
+    }
+
+    #[test]
+    fn anchors_refuse_a_quorum_above_the_witnesses_given() {
+        let signer =
+            tongban_audit::LogSigner::generate(&tongban_audit::origin_for_node("n1")).unwrap();
+        let log_key = signer.verifier().to_string();
+        let anchors = anchors_of(std::slice::from_ref(&log_key), &[], None).unwrap();
+        assert_eq!((anchors.logs.len(), anchors.quorum), (1, 0));
+        let err = anchors_of(&[log_key], &[], Some(1)).unwrap_err();
+        assert!(err.to_string().contains("--witness-quorum 1"), "{err}");
+        assert!(anchors_of(&["not a key".into()], &[], None).is_err());
+    }
 }

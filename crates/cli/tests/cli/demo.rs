@@ -1,10 +1,16 @@
 //! The README's first command, `tongban demo`, end to end: the real binary
 //! starts its deployment, plays every scene, proves a receipt and verifies
-//! the log, and exits 0.
+//! the log, shows 陈晓燕 her history verified complete on the citizens'
+//! portal, then shows the portal's check failing after an entry about her
+//! is deleted behind the exchange's back (then puts the row back) — and
+//! exits 0.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;
+
+/// Where the portal's part of the transcript begins.
+const PORTAL_SCENE: &str = "Scene 9 ·";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_plays_every_scene_and_exits_zero() {
@@ -24,13 +30,102 @@ async fn the_demo_plays_every_scene_and_exits_zero() {
         "通办 tongban — handled anywhere in Panzhihua",
         "· exchange",
         "Scene 1 ·",
+        "Scene 8 ·",
         "✓ The Dongli clerk proves her receipt",
         "`tongban audit verify`:",
         "— intact.",
+        PORTAL_SCENE,
+        "The demo ran to the end.",
     ] {
         assert!(
             stdout.contains(expected),
             "missing {expected:?} in\n{stdout}"
         );
+    }
+
+    // The log is verified whole before the tamper, not after it.
+    let intact = stdout.find("— intact.").unwrap();
+    let portal_at = stdout.find(PORTAL_SCENE).unwrap();
+    assert!(intact < portal_at, "{stdout}");
+
+    // The portal's part: her history verified complete against the
+    // witnessed checkpoint, the police access sealed; then the deletion,
+    // and the check failing, naming what is missing.
+    let portal = &stdout[portal_at..];
+    let cosigned = format!(
+        "cosigned by the witness {}",
+        tongban_devkit::local::WITNESS_NAME
+    );
+    for expected in [
+        "陈晓燕 opens 天府通办",
+        "✓ Verified complete against checkpoint",
+        &cosigned,
+        "已验证完整 / Verified complete",
+        "失业保险金申领 Unemployment benefit claim",
+        "1 sealed access, disclosed after",
+        "An operator deletes one entry about her directly in the audit database",
+        "verification FAILED / 验证失败",
+        "1 missing",
+        "`tongban audit verify`, run by the administrators or an inspector, now fails too",
+        "The demo puts the row back from its copy: the log verifies again",
+    ] {
+        assert!(
+            portal.contains(expected),
+            "missing {expected:?} in the portal's part:\n{portal}"
+        );
+    }
+    // The success comes before the tamper, the failure after it.
+    let verified = portal.find("✓ Verified complete").unwrap();
+    let deleted = portal.find("An operator deletes").unwrap();
+    let failed = portal.find("verification FAILED").unwrap();
+    assert!(verified < deleted && deleted < failed, "{portal}");
+    // The sealed access is shown only as sealed: not its matter, its
+    // officer or its case.
+    assert!(!portal.contains("刑事案件侦查协查"), "{portal}");
+    // No clerk, officer, administrator or case number of hers is shown
+    // to her (the clerks and the auditor saw theirs in the scenes before).
+    for secret in [
+        "clerk-he",
+        "XQ-DL-2026-0317",
+        "agent-07",
+        "96196-20261126-88",
+        "officer-wang",
+        "MY-XZ-2026-0093",
+        "auditor-zhao",
+        "96196-20261126-90",
+        tongban_devkit::reference::stories::LAID_OFF_WORKER.id_number,
+    ] {
+        assert!(
+            !portal.contains(secret),
+            "{secret:?} shown in the portal's part:\n{portal}"
+        );
+    }
+}
+
+/// The tamper is undone before the demo ends: run again on the same state
+/// directory (as `--state-dir` and `--serve` invite), the audit log still
+/// verifies and the demo still plays to the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_runs_again_on_its_state_directory() {
+    let dir = tempfile::Builder::new()
+        .prefix("tongban-demo-again-")
+        .tempdir()
+        .unwrap();
+    for run in 1..=2 {
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_tongban"))
+            .arg("demo")
+            .arg("--state-dir")
+            .arg(dir.path())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(180), output)
+            .await
+            .expect("the demo finishes within 3 minutes")
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "run {run}:\n{stdout}\n{stderr}");
+        assert!(stdout.contains("— intact."), "run {run}:\n{stdout}");
+        assert!(stdout.contains("1 missing"), "run {run}:\n{stdout}");
     }
 }
