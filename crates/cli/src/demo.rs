@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::Utc;
 use clap::Args;
-use sqlx::Connection;
 use tongban_audit::transparency::{CheckOptions, TrustAnchors, VerifiedHistory};
 use tongban_audit::{AuditStore, SqliteStore, SubjectPseudonymizer};
 use tongban_core::{Catalogue, IdNumber};
@@ -524,7 +523,7 @@ async fn citizen_section(local: &LocalDeployment) -> anyhow::Result<()> {
     // witnessed checkpoint, so the deletion is the only change.
     wait_until_witnessed(&store).await?;
     let (node, index) = her_benefit_entry(local, &store).await?;
-    let deletion = Deletion::delete(local, &node, index).await?;
+    let deletion = local.delete_entry_behind_the_exchange(&node, index).await?;
     println!(
         "  DELETE FROM audit_entries WHERE node = '{node}' AND idx = {index}   — 1 row gone (her {BENEFIT_MATTER} lookup, {BENEFIT_EVIDENCE})."
     );
@@ -648,68 +647,6 @@ async fn her_benefit_entry(
         .find(|e| e.entry.matter == BENEFIT_MATTER && e.entry.evidence_type == BENEFIT_EVIDENCE)
         .context("no unemployment-benefit lookup about her in the log")?;
     Ok((NODE.to_owned(), entry.index))
-}
-
-/// The attack itself: one row deleted with SQL, straight in the database,
-/// as an operator would — the very thing no store API offers. The row is
-/// kept in a temporary table of this connection (never in audit.db), so the
-/// demo can put it back and leave its state directory able to run again.
-struct Deletion {
-    conn: sqlx::SqliteConnection,
-    node: String,
-    index: u64,
-}
-
-impl Deletion {
-    async fn delete(local: &LocalDeployment, node: &str, index: u64) -> anyhow::Result<Self> {
-        let path = local.state_dir().join("audit.db");
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
-        let mut conn = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .with_context(|| format!("opening {}", path.display()))?;
-        let idx = i64::try_from(index)?;
-        sqlx::query("CREATE TEMP TABLE deleted_entry AS SELECT * FROM audit_entries WHERE 0")
-            .execute(&mut conn)
-            .await?;
-        sqlx::query(
-            "INSERT INTO temp.deleted_entry SELECT * FROM audit_entries WHERE node = $1 AND idx = $2",
-        )
-        .bind(node)
-        .bind(idx)
-        .execute(&mut conn)
-        .await?;
-        let deleted = sqlx::query("DELETE FROM audit_entries WHERE node = $1 AND idx = $2")
-            .bind(node)
-            .bind(idx)
-            .execute(&mut conn)
-            .await?
-            .rows_affected();
-        if deleted != 1 {
-            bail!("deleting entry {node}#{index} changed {deleted} rows");
-        }
-        Ok(Self {
-            conn,
-            node: node.to_owned(),
-            index,
-        })
-    }
-
-    /// Puts the row back as it was.
-    async fn undo(mut self) -> anyhow::Result<()> {
-        let restored = sqlx::query("INSERT INTO audit_entries SELECT * FROM temp.deleted_entry")
-            .execute(&mut self.conn)
-            .await?
-            .rows_affected();
-        if restored != 1 {
-            bail!(
-                "restoring entry {}#{} changed {restored} rows",
-                self.node,
-                self.index
-            );
-        }
-        self.conn.close().await?;
-        Ok(())
-    }
 }
 
 /// Shows accountability working: an administrator's subject report (itself

@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::pki::{DevPki, DevPkiOptions, Role};
 use crate::reference::{self, Dept};
 use anyhow::{Context, bail};
+use sqlx::Connection;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tongban_adapter::AdapterService;
@@ -240,6 +241,19 @@ impl LocalDeployment {
         self.witness.as_ref().map(|w| w.witness.key().to_string())
     }
 
+    /// Deletes one audit entry directly in the SQLite audit database, behind
+    /// the exchange's back (the demo's attack); undo puts it back.
+    pub async fn delete_entry_behind_the_exchange(
+        &self,
+        node: &str,
+        index: u64,
+    ) -> anyhow::Result<EntryDeletion> {
+        if self.options.audit_store.is_some() {
+            bail!("the audit log is not in the state directory's audit.db");
+        }
+        EntryDeletion::delete(&self.state_dir.join("audit.db"), node, index).await
+    }
+
     /// The running witness (its counters: cosigned, split views...).
     pub fn witness(&self) -> Option<&tongban_witness::Witness> {
         self.witness.as_ref().map(|w| w.witness.as_ref())
@@ -441,6 +455,77 @@ impl LocalDeployment {
             w.server.shutdown().await;
         }
         Ok(())
+    }
+}
+
+/// The demo's attack: one audit entry deleted with SQL, straight in the
+/// local deployment's SQLite audit database, as an operator would — the
+/// very thing no store API offers. The row is
+/// kept in a temporary table of this connection (never in audit.db), so the
+/// demo can put it back and leave its state directory able to run again.
+pub struct EntryDeletion {
+    conn: sqlx::SqliteConnection,
+    node: String,
+    index: u64,
+}
+
+impl EntryDeletion {
+    async fn delete(path: &Path, node: &str, index: u64) -> anyhow::Result<Self> {
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(path);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .with_context(|| format!("opening {}", path.display()))?;
+        let idx = i64::try_from(index)?;
+        sqlx::query("CREATE TEMP TABLE deleted_entry AS SELECT * FROM audit_entries WHERE 0")
+            .execute(&mut conn)
+            .await?;
+        sqlx::query(
+            "INSERT INTO temp.deleted_entry SELECT * FROM audit_entries WHERE node = $1 AND idx = $2",
+        )
+        .bind(node)
+        .bind(idx)
+        .execute(&mut conn)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM audit_entries WHERE node = $1 AND idx = $2")
+            .bind(node)
+            .bind(idx)
+            .execute(&mut conn)
+            .await?
+            .rows_affected();
+        if deleted != 1 {
+            bail!("deleting entry {node}#{index} changed {deleted} rows");
+        }
+        Ok(Self {
+            conn,
+            node: node.to_owned(),
+            index,
+        })
+    }
+
+    /// Puts the row back as it was.
+    pub async fn undo(mut self) -> anyhow::Result<()> {
+        let restored = sqlx::query("INSERT INTO audit_entries SELECT * FROM temp.deleted_entry")
+            .execute(&mut self.conn)
+            .await?
+            .rows_affected();
+        if restored != 1 {
+            bail!(
+                "restoring entry {}#{} changed {restored} rows",
+                self.node,
+                self.index
+            );
+        }
+        self.conn.close().await?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for EntryDeletion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EntryDeletion")
+            .field("node", &self.node)
+            .field("index", &self.index)
+            .finish_non_exhaustive()
     }
 }
 
