@@ -233,7 +233,7 @@ impl InclusionProof {
     }
 }
 
-async fn fetch_ranges(
+pub(crate) async fn fetch_ranges(
     store: &dyn AuditStore,
     node: &str,
     ranges: &[(u64, u64)],

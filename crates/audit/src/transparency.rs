@@ -81,6 +81,32 @@ pub async fn first_page(
     })
 }
 
+/// Inclusion proofs of the entries at `indexes` in the tree of `size` (one
+/// store read for all of them): each listed entry is shown to be in the
+/// log the witnesses follow, not only in the map.
+pub async fn inclusion_proofs(
+    store: &dyn AuditStore,
+    node: &str,
+    indexes: &[u64],
+    size: u64,
+) -> Result<Vec<Vec<Hash>>, AuditError> {
+    let mut ranges = Vec::new();
+    let mut counts = Vec::with_capacity(indexes.len());
+    for &index in indexes {
+        let r = crate::merkle::inclusion_ranges(index, size)
+            .map_err(|e| AuditError::Invalid(e.to_string()))?;
+        counts.push(r.len());
+        ranges.extend(r);
+    }
+    let mut hashes = crate::read::fetch_ranges(store, node, &ranges)
+        .await?
+        .into_iter();
+    Ok(counts
+        .into_iter()
+        .map(|n| hashes.by_ref().take(n).collect())
+        .collect())
+}
+
 /// A later page: the subject's entries with `from <= index < below`.
 pub async fn next_page(
     store: &dyn AuditStore,
@@ -113,6 +139,10 @@ pub enum Access {
 pub struct ListedAccess {
     pub index: u64,
     pub access: Access,
+    /// RFC 6962 inclusion proof of the entry in the node's tree at the
+    /// checkpoint's size.
+    #[serde(skip)]
+    pub inclusion: Vec<Hash>,
 }
 
 /// The chain state after the person's last pruned entry on a node.
@@ -429,6 +459,14 @@ pub fn verify_history(
                 }
                 Access::Sealed { leaf_hash, .. } => *leaf_hash,
             };
+            crate::merkle::verify_inclusion(
+                &leaf,
+                listed.index,
+                cp.size,
+                &listed.inclusion,
+                &cp.root,
+            )
+            .map_err(|e| bad(format!("not in the node's log under the checkpoint: {e}")))?;
             value.extend(listed.index, &leaf);
             last_index = Some(listed.index);
         }

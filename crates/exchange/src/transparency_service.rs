@@ -264,7 +264,9 @@ impl TransparencyService {
                             last_leaf_hash: p.last_leaf.to_vec(),
                             removed_before: removed_before.map(timestamp),
                         }),
-                        entries: self.accesses(call, &node, page.entries, now).await?,
+                        entries: self
+                            .accesses(call, &node, page.entries, checkpoint.tree_size, now)
+                            .await?,
                     });
                 }
             }
@@ -292,7 +294,9 @@ impl TransparencyService {
                     }
                     nodes.push(NodeHistory {
                         node: cursor.node.clone(),
-                        entries: self.accesses(call, &cursor.node, entries, now).await?,
+                        entries: self
+                            .accesses(call, &cursor.node, entries, cursor.below, now)
+                            .await?,
                         ..Default::default()
                     });
                 }
@@ -318,8 +322,19 @@ impl TransparencyService {
         call: &Call,
         node: &str,
         entries: Vec<LoggedEntry>,
+        size: u64,
         now: DateTime<Utc>,
     ) -> Result<Vec<AccessEntry>, ExchangeError> {
+        let indexes: Vec<u64> = entries.iter().map(|e| e.index).collect();
+        let mut proofs = tongban_audit::transparency::inclusion_proofs(
+            self.reader.store(),
+            node,
+            &indexes,
+            size,
+        )
+        .await
+        .map_err(ExchangeError::Audit)?
+        .into_iter();
         let catalogue = self.exchange.catalogue();
         let sealed_until = |e: &AuditEntry| -> Option<DateTime<Utc>> {
             let until = e.time + catalogue.matter(&e.matter)?.disclosure_delay()?;
@@ -387,6 +402,12 @@ impl TransparencyService {
                 AccessEntry {
                     index,
                     access: Some(access),
+                    inclusion_proof: proofs
+                        .next()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|h| h.to_vec())
+                        .collect(),
                 }
             })
             .collect())

@@ -194,6 +194,11 @@ impl HistoryPages {
                 .push(tongban_audit::transparency::ListedAccess {
                     index,
                     access: listed,
+                    inclusion: access
+                        .inclusion_proof
+                        .iter()
+                        .map(|h| hash32(h, "an inclusion proof hash"))
+                        .collect::<Result<_, _>>()?,
                 });
         }
         Ok(())

@@ -33,6 +33,16 @@ async fn history_of(store: &dyn AuditStore, id: &str, of: &[&str]) -> History {
         let page = first_page(store, node, &proof.key, 100).await.unwrap();
         let checkpoint = page.checkpoint.unwrap();
         let removed_before = checkpoint_cutoff(&checkpoint.note);
+        let indexes: Vec<u64> = page.entries.iter().map(|e| e.index).collect();
+        let mut proofs = tongban_audit::transparency::inclusion_proofs(
+            store,
+            node,
+            &indexes,
+            checkpoint.tree_size,
+        )
+        .await
+        .unwrap()
+        .into_iter();
         nodes.push(NodeHistory {
             node: node.to_owned(),
             checkpoint: checkpoint.note,
@@ -50,6 +60,7 @@ async fn history_of(store: &dyn AuditStore, id: &str, of: &[&str]) -> History {
                 .map(|e| ListedAccess {
                     index: e.index,
                     access: Access::Disclosed(Box::new(e.entry.public())),
+                    inclusion: proofs.next().unwrap(),
                 })
                 .collect(),
         });
@@ -156,14 +167,20 @@ async fn across_nodes(backend: Backend) {
         fail(&swapped, &her, &NODES),
         HistoryError::BadEntry { .. }
     ));
-    // A field altered (the outcome shown as answered when it was refused, say).
+    // A field altered (the outcome shown as refused when it was answered,
+    // say): the entry is no longer the one in the log.
     let mut altered = good.clone();
     if let Access::Disclosed(p) = &mut altered.nodes[0].entries[0].access {
         p.outcome_code = 7;
     }
+    let e = fail(&altered, &her, &NODES);
+    assert!(e.to_string().contains("not in the node's log"), "{e}");
+    // An inclusion proof cut short.
+    let mut dropped_proof = good.clone();
+    dropped_proof.nodes[0].entries[0].inclusion.pop();
     assert!(matches!(
-        fail(&altered, &her, &NODES),
-        HistoryError::ChainMismatch { .. }
+        fail(&dropped_proof, &her, &NODES),
+        HistoryError::BadEntry { .. }
     ));
     for log in logs {
         log.shutdown().await.unwrap();

@@ -605,9 +605,10 @@ const ATTACKS: [Attack; 6] = [
         name: "deleted",
         because: "1 missing",
     },
+    // Relabelled, the entry's leaf hash is no longer the one in the log.
     Attack {
         name: "added",
-        because: "1 too many",
+        because: "not in the node's log",
     },
     Attack {
         name: "moved",
@@ -622,7 +623,7 @@ const ATTACKS: [Attack; 6] = [
     },
     Attack {
         name: "sealed content changed",
-        because: "do not reproduce the committed chain",
+        because: "not in the node's log",
     },
     Attack {
         name: "stale checkpoint",
