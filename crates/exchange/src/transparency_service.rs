@@ -138,12 +138,19 @@ impl TransparencyService {
     /// the latest: the portal decides whether that is enough).
     async fn witnessed_first_page(
         &self,
+        call: &Call,
         node: &str,
         key: &[u8; 32],
         page_size: u32,
     ) -> Result<tongban_audit::transparency::FirstPage, ExchangeError> {
         let store = self.reader.store();
-        let until = tokio::time::Instant::now() + WITNESS_WAIT;
+        // Never past half of what is left of the caller's deadline: the
+        // answer must still be read and sent.
+        let mut until = tokio::time::Instant::now() + WITNESS_WAIT;
+        if let Some(deadline) = call.deadline {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            until = until.min(tokio::time::Instant::now() + left / 2);
+        }
         loop {
             let page = first_page(store, node, key, page_size)
                 .await
@@ -230,7 +237,9 @@ impl TransparencyService {
                 let mut names = store.list_nodes().await.map_err(|e| audit(e.into()))?;
                 names.sort();
                 for node in names {
-                    let page = self.witnessed_first_page(&node, &key, page_size).await?;
+                    let page = self
+                        .witnessed_first_page(call, &node, &key, page_size)
+                        .await?;
                     let Some(checkpoint) = page.checkpoint else {
                         continue;
                     };
