@@ -723,6 +723,38 @@ pub(crate) fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// (c) and (c0) differ in `[audit] transparency` only, each node with a
+    /// name and directory of its own, as the exchange itself reads them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn c_and_c0_nodes_differ_in_transparency_only() {
+        let deployment = Deployment::start(true).await.unwrap();
+        let mut seen = Vec::new();
+        for (transparency, wanted) in [(Transparency::On, true), (Transparency::Off, false)] {
+            let dir = deployment
+                .exchange_dir(Security::Plaintext, transparency)
+                .unwrap();
+            let path = deployment
+                .exchange_config(Security::Plaintext, transparency, &dir)
+                .unwrap();
+            let config = tongban_exchange::ExchangeConfig::load(&path).unwrap();
+            assert_eq!(config.audit.transparency, wanted, "{transparency:?}");
+            // Relative paths follow the file: the node's own database, in its own directory.
+            assert!(
+                config
+                    .audit
+                    .store
+                    .ends_with(&format!("/{}-audit.db", config.node)),
+                "{}",
+                config.audit.store
+            );
+            seen.push((config.node, dir));
+        }
+        assert_eq!(seen[0].0, "bench-plaintext");
+        assert_eq!(seen[1].0, "bench-plaintext-no-transparency");
+        assert_ne!(seen[0].1, seen[1].1);
+        deployment.shutdown().await;
+    }
+
     #[test]
     fn reads_peak_rss_from_proc_status() {
         let status =
