@@ -56,6 +56,15 @@ pub enum Security {
     MutualTls,
 }
 
+/// Whether an exchange node keeps the subject map that lets citizens check
+/// their history (`[audit] transparency`): on by default, off for path
+/// (c0), which measures what it costs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transparency {
+    On,
+    Off,
+}
+
 struct ServedAdapter {
     dept: Dept,
     plain: SocketAddr,
@@ -256,22 +265,29 @@ max_request_bytes = 16384
         )
     }
 
-    /// The node name of an exchange of the given kind.
-    fn node_name(security: Security) -> &'static str {
-        match security {
-            Security::Plaintext => "bench-plaintext",
-            Security::MutualTls => "bench-mtls",
+    /// The node name of an exchange of the given kind: each kind its own,
+    /// so their logs never mix.
+    fn node_name(security: Security, transparency: Transparency) -> &'static str {
+        match (security, transparency) {
+            (Security::Plaintext, Transparency::On) => "bench-plaintext",
+            (Security::Plaintext, Transparency::Off) => "bench-plaintext-no-transparency",
+            (Security::MutualTls, Transparency::On) => "bench-mtls",
+            (Security::MutualTls, Transparency::Off) => "bench-mtls-no-transparency",
         }
     }
 
     /// A new, empty directory for one start of an exchange node:
     /// `<node>-<n>` with `n` counting every start of this deployment.
-    fn exchange_dir(&self, security: Security) -> Result<PathBuf, BenchError> {
+    fn exchange_dir(
+        &self,
+        security: Security,
+        transparency: Transparency,
+    ) -> Result<PathBuf, BenchError> {
         let n = self.exchange_starts.fetch_add(1, Ordering::Relaxed) + 1;
         let dir = self
             .dir
             .path()
-            .join(format!("{}-{n}", Self::node_name(security)));
+            .join(format!("{}-{n}", Self::node_name(security, transparency)));
         // `create_dir` (not `_all`): fails rather than reuse another start's files.
         std::fs::create_dir(&dir)
             .map_err(|e| BenchError::io(format!("creating {}", dir.display()), e))?;
@@ -286,9 +302,10 @@ max_request_bytes = 16384
     pub fn exchange_config(
         &self,
         security: Security,
+        transparency: Transparency,
         node_dir: &Path,
     ) -> Result<PathBuf, BenchError> {
-        let node = Self::node_name(security);
+        let node = Self::node_name(security, transparency);
         let tls = match security {
             Security::Plaintext => None,
             Security::MutualTls => Some(&self.pki),
@@ -321,7 +338,11 @@ max_request_bytes = 16384
         }
         let _ = write!(
             text,
-            "\n[audit]\nstore = \"{node}-audit.db\"\nsigning_key = \"{node}-signing.key\"\nsubject_key = \"../subject-pseudonym.key\"\n"
+            "\n[audit]\nstore = \"{node}-audit.db\"\nsigning_key = \"{node}-signing.key\"\nsubject_key = \"../subject-pseudonym.key\"\n\
+             transparency = {}\n",
+            // Spelled out either way, so a change of the default cannot
+            // silently turn (c) into (c0).
+            transparency == Transparency::On
         );
         for a in &self.adapters {
             let id = a.dept.id();
@@ -356,10 +377,11 @@ max_request_bytes = 16384
     pub async fn start_exchange(
         &self,
         security: Security,
+        transparency: Transparency,
         runner: &ExchangeRunner,
     ) -> Result<RunningExchange, BenchError> {
-        let node_dir = self.exchange_dir(security)?;
-        let config_path = self.exchange_config(security, &node_dir)?;
+        let node_dir = self.exchange_dir(security, transparency)?;
+        let config_path = self.exchange_config(security, transparency, &node_dir)?;
         match runner {
             ExchangeRunner::InProcess => {
                 let config = tongban_exchange::ExchangeConfig::load(&config_path)
@@ -700,6 +722,38 @@ pub(crate) fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// (c) and (c0) differ in `[audit] transparency` only, each node with a
+    /// name and directory of its own, as the exchange itself reads them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn c_and_c0_nodes_differ_in_transparency_only() {
+        let deployment = Deployment::start(true).await.unwrap();
+        let mut seen = Vec::new();
+        for (transparency, wanted) in [(Transparency::On, true), (Transparency::Off, false)] {
+            let dir = deployment
+                .exchange_dir(Security::Plaintext, transparency)
+                .unwrap();
+            let path = deployment
+                .exchange_config(Security::Plaintext, transparency, &dir)
+                .unwrap();
+            let config = tongban_exchange::ExchangeConfig::load(&path).unwrap();
+            assert_eq!(config.audit.transparency, wanted, "{transparency:?}");
+            // Relative paths follow the file: the node's own database, in its own directory.
+            assert!(
+                config
+                    .audit
+                    .store
+                    .ends_with(&format!("/{}-audit.db", config.node)),
+                "{}",
+                config.audit.store
+            );
+            seen.push((config.node, dir));
+        }
+        assert_eq!(seen[0].0, "bench-plaintext");
+        assert_eq!(seen[1].0, "bench-plaintext-no-transparency");
+        assert_ne!(seen[0].1, seen[1].1);
+        deployment.shutdown().await;
+    }
 
     #[test]
     fn reads_peak_rss_from_proc_status() {

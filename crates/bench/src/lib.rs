@@ -3,7 +3,10 @@
 //! - (a) a department adapter called directly (plaintext) — the floor;
 //! - (b) nginx `grpc_pass` in front of the same adapter — the peer, a plain
 //!   proxy that checks nothing and logs nothing (skipped without nginx);
-//! - (c) the exchange without TLS, policy and durable audit on;
+//! - (c) the exchange without TLS, policy and durable audit on, with
+//!   transparency (the subject map citizens check) as by default;
+//! - (c0) the same exchange with transparency off, so (c)/(c0) is what
+//!   transparency costs;
 //! - (d) the exchange with mutual TLS on both hops, policy and durable audit;
 //! - (e) one request in flight through each of them, for latency;
 //!
@@ -11,10 +14,14 @@
 //! lookup. Everything runs on 127.0.0.1 ephemeral ports from a temporary
 //! directory that is removed afterwards.
 //!
+//! `--transparency-proof` measures something else instead (see [`proof`]):
+//! the size and verification time of one person's access history proof in
+//! a log of a million entries.
+//!
 //! On a shared machine one measurement of each path is not enough: the
 //! machine's load drifts between paths measured seconds apart. So the
 //! under-load measurement runs in `--rounds` interleaved rounds (round 1:
-//! a, b, c, d; round 2: a, b, c, d; …), each proxy started afresh for each
+//! a, b, c, c0, d; round 2: a, b, c, c0, d; …), each proxy started afresh for each
 //! round. The report shows each path's median-throughput round, every
 //! round, and the ratios between paths per round with their median as the
 //! headline. The one-in-flight latency runs (e) and the Gather benchmark run
@@ -26,6 +33,7 @@
 pub mod deploy;
 pub mod load;
 pub mod nginx;
+pub mod proof;
 pub mod report;
 
 use std::path::PathBuf;
@@ -36,7 +44,7 @@ use serde::Serialize;
 use tongban_devkit::reference::{Dept, stories};
 use tongban_proto::v1::{CaseContext, GatherRequest, LookupRequest, QueryRequest, Subject};
 
-pub use deploy::{Deployment, ExchangeRunner, PeakRss, RunningExchange, Security};
+pub use deploy::{Deployment, ExchangeRunner, PeakRss, RunningExchange, Security, Transparency};
 pub use load::{Call, LoadSpec, RunStats, Target};
 pub use report::{
     BenchReport, GatherReport, LookupLatency, Machine, PathReport, Ratios, RoundRatios, RoundStats,
@@ -86,7 +94,7 @@ impl BenchError {
     }
 }
 
-/// One of the compared paths.
+/// One of the compared paths, in the order each round measures them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PathId {
@@ -94,21 +102,26 @@ pub enum PathId {
     A,
     /// nginx grpc_pass in front of the same adapter.
     B,
-    /// The exchange, plaintext, policy and durable audit on.
+    /// The exchange, plaintext, policy and durable audit on, transparency on.
     C,
+    /// The exchange, plaintext, policy and durable audit on, transparency off.
+    #[value(name = "c0")]
+    C0,
     /// The exchange, mutual TLS on both hops, policy and durable audit on.
     D,
 }
 
 impl PathId {
-    pub const ALL: [Self; 4] = [Self::A, Self::B, Self::C, Self::D];
+    pub const ALL: [Self; 5] = [Self::A, Self::B, Self::C, Self::C0, Self::D];
 
-    pub fn letter(self) -> char {
+    /// The path's name in tables and `--only`: `a`, `b`, `c`, `c0`, `d`.
+    pub fn letter(self) -> &'static str {
         match self {
-            Self::A => 'a',
-            Self::B => 'b',
-            Self::C => 'c',
-            Self::D => 'd',
+            Self::A => "a",
+            Self::B => "b",
+            Self::C => "c",
+            Self::C0 => "c0",
+            Self::D => "d",
         }
     }
 
@@ -116,8 +129,19 @@ impl PathId {
         match self {
             Self::A => "direct adapter (plaintext)",
             Self::B => "nginx grpc_pass -> adapter",
-            Self::C => "exchange plaintext, policy+audit",
+            Self::C => "exchange plaintext, transparency on",
+            Self::C0 => "exchange plaintext, transparency off",
             Self::D => "exchange mTLS both hops, policy+audit",
+        }
+    }
+
+    /// The exchange node this path runs through, if any.
+    fn exchange(self) -> Option<(Security, Transparency)> {
+        match self {
+            Self::A | Self::B => None,
+            Self::C => Some((Security::Plaintext, Transparency::On)),
+            Self::C0 => Some((Security::Plaintext, Transparency::Off)),
+            Self::D => Some((Security::MutualTls, Transparency::On)),
         }
     }
 }
@@ -141,7 +165,8 @@ pub struct BenchArgs {
     /// Concurrent streams per connection (requests in flight = connections × concurrency).
     #[arg(long, default_value_t = 32)]
     pub concurrency: usize,
-    /// Only these paths (comma-separated): a direct, b nginx, c exchange plaintext, d exchange mTLS.
+    /// Only these paths (comma-separated): a direct, b nginx, c exchange
+    /// plaintext, c0 the same with transparency off, d exchange mTLS.
     #[arg(long, value_enum, value_delimiter = ',')]
     pub only: Vec<PathId>,
     /// Skip the one-request-in-flight latency runs (e).
@@ -164,6 +189,9 @@ pub struct BenchArgs {
     /// The `tongban` binary to run the exchange with (default: this one).
     #[arg(long, hide = true)]
     pub exchange_binary: Option<PathBuf>,
+    /// `--transparency-proof` and its sizes.
+    #[command(flatten)]
+    pub proof: proof::ProofArgs,
 }
 
 impl Default for BenchArgs {
@@ -181,6 +209,7 @@ impl Default for BenchArgs {
             json: false,
             in_process: false,
             exchange_binary: None,
+            proof: proof::ProofArgs::default(),
         }
     }
 }
@@ -248,19 +277,55 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     Ok(Duration::from_secs_f64(value * scale))
 }
 
+/// What `tongban bench` measured: the paths, or the transparency proof.
+#[derive(Debug, Clone)]
+pub enum BenchOutcome {
+    Paths(Box<BenchReport>),
+    Proof(Box<proof::ProofReport>),
+}
+
+impl BenchOutcome {
+    /// Failed calls over every run (a proof that does not verify is an
+    /// error, not a count).
+    pub fn total_errors(&self) -> u64 {
+        match self {
+            Self::Paths(r) => r.total_errors(),
+            Self::Proof(_) => 0,
+        }
+    }
+}
+
 /// Runs the benchmark and prints the table (or JSON) on stdout; progress
 /// goes to stderr.
-pub async fn bench(args: BenchArgs) -> Result<BenchReport, BenchError> {
+pub async fn bench(args: BenchArgs) -> Result<BenchOutcome, BenchError> {
     let json = args.json;
-    let report = run(args).await?;
+    let (outcome, text) = if args.proof.transparency_proof {
+        let report = proof::run(&args.proof, json).await?;
+        let text = if json {
+            to_json(&report)?
+        } else {
+            report.render()
+        };
+        (BenchOutcome::Proof(Box::new(report)), text)
+    } else {
+        let report = run(args).await?;
+        let text = if json {
+            to_json(&report)?
+        } else {
+            report.render()
+        };
+        (BenchOutcome::Paths(Box::new(report)), text)
+    };
     if json {
-        let text = serde_json::to_string_pretty(&report)
-            .map_err(|e| BenchError::Invalid(format!("JSON: {e}")))?;
         println!("{text}");
     } else {
-        print!("{}", report.render());
+        print!("{text}");
     }
-    Ok(report)
+    Ok(outcome)
+}
+
+fn to_json(value: &impl Serialize) -> Result<String, BenchError> {
+    serde_json::to_string_pretty(value).map_err(|e| BenchError::Invalid(format!("JSON: {e}")))
 }
 
 fn case() -> CaseContext {
@@ -311,7 +376,7 @@ fn gather() -> Call {
     })
 }
 
-fn progress(quiet: bool, line: &str) {
+pub(crate) fn progress(quiet: bool, line: &str) {
     if !quiet {
         eprintln!("bench: {line}");
     }
@@ -481,14 +546,17 @@ async fn run_path_round(
             nginx = Some(n);
             (target, query(deployment.requester(), LOOKUP_EVIDENCE))
         }
-        PathId::C | PathId::D => {
-            let security = if path == PathId::C {
-                Security::Plaintext
-            } else {
-                Security::MutualTls
+        PathId::C | PathId::C0 | PathId::D => {
+            let Some((security, transparency)) = path.exchange() else {
+                return Err(BenchError::Invalid(format!(
+                    "path ({}) has no exchange",
+                    path.letter()
+                )));
             };
             // A directory of its own for every start: see `Deployment::start_exchange`.
-            let x = deployment.start_exchange(security, runner).await?;
+            let x = deployment
+                .start_exchange(security, transparency, runner)
+                .await?;
             let target = match deployment.exchange_target(security, x.addr) {
                 Ok(t) => t,
                 Err(e) => {
@@ -683,6 +751,60 @@ mod tests {
         assert_eq!(cli.bench.duration, Duration::from_millis(300));
         assert!(cli.bench.json);
         assert!(Cli::try_parse_from(["bench", "--only", "x"]).is_err());
+    }
+
+    #[test]
+    fn c0_is_a_path_of_its_own_between_c_and_d() {
+        let cli = Cli::parse_from(["bench", "--only", "c0,c"]);
+        assert_eq!(selected(&cli.bench), vec![PathId::C, PathId::C0]);
+        let all = selected(&Cli::parse_from(["bench"]).bench);
+        assert_eq!(
+            all.iter().map(|p| p.letter()).collect::<Vec<_>>(),
+            ["a", "b", "c", "c0", "d"]
+        );
+        assert_eq!(
+            PathId::C.exchange(),
+            Some((Security::Plaintext, Transparency::On))
+        );
+        assert_eq!(
+            PathId::C0.exchange(),
+            Some((Security::Plaintext, Transparency::Off))
+        );
+        assert_eq!(
+            PathId::D.exchange(),
+            Some((Security::MutualTls, Transparency::On))
+        );
+        assert_eq!(PathId::A.exchange(), None);
+        assert!(Cli::try_parse_from(["bench", "--only", "c1"]).is_err());
+        assert_eq!(serde_json::to_value(PathId::C0).unwrap(), "c0");
+    }
+
+    #[test]
+    fn proof_flags_parse_and_default() {
+        let cli = Cli::parse_from(["bench"]);
+        assert!(!cli.bench.proof.transparency_proof);
+        assert_eq!(cli.bench.proof.proof_entries, 1_000_000);
+        assert_eq!(cli.bench.proof.proof_people, 100_000);
+        assert_eq!(cli.bench.proof.proof_accesses, 100);
+        assert_eq!(cli.bench.proof.proof_runs, 200);
+        let cli = Cli::parse_from([
+            "bench",
+            "--transparency-proof",
+            "--proof-entries",
+            "5000",
+            "--proof-accesses=20",
+        ]);
+        assert!(cli.bench.proof.transparency_proof);
+        assert_eq!(
+            (
+                cli.bench.proof.proof_entries,
+                cli.bench.proof.proof_accesses
+            ),
+            (5000, 20)
+        );
+        assert!(Cli::try_parse_from(["bench", "--proof-accesses", "501"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "--proof-accesses", "0"]).is_err());
+        assert!(Cli::try_parse_from(["bench", "--proof-people", "1"]).is_err());
     }
 
     #[test]

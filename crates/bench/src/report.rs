@@ -36,7 +36,7 @@ pub struct Machine {
 }
 
 impl Machine {
-    fn read() -> Self {
+    pub(crate) fn read() -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
         Self {
@@ -53,7 +53,7 @@ impl Machine {
     }
 }
 
-fn load_average() -> Option<f64> {
+pub(crate) fn load_average() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg")
         .ok()?
         .split_whitespace()
@@ -259,6 +259,8 @@ impl PathReport {
 /// of the per-round ratios (with one round, that round's ratio).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Ratios {
+    /// What transparency costs: (c) with it on over (c0) with it off.
+    pub c_over_c0: Option<f64>,
     pub c_over_b: Option<f64>,
     pub d_over_b: Option<f64>,
     pub b_over_a: Option<f64>,
@@ -273,6 +275,7 @@ pub struct Ratios {
 pub struct RoundRatios {
     /// 1-based.
     pub round: usize,
+    pub c_over_c0: Option<f64>,
     pub c_over_b: Option<f64>,
     pub d_over_b: Option<f64>,
     pub b_over_a: Option<f64>,
@@ -287,7 +290,8 @@ type RatioField = (
     fn(&RoundRatios) -> Option<f64>,
 );
 
-const RATIO_FIELDS: [RatioField; 5] = [
+const RATIO_FIELDS: [RatioField; 6] = [
+    ("(c)/(c0)", |r| r.c_over_c0, |r| r.c_over_c0),
     ("(c)/(b)", |r| r.c_over_b, |r| r.c_over_b),
     ("(d)/(b)", |r| r.d_over_b, |r| r.d_over_b),
     ("(b)/(a)", |r| r.b_over_a, |r| r.b_over_a),
@@ -309,14 +313,16 @@ impl Ratios {
                         .map(|r| r.requests_per_sec)
                 };
                 let over = |a: Option<f64>, b: Option<f64>| a.zip(b).and_then(|(a, b)| ratio(a, b));
-                let (a, b, c, d) = (
+                let (a, b, c, c0, d) = (
                     rps(PathId::A),
                     rps(PathId::B),
                     rps(PathId::C),
+                    rps(PathId::C0),
                     rps(PathId::D),
                 );
                 RoundRatios {
                     round,
+                    c_over_c0: over(c, c0),
                     c_over_b: over(c, b),
                     d_over_b: over(d, b),
                     b_over_a: over(b, a),
@@ -327,6 +333,7 @@ impl Ratios {
             .collect();
         let median_of = |f: fn(&RoundRatios) -> Option<f64>| median(per_round.iter().filter_map(f));
         Self {
+            c_over_c0: median_of(|r| r.c_over_c0),
             c_over_b: median_of(|r| r.c_over_b),
             d_over_b: median_of(|r| r.d_over_b),
             b_over_a: median_of(|r| r.b_over_a),
@@ -593,6 +600,13 @@ impl BenchReport {
             times(r.c_over_a),
             times(r.d_over_a)
         );
+        if self.path(PathId::C0).is_some() {
+            let _ = writeln!(
+                out,
+                "What transparency costs: (c)/(c0) = {} (the exchange with the subject map over the same exchange without it)",
+                times(r.c_over_c0)
+            );
+        }
         if interleaved {
             self.render_rounds(&mut out, &rounds);
         }
@@ -926,6 +940,64 @@ mod tests {
         assert!((json["ratios"]["c_over_b"].as_f64().unwrap() - 0.91).abs() < 1e-9);
         assert_eq!(json["ratios"]["per_round"].as_array().unwrap().len(), 3);
         assert_eq!(json["ratios"]["per_round"][0]["round"], 1);
+    }
+
+    #[test]
+    fn transparency_cost_is_c_over_c0_within_each_round() {
+        // c/c0 per round: 0.95, 0.80, 1.00 -> median 0.95.
+        let r = report(
+            3,
+            vec![
+                path(
+                    PathId::C,
+                    &[
+                        (950.0, Some(50.0)),
+                        (800.0, Some(55.0)),
+                        (1000.0, Some(52.0)),
+                    ],
+                ),
+                path(
+                    PathId::C0,
+                    &[
+                        (1000.0, Some(45.0)),
+                        (1000.0, Some(47.0)),
+                        (1000.0, Some(46.0)),
+                    ],
+                ),
+            ],
+        );
+        assert!(close(r.ratios.per_round[0].c_over_c0, 0.95));
+        assert!(close(r.ratios.per_round[1].c_over_c0, 0.80));
+        assert!(close(r.ratios.per_round[2].c_over_c0, 1.00));
+        assert!(close(r.ratios.c_over_c0, 0.95));
+        assert_eq!(r.ratios.c_over_a, None);
+        let table = r.render();
+        assert!(
+            table.contains("What transparency costs: (c)/(c0) = 0.95×"),
+            "{table}"
+        );
+        let line = table
+            .lines()
+            .find(|l| l.trim_start().starts_with("(c)/(c0)"))
+            .unwrap();
+        assert!(
+            line.contains("0.95×") && line.contains("0.80×") && line.ends_with("median 0.95×"),
+            "{line}"
+        );
+        assert!(
+            table.lines().any(|l| l
+                .trim_start()
+                .starts_with("(c0) exchange plaintext, transparency off")),
+            "{table}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["paths"][1]["path"], "c0");
+        assert!((json["ratios"]["c_over_c0"].as_f64().unwrap() - 0.95).abs() < 1e-9);
+
+        // Without (c0) the ratio is absent and its line is not printed.
+        let r = report(1, vec![path(PathId::C, &[(900.0, None)])]);
+        assert_eq!(r.ratios.c_over_c0, None);
+        assert!(!r.render().contains("What transparency costs"));
     }
 
     #[test]

@@ -53,12 +53,14 @@ async fn a_short_run_measures_every_path_without_errors() {
         assert_eq!(path.proxy_cpu_us_per_request.is_some(), id == PathId::B);
     }
     // Every exchange answer carries the receipt of its durable audit entry.
-    for id in [PathId::C, PathId::D] {
+    for id in [PathId::C, PathId::C0, PathId::D] {
         let load = report.path(id).unwrap().load.as_ref().unwrap();
         assert_eq!(load.audited, load.requests, "{id:?}");
         assert!(report.path(id).unwrap().peak_rss.is_some());
     }
     assert!(report.ratios.c_over_a.is_some() && report.ratios.d_over_a.is_some());
+    // What transparency costs: (c) with the subject map over (c0) without.
+    assert!(report.ratios.c_over_c0.is_some());
     assert_eq!(report.ratios.c_over_b.is_some(), nginx);
 
     assert_eq!(report.gather.len(), 2);
@@ -71,6 +73,10 @@ async fn a_short_run_measures_every_path_without_errors() {
 
     let table = report.render();
     assert!(table.contains("(c)/(b)") && table.contains("Gather"));
+    assert!(
+        table.contains("What transparency costs: (c)/(c0)"),
+        "{table}"
+    );
     let json: serde_json::Value = serde_json::to_value(&report).unwrap();
     assert!(json["paths"][0]["load"]["throughput_rps"].as_f64().unwrap() > 0.0);
 }
