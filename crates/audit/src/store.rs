@@ -1373,7 +1373,8 @@ macro_rules! impl_common_store {
                     };
                     let below = checkpoint.as_ref().map_or(0, |c| c.tree_size);
                     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE subject = $1 AND node = $2 AND idx >= $3 AND idx < $4 ORDER BY idx LIMIT $5"
+                        "SELECT {ENTRY_COLUMNS} FROM {} WHERE subject = $1 AND subject <> '' AND node = $2 AND idx >= $3 AND idx < $4 ORDER BY idx LIMIT $5",
+                        Self::ENTRIES_BY_SUBJECT
                     )))
                     .bind(hex::encode(subject))
                     .bind(node)
@@ -1420,10 +1421,12 @@ macro_rules! impl_common_store {
                 limit: u32,
             ) -> StoreFuture<'a, Vec<LoggedEntry>> {
                 Box::pin(async move {
-                    // The subject index finds a person's few entries; they
-                    // are sorted by position after.
+                    // The subject index finds a person's few entries (the
+                    // query repeats its partial-index term, so planners use
+                    // it with a bound subject); they are sorted after.
                     let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {ENTRY_COLUMNS} FROM audit_entries WHERE subject = $1 AND node = $2 AND idx >= $3 AND idx < $4 ORDER BY idx LIMIT $5"
+                        "SELECT {ENTRY_COLUMNS} FROM {} WHERE subject = $1 AND subject <> '' AND node = $2 AND idx >= $3 AND idx < $4 ORDER BY idx LIMIT $5",
+                        Self::ENTRIES_BY_SUBJECT
                     )))
                     .bind(subject)
                     .bind(node)

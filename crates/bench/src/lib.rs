@@ -344,6 +344,39 @@ fn subject() -> Subject {
     }
 }
 
+/// Everyone the reference departments hold, in a fixed order: loads ask
+/// about all of them in turn, as a city's service points would, so the
+/// audit log's subject map changes many leaves per checkpoint, not one.
+fn people() -> &'static [Subject] {
+    static PEOPLE: std::sync::OnceLock<Vec<Subject>> = std::sync::OnceLock::new();
+    PEOPLE.get_or_init(|| {
+        let today = chrono::Utc::now().date_naive();
+        tongban_devkit::reference::population::Population::reference(today)
+            .residents
+            .iter()
+            .map(|r| Subject {
+                id_number: r.id.as_str().to_owned(),
+                name: r.name.clone(),
+            })
+            .collect()
+    })
+}
+
+/// One lookup of `evidence_type` per person of [`people`].
+fn lookups(evidence_type: &str) -> Vec<Call> {
+    people()
+        .iter()
+        .map(|who| {
+            Call::Lookup(LookupRequest {
+                case: Some(case()),
+                subject: Some(who.clone()),
+                evidence_type: evidence_type.into(),
+                fields: None,
+            })
+        })
+        .collect()
+}
+
 fn lookup(evidence_type: &str) -> Call {
     Call::Lookup(LookupRequest {
         case: Some(case()),
@@ -364,8 +397,17 @@ pub(crate) fn query_request(requester: String, evidence_type: &str) -> QueryRequ
     }
 }
 
-fn query(requester: String, evidence_type: &str) -> Call {
-    Call::Query(query_request(requester, evidence_type))
+/// What the exchange would send the adapter for [`lookups`]: the same
+/// people, for the paths without an exchange.
+fn queries(requester: &str, evidence_type: &str) -> Vec<Call> {
+    people()
+        .iter()
+        .map(|who| {
+            let mut request = query_request(requester.to_owned(), evidence_type);
+            request.subject = Some(who.clone());
+            Call::Query(request)
+        })
+        .collect()
 }
 
 fn gather() -> Call {
@@ -530,10 +572,10 @@ async fn run_path_round(
     let path = entry.path;
     let mut nginx = None;
     let mut exchange = None;
-    let (target, call) = match path {
+    let (target, calls) = match path {
         PathId::A => (
             Target::plaintext(police),
-            query(deployment.requester(), LOOKUP_EVIDENCE),
+            queries(&deployment.requester(), LOOKUP_EVIDENCE),
         ),
         PathId::B => {
             let binary = nginx_binary.ok_or_else(|| {
@@ -544,7 +586,7 @@ async fn run_path_round(
             let n = nginx::Nginx::start(binary, &deployment.dir().join("nginx"), police).await?;
             let target = Target::plaintext(n.addr);
             nginx = Some(n);
-            (target, query(deployment.requester(), LOOKUP_EVIDENCE))
+            (target, queries(&deployment.requester(), LOOKUP_EVIDENCE))
         }
         PathId::C | PathId::C0 | PathId::D => {
             let Some((security, transparency)) = path.exchange() else {
@@ -565,7 +607,7 @@ async fn run_path_round(
                 }
             };
             exchange = Some(x);
-            (target, lookup(LOOKUP_EVIDENCE))
+            (target, lookups(LOOKUP_EVIDENCE))
         }
     };
     let proxy_pids = match (&exchange, &nginx) {
@@ -578,7 +620,7 @@ async fn run_path_round(
         path,
         round,
         &target,
-        &call,
+        &calls,
         proxy_pids,
         load_spec,
         single_spec,
@@ -626,7 +668,7 @@ async fn measure_path(
     path: PathId,
     round: Round,
     target: &Target,
-    call: &Call,
+    calls: &[Call],
     proxy_pids: Vec<String>,
     load_spec: LoadSpec,
     single_spec: LoadSpec,
@@ -648,7 +690,7 @@ async fn measure_path(
         ),
     );
     let cpu = tokio::spawn(cpu_in_window(proxy_pids, load_spec));
-    let load = load::run(target, call, load_spec).await?;
+    let load = load::run(target, calls, load_spec).await?;
     let (mut proxy_cpu, mut bench_cpu) = (None, None);
     if let Ok(Some((proxy, bench))) = cpu.await
         && load.requests > 0
@@ -666,7 +708,7 @@ async fn measure_path(
             quiet,
             &format!("{prefix}(e) one request in flight through ({letter})"),
         );
-        entry.single = Some(load::run(target, call, single_spec).await?);
+        entry.single = Some(load::run(target, calls, single_spec).await?);
     }
     if !args.no_gather && matches!(path, PathId::C | PathId::D) {
         progress(
@@ -675,13 +717,13 @@ async fn measure_path(
         );
         let mut lookups = Vec::new();
         for (evidence, _) in GATHER_EVIDENCE {
-            let stats = load::run(target, &lookup(evidence), single_spec).await?;
+            let stats = load::run(target, &[lookup(evidence)], single_spec).await?;
             lookups.push(LookupLatency {
                 evidence_type: evidence.into(),
                 stats,
             });
         }
-        let gather = load::run(target, &gather(), single_spec).await?;
+        let gather = load::run(target, &[gather()], single_spec).await?;
         report.gather.push(GatherReport::new(path, lookups, gather));
     }
     Ok(stats)

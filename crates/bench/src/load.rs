@@ -198,8 +198,13 @@ impl Client {
     }
 }
 
-/// Drives `call` against `target` as `spec` says and returns the stats.
-pub async fn run(target: &Target, call: &Call, spec: LoadSpec) -> Result<RunStats, BenchError> {
+/// Drives `calls` against `target` as `spec` says and returns the stats:
+/// each stream goes through them in turn, from its own offset, so a load
+/// about many people asks about all of them.
+pub async fn run(target: &Target, calls: &[Call], spec: LoadSpec) -> Result<RunStats, BenchError> {
+    let Some(call) = calls.first() else {
+        return Err(BenchError::Invalid("no call to make".into()));
+    };
     if spec.connections == 0 || spec.concurrency == 0 {
         return Err(BenchError::Invalid(
             "connections and concurrency must be at least 1".into(),
@@ -213,7 +218,7 @@ pub async fn run(target: &Target, call: &Call, spec: LoadSpec) -> Result<RunStat
             Call::Lookup(_) | Call::Gather(_) => Client::Exchange(ExchangeClient::new(channel)),
         });
     }
-    let call = Arc::new(call.clone());
+    let calls: Arc<Vec<Call>> = Arc::new(calls.to_vec());
     let start = Instant::now();
     let measure_from = start + spec.warmup;
     let measure_until = measure_from + spec.duration;
@@ -221,7 +226,8 @@ pub async fn run(target: &Target, call: &Call, spec: LoadSpec) -> Result<RunStat
     for client in &clients {
         for _ in 0..spec.concurrency {
             let mut client = client.clone();
-            let call = call.clone();
+            let calls = calls.clone();
+            let mut next = streams.len();
             streams.push(tokio::spawn(async move {
                 let mut tally = StreamTally::default();
                 loop {
@@ -229,7 +235,9 @@ pub async fn run(target: &Target, call: &Call, spec: LoadSpec) -> Result<RunStat
                     if sent >= measure_until {
                         break;
                     }
-                    let outcome = match tokio::time::timeout(CALL_TIMEOUT, client.call(&call)).await
+                    let call = &calls[next % calls.len()];
+                    next += 1;
+                    let outcome = match tokio::time::timeout(CALL_TIMEOUT, client.call(call)).await
                     {
                         Ok(r) => r,
                         Err(_) => Err(CallError::Timeout(CALL_TIMEOUT)),

@@ -25,12 +25,10 @@ use clap::Args;
 use futures::StreamExt as _;
 use prost::Message as _;
 use serde::Serialize;
-use tongban_audit::entry::PublicEntry;
 use tongban_audit::map::{EMPTY, MapNode, MapPath};
 use tongban_audit::store::LoggedEntry;
 use tongban_audit::transparency::{
-    Access, CheckOptions, History, ListedAccess, NodeHistory, TrustAnchors, first_page,
-    verify_history,
+    CheckOptions, History, TrustAnchors, first_page, verify_history,
 };
 use tongban_audit::{
     AuditConfig, AuditEntry, AuditLog, AuditStore, EntryKind, LogSigner, SqliteStore,
@@ -41,7 +39,7 @@ use tongban_devkit::pki::{
     DevOrganisation, ORG_DONGLI_COMMUNITY, ORG_MIYI_POLICE, ORG_SALIAN_TOWN,
 };
 use tongban_devkit::reference::stories;
-use tongban_proto::convert::{time_of, timestamp};
+use tongban_proto::convert::timestamp;
 use tongban_proto::v1::{self as pb, ListAccessesResponse};
 
 use crate::BenchError;
@@ -417,6 +415,15 @@ pub async fn run(args: &ProofArgs, quiet: bool) -> Result<ProofReport, BenchErro
         .checkpoint
         .as_ref()
         .ok_or_else(|| BenchError::Setup("the page has no checkpoint".into()))?;
+    let indexes: Vec<u64> = page.entries.iter().map(|e| e.index).collect();
+    let inclusion = tongban_audit::transparency::inclusion_proofs(
+        store.as_ref(),
+        NODE,
+        &indexes,
+        checkpoint.tree_size,
+    )
+    .await
+    .map_err(|e| setup("inclusion proofs", &e))?;
     let response = ListAccessesResponse {
         subject_key: subject.key.to_vec(),
         vrf_proof: subject.proof.clone(),
@@ -429,7 +436,8 @@ pub async fn run(args: &ProofArgs, quiet: bool) -> Result<ProofReport, BenchErro
             entries: page
                 .entries
                 .iter()
-                .map(|e| disclosed(e, &catalogue))
+                .zip(&inclusion)
+                .map(|(e, proof)| disclosed(e, proof, &catalogue))
                 .collect(),
         }],
         next_page_token: String::new(),
@@ -625,7 +633,11 @@ fn children_of(node: &MapNode) -> (u64, Vec<MapPath>) {
 
 /// One entry as the service discloses it (names and titles for display
 /// from the directory and the catalogue).
-fn disclosed(logged: &LoggedEntry, catalogue: &Catalogue) -> pb::AccessEntry {
+fn disclosed(
+    logged: &LoggedEntry,
+    inclusion: &[tongban_audit::Hash],
+    catalogue: &Catalogue,
+) -> pb::AccessEntry {
     let public = logged.entry.public();
     let matter = catalogue.matter(&public.matter);
     let org_name = CALLERS
@@ -649,6 +661,7 @@ fn disclosed(logged: &LoggedEntry, catalogue: &Catalogue) -> pb::AccessEntry {
             outcome_reason: public.outcome_reason,
             private_digest: public.private_digest.to_vec(),
         })),
+        inclusion_proof: inclusion.iter().map(|h| h.to_vec()).collect(),
     }
 }
 
@@ -684,75 +697,9 @@ pub fn response_bytes(response: &ListAccessesResponse) -> ResponseBytes {
 pub fn history_of(bytes: &[u8]) -> Result<History, BenchError> {
     let bad = |what: &str| BenchError::Invalid(format!("the answer: {what}"));
     let response = ListAccessesResponse::decode(bytes).map_err(|e| bad(&e.to_string()))?;
-    let subject_key: [u8; 32] = response
-        .subject_key
-        .as_slice()
-        .try_into()
-        .map_err(|_| bad("the subject key is not 32 bytes"))?;
-    let subject = hex_of(&subject_key);
-    let mut nodes = Vec::with_capacity(response.nodes.len());
-    for n in response.nodes {
-        let mut entries = Vec::with_capacity(n.entries.len());
-        for a in n.entries {
-            let access = match a.access {
-                Some(pb::access_entry::Access::Disclosed(d)) => Access::Disclosed(PublicEntry {
-                    time: d
-                        .time
-                        .as_ref()
-                        .and_then(time_of)
-                        .ok_or_else(|| bad("an entry has no time"))?,
-                    node: n.node.clone(),
-                    kind: d.kind.parse().map_err(|e: String| bad(&e))?,
-                    caller_org: d.caller_org,
-                    caller_unit: d.caller_unit,
-                    matter: d.matter,
-                    evidence_type: d.evidence_type,
-                    department: d.department,
-                    subject: subject.clone(),
-                    outcome_code: d.outcome_code,
-                    outcome_reason: d.outcome_reason,
-                    private_digest: d
-                        .private_digest
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| bad("a private digest is not 32 bytes"))?,
-                }),
-                Some(pb::access_entry::Access::Sealed(s)) => Access::Sealed {
-                    leaf_hash: s
-                        .leaf_hash
-                        .as_slice()
-                        .try_into()
-                        .map_err(|_| bad("a sealed leaf hash is not 32 bytes"))?,
-                    disclosed_after: s
-                        .disclosed_after
-                        .as_ref()
-                        .and_then(time_of)
-                        .unwrap_or(DateTime::<Utc>::MIN_UTC),
-                },
-                None => return Err(bad("an entry is empty")),
-            };
-            entries.push(ListedAccess {
-                index: a.index,
-                access,
-            });
-        }
-        if n.pruned.is_some() {
-            return Err(bad("pruned accesses (the bench prunes nothing)"));
-        }
-        nodes.push(NodeHistory {
-            node: n.node,
-            checkpoint: n.checkpoint,
-            map_proof: n.map_proof,
-            count: n.count,
-            pruned: None,
-            entries,
-        });
-    }
-    Ok(History {
-        subject_key,
-        vrf_proof: response.vrf_proof,
-        nodes,
-    })
+    let mut pages = tongban_exchange::wire::HistoryPages::new();
+    pages.add(response).map_err(|e| bad(&e.to_string()))?;
+    Ok(pages.finish().0)
 }
 
 /// Bytes of the files in `dir` (the database, its WAL and shared memory).

@@ -32,6 +32,9 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
+    /// The table as a person's entries are read from it: through the
+    /// subject index. PostgreSQL picks the subject index itself.
+    const ENTRIES_BY_SUBJECT: &'static str = "audit_entries";
     const BACKEND: &'static str = "postgres";
 
     /// Connects and runs migrations. With `schema`, every connection uses it

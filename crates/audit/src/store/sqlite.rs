@@ -26,6 +26,10 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
+    /// The table as a person's entries are read from it: through the
+    /// subject index. Without statistics SQLite would walk the primary key `(node, idx)`
+    /// range, the whole log, for a person's few entries.
+    const ENTRIES_BY_SUBJECT: &'static str = "audit_entries INDEXED BY audit_entries_subject";
     const BACKEND: &'static str = "sqlite";
 
     /// Opens (creating if missing) the database file and runs migrations.
