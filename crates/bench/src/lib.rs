@@ -347,7 +347,7 @@ fn subject() -> Subject {
 /// Everyone the reference departments hold, in a fixed order: loads ask
 /// about all of them in turn, as a city's service points would, so the
 /// audit log's subject map changes many leaves per checkpoint, not one.
-fn people() -> &'static [Subject] {
+pub(crate) fn people() -> &'static [Subject] {
     static PEOPLE: std::sync::OnceLock<Vec<Subject>> = std::sync::OnceLock::new();
     PEOPLE.get_or_init(|| {
         let today = chrono::Utc::now().date_naive();

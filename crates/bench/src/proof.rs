@@ -108,6 +108,8 @@ pub struct ProofReport {
     pub person: Person,
     /// `first_page` (one store snapshot and the map proof), repeated.
     pub first_page: Timing,
+    /// The page's entries' inclusion proofs, read after it, repeated.
+    pub inclusion_proofs: Timing,
     pub response: ResponseBytes,
     /// `verify_history` on the decoded answer, with pinned keys.
     pub verify: Timing,
@@ -387,13 +389,24 @@ pub async fn run(args: &ProofArgs, quiet: bool) -> Result<ProofReport, BenchErro
     ));
     let limit = u32::try_from(args.proof_accesses).unwrap_or(u32::MAX);
     let mut page_times = Vec::with_capacity(PAGE_READS);
+    let mut inclusion_times = Vec::with_capacity(PAGE_READS);
     let mut page = None;
+    let mut inclusion = Vec::new();
     for _ in 0..PAGE_READS {
         let started = Instant::now();
         let p = first_page(store.as_ref(), NODE, &person_key, limit)
             .await
             .map_err(|e| setup("first_page", &e))?;
         page_times.push(started.elapsed());
+        // What the service reads next: each entry's inclusion proof.
+        let size = p.checkpoint.as_ref().map_or(0, |c| c.tree_size);
+        let indexes: Vec<u64> = p.entries.iter().map(|e| e.index).collect();
+        let started = Instant::now();
+        inclusion =
+            tongban_audit::transparency::inclusion_proofs(store.as_ref(), NODE, &indexes, size)
+                .await
+                .map_err(|e| setup("inclusion proofs", &e))?;
+        inclusion_times.push(started.elapsed());
         page = Some(p);
     }
     let page = page.ok_or_else(|| BenchError::Setup("no page read".into()))?;
@@ -415,15 +428,6 @@ pub async fn run(args: &ProofArgs, quiet: bool) -> Result<ProofReport, BenchErro
         .checkpoint
         .as_ref()
         .ok_or_else(|| BenchError::Setup("the page has no checkpoint".into()))?;
-    let indexes: Vec<u64> = page.entries.iter().map(|e| e.index).collect();
-    let inclusion = tongban_audit::transparency::inclusion_proofs(
-        store.as_ref(),
-        NODE,
-        &indexes,
-        checkpoint.tree_size,
-    )
-    .await
-    .map_err(|e| setup("inclusion proofs", &e))?;
     let response = ListAccessesResponse {
         subject_key: subject.key.to_vec(),
         vrf_proof: subject.proof.clone(),
@@ -511,6 +515,7 @@ pub async fn run(args: &ProofArgs, quiet: bool) -> Result<ProofReport, BenchErro
             map_proof_levels,
         },
         first_page: timing(&page_times)?,
+        inclusion_proofs: timing(&inclusion_times)?,
         response: sizes,
         verify: timing(&verify_times)?,
         decode_and_verify: timing(&decode_times)?,
@@ -756,13 +761,15 @@ impl ProofReport {
         let p = &self.person;
         let _ = writeln!(
             out,
-            "\nOne person: {} accesses, log indexes {} … {}; first_page (limit {}): median {}, p99 {} over {} reads",
+            "\nOne person: {} accesses, log indexes {} … {}; first_page (limit {}): median {}, p99 {}; their inclusion proofs: median {}, p99 {}; over {} reads",
             p.accesses,
             p.first_index,
             p.last_index,
             p.accesses,
             micros(self.first_page.median_us),
             micros(self.first_page.p99_us),
+            micros(self.inclusion_proofs.median_us),
+            micros(self.inclusion_proofs.p99_us),
             self.first_page.runs
         );
         let _ = writeln!(

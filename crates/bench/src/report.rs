@@ -79,6 +79,8 @@ pub struct Settings {
     pub departments: String,
     pub matter: String,
     pub lookup_evidence: String,
+    /// How many people the load asks about, each in turn.
+    pub people: usize,
 }
 
 impl Settings {
@@ -108,6 +110,7 @@ impl Settings {
             },
             matter: crate::MATTER.into(),
             lookup_evidence: crate::LOOKUP_EVIDENCE.into(),
+            people: crate::people().len(),
         }
     }
 }
@@ -490,9 +493,10 @@ impl BenchReport {
         );
         let _ = writeln!(
             out,
-            "unary {} for matter {}; departments: {}\nload: {} connections × {} streams = {} in flight, {} ms (+{} ms warm-up); exchange: {}\n",
+            "unary {} for matter {}, about {} people in turn; departments: {}\nload: {} connections × {} streams = {} in flight, {} ms (+{} ms warm-up); exchange: {}\n",
             s.lookup_evidence,
             s.matter,
+            s.people,
             s.departments,
             s.connections,
             s.concurrency,
