@@ -756,21 +756,25 @@ macro_rules! impl_common_store {
                     use sqlx::Row;
                     let mut out = HashMap::new();
                     for chunk in ids.chunks(400) {
+                        // Each term names the whole primary key: with `node`
+                        // outside the OR, SQLite scanned the node's whole
+                        // tree (seconds at a million entries) instead of
+                        // one lookup per term.
                         let mut qb = sqlx::QueryBuilder::<$db>::new(
-                            "SELECT level, idx, hash FROM audit_tree_nodes WHERE node = ",
+                            "SELECT level, idx, hash FROM audit_tree_nodes WHERE ",
                         );
-                        qb.push_bind(node.to_string()).push(" AND (");
                         for (i, id) in chunk.iter().enumerate() {
                             if i > 0 {
                                 qb.push(" OR ");
                             }
-                            qb.push("(level = ")
+                            qb.push("(node = ")
+                                .push_bind(node.to_string())
+                                .push(" AND level = ")
                                 .push_bind(id.level as i32)
                                 .push(" AND idx = ")
                                 .push_bind(to_i64(id.index)?)
                                 .push(")");
                         }
-                        qb.push(")");
                         for row in qb.build().fetch_all(&self.pool).await? {
                             let level: i32 = row.try_get(0)?;
                             let id = NodeId::new(

@@ -410,6 +410,8 @@ async fn only_portals_may_read_histories() {
         (LAID_OFF_WORKER.id_number, 501, ""),
         (LAID_OFF_WORKER.id_number, 0, "exchange-1/5"),
         (LAID_OFF_WORKER.id_number, 0, "../x/1/2"),
+        // Well formed, but beyond anything the node has signed.
+        (LAID_OFF_WORKER.id_number, 0, "exchange-1/0/999999"),
     ] {
         let status = portal
             .list_accesses(tongban_proto::v1::ListAccessesRequest {
@@ -431,7 +433,7 @@ async fn only_portals_may_read_histories() {
         .into_iter()
         .filter(|e| e.entry.kind == tongban_audit::EntryKind::PortalView)
         .collect::<Vec<_>>();
-    assert_eq!(views.len(), 5, "{views:#?}");
+    assert_eq!(views.len(), 6, "{views:#?}");
     assert!(views.iter().all(|v| v.entry.outcome_code != 0));
     f.stop().await;
 }
