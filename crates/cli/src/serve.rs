@@ -35,8 +35,11 @@ pub async fn serve(args: ServeArgs, telemetry: crate::ProcessTelemetry) -> anyho
         ..Default::default()
     };
     let node = crate::node::start(config, options).await?;
+    // Before saying where it listens: a SIGTERM sent the moment after must
+    // drain, not kill.
+    let stop = StopSignals::install()?;
     println!("exchange listening on {}", node.exchange().local_addr());
-    wait_for_stop().await?;
+    stop.wait().await?;
     node.shutdown().await?;
     tracing::info!("exchange stopped");
     Ok(())
@@ -70,6 +73,7 @@ pub async fn adapter(args: AdapterArgs, telemetry: crate::ProcessTelemetry) -> a
     };
     let listener = tongban_trust::bind_listener(config.listen)
         .with_context(|| format!("binding {}", config.listen))?;
+    let stop_signals = StopSignals::install()?;
     println!(
         "{} adapter listening on {}",
         config.department,
@@ -82,7 +86,7 @@ pub async fn adapter(args: AdapterArgs, telemetry: crate::ProcessTelemetry) -> a
     tokio::pin!(served);
     tokio::select! {
         result = &mut served => result?,
-        stop_requested = wait_for_stop() => {
+        stop_requested = stop_signals.wait() => {
             stop_requested?;
             let _ = stop.send(());
             let drain = Duration::from_millis(config.drain_timeout_ms);
@@ -102,12 +106,28 @@ pub async fn adapter(args: AdapterArgs, telemetry: crate::ProcessTelemetry) -> a
     Ok(())
 }
 
-async fn wait_for_stop() -> anyhow::Result<()> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r?,
-        _ = term.recv() => {}
+/// SIGTERM and Ctrl-C, handled from the moment they are installed (until
+/// then SIGTERM would kill the process outright).
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            interrupt: signal(SignalKind::interrupt())?,
+        })
     }
-    tracing::info!("stopping: draining in-flight requests");
-    Ok(())
+
+    async fn wait(mut self) -> anyhow::Result<()> {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+        tracing::info!("stopping: draining in-flight requests");
+        Ok(())
+    }
 }

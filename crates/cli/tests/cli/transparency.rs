@@ -183,12 +183,18 @@ impl Fixture {
 
     /// `tongban transparency history` for `story`, as the portal.
     async fn history(&self, story: &Story, extra: &[&str]) -> std::process::Output {
+        self.history_at(&self.local.exchange_url(), story, extra)
+            .await
+    }
+
+    /// The same, against the node at `url`.
+    async fn history_at(&self, url: &str, story: &Story, extra: &[&str]) -> std::process::Output {
         let pki = self.dir.path().join("pki");
         let log_key = self.local.log_key().unwrap();
         let witness_key = self.local.witness_key().unwrap();
         tokio::process::Command::new(env!("CARGO_BIN_EXE_tongban"))
             .args(["transparency", "history", "--exchange"])
-            .arg(self.local.exchange_url())
+            .arg(url)
             .arg("--cert")
             .arg(pki.join("tianfu-tongban.pem"))
             .arg("--key")
@@ -509,6 +515,24 @@ async fn attack(f: &Fixture, name: &str, state: &Path) {
             let forged = split_view(f).await;
             let refused = portal_check_of(f, &forged).await.unwrap_err();
             assert!(refused.contains("witnesses"), "{refused}");
+            // And the portal's own command, pointed at a node that shows it
+            // the forged view: exit 1, for want of the witness.
+            let mut answer = tongban_proto::v1::transparency_client::TransparencyClient::new(
+                f.local.channel("tianfu-tongban").await.unwrap(),
+            )
+            .list_accesses(tongban_proto::v1::ListAccessesRequest {
+                id_number: LAID_OFF_WORKER.id_number.into(),
+                page_size: 0,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+            answer.nodes[0].checkpoint = forged;
+            let (url, stop) = serve_dishonest(f, answer).await;
+            let output = f.history_at(&url, &LAID_OFF_WORKER, &[]).await;
+            assert_refused(&output, "witnesses");
+            let _ = stop.send(());
         }
         other => panic!("unknown attack {other}"),
     }
@@ -563,6 +587,52 @@ async fn split_view(f: &Fixture) -> String {
         .collect();
     assert_eq!(evidence.len(), 1, "{evidence:?}");
     forged
+}
+
+/// A dishonest node: it answers `ListAccesses` with `answer`, whatever is
+/// asked, over mutual TLS with the exchange's own certificate.
+#[derive(Clone)]
+struct Dishonest {
+    answer: tongban_proto::v1::ListAccessesResponse,
+}
+
+#[tonic::async_trait]
+impl tongban_proto::v1::transparency_server::Transparency for Dishonest {
+    async fn list_accesses(
+        &self,
+        _request: tonic::Request<tongban_proto::v1::ListAccessesRequest>,
+    ) -> Result<tonic::Response<tongban_proto::v1::ListAccessesResponse>, tonic::Status> {
+        Ok(tonic::Response::new(self.answer.clone()))
+    }
+}
+
+/// Serves `answer` as the dishonest node would, on 127.0.0.1; its URL.
+async fn serve_dishonest(
+    f: &Fixture,
+    answer: tongban_proto::v1::ListAccessesResponse,
+) -> (String, tokio::sync::oneshot::Sender<()>) {
+    let tls = f.local.pki().server_config("exchange").unwrap();
+    let listener = tongban_trust::bind_listener("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = tongban_trust::TlsIncoming::new(
+        listener,
+        tls.load_reloadable().unwrap(),
+        tongban_trust::IncomingOptions::default(),
+    )
+    .unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(
+                tongban_proto::v1::transparency_server::TransparencyServer::new(Dishonest {
+                    answer,
+                }),
+            )
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stopped.await;
+            }),
+    );
+    (format!("https://{addr}"), stop)
 }
 
 /// What the portal concludes when shown `forged` instead of the checkpoint
@@ -637,9 +707,9 @@ const ATTACKS: [Attack; 6] = [
 /// second checkpoint of a size the witness cosigned, with a map that hides
 /// an access. The witness, offered it by the exchange's collector, refuses
 /// it and keeps the evidence; a portal shown it refuses it for want of the
-/// witness's cosignature. (The exchange itself soon serves a newer,
-/// honest checkpoint again: the forged one is what a dishonest node would
-/// show, so the portal's check is run on it directly.)
+/// witness's cosignature — checked directly, and with `tongban transparency
+/// history` against a dishonest node serving it (the exchange itself soon
+/// serves a newer, honest checkpoint again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_split_view_is_reported_by_the_witness_and_refused_by_the_portal() {
     for backend in BACKENDS {
