@@ -39,7 +39,6 @@ use tongban_devkit::pki::{
     DevOrganisation, ORG_DONGLI_COMMUNITY, ORG_MIYI_POLICE, ORG_SALIAN_TOWN,
 };
 use tongban_devkit::reference::stories;
-use tongban_proto::convert::timestamp;
 use tongban_proto::v1::{self as pb, ListAccessesResponse};
 
 use crate::BenchError;
@@ -644,28 +643,16 @@ fn disclosed(
     catalogue: &Catalogue,
 ) -> pb::AccessEntry {
     let public = logged.entry.public();
-    let matter = catalogue.matter(&public.matter);
     let org_name = CALLERS
         .iter()
         .find(|(o, _)| o.credit_code == public.caller_org)
         .map_or("", |(o, _)| o.name_zh);
+    let matter = catalogue.matter(&public.matter);
     pb::AccessEntry {
         index: logged.index,
-        access: Some(pb::access_entry::Access::Disclosed(pb::DisclosedAccess {
-            time: Some(timestamp(public.time)),
-            kind: public.kind.as_str().to_owned(),
-            caller_org_name: org_name.to_owned(),
-            caller_org: public.caller_org,
-            caller_unit: public.caller_unit,
-            matter_title: matter.map(|m| m.title.clone()).unwrap_or_default(),
-            matter_title_zh: matter.map(|m| m.title_zh.clone()).unwrap_or_default(),
-            matter: public.matter,
-            evidence_type: public.evidence_type,
-            department: public.department,
-            outcome_code: public.outcome_code,
-            outcome_reason: public.outcome_reason,
-            private_digest: public.private_digest.to_vec(),
-        })),
+        access: Some(pb::access_entry::Access::Disclosed(
+            tongban_exchange::wire::disclosed_access(public, org_name, matter),
+        )),
         inclusion_proof: inclusion.iter().map(|h| h.to_vec()).collect(),
     }
 }

@@ -20,8 +20,8 @@ use tongban_core::IdNumber;
 use tongban_proto::convert::timestamp;
 use tongban_proto::v1::transparency_server::Transparency as TransparencyApi;
 use tongban_proto::v1::{
-    self as pb, AccessEntry, DisclosedAccess, ListAccessesRequest, ListAccessesResponse,
-    NodeHistory, PrunedAccesses, SealedAccess,
+    self as pb, AccessEntry, ListAccessesRequest, ListAccessesResponse, NodeHistory,
+    PrunedAccesses, SealedAccess,
 };
 use tonic::{Request, Response, Status};
 
@@ -29,6 +29,7 @@ use crate::audit::{AuditReader, read_entry};
 use crate::auth::Authenticator;
 use crate::error::{AuditSinkError, ExchangeError};
 use crate::pipeline::{Call, Exchange};
+use crate::wire::disclosed_access;
 
 /// Entries per page when the portal does not say.
 const DEFAULT_PAGE: u32 = 100;
@@ -417,28 +418,13 @@ impl TransparencyService {
                             disclosed_after: None,
                         })
                     }
-                    None => {
-                        let public = e.public();
-                        let matter = catalogue.matter(&e.matter);
-                        pb::access_entry::Access::Disclosed(DisclosedAccess {
-                            time: Some(timestamp(public.time)),
-                            kind: public.kind.as_str().to_owned(),
-                            caller_org_name: directory
-                                .organisation_name(&public.caller_org)
-                                .unwrap_or_default()
-                                .to_owned(),
-                            caller_org: public.caller_org,
-                            caller_unit: public.caller_unit,
-                            matter_title: matter.map(|m| m.title.clone()).unwrap_or_default(),
-                            matter_title_zh: matter.map(|m| m.title_zh.clone()).unwrap_or_default(),
-                            matter: public.matter,
-                            evidence_type: public.evidence_type,
-                            department: public.department,
-                            outcome_code: public.outcome_code,
-                            outcome_reason: public.outcome_reason,
-                            private_digest: public.private_digest.to_vec(),
-                        })
-                    }
+                    None => pb::access_entry::Access::Disclosed(disclosed_access(
+                        e.public(),
+                        directory
+                            .organisation_name(&e.caller_org)
+                            .unwrap_or_default(),
+                        catalogue.matter(&e.matter),
+                    )),
                 };
                 AccessEntry {
                     index,

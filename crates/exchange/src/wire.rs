@@ -46,6 +46,31 @@ pub fn inclusion_to_proto(p: tongban_audit::InclusionProof) -> pb::InclusionProo
     }
 }
 
+/// The wire form of an access as a citizen reads it: the entry's public
+/// part, with the organisation's name and the matter's titles beside it for
+/// display (`organisation_name` from the policy's directory).
+pub fn disclosed_access(
+    public: tongban_audit::entry::PublicEntry,
+    organisation_name: &str,
+    matter: Option<&tongban_core::Matter>,
+) -> pb::DisclosedAccess {
+    pb::DisclosedAccess {
+        time: Some(timestamp(public.time)),
+        kind: public.kind.as_str().to_owned(),
+        caller_org_name: organisation_name.to_owned(),
+        caller_org: public.caller_org,
+        caller_unit: public.caller_unit,
+        matter_title: matter.map(|m| m.title.clone()).unwrap_or_default(),
+        matter_title_zh: matter.map(|m| m.title_zh.clone()).unwrap_or_default(),
+        matter: public.matter,
+        evidence_type: public.evidence_type,
+        department: public.department,
+        outcome_code: public.outcome_code,
+        outcome_reason: public.outcome_reason,
+        private_digest: public.private_digest.to_vec(),
+    }
+}
+
 /// What the exchange says beside each disclosed access for display only
 /// (names and titles are not part of the proof).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
