@@ -14,7 +14,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 use crate::note::{
-    NoteError, PRIVATE_KEY_PREFIX, SIG_PREFIX, check_name, key_id_for, split_note, write_private,
+    NoteError, PRIVATE_KEY_PREFIX, SIG_PREFIX, check_name, key_id_for, key_text, parse_key_text,
+    split_note, write_private,
 };
 
 /// The signed-note signature type of a cosignature/v1 (Ed25519) key.
@@ -90,14 +91,13 @@ impl WitnessSigner {
 
     /// `PRIVATE+KEY+<name>+<hex id>+<base64(0x04‖seed)>`.
     pub fn to_note_private_key(&self) -> String {
-        let mut raw = vec![ALG_COSIGNATURE_V1];
-        raw.extend_from_slice(&self.key.to_bytes());
-        format!(
-            "{PRIVATE_KEY_PREFIX}{}+{}+{}",
-            self.name,
-            hex::encode(self.verifier().key_id),
-            B64.encode(raw)
-        )
+        let text = key_text(
+            &self.name,
+            &self.verifier().key_id,
+            ALG_COSIGNATURE_V1,
+            &self.key.to_bytes(),
+        );
+        format!("{PRIVATE_KEY_PREFIX}{text}")
     }
 
     pub fn from_note_private_key(text: &str) -> Result<Self, CosignError> {
@@ -105,22 +105,11 @@ impl WitnessSigner {
             .trim()
             .strip_prefix(PRIVATE_KEY_PREFIX)
             .ok_or_else(|| NoteError::BadKey("missing PRIVATE+KEY+ prefix".into()))?;
-        // Names never contain '+', base64 may: split from the left.
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::BadKey("expected name+id+key".into()).into());
-        };
-        let raw = B64
-            .decode(b64)
-            .map_err(|_| NoteError::BadKey("key is not base64".into()))?;
-        if raw.len() != 33 || raw[0] != ALG_COSIGNATURE_V1 {
-            return Err(
-                NoteError::BadKey("not a cosignature/v1 (Ed25519) private key".into()).into(),
-            );
-        }
-        let mut seed = [0u8; 32];
-        seed.copy_from_slice(&raw[1..]);
+        let (name, id_hex, seed) = parse_key_text(
+            rest,
+            ALG_COSIGNATURE_V1,
+            "a cosignature/v1 (Ed25519) private key",
+        )?;
         let signer = Self::from_seed(name, &seed)?;
         if hex::encode(signer.verifier().key_id) != id_hex {
             return Err(NoteError::BadKey("key id does not match key".into()).into());
@@ -198,23 +187,11 @@ impl WitnessKey {
     }
 
     pub fn parse(text: &str) -> Result<Self, CosignError> {
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::BadKey("expected name+id+key".into()).into());
-        };
-        check_name(name)?;
-        let raw = B64
-            .decode(b64)
-            .map_err(|_| NoteError::BadKey("key is not base64".into()))?;
-        if raw.len() != 33 || raw[0] != ALG_COSIGNATURE_V1 {
-            return Err(NoteError::BadKey(
-                "not a cosignature/v1 verifier key (type 0x04, Ed25519)".into(),
-            )
-            .into());
-        }
-        let mut pk = [0u8; 32];
-        pk.copy_from_slice(&raw[1..]);
+        let (name, id_hex, pk) = parse_key_text(
+            text,
+            ALG_COSIGNATURE_V1,
+            "a cosignature/v1 verifier key (type 0x04, Ed25519)",
+        )?;
         let key = VerifyingKey::from_bytes(&pk).map_err(|e| NoteError::BadKey(e.to_string()))?;
         let k = Self::new(name, key);
         if hex::encode(k.key_id) != id_hex {
@@ -249,15 +226,12 @@ impl WitnessKey {
 
 impl std::fmt::Display for WitnessKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut raw = vec![ALG_COSIGNATURE_V1];
-        raw.extend_from_slice(self.key.as_bytes());
-        write!(
-            f,
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id),
-            B64.encode(raw)
-        )
+        f.write_str(&key_text(
+            &self.name,
+            &self.key_id,
+            ALG_COSIGNATURE_V1,
+            self.key.as_bytes(),
+        ))
     }
 }
 

@@ -65,6 +65,41 @@ pub(crate) fn key_id_for(alg: u8, name: &str, public_key: &[u8; 32]) -> [u8; 4] 
     [d[0], d[1], d[2], d[3]]
 }
 
+/// The text of a signed-note key, public or private (the latter after
+/// `PRIVATE+KEY+`): `<name>+<hex key id>+<base64(alg ‖ 32 key bytes)>`.
+pub(crate) fn key_text(name: &str, key_id: &[u8; 4], alg: u8, key: &[u8; 32]) -> String {
+    let mut raw = Vec::with_capacity(33);
+    raw.push(alg);
+    raw.extend_from_slice(key);
+    format!("{name}+{}+{}", hex::encode(key_id), B64.encode(raw))
+}
+
+/// Parses [`key_text`] of signature type `alg`: the (checked) name, the hex
+/// key id as written (the caller checks it against the key) and the 32 key
+/// bytes. `what` names the kind of key in the error ("an Ed25519 verifier
+/// key").
+pub(crate) fn parse_key_text<'a>(
+    text: &'a str,
+    alg: u8,
+    what: &str,
+) -> Result<(&'a str, &'a str, [u8; 32]), NoteError> {
+    // Names never contain '+', base64 may: split from the left.
+    let mut parts = text.trim().splitn(3, '+');
+    let (Some(name), Some(id_hex), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NoteError::BadKey("expected name+id+key".into()));
+    };
+    check_name(name)?;
+    let raw = B64
+        .decode(b64)
+        .map_err(|_| NoteError::BadKey("key is not base64".into()))?;
+    if raw.len() != 33 || raw[0] != alg {
+        return Err(NoteError::BadKey(format!("not {what}")));
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&raw[1..]);
+    Ok((name, id_hex, key))
+}
+
 /// One signature line of a note: the key name and the decoded bytes
 /// (key id first).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,14 +180,9 @@ impl LogSigner {
 
     /// signed-note private key text: `PRIVATE+KEY+<name>+<hex id>+<base64(0x01‖seed)>`.
     pub fn to_note_private_key(&self) -> String {
-        let mut raw = vec![ALG_ED25519];
-        raw.extend_from_slice(&self.key.to_bytes());
-        format!(
-            "{PRIVATE_KEY_PREFIX}{}+{}+{}",
-            self.name,
-            hex::encode(key_id(&self.name, self.key.verifying_key().as_bytes())),
-            B64.encode(raw)
-        )
+        let id = key_id(&self.name, self.key.verifying_key().as_bytes());
+        let text = key_text(&self.name, &id, ALG_ED25519, &self.key.to_bytes());
+        format!("{PRIVATE_KEY_PREFIX}{text}")
     }
 
     pub fn from_note_private_key(text: &str) -> Result<Self, NoteError> {
@@ -160,20 +190,7 @@ impl LogSigner {
             .trim()
             .strip_prefix(PRIVATE_KEY_PREFIX)
             .ok_or_else(|| NoteError::BadKey("missing PRIVATE+KEY+ prefix".into()))?;
-        // Names never contain '+', base64 may: split from the left.
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::BadKey("expected name+id+key".into()));
-        };
-        let raw = B64
-            .decode(b64)
-            .map_err(|_| NoteError::BadKey("key is not base64".into()))?;
-        if raw.len() != 33 || raw[0] != ALG_ED25519 {
-            return Err(NoteError::BadKey("not an Ed25519 private key".into()));
-        }
-        let mut seed = [0u8; 32];
-        seed.copy_from_slice(&raw[1..]);
+        let (name, id_hex, seed) = parse_key_text(rest, ALG_ED25519, "an Ed25519 private key")?;
         let signer = Self::from_seed(name, &seed)?;
         if hex::encode(key_id(name, signer.key.verifying_key().as_bytes())) != id_hex {
             return Err(NoteError::BadKey("key id does not match key".into()));
@@ -283,20 +300,7 @@ impl VerifierKey {
     }
 
     pub fn parse(text: &str) -> Result<Self, NoteError> {
-        let mut parts = text.trim().splitn(3, '+');
-        let (Some(name), Some(id_hex), Some(b64)) = (parts.next(), parts.next(), parts.next())
-        else {
-            return Err(NoteError::BadKey("expected name+id+key".into()));
-        };
-        check_name(name)?;
-        let raw = B64
-            .decode(b64)
-            .map_err(|_| NoteError::BadKey("key is not base64".into()))?;
-        if raw.len() != 33 || raw[0] != ALG_ED25519 {
-            return Err(NoteError::BadKey("not an Ed25519 verifier key".into()));
-        }
-        let mut pk = [0u8; 32];
-        pk.copy_from_slice(&raw[1..]);
+        let (name, id_hex, pk) = parse_key_text(text, ALG_ED25519, "an Ed25519 verifier key")?;
         let key = VerifyingKey::from_bytes(&pk).map_err(|e| NoteError::BadKey(e.to_string()))?;
         let v = Self::new(name, key);
         if hex::encode(v.key_id) != id_hex {
@@ -308,15 +312,12 @@ impl VerifierKey {
 
 impl std::fmt::Display for VerifierKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut raw = vec![ALG_ED25519];
-        raw.extend_from_slice(self.key.as_bytes());
-        write!(
-            f,
-            "{}+{}+{}",
-            self.name,
-            hex::encode(self.key_id),
-            B64.encode(raw)
-        )
+        f.write_str(&key_text(
+            &self.name,
+            &self.key_id,
+            ALG_ED25519,
+            self.key.as_bytes(),
+        ))
     }
 }
 
