@@ -197,7 +197,24 @@ impl AuditEntry {
     pub fn canonical_bytes(&self, index: u64) -> Vec<u8> {
         let version = self.encoding_version();
         if version == ENTRY_ENCODING_V3 {
-            return self.public().canonical_bytes(index);
+            // Borrowed, not through `public()`: no field is copied per entry.
+            return V3Fields {
+                node: &self.node,
+                time: self.time,
+                kind: self.kind,
+                texts: [
+                    &self.caller_org,
+                    &self.caller_unit,
+                    &self.matter,
+                    &self.evidence_type,
+                    &self.department,
+                    &self.subject,
+                ],
+                outcome_code: self.outcome_code,
+                outcome_reason: &self.outcome_reason,
+                private_digest: self.private_digest(),
+            }
+            .canonical_bytes(index);
         }
         let mut out = Vec::with_capacity(256 + self.detail.len());
         out.push(version);
@@ -297,31 +314,59 @@ pub struct PublicEntry {
 impl PublicEntry {
     /// The v3 canonical bytes of the entry at `index`.
     pub fn canonical_bytes(&self, index: u64) -> Vec<u8> {
-        let mut out = Vec::with_capacity(256);
-        out.push(ENTRY_ENCODING_V3);
-        put_str(&mut out, &self.node);
-        out.extend_from_slice(&index.to_be_bytes());
-        out.extend_from_slice(&self.time.timestamp_micros().to_be_bytes());
-        out.push(self.kind.code());
-        for s in [
-            &self.caller_org,
-            &self.caller_unit,
-            &self.matter,
-            &self.evidence_type,
-            &self.department,
-            &self.subject,
-        ] {
-            put_str(&mut out, s);
+        V3Fields {
+            node: &self.node,
+            time: self.time,
+            kind: self.kind,
+            texts: [
+                &self.caller_org,
+                &self.caller_unit,
+                &self.matter,
+                &self.evidence_type,
+                &self.department,
+                &self.subject,
+            ],
+            outcome_code: self.outcome_code,
+            outcome_reason: &self.outcome_reason,
+            private_digest: self.private_digest,
         }
-        out.extend_from_slice(&self.outcome_code.to_be_bytes());
-        put_str(&mut out, &self.outcome_reason);
-        out.extend_from_slice(&self.private_digest);
-        out
+        .canonical_bytes(index)
     }
 
     /// RFC 6962 leaf hash of the entry at `index`.
     pub fn leaf_hash(&self, index: u64) -> Hash {
         hash_leaf(&self.canonical_bytes(index))
+    }
+}
+
+/// What encoding v3 hashes, borrowed from a full entry or its public part.
+struct V3Fields<'a> {
+    node: &'a str,
+    time: DateTime<Utc>,
+    kind: EntryKind,
+    /// Caller organisation and unit, matter, evidence type, department,
+    /// subject, in that order.
+    texts: [&'a str; 6],
+    outcome_code: i32,
+    outcome_reason: &'a str,
+    private_digest: Hash,
+}
+
+impl V3Fields<'_> {
+    fn canonical_bytes(&self, index: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        out.push(ENTRY_ENCODING_V3);
+        put_str(&mut out, self.node);
+        out.extend_from_slice(&index.to_be_bytes());
+        out.extend_from_slice(&self.time.timestamp_micros().to_be_bytes());
+        out.push(self.kind.code());
+        for s in self.texts {
+            put_str(&mut out, s);
+        }
+        out.extend_from_slice(&self.outcome_code.to_be_bytes());
+        put_str(&mut out, self.outcome_reason);
+        out.extend_from_slice(&self.private_digest);
+        out
     }
 }
 
