@@ -650,6 +650,35 @@ macro_rules! impl_common_store {
             Ok(rows)
         }
 
+        /// Up to `limit` entries about `subject` (hex) with `from <= index <
+        /// below`, ascending. The subject index finds a person's few
+        /// entries (the query repeats its partial-index term, so planners
+        /// use it with a bound subject); they are sorted after.
+        async fn select_subject_entries<'e, E>(
+            executor: E,
+            node: &str,
+            subject: &str,
+            from: u64,
+            below: u64,
+            limit: u32,
+        ) -> Result<Vec<LoggedEntry>, StoreError>
+        where
+            E: sqlx::Executor<'e, Database = $db>,
+        {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {ENTRY_COLUMNS} FROM {} WHERE subject = $1 AND subject <> '' AND node = $2 AND idx >= $3 AND idx < $4 ORDER BY idx LIMIT $5",
+                <$store>::ENTRIES_BY_SUBJECT
+            )))
+            .bind(subject.to_owned())
+            .bind(node.to_owned())
+            .bind(to_i64(from)?)
+            .bind(to_i64(below)?)
+            .bind(i64::from(limit))
+            .fetch_all(executor)
+            .await?;
+            rows.iter().map(row_to_entry).collect()
+        }
+
         async fn select_map_nodes<'e, E>(
             executor: E,
             node: &str,
@@ -1376,18 +1405,15 @@ macro_rules! impl_common_store {
                         None => 0,
                     };
                     let below = checkpoint.as_ref().map_or(0, |c| c.tree_size);
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {ENTRY_COLUMNS} FROM {} WHERE subject = $1 AND subject <> '' AND node = $2 AND idx >= $3 AND idx < $4 ORDER BY idx LIMIT $5",
-                        Self::ENTRIES_BY_SUBJECT
-                    )))
-                    .bind(hex::encode(subject))
-                    .bind(node)
-                    .bind(to_i64(pruned_before)?)
-                    .bind(to_i64(below)?)
-                    .bind(i64::from(entries_limit))
-                    .fetch_all(&mut *tx)
+                    let entries = select_subject_entries(
+                        &mut *tx,
+                        node,
+                        &hex::encode(subject),
+                        pruned_before,
+                        below,
+                        entries_limit,
+                    )
                     .await?;
-                    let entries = rows.iter().map(row_to_entry).collect::<Result<Vec<_>, _>>()?;
                     tx.commit().await?;
                     Ok(SubjectSnapshot {
                         checkpoint,
@@ -1425,21 +1451,7 @@ macro_rules! impl_common_store {
                 limit: u32,
             ) -> StoreFuture<'a, Vec<LoggedEntry>> {
                 Box::pin(async move {
-                    // The subject index finds a person's few entries (the
-                    // query repeats its partial-index term, so planners use
-                    // it with a bound subject); they are sorted after.
-                    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "SELECT {ENTRY_COLUMNS} FROM {} WHERE subject = $1 AND subject <> '' AND node = $2 AND idx >= $3 AND idx < $4 ORDER BY idx LIMIT $5",
-                        Self::ENTRIES_BY_SUBJECT
-                    )))
-                    .bind(subject)
-                    .bind(node)
-                    .bind(to_i64(from)?)
-                    .bind(to_i64(below)?)
-                    .bind(i64::from(limit))
-                    .fetch_all(&self.pool)
-                    .await?;
-                    rows.iter().map(row_to_entry).collect()
+                    select_subject_entries(&self.pool, node, subject, from, below, limit).await
                 })
             }
 
