@@ -11,13 +11,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use tongban_audit::cosign::WitnessKey;
+use tongban_audit::EntryKind;
 use tongban_audit::entry::PublicEntry;
 use tongban_audit::transparency::{
     Access, CheckOptions, History, HistoryError, Seen, TrustAnchors, VerifiedHistory,
     verify_history,
 };
-use tongban_audit::{EntryKind, VerifierKey};
 use tongban_core::IdNumber;
 use tongban_proto::v1::ListAccessesRequest;
 use tongban_proto::v1::transparency_client::TransparencyClient;
@@ -174,15 +173,8 @@ pub fn anchors_of(
     witness_keys: &[String],
     quorum: Option<usize>,
 ) -> anyhow::Result<TrustAnchors> {
-    let mut logs = Vec::new();
-    for text in keys_of(log_keys)? {
-        logs.push(VerifierKey::parse(&text).with_context(|| format!("--log-key {text:?}"))?);
-    }
-    let mut witnesses = Vec::new();
-    for text in keys_of(witness_keys)? {
-        witnesses
-            .push(WitnessKey::parse(&text).with_context(|| format!("--witness-key {text:?}"))?);
-    }
+    let logs = crate::witness::log_keys(log_keys)?;
+    let witnesses = crate::witness::witness_keys(witness_keys)?;
     let quorum = quorum.unwrap_or(witnesses.len());
     if quorum > witnesses.len() {
         bail!(
@@ -196,27 +188,6 @@ pub fn anchors_of(
         quorum,
         vrf_key: None,
     })
-}
-
-/// Key texts: each argument is a key, or a file of keys one per line.
-fn keys_of(args: &[String]) -> anyhow::Result<Vec<String>> {
-    let mut out = Vec::new();
-    for arg in args {
-        let path = std::path::Path::new(arg);
-        if path.is_file() {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("reading {}", path.display()))?;
-            out.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(str::to_owned),
-            );
-        } else {
-            out.push(arg.clone());
-        }
-    }
-    Ok(out)
 }
 
 /// Fetches every page and puts each node's parts together.

@@ -60,8 +60,8 @@ pub async fn run(command: WitnessCommand) -> anyhow::Result<()> {
     }
 }
 
-/// A key given as text, or read from a file of keys (one per line).
-fn log_keys(args: &[String]) -> anyhow::Result<Vec<VerifierKey>> {
+/// Log keys given as text or files of keys (one per line); at least one.
+pub fn log_keys(args: &[String]) -> anyhow::Result<Vec<VerifierKey>> {
     let mut out = Vec::new();
     for arg in args {
         if let Ok(key) = VerifierKey::parse(arg) {
@@ -80,7 +80,8 @@ fn log_keys(args: &[String]) -> anyhow::Result<Vec<VerifierKey>> {
     Ok(out)
 }
 
-/// Witness keys given as text or files of keys; used by `audit verify`.
+/// Witness keys given as text or files of keys; used by `audit verify` and
+/// `transparency history`.
 pub fn witness_keys(args: &[String]) -> anyhow::Result<Vec<WitnessKey>> {
     let mut out: Vec<WitnessKey> = Vec::new();
     for arg in args {
