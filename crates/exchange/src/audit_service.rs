@@ -838,4 +838,65 @@ mod tests {
         );
         assert_eq!(describe_filter(&SearchFilter::default()), "all entries");
     }
+
+    /// Unseal discloses a sealed access early and says so; an access that
+    /// was never sealed changes nothing; an entry that does not exist is
+    /// NOT_FOUND, and an invalid node name INVALID_ARGUMENT. Every call is
+    /// logged first, with its reason.
+    #[tokio::test]
+    async fn unseal_discloses_only_sealed_accesses_and_is_logged() {
+        let (service, reader, _dir) = service().await;
+        let log = reader.log();
+        let mut sealed = tongban_audit::AuditEntry::new(EntryKind::Lookup, chrono::Utc::now());
+        sealed.matter = "criminal-investigation-assist".into();
+        let sealed = log.append(sealed).await.unwrap();
+        let mut open = tongban_audit::AuditEntry::new(EntryKind::Lookup, chrono::Utc::now());
+        open.matter = "unemployment-benefit".into();
+        let open = log.append(open).await.unwrap();
+        let unseal = |index: u64, node: &str| pb::UnsealRequest {
+            admin: admin(),
+            node: node.into(),
+            index,
+        };
+        let answer = AuditApi::unseal(&service, Request::new(unseal(sealed.index, "n1")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(answer.was_sealed);
+        let answer = AuditApi::unseal(&service, Request::new(unseal(open.index, "n1")))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!answer.was_sealed);
+        let disclosed = reader
+            .store()
+            .unsealed("n1", &[sealed.index, open.index])
+            .await
+            .unwrap();
+        assert_eq!(disclosed.into_iter().collect::<Vec<_>>(), [sealed.index]);
+        let status = AuditApi::unseal(&service, Request::new(unseal(999_999, "n1")))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound);
+        let status = AuditApi::unseal(&service, Request::new(unseal(0, &"n".repeat(5000))))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        log.flush().await.unwrap();
+        let acts: Vec<String> = reader
+            .store()
+            .scan("n1", 0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.entry.detail.starts_with("unseal"))
+            .map(|e| e.entry.detail)
+            .collect();
+        assert_eq!(acts.len(), 4, "{acts:?}");
+        assert!(
+            acts.iter()
+                .all(|d| d.contains("reason: citizen request 2026-117")),
+            "{acts:?}"
+        );
+    }
 }
