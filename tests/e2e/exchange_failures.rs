@@ -21,6 +21,7 @@ async fn gather(local: &LocalDeployment, matter: &str) -> GatherResponse {
             case: case(matter),
             subject: subject(&stories::SUBSISTENCE_RECIPIENT),
             evidence_types: Vec::new(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -184,6 +185,7 @@ async fn slow_department_exceeds_the_callers_deadline() {
         case: case("unemployment-benefit"),
         subject: subject(&stories::LAID_OFF_WORKER),
         evidence_types: Vec::new(),
+        ..Default::default()
     });
     request.set_timeout(Duration::from_millis(900));
     let response = client.gather(request).await.unwrap().into_inner();

@@ -269,6 +269,7 @@ async fn gather_matter(party: &str, matter: &str, story: &Story) {
             case: case(matter),
             subject: subject(story),
             evidence_types: Vec::new(),
+            ..Default::default()
         }))
         .await
         .unwrap_or_else(|s| panic!("{matter}: {s:?}"))
@@ -392,6 +393,7 @@ fn with_id(id_number: &str) -> LookupRequest {
         subject: Some(Subject {
             id_number: id_number.into(),
             name: String::new(),
+            ..Default::default()
         }),
         ..lookup_request(
             "unemployment-benefit",
@@ -481,6 +483,7 @@ async fn missing_case_parts_are_each_reported() {
     request.subject = Some(Subject {
         id_number: "123".into(),
         name: String::new(),
+        ..Default::default()
     });
     request.evidence_type.clear();
     let status = lookup_err(COMMUNITY, request).await;
@@ -537,6 +540,7 @@ async fn unknown_evidence_type_and_matter_are_not_found() {
             case: case("dog-licence"),
             subject: subject(&stories::LAID_OFF_WORKER),
             evidence_types: Vec::new(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
@@ -547,6 +551,7 @@ async fn unknown_evidence_type_and_matter_are_not_found() {
             case: case("unemployment-benefit"),
             subject: subject(&stories::LAID_OFF_WORKER),
             evidence_types: vec!["police.identity".into(), "police.fingerprints".into()],
+            ..Default::default()
         }))
         .await
         .unwrap_err();
@@ -602,8 +607,10 @@ async fn gather_refuses_bad_identity_numbers_too() {
             subject: Some(Subject {
                 id_number: with_check("51040319900230012"),
                 name: String::new(),
+                ..Default::default()
             }),
             evidence_types: Vec::new(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();

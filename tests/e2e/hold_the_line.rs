@@ -86,6 +86,7 @@ fn gather(matter: &str, story: &Story, evidence_types: &[&str]) -> GatherRequest
         case: case(matter),
         subject: subject(story),
         evidence_types: evidence_types.iter().map(|e| (*e).to_owned()).collect(),
+        ..Default::default()
     }
 }
 

@@ -190,6 +190,7 @@ async fn valid_certificate_without_a_grant_is_permission_denied_and_audited() {
             case: case("unemployment-benefit"),
             subject: subject(&stories::LAID_OFF_WORKER),
             evidence_types: Vec::new(),
+            ..Default::default()
         }))
         .await
         .unwrap_err();
@@ -250,6 +251,7 @@ async fn evidence_outside_the_requested_matter_is_permission_denied() {
             case: case("unemployment-benefit"),
             subject: subject(&stories::LAID_OFF_WORKER),
             evidence_types: vec!["police.identity".into(), "civil.marriage".into()],
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -340,6 +342,7 @@ async fn field_restriction_strips_fields_and_refuses_withheld_ones() {
             case: case(matter),
             subject: subject(&worker),
             evidence_types: Vec::new(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -373,6 +376,7 @@ async fn query_adapter_directly(party: &str) -> Result<(), String> {
             evidence_type: "police.identity".into(),
             fields: None,
             requester: "org/12510403TB0000060J/unit/dongli-community".into(),
+            ..Default::default()
         }))
         .await
         .map(|_| ())

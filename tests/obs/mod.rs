@@ -159,8 +159,10 @@ pub fn gather_request(matter: &str, story: &Story) -> tonic::Request<GatherReque
         subject: Some(Subject {
             id_number: story.id_number.into(),
             name: story.name.into(),
+            ..Default::default()
         }),
         evidence_types: Vec::new(),
+        ..Default::default()
     });
     request.set_timeout(Duration::from_secs(10));
     request

@@ -341,6 +341,7 @@ fn subject() -> Subject {
     Subject {
         id_number: who.id_number.into(),
         name: who.name.into(),
+        ..Default::default()
     }
 }
 
@@ -357,6 +358,7 @@ pub(crate) fn people() -> &'static [Subject] {
             .map(|r| Subject {
                 id_number: r.id.as_str().to_owned(),
                 name: r.name.clone(),
+                ..Default::default()
             })
             .collect()
     })
@@ -394,6 +396,7 @@ pub(crate) fn query_request(requester: String, evidence_type: &str) -> QueryRequ
         evidence_type: evidence_type.into(),
         fields: None,
         requester,
+        ..Default::default()
     }
 }
 
@@ -415,6 +418,7 @@ fn gather() -> Call {
         case: Some(case()),
         subject: Some(subject()),
         evidence_types: GATHER_EVIDENCE.iter().map(|(e, _)| (*e).into()).collect(),
+        ..Default::default()
     })
 }
 

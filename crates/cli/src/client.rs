@@ -105,6 +105,7 @@ impl CaseArgs {
         Some(Subject {
             id_number: self.id_number.clone(),
             name: self.name.clone(),
+            ..Default::default()
         })
     }
 }
@@ -173,6 +174,7 @@ pub async fn gather(args: GatherArgs) -> anyhow::Result<()> {
         case: args.case.case(),
         subject: args.case.subject(),
         evidence_types: args.evidence.clone(),
+        ..Default::default()
     });
     request.set_timeout(Duration::from_millis(args.connect.timeout_ms));
     match client.gather(request).await {

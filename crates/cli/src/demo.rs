@@ -92,6 +92,7 @@ fn subject(story: &Story) -> Option<Subject> {
     Some(Subject {
         id_number: story.id_number.into(),
         name: story.name.into(),
+        ..Default::default()
     })
 }
 
@@ -117,6 +118,7 @@ async fn gather_quietly(
         case,
         subject: subject(story),
         evidence_types: Vec::new(),
+        ..Default::default()
     });
     request.set_timeout(CALL_TIMEOUT);
     let response = client

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::evidence::FieldSpec;
+use crate::subject::{Role, SubjectKind};
 
 /// The catalogue tongban ships with.
 pub const DEFAULT_CATALOGUE_TOML: &str = include_str!("default_catalogue.toml");
@@ -39,11 +40,91 @@ pub struct EvidenceTypeDef {
     pub title_zh: String,
     pub description: String,
     pub fields: Vec<FieldSpec>,
+    /// Whom the evidence is about: a person (the default) or an organisation.
+    pub subject: SubjectKind,
 }
 
 impl EvidenceTypeDef {
     pub fn field(&self, name: &str) -> Option<&FieldSpec> {
         self.fields.iter().find(|f| f.name == name)
+    }
+}
+
+/// The administrative level a matter is handled at ("pushed down" to), from
+/// the lowest. A service point at a level handles the matters at its level
+/// and below, so levels are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Level {
+    /// Village or community (村/社区).
+    Community,
+    /// Township or street (乡镇/街道).
+    Township,
+    /// County or district (县/区).
+    County,
+    /// City (市).
+    City,
+}
+
+impl Level {
+    pub const ALL: [Self; 4] = [Self::Community, Self::Township, Self::County, Self::City];
+
+    /// The name used in the catalogue, the policy and on the wire.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Community => "community",
+            Self::Township => "township",
+            Self::County => "county",
+            Self::City => "city",
+        }
+    }
+
+    pub fn title_zh(self) -> &'static str {
+        match self {
+            Self::Community => "村（社区）",
+            Self::Township => "乡镇（街道）",
+            Self::County => "县（区）",
+            Self::City => "市",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|l| l.name() == name)
+    }
+
+    /// Every level name, for error messages.
+    pub fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|l| l.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl std::fmt::Display for Level {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Most subjects one role of a matter may name (a household's members).
+pub const MAX_SUBJECTS_PER_ROLE: u32 = 20;
+
+/// One role a matter needs, and the evidence about its subject(s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleNeed {
+    pub role: Role,
+    /// Evidence type ids about each subject in this role, in order.
+    pub evidence: Vec<String>,
+    /// Fewest subjects a case must name in this role (0: optional).
+    pub min: u32,
+    /// Most subjects a case may name in this role.
+    pub max: u32,
+}
+
+impl RoleNeed {
+    pub fn needs(&self, evidence_type: &str) -> bool {
+        self.evidence.iter().any(|e| e == evidence_type)
     }
 }
 
@@ -53,8 +134,17 @@ pub struct Matter {
     pub title: String,
     pub title_zh: String,
     pub description: String,
-    /// Evidence type ids, in the catalogue's order.
+    /// Every evidence type id any role needs, each once, in the
+    /// catalogue's order.
     pub evidence: Vec<String>,
+    /// The roles the matter needs, the primary one first (the role of a
+    /// request that names no role).
+    pub roles: Vec<RoleNeed>,
+    /// The level the matter is handled at.
+    pub level: Level,
+    /// Handled at any service point of that level in the city (同城通办),
+    /// not only where the applicant's household is registered.
+    pub city_wide: bool,
     /// Days for which accesses under this matter are sealed from the
     /// subject (e.g. a criminal investigation); `None` when they are not.
     pub disclosure_delay_days: Option<u32>,
@@ -65,8 +155,21 @@ pub struct Matter {
 pub const DISCLOSURE_DELAY_DAYS: std::ops::RangeInclusive<i64> = 1..=3650;
 
 impl Matter {
+    /// Whether any role of the matter needs the evidence type.
     pub fn needs(&self, evidence_type: &str) -> bool {
         self.evidence.iter().any(|e| e == evidence_type)
+    }
+
+    /// The role's needs, when the matter has the role.
+    pub fn role(&self, role: Role) -> Option<&RoleNeed> {
+        self.roles.iter().find(|r| r.role == role)
+    }
+
+    /// The role of a subject named without one: the first declared.
+    pub fn primary_role(&self) -> &RoleNeed {
+        // A loaded matter has at least one role (`Catalogue::from_toml`
+        // refuses a matter without); index 0 is therefore always present.
+        &self.roles[0]
     }
 
     /// How long after an access under this matter the subject may learn of
@@ -118,6 +221,9 @@ struct RawEvidence {
     #[serde(default)]
     description: String,
     fields: Spanned<Vec<Spanned<FieldSpec>>>,
+    /// "person" (the default) or "organisation".
+    #[serde(default)]
+    subject: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -129,10 +235,27 @@ struct RawMatter {
     title_zh: String,
     #[serde(default)]
     description: String,
-    evidence: Spanned<Vec<Spanned<String>>>,
+    /// Shorthand for one role: the applicant, or the enterprise when the
+    /// evidence is about organisations. Exactly one of this and `role`.
+    #[serde(default)]
+    evidence: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    role: Vec<Spanned<RawRole>>,
+    level: Spanned<String>,
+    #[serde(default)]
+    city_wide: bool,
     #[serde(default)]
     /// Any value, so a wrong type gets this key's own message.
     disclosure_delay_days: Option<Spanned<toml::Value>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    role: Spanned<String>,
+    evidence: Spanned<Vec<Spanned<String>>>,
+    min: Option<u32>,
+    max: Option<u32>,
 }
 
 impl Catalogue {
@@ -236,6 +359,18 @@ impl Catalogue {
                 }
                 fields.push(f);
             }
+            let subject = match &e.subject {
+                None => SubjectKind::Person,
+                Some(kind) => SubjectKind::parse(kind.get_ref()).ok_or_else(|| {
+                    at(
+                        kind.span(),
+                        format!(
+                            "evidence type {id:?}: subject must be \"person\" or \"organisation\", got {:?}",
+                            kind.get_ref()
+                        ),
+                    )
+                })?,
+            };
             evidence_index.insert(id.clone(), evidence.len());
             evidence.push(EvidenceTypeDef {
                 id: e.id.into_inner(),
@@ -244,6 +379,7 @@ impl Catalogue {
                 title_zh: e.title_zh,
                 description: e.description,
                 fields,
+                subject,
             });
         }
 
@@ -260,32 +396,157 @@ impl Catalogue {
                     format!("matter {code:?} is declared twice"),
                 ));
             }
-            if m.evidence.get_ref().is_empty() {
-                return Err(at(
-                    m.evidence.span(),
-                    format!("matter {code:?} needs no evidence"),
-                ));
-            }
-            let mut seen = HashSet::new();
-            let mut needed = Vec::new();
-            for ev in m.evidence.into_inner() {
-                if !evidence_index.contains_key(ev.get_ref()) {
+            let raw_roles: Vec<(
+                Spanned<String>,
+                Spanned<Vec<Spanned<String>>>,
+                Option<u32>,
+                Option<u32>,
+            )> = match (m.evidence, m.role.is_empty()) {
+                (Some(_), false) => {
                     return Err(at(
-                        ev.span(),
+                        m.code.span(),
                         format!(
-                            "matter {code:?} needs unknown evidence type {:?}",
-                            ev.get_ref()
+                            "matter {code:?} has both evidence and [[matter.role]]; list the evidence under its roles"
                         ),
                     ));
                 }
-                if !seen.insert(ev.get_ref().clone()) {
+                (None, true) => {
                     return Err(at(
-                        ev.span(),
-                        format!("matter {code:?} lists {:?} twice", ev.get_ref()),
+                        m.code.span(),
+                        format!(
+                            "matter {code:?} needs no evidence: give evidence = [...] or [[matter.role]] tables"
+                        ),
                     ));
                 }
-                needed.push(ev.into_inner());
+                (Some(shorthand), true) => {
+                    // The shorthand's role follows from its evidence:
+                    // about an organisation, the enterprise; else the
+                    // applicant.
+                    let about_organisation = shorthand.get_ref().first().is_some_and(|e| {
+                        evidence_index
+                            .get(e.get_ref())
+                            .is_some_and(|&i| evidence[i].subject == SubjectKind::Organisation)
+                    });
+                    let role = if about_organisation {
+                        Role::Enterprise
+                    } else {
+                        Role::Applicant
+                    };
+                    let span = shorthand.span();
+                    vec![(
+                        Spanned::new(span, role.name().to_owned()),
+                        shorthand,
+                        Some(1),
+                        Some(1),
+                    )]
+                }
+                (None, false) => m
+                    .role
+                    .into_iter()
+                    .map(|r| {
+                        let r = r.into_inner();
+                        (r.role, r.evidence, r.min, r.max)
+                    })
+                    .collect(),
+            };
+            let mut roles: Vec<RoleNeed> = Vec::new();
+            let mut union: Vec<String> = Vec::new();
+            for (index, (role_name, role_evidence, min, max)) in raw_roles.into_iter().enumerate() {
+                let role = Role::parse(role_name.get_ref()).ok_or_else(|| {
+                    at(
+                        role_name.span(),
+                        format!(
+                            "matter {code:?}: unknown role {:?} (known: {})",
+                            role_name.get_ref(),
+                            Role::names()
+                        ),
+                    )
+                })?;
+                if roles.iter().any(|r| r.role == role) {
+                    return Err(at(
+                        role_name.span(),
+                        format!("matter {code:?} declares role {role} twice"),
+                    ));
+                }
+                // The primary role is the one a request without roles
+                // fills: it must be required, and hold one subject.
+                let (min, max) = (min.unwrap_or(1), max.unwrap_or(1));
+                if max == 0 || max > MAX_SUBJECTS_PER_ROLE || min > max {
+                    return Err(at(
+                        role_name.span(),
+                        format!(
+                            "matter {code:?}, role {role}: need 0 <= min <= max, 1 <= max <= {MAX_SUBJECTS_PER_ROLE}; got min {min}, max {max}"
+                        ),
+                    ));
+                }
+                if index == 0 && (min, max) != (1, 1) {
+                    return Err(at(
+                        role_name.span(),
+                        format!(
+                            "matter {code:?}: the first role ({role}) is the primary one and must have min = max = 1"
+                        ),
+                    ));
+                }
+                if role_evidence.get_ref().is_empty() {
+                    return Err(at(
+                        role_evidence.span(),
+                        format!("matter {code:?}, role {role} needs no evidence"),
+                    ));
+                }
+                let mut seen = HashSet::new();
+                let mut needed = Vec::new();
+                for ev in role_evidence.into_inner() {
+                    let Some(&def) = evidence_index.get(ev.get_ref()) else {
+                        return Err(at(
+                            ev.span(),
+                            format!(
+                                "matter {code:?} needs unknown evidence type {:?}",
+                                ev.get_ref()
+                            ),
+                        ));
+                    };
+                    if !seen.insert(ev.get_ref().clone()) {
+                        return Err(at(
+                            ev.span(),
+                            format!(
+                                "matter {code:?} lists {:?} twice for role {role}",
+                                ev.get_ref()
+                            ),
+                        ));
+                    }
+                    let about = evidence[def].subject;
+                    if about != role.kind() {
+                        return Err(at(
+                            ev.span(),
+                            format!(
+                                "matter {code:?}: {:?} is about an {about} but role {role} is held by a {}",
+                                ev.get_ref(),
+                                role.kind()
+                            ),
+                        ));
+                    }
+                    if !union.contains(ev.get_ref()) {
+                        union.push(ev.get_ref().clone());
+                    }
+                    needed.push(ev.into_inner());
+                }
+                roles.push(RoleNeed {
+                    role,
+                    evidence: needed,
+                    min,
+                    max,
+                });
             }
+            let level = Level::parse(m.level.get_ref()).ok_or_else(|| {
+                at(
+                    m.level.span(),
+                    format!(
+                        "matter {code:?}: unknown level {:?} (known: {})",
+                        m.level.get_ref(),
+                        Level::names()
+                    ),
+                )
+            })?;
             let disclosure_delay_days = match &m.disclosure_delay_days {
                 None => None,
                 Some(days) => Some(disclosure_delay_days(days.get_ref()).ok_or_else(|| {
@@ -306,7 +567,10 @@ impl Catalogue {
                 title: m.title,
                 title_zh: m.title_zh,
                 description: m.description,
-                evidence: needed,
+                evidence: union,
+                roles,
+                level,
+                city_wide: m.city_wide,
                 disclosure_delay_days,
             });
         }
@@ -431,6 +695,7 @@ fields = [{ name = "alive", type = "bool" }]
 code = "temporary-id-card"
 title = "Temporary ID card"
 evidence = ["police.identity"]
+level = "township"
 "#;
 
     fn error(text: &str) -> CatalogueError {
@@ -451,9 +716,33 @@ evidence = ["police.identity"]
                 "civil.death",
                 "hrss.unemployment",
                 "hrss.pension",
-                "hrss.contributions"
+                "hrss.contributions",
+                "market.registration",
+                "market.abnormal",
+                "medins.enrolment",
             ]
         );
+        // The seed's scale, in kind: at least 20 matters over at least five
+        // departments, every level represented, every evidence type used.
+        assert!(c.matters().len() >= 20, "{}", c.matters().len());
+        assert_eq!(Catalogue::embedded().matters().len(), c.matters().len());
+        let departments: HashSet<&str> = c
+            .matters()
+            .iter()
+            .flat_map(|m| m.evidence.iter())
+            .map(|e| c.evidence(e).unwrap().department.as_str())
+            .collect();
+        assert_eq!(departments.len(), 5, "{departments:?}");
+        for level in Level::ALL {
+            assert!(c.matters().iter().any(|m| m.level == level), "{level}");
+        }
+        for e in c.evidence_types() {
+            assert!(
+                c.matters().iter().any(|m| m.needs(&e.id)),
+                "{} unused",
+                e.id
+            );
+        }
         for code in [
             "temporary-id-card",
             "unemployment-benefit",
@@ -464,7 +753,27 @@ evidence = ["police.identity"]
         ] {
             assert!(c.matter(code).is_some(), "{code}");
         }
-        assert_eq!(Catalogue::embedded().matters().len(), 6);
+        // A household matter: the applicant plus up to nine members.
+        let dibao = c.matter("subsistence-allowance-review").unwrap();
+        assert_eq!(dibao.primary_role().role, Role::Applicant);
+        let members = dibao.role(Role::HouseholdMember).unwrap();
+        assert_eq!((members.min, members.max), (0, 9));
+        assert!(members.needs("hrss.pension") && !members.needs("civil.subsistence"));
+        // An enterprise matter: market regulation about the enterprise, the
+        // police about its legal representative.
+        let employer = c
+            .matter("enterprise-social-insurance-registration")
+            .unwrap();
+        assert_eq!(employer.primary_role().role, Role::Enterprise);
+        assert_eq!(
+            employer.role(Role::LegalRepresentative).unwrap().evidence,
+            ["police.identity"]
+        );
+        assert_eq!(
+            c.evidence("market.registration").unwrap().subject,
+            SubjectKind::Organisation
+        );
+        assert!(employer.city_wide && employer.level == Level::Township);
         // Only the investigation is sealed, for 180 days.
         let sealed: Vec<_> = c
             .matters()
@@ -578,7 +887,7 @@ evidence = ["police.identity"]
     #[test]
     fn duplicates_and_bad_names_are_rejected() {
         let dup = format!(
-            "{SMALL}\n[[matter]]\ncode = \"temporary-id-card\"\ntitle = \"x\"\nevidence = [\"police.identity\"]\n"
+            "{SMALL}\n[[matter]]\ncode = \"temporary-id-card\"\ntitle = \"x\"\nlevel = \"city\"\nevidence = [\"police.identity\"]\n"
         );
         assert!(error(&dup).message.contains("declared twice"));
         let bad_field = SMALL.replace("name = \"alive\"", "name = \"Alive\"");
@@ -594,5 +903,91 @@ evidence = ["police.identity"]
             r#"evidence = ["police.identity", "police.identity"]"#,
         );
         assert!(error(&twice).message.contains("twice"));
+    }
+
+    #[test]
+    fn roles_levels_and_subject_kinds_are_read() {
+        let text = format!(
+            "{SMALL}\n[[department]]\nid = \"market\"\ntitle = \"Market\"\n\n[[evidence]]\nid = \"market.registration\"\ndepartment = \"market\"\nsubject = \"organisation\"\ntitle = \"Registration\"\nfields = [{{ name = \"status\", type = \"text\" }}]\n\n[[matter]]\ncode = \"employer-registration\"\ntitle = \"Employer\"\nlevel = \"county\"\ncity_wide = true\n[[matter.role]]\nrole = \"enterprise\"\nevidence = [\"market.registration\"]\n[[matter.role]]\nrole = \"legal-representative\"\nevidence = [\"police.identity\"]\n[[matter.role]]\nrole = \"household-member\"\nmin = 0\nmax = 3\nevidence = [\"police.identity\"]\n"
+        );
+        let c = Catalogue::from_toml(&text, "test.toml").unwrap();
+        let m = c.matter("employer-registration").unwrap();
+        assert_eq!(m.level, Level::County);
+        assert!(m.city_wide);
+        let roles: Vec<_> = m.roles.iter().map(|r| (r.role, r.min, r.max)).collect();
+        assert_eq!(
+            roles,
+            [
+                (Role::Enterprise, 1, 1),
+                (Role::LegalRepresentative, 1, 1),
+                (Role::HouseholdMember, 0, 3)
+            ]
+        );
+        assert_eq!(m.evidence, ["market.registration", "police.identity"]);
+        let small = c.matter("temporary-id-card").unwrap();
+        assert_eq!(small.primary_role().role, Role::Applicant);
+        assert!(!small.city_wide);
+
+        // Shorthand evidence about an organisation makes the enterprise role.
+        let shorthand = text.replace(
+            "[[matter.role]]\nrole = \"enterprise\"\nevidence = [\"market.registration\"]\n[[matter.role]]\nrole = \"legal-representative\"\nevidence = [\"police.identity\"]\n[[matter.role]]\nrole = \"household-member\"\nmin = 0\nmax = 3\nevidence = [\"police.identity\"]\n",
+            "evidence = [\"market.registration\"]\n",
+        );
+        let c = Catalogue::from_toml(&shorthand, "test.toml").unwrap();
+        let m = c.matter("employer-registration").unwrap();
+        assert_eq!(m.primary_role().role, Role::Enterprise);
+
+        let cases = [
+            (
+                "role = \"enterprise\"",
+                "role = \"boss\"",
+                "unknown role \"boss\"",
+            ),
+            (
+                "role = \"enterprise\"",
+                "role = \"applicant\"",
+                "about an organisation but role applicant is held by a person",
+            ),
+            (
+                "role = \"legal-representative\"",
+                "role = \"enterprise\"",
+                "declares role enterprise twice",
+            ),
+            (
+                "level = \"county\"",
+                "level = \"province\"",
+                "unknown level \"province\"",
+            ),
+            ("max = 3", "max = 21", "1 <= max <= 20"),
+            ("min = 0\nmax = 3", "min = 4\nmax = 3", "min <= max"),
+            (
+                "subject = \"organisation\"",
+                "subject = \"company\"",
+                "must be \"person\" or \"organisation\"",
+            ),
+            (
+                "title = \"Employer\"\n",
+                "title = \"Employer\"\nevidence = [\"police.identity\"]\n",
+                "both evidence and [[matter.role]]",
+            ),
+        ];
+        for (from, to, message) in cases {
+            let bad = text.replacen(from, to, 1);
+            assert_ne!(bad, text, "{from}");
+            let e = error(&bad);
+            assert!(e.message.contains(message), "{from} -> {to}: {e}");
+        }
+        // The primary role holds exactly one subject.
+        let optional_primary = text.replace(
+            "role = \"enterprise\"\nevidence",
+            "role = \"enterprise\"\nmin = 0\nevidence",
+        );
+        assert!(error(&optional_primary).message.contains("primary"));
+        let no_level = SMALL.replace("level = \"township\"\n", "");
+        assert!(
+            error(&no_level).message.contains("level"),
+            "{}",
+            error(&no_level)
+        );
     }
 }

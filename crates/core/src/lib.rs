@@ -1,5 +1,5 @@
-//! tongban's domain: identifiers, evidence, the matter catalogue, cases,
-//! callers and the access policy.
+//! tongban's domain: identifiers and subjects, evidence, the matter
+//! catalogue, cases, callers and the access policy.
 //!
 //! Invariant: this crate does no I/O and knows nothing of gRPC, protobuf or
 //! SQL. The service crates translate to and from these types at their edges.
@@ -11,10 +11,14 @@ pub mod config_env;
 pub mod evidence;
 pub mod id;
 pub mod policy;
+pub mod subject;
 
 pub use caller::{Caller, CallerError};
 pub use case::{CaseContext, FieldViolation};
-pub use catalogue::{Catalogue, CatalogueError, Department, EvidenceTypeDef, Matter};
+pub use catalogue::{
+    Catalogue, CatalogueError, Department, EvidenceTypeDef, Level, Matter, RoleNeed,
+};
 pub use evidence::{EvidenceAnswer, Field, FieldSpec, FieldType, FieldValue};
 pub use id::{CreditCode, CreditCodeError, IdNumber, IdNumberError, Sex};
 pub use policy::{Denial, FieldRelease, Limits, Policy};
+pub use subject::{Role, SubjectId, SubjectKind};

@@ -739,12 +739,15 @@ impl Exchange {
                 subject: Some(pb::Subject {
                     id_number: request.subject.as_str().to_owned(),
                     name: request.subject_name.clone().unwrap_or_default(),
+                    credit_code: String::new(),
+                    role: String::new(),
                 }),
                 evidence_type: def.id.clone(),
                 fields: Some(prost_types::FieldMask {
                     paths: fields.iter().cloned().collect(),
                 }),
                 requester: call.caller.path(),
+                related: Vec::new(),
             };
             let mut evidence = route.query(&call.caller, query, call.deadline).await?;
             if evidence.evidence_type != def.id || evidence.department != def.department {

@@ -160,6 +160,8 @@ impl ExchangeApi for ExchangeService {
                     evidence_type,
                     result: Some(gather_item::Result::Evidence(released.evidence)),
                     receipt: released.receipt,
+                    subject_index: 0,
+                    role: String::new(),
                 },
                 Err(Refused {
                     error: ExchangeError::AuditUnavailable(why),
@@ -173,6 +175,8 @@ impl ExchangeApi for ExchangeService {
                     evidence_type,
                     result: Some(gather_item::Result::Error(rpc_status(&error))),
                     receipt,
+                    subject_index: 0,
+                    role: String::new(),
                 },
             });
         }

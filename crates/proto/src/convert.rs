@@ -127,6 +127,7 @@ impl From<&EvidenceTypeDef> for pb::EvidenceTypeInfo {
                     optional: f.optional,
                 })
                 .collect(),
+            subject_kind: def.subject.name().to_owned(),
         }
     }
 }
@@ -139,6 +140,19 @@ impl From<&Matter> for pb::Matter {
             title_zh: m.title_zh.clone(),
             description: m.description.clone(),
             evidence_types: m.evidence.clone(),
+            level: m.level.name().to_owned(),
+            city_wide: m.city_wide,
+            roles: m
+                .roles
+                .iter()
+                .map(|r| pb::MatterRole {
+                    role: r.role.name().to_owned(),
+                    subject_kind: r.role.kind().name().to_owned(),
+                    evidence_types: r.evidence.clone(),
+                    min_subjects: r.min,
+                    max_subjects: r.max,
+                })
+                .collect(),
         }
     }
 }

@@ -114,6 +114,7 @@ pub fn subject(story: &Story) -> Option<Subject> {
     Some(Subject {
         id_number: story.id_number.into(),
         name: story.name.into(),
+        ..Default::default()
     })
 }
 

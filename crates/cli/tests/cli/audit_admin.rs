@@ -45,6 +45,7 @@ fn subject(story: &Story) -> Option<Subject> {
     Some(Subject {
         id_number: story.id_number.into(),
         name: story.name.into(),
+        ..Default::default()
     })
 }
 
@@ -103,6 +104,7 @@ async fn gather_as(
             case: case(matter, "XQ-DL-2026-0900"),
             subject: subject(story),
             evidence_types: Vec::new(),
+            ..Default::default()
         }))
         .await
         .unwrap()
@@ -404,6 +406,7 @@ async fn nothing_is_released_while_the_audit_store_is_broken() {
             case: case("unemployment-benefit", "XQ-DL-2026-0902"),
             subject: subject(&worker),
             evidence_types: Vec::new(),
+            ..Default::default()
         }))
         .await;
     let refused = gather.as_mut().unwrap_err();

@@ -86,8 +86,10 @@ async fn administrators_use_the_audit_commands_and_verify_catches_tampering() {
         subject: Some(Subject {
             id_number: worker.id_number.into(),
             name: worker.name.into(),
+            ..Default::default()
         }),
         evidence_types: Vec::new(),
+        ..Default::default()
     });
     request.set_timeout(CALL_TIMEOUT);
     let items = clerk

@@ -92,6 +92,7 @@ fn lookup(n: usize) -> tonic::Request<LookupRequest> {
         subject: Some(Subject {
             id_number: SUBJECTS[n % 2].into(),
             name: String::new(),
+            ..Default::default()
         }),
         evidence_type: "hrss.unemployment".into(),
         fields: None,

@@ -90,6 +90,7 @@ async fn an_evidence_type_with_control_characters_cannot_forge_the_printed_repor
             subject: Some(Subject {
                 id_number: worker.id_number.into(),
                 name: worker.name.into(),
+                ..Default::default()
             }),
             evidence_type,
             fields: None,

@@ -64,6 +64,7 @@ fn lookup(n: usize) -> tonic::Request<LookupRequest> {
         subject: Some(Subject {
             id_number: SUBJECT.into(),
             name: String::new(),
+            ..Default::default()
         }),
         evidence_type: "hrss.unemployment".into(),
         fields: None,

@@ -60,6 +60,7 @@ fn lookup() -> tonic::Request<LookupRequest> {
         subject: Some(Subject {
             id_number: SUBJECT.into(),
             name: String::new(),
+            ..Default::default()
         }),
         evidence_type: "hrss.unemployment".into(),
         fields: None,

@@ -155,6 +155,7 @@ impl Fixture {
             case: case("unemployment-benefit", "XB-2026-0001", "clerk-017"),
             subject: subject(&LAID_OFF_WORKER),
             evidence_types: Vec::new(),
+            ..Default::default()
         });
         request.set_timeout(CALL_TIMEOUT);
         community.gather(request).await.unwrap();
@@ -175,6 +176,7 @@ impl Fixture {
             case: case("pension-qualification", "XB-2026-0002", "clerk-017"),
             subject: subject(&CERTIFIED_RETIREE),
             evidence_types: Vec::new(),
+            ..Default::default()
         });
         request.set_timeout(CALL_TIMEOUT);
         community.gather(request).await.unwrap();
@@ -270,6 +272,7 @@ fn subject(story: &Story) -> Option<Subject> {
     Some(Subject {
         id_number: story.id_number.into(),
         name: story.name.into(),
+        ..Default::default()
     })
 }
 

@@ -336,6 +336,7 @@ fn subject(story: &Story) -> Option<Subject> {
     Some(Subject {
         id_number: story.id_number.into(),
         name: story.name.into(),
+        ..Default::default()
     })
 }
 
@@ -384,6 +385,7 @@ async fn traffic(local: &LocalDeployment) -> anyhow::Result<()> {
                 case: case(matter, &format!("PZH-2026-{round}{i:03}"), "clerk-01"),
                 subject: subject(story),
                 evidence_types: Vec::new(),
+                ..Default::default()
             });
             request.set_timeout(CALL_TIMEOUT);
             if client.gather(request).await.is_ok() {

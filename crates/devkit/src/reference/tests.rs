@@ -346,12 +346,14 @@ fn request(evidence: &str, id: &str, name: &str, fields: &[&str]) -> QueryReques
         subject: Some(Subject {
             id_number: id.into(),
             name: name.into(),
+            ..Default::default()
         }),
         evidence_type: evidence.into(),
         fields: Some(prost_types::FieldMask {
             paths: fields.iter().map(|f| (*f).to_owned()).collect(),
         }),
         requester: "spiffe://tongban.panzhihua.gov.cn/org/test".into(),
+        ..Default::default()
     }
 }
 
