@@ -6,7 +6,8 @@
 //! the JSON routes (or a JSON 404/405): its JSON is transcoded to the
 //! protobuf request, and the layer calls the gRPC stack below it with that
 //! message, as a gRPC client would: same connection extensions (so the same
-//! client certificate is the caller), `grpc-timeout` and trace headers. So a
+//! client certificate is the caller), the deadline ([`TIMEOUT_HEADER`]) and
+//! trace headers. So a
 //! JSON call goes through exactly what a gRPC call does — server span and
 //! metrics under the RPC's name, the size guard, authentication, rate and
 //! refusal budgets, the pipeline, the audit log, the one
@@ -28,9 +29,9 @@ use std::task::{Context, Poll};
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use http_body_util::{BodyExt, Full};
+use tongban_proto::json::{self as pjson, OPENAPI_PATH, ROUTES, Route};
 use tonic::body::Body;
 use tonic_types::{ErrorDetails, StatusExt};
-use tongban_proto::json::{self as pjson, OPENAPI_PATH, ROUTES, Route};
 use tower::Service;
 
 use crate::error::{ERROR_DOMAIN, ExchangeError};
@@ -40,7 +41,13 @@ use crate::routing::parse_grpc_timeout;
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Request headers passed on to the gRPC call.
-const FORWARDED_HEADERS: &[&str] = &["grpc-timeout", "traceparent", "tracestate", "user-agent"];
+const FORWARDED_HEADERS: &[&str] = &["traceparent", "tracestate", "user-agent"];
+
+/// A JSON call's deadline, in `grpc-timeout`'s syntax (`5S`, `800m`); it
+/// becomes the gRPC call's `grpc-timeout`. JSON calls do not send
+/// `grpc-timeout` itself: tonic enforces that header outside this layer,
+/// where its expiry could only be answered in gRPC's form, not JSON.
+pub const TIMEOUT_HEADER: &str = tongban_proto::json::TIMEOUT_HEADER;
 
 /// The trailer a refusal's audit receipt travels in.
 const RECEIPT_TRAILER: &str = "tongban-receipt-bin";
@@ -183,12 +190,20 @@ async fn request_message(
     body: Body,
     limit: usize,
 ) -> Result<Payload, http::Response<Body>> {
-    if let Some(value) = parts.headers.get("grpc-timeout")
+    if parts.headers.contains_key("grpc-timeout") {
+        return Err(invalid(
+            "grpc-timeout",
+            format!(
+                "is for gRPC calls; an HTTP/JSON call sets its deadline with {TIMEOUT_HEADER} (same syntax, e.g. 5S)"
+            ),
+        ));
+    }
+    if let Some(value) = parts.headers.get(TIMEOUT_HEADER)
         && value.to_str().ok().and_then(parse_grpc_timeout).is_none()
     {
         return Err(invalid(
-            "grpc-timeout",
-            "is not a gRPC timeout: 1 to 8 digits and a unit (H, M, S, m, u, n), e.g. 5S",
+            TIMEOUT_HEADER,
+            "is not a timeout: 1 to 8 digits and a unit (H, M, S, m, u, n), e.g. 5S",
         ));
     }
     let declared = parts
@@ -215,7 +230,11 @@ async fn request_message(
             };
             return Err(invalid(
                 &name,
-                format!("is not a query parameter of {} {}; accepted: {accepted}", route.method.as_str(), route.path),
+                format!(
+                    "is not a query parameter of {} {}; accepted: {accepted}",
+                    route.method.as_str(),
+                    route.path
+                ),
             ));
         };
         if fields.iter().any(|(n, _)| n == known) {
@@ -317,8 +336,14 @@ where
         Err(_) => return Ok(internal("the route's gRPC path is not a URI")),
     }
     let headers = request.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
     headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    if let Some(value) = parts.headers.get(TIMEOUT_HEADER) {
+        headers.insert("grpc-timeout", value.clone());
+    }
     for name in FORWARDED_HEADERS {
         if let Some(value) = parts.headers.get(*name) {
             headers.insert(*name, value.clone());
@@ -372,7 +397,9 @@ fn oversize_prefix(size: usize) -> Vec<u8> {
 
 fn frame_len(bytes: &[u8]) -> usize {
     match bytes.get(1..5) {
-        Some(&[a, b, c, d]) => usize::try_from(u32::from_be_bytes([a, b, c, d])).unwrap_or(usize::MAX),
+        Some(&[a, b, c, d]) => {
+            usize::try_from(u32::from_be_bytes([a, b, c, d])).unwrap_or(usize::MAX)
+        }
         _ => usize::MAX,
     }
 }
@@ -395,7 +422,11 @@ fn status_response(status: &tonic::Status, http: Option<StatusCode>) -> http::Re
         .or_else(|| StatusCode::from_u16(pjson::http_status_of(code)).ok())
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = json_response(http, &body);
-    if let Some(delay) = status.get_error_details().retry_info().and_then(|r| r.retry_delay) {
+    if let Some(delay) = status
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
+    {
         // Whole seconds, rounded up: never earlier than the server asked.
         let secs = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
         if let Ok(value) = HeaderValue::from_str(&secs.max(1).to_string()) {
@@ -411,13 +442,20 @@ fn error_response(
     reason: &str,
     http: Option<StatusCode>,
 ) -> http::Response<Body> {
-    let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
-    status_response(&tonic::Status::with_error_details(code, message, details), http)
+    let details =
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, std::collections::HashMap::new());
+    status_response(
+        &tonic::Status::with_error_details(code, message, details),
+        http,
+    )
 }
 
 /// 400 with a BadRequest naming `field`, as the pipeline words it.
 fn invalid(field: &str, description: impl Into<String>) -> http::Response<Body> {
-    status_response(&ExchangeError::invalid(field, description).to_status(), None)
+    status_response(
+        &ExchangeError::invalid(field, description).to_status(),
+        None,
+    )
 }
 
 fn internal(why: &str) -> http::Response<Body> {
@@ -438,7 +476,10 @@ fn no_such_route(method: &Method, path: &str) -> http::Response<Body> {
     let shown: String = path.chars().take(200).collect();
     error_response(
         tonic::Code::NotFound,
-        format!("no route {method} {shown:?}; the routes are {}", routes.join(", ")),
+        format!(
+            "no route {method} {shown:?}; the routes are {}",
+            routes.join(", ")
+        ),
         "NO_SUCH_ROUTE",
         None,
     )
@@ -471,7 +512,10 @@ fn bytes_response(status: StatusCode, body: Bytes, private: bool) -> http::Respo
     let mut response = http::Response::new(Body::new(Full::new(body)));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     headers.insert(
         header::HeaderName::from_static("x-content-type-options"),
         HeaderValue::from_static("nosniff"),

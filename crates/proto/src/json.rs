@@ -99,6 +99,10 @@ pub const ROUTES: &[Route] = &[
     },
 ];
 
+/// The header an HTTP/JSON call gives its deadline in, with `grpc-timeout`'s
+/// syntax (`5S`, `800m`).
+pub const TIMEOUT_HEADER: &str = "tongban-timeout";
+
 /// Where the OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/v1/openapi.json";
 
@@ -250,7 +254,9 @@ fn to_json(message: &DynamicMessage) -> Result<serde_json::Value, JsonError> {
     message
         .serialize_with_options(serde_json::value::Serializer, &SerializeOptions::new())
         .map_err(|error| JsonError::Encode {
-            message: prost_reflect::ReflectMessage::descriptor(message).full_name().to_owned(),
+            message: prost_reflect::ReflectMessage::descriptor(message)
+                .full_name()
+                .to_owned(),
             error,
         })
 }
@@ -287,20 +293,20 @@ fn status_descriptor() -> MessageDescriptor {
 pub fn http_status_of(code: i32) -> u16 {
     match code {
         0 => 200,
-        1 => 499,      // CANCELLED
-        3 => 400,      // INVALID_ARGUMENT
-        4 => 504,      // DEADLINE_EXCEEDED
-        5 => 404,      // NOT_FOUND
-        6 => 409,      // ALREADY_EXISTS
-        7 => 403,      // PERMISSION_DENIED
-        8 => 429,      // RESOURCE_EXHAUSTED
-        9 => 400,      // FAILED_PRECONDITION
-        10 => 409,     // ABORTED
-        11 => 400,     // OUT_OF_RANGE
-        12 => 501,     // UNIMPLEMENTED
-        14 => 503,     // UNAVAILABLE
-        16 => 401,     // UNAUTHENTICATED
-        _ => 500,      // UNKNOWN, INTERNAL, DATA_LOSS, anything else
+        1 => 499,  // CANCELLED
+        3 => 400,  // INVALID_ARGUMENT
+        4 => 504,  // DEADLINE_EXCEEDED
+        5 => 404,  // NOT_FOUND
+        6 => 409,  // ALREADY_EXISTS
+        7 => 403,  // PERMISSION_DENIED
+        8 => 429,  // RESOURCE_EXHAUSTED
+        9 => 400,  // FAILED_PRECONDITION
+        10 => 409, // ABORTED
+        11 => 400, // OUT_OF_RANGE
+        12 => 501, // UNIMPLEMENTED
+        14 => 503, // UNAVAILABLE
+        16 => 401, // UNAUTHENTICATED
+        _ => 500,  // UNKNOWN, INTERNAL, DATA_LOSS, anything else
     }
 }
 
@@ -312,7 +318,12 @@ mod tests {
     use crate::v1;
 
     fn input(rpc: &str) -> MessageDescriptor {
-        ROUTES.iter().find(|r| r.rpc == rpc).unwrap().method().input()
+        ROUTES
+            .iter()
+            .find(|r| r.rpc == rpc)
+            .unwrap()
+            .method()
+            .input()
     }
 
     #[test]
@@ -329,7 +340,11 @@ mod tests {
             }
         }
         assert!(pool().get_message_by_name("google.rpc.ErrorInfo").is_some());
-        assert!(pool().get_message_by_name("google.rpc.BadRequest").is_some());
+        assert!(
+            pool()
+                .get_message_by_name("google.rpc.BadRequest")
+                .is_some()
+        );
     }
 
     #[test]
@@ -363,7 +378,12 @@ mod tests {
         );
         // The proto field names are accepted too, as the mapping requires.
         let bytes = json_to_protobuf(&input("Lookup"), br#"{"evidence_type": "x"}"#).unwrap();
-        assert_eq!(v1::LookupRequest::decode(bytes.as_slice()).unwrap().evidence_type, "x");
+        assert_eq!(
+            v1::LookupRequest::decode(bytes.as_slice())
+                .unwrap()
+                .evidence_type,
+            "x"
+        );
     }
 
     #[test]
@@ -374,7 +394,10 @@ mod tests {
                 .to_string()
         };
         let unknown = refuse(r#"{"evidenceType": "x", "caller": "me"}"#);
-        assert!(unknown.contains("unrecognized field name 'caller'"), "{unknown}");
+        assert!(
+            unknown.contains("unrecognized field name 'caller'"),
+            "{unknown}"
+        );
         assert!(unknown.contains("tongban.v1.LookupRequest"), "{unknown}");
         let wrong_type = refuse(r#"{"evidenceType": 7}"#);
         assert!(wrong_type.contains("line 1 column"), "{wrong_type}");
@@ -403,7 +426,10 @@ mod tests {
         let json = protobuf_to_json(&output, &response.encode_to_vec()).unwrap();
         assert_eq!(json["receipt"]["node"], "exchange-1");
         assert_eq!(json["receipt"]["index"], "42", "int64 as a string");
-        assert_eq!(json["receipt"]["leafHash"], "+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s=");
+        assert_eq!(
+            json["receipt"]["leafHash"],
+            "+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/v7+/s="
+        );
         assert!(json.get("evidence").is_none(), "unset fields are left out");
     }
 
@@ -422,10 +448,16 @@ mod tests {
         assert_eq!(json["code"], 7);
         assert_eq!(json["message"], "denied");
         let details = json["details"].as_array().unwrap();
-        assert_eq!(details[0]["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
+        assert_eq!(
+            details[0]["@type"],
+            "type.googleapis.com/google.rpc.ErrorInfo"
+        );
         assert_eq!(details[0]["reason"], "MATTER_NOT_GRANTED");
         assert_eq!(details[0]["metadata"]["matter"], "x");
-        assert_eq!(details[1]["@type"], "type.googleapis.com/google.rpc.BadRequest");
+        assert_eq!(
+            details[1]["@type"],
+            "type.googleapis.com/google.rpc.BadRequest"
+        );
         assert_eq!(details[1]["fieldViolations"][0]["field"], "case.matter");
         // No details: code and message alone.
         let bare = status_to_json(14, "down", &[]);
@@ -435,7 +467,16 @@ mod tests {
 
     #[test]
     fn codes_map_to_the_gateway_http_statuses() {
-        let pairs = [(3, 400), (16, 401), (7, 403), (5, 404), (8, 429), (14, 503), (4, 504), (13, 500)];
+        let pairs = [
+            (3, 400),
+            (16, 401),
+            (7, 403),
+            (5, 404),
+            (8, 429),
+            (14, 503),
+            (4, 504),
+            (13, 500),
+        ];
         for (code, http) in pairs {
             assert_eq!(http_status_of(code), http, "code {code}");
         }

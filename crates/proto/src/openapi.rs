@@ -15,7 +15,9 @@ use prost_reflect::{
 };
 use serde_json::{Map, Value, json};
 
-use crate::json::{EXCHANGE_SERVICE, OPENAPI_PATH, ROUTES, Route, STATUS_MESSAGE, pool};
+use crate::json::{
+    EXCHANGE_SERVICE, OPENAPI_PATH, ROUTES, Route, STATUS_MESSAGE, TIMEOUT_HEADER, pool,
+};
 
 /// The error details the exchange sends, documented beside `Status`.
 const DETAIL_MESSAGES: &[&str] = &[
@@ -109,7 +111,7 @@ pub fn openapi_document() -> Value {
                 "{description}\n\nThe HTTP/JSON form of `{EXCHANGE_SERVICE}`, served on the exchange's \
                  gRPC port (HTTP/1.1 or HTTP/2) over the same mutual TLS: the caller is the identity of \
                  its client certificate. Bodies are the canonical proto3 JSON mapping of the messages \
-                 in proto/tongban/v1. A `grpc-timeout` header (e.g. `5S`, `800m`) sets the call's deadline."
+                 in proto/tongban/v1. A `{TIMEOUT_HEADER}` header (e.g. `5S`, `800m`) sets the call's deadline."
             ),
             "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
         },
@@ -158,10 +160,10 @@ fn operation(route: &Route, method: &MethodDescriptor, comments: &mut Comments) 
         parameters.push(parameter(&input, name, "query", false, comments));
     }
     parameters.push(json!({
-        "name": "grpc-timeout",
+        "name": TIMEOUT_HEADER,
         "in": "header",
         "required": false,
-        "description": "The call's deadline, as gRPC writes it: digits and a unit (H, M, S, m, u, n), e.g. `5S`.",
+        "description": "The call's deadline, in gRPC's `grpc-timeout` syntax: digits and a unit (H, M, S, m, u, n), e.g. `5S`. (A `grpc-timeout` header itself is refused on these routes.) Without it, each department's own timeout bounds the call.",
         "schema": {"type": "string", "pattern": "^[0-9]{1,8}[HMSmun]$"}
     }));
     let mut op = json!({
@@ -277,7 +279,9 @@ fn field_schema(field: &FieldDescriptor, wanted: &mut Vec<MessageDescriptor>) ->
 fn kind_schema(kind: &Kind, wanted: &mut Vec<MessageDescriptor>) -> Value {
     match kind {
         Kind::Double | Kind::Float => json!({"type": "number"}),
-        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => json!({"type": "integer", "format": "int32"}),
+        Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 => {
+            json!({"type": "integer", "format": "int32"})
+        }
         Kind::Uint32 | Kind::Fixed32 => {
             json!({"type": "integer", "format": "int64", "minimum": 0, "maximum": 4_294_967_295u64})
         }
@@ -309,8 +313,10 @@ fn well_known(message: &MessageDescriptor) -> Option<Value> {
     Some(match message.full_name() {
         "google.protobuf.Timestamp" => json!({"type": "string", "format": "date-time",
             "description": "RFC 3339, UTC, e.g. `2026-11-30T08:00:00Z`."}),
-        "google.protobuf.Duration" => json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$",
-            "description": "Seconds with an `s` suffix, e.g. `1.5s`."}),
+        "google.protobuf.Duration" => {
+            json!({"type": "string", "pattern": "^-?[0-9]+(\\.[0-9]{1,9})?s$",
+            "description": "Seconds with an `s` suffix, e.g. `1.5s`."})
+        }
         "google.protobuf.FieldMask" => json!({"type": "string",
             "description": "Comma-separated lowerCamelCase field paths, e.g. `eligible,insuredMonths`."}),
         "google.protobuf.Any" => json!({"type": "object",
@@ -341,20 +347,17 @@ struct Comments {
 
 impl Comments {
     fn of(&mut self, file: &FileDescriptor, path: &[i32]) -> Option<String> {
-        let by_path = self
-            .files
-            .entry(file.name().to_owned())
-            .or_insert_with(|| {
-                let mut out = HashMap::new();
-                if let Some(info) = &file.file_descriptor_proto().source_code_info {
-                    for location in &info.location {
-                        if let Some(text) = &location.leading_comments {
-                            out.insert(location.path.clone(), tidy(text));
-                        }
+        let by_path = self.files.entry(file.name().to_owned()).or_insert_with(|| {
+            let mut out = HashMap::new();
+            if let Some(info) = &file.file_descriptor_proto().source_code_info {
+                for location in &info.location {
+                    if let Some(text) = &location.leading_comments {
+                        out.insert(location.path.clone(), tidy(text));
                     }
                 }
-                out
-            });
+            }
+            out
+        });
         by_path.get(path).filter(|t| !t.is_empty()).cloned()
     }
 }
@@ -365,7 +368,11 @@ fn tidy(text: &str) -> String {
     let mut out = String::new();
     for (i, line) in lines.iter().enumerate() {
         if i > 0 {
-            out.push(if line.is_empty() || lines[i - 1].is_empty() { '\n' } else { ' ' });
+            out.push(if line.is_empty() || lines[i - 1].is_empty() {
+                '\n'
+            } else {
+                ' '
+            });
         }
         out.push_str(line);
     }
@@ -397,9 +404,14 @@ mod tests {
                 .contains("hrss.unemployment")
         );
         assert_eq!(lookup["properties"]["fields"]["type"], "string");
-        assert_eq!(schemas["tongban.v1.AuditReceipt"]["properties"]["index"]["type"], "string");
+        assert_eq!(
+            schemas["tongban.v1.AuditReceipt"]["properties"]["index"]["type"],
+            "string"
+        );
         assert!(schemas["google.rpc.ErrorInfo"].is_object());
-        let summary = doc["paths"]["/v1/lookup"]["post"]["summary"].as_str().unwrap();
+        let summary = doc["paths"]["/v1/lookup"]["post"]["summary"]
+            .as_str()
+            .unwrap();
         assert_eq!(summary, "One evidence type about one subject.");
         // Every reference resolves.
         let text = doc.to_string();

@@ -44,7 +44,9 @@ fn the_openapi_document_validates_as_openapi_3_1() {
         .args(["-c", script])
         .arg(&file)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 ({e}); tests/setup.sh installs openapi-spec-validator"));
+        .unwrap_or_else(|e| {
+            panic!("cannot run python3 ({e}); tests/setup.sh installs openapi-spec-validator")
+        });
     assert!(
         out.status.success(),
         "openapi-spec-validator refused the document (needs `pip install openapi-spec-validator`, see tests/setup.sh):\n{}{}",
@@ -57,6 +59,10 @@ fn the_openapi_document_validates_as_openapi_3_1() {
     let mut broken = tongban_proto::openapi::openapi_document();
     broken["paths"]["/v1/lookup"]["post"]["responses"] = serde_json::json!("none");
     std::fs::write(&file, broken.to_string()).unwrap();
-    let out = Command::new("python3").args(["-c", script]).arg(&file).output().unwrap();
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .unwrap();
     assert!(!out.status.success(), "a broken document passed");
 }
