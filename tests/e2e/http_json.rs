@@ -4,6 +4,7 @@
 //! route, a refusal whose JSON carries the ErrorInfo and a receipt that
 //! proves, and the attacks (bad JSON, unknown fields, oversize bodies,
 //! wrong methods and paths, no certificate).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::process::Command;

@@ -526,3 +526,102 @@ fn bytes_response(status: StatusCode, body: Bytes, private: bool) -> http::Respo
     }
     response
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::time::Duration;
+
+    use super::*;
+
+    async fn body_json(response: http::Response<Body>) -> serde_json::Value {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_rate_refusal_is_429_with_retry_after_rounded_up() {
+        let error = ExchangeError::RateLimited {
+            caller: "org/x/unit/y".into(),
+            retry_after: Duration::from_millis(1_200),
+        };
+        let response = status_response(&error.to_status(), None);
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "2");
+        let json = body_json(response).await;
+        assert_eq!(json["code"], 8);
+        let types: Vec<&str> = json["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["@type"].as_str().unwrap())
+            .collect();
+        assert!(
+            types.contains(&"type.googleapis.com/google.rpc.RetryInfo"),
+            "{json}"
+        );
+        assert!(
+            types.contains(&"type.googleapis.com/google.rpc.ErrorInfo"),
+            "{json}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusals_receipt_trailer_becomes_its_receipt_member() {
+        let receipt = tongban_proto::v1::AuditReceipt {
+            node: "exchange-1".into(),
+            index: 7,
+            leaf_hash: vec![1; 32],
+        };
+        let error = ExchangeError::invalid("case.matter", "is required");
+        let status = crate::error::status_with_receipt(&error, Some(&receipt));
+        let response = status_response(&status, None);
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        let json = body_json(response).await;
+        assert_eq!(json["receipt"]["node"], "exchange-1");
+        assert_eq!(json["receipt"]["index"], "7");
+        let bad_request = json["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+            .unwrap();
+        assert_eq!(bad_request["fieldViolations"][0]["field"], "case.matter");
+    }
+
+    #[test]
+    fn only_application_json_is_json_and_only_grpc_is_passed_through() {
+        for yes in ["application/json", "Application/JSON; charset=utf-8"] {
+            assert!(is_json(&HeaderValue::from_static(yes)), "{yes}");
+        }
+        for no in [
+            "text/plain",
+            "application/json-seq",
+            "application/x-www-form-urlencoded",
+        ] {
+            assert!(!is_json(&HeaderValue::from_static(no)), "{no}");
+        }
+        let mut headers = HeaderMap::new();
+        assert!(!is_grpc(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        assert!(is_grpc(&headers));
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        assert!(!is_grpc(&headers));
+    }
+
+    #[tokio::test]
+    async fn bodies_are_read_up_to_the_limit_and_no_further() {
+        let body = |n: usize| Body::new(Full::new(Bytes::from(vec![b'x'; n])));
+        assert_eq!(read_bounded(body(16), 16).await.unwrap().unwrap().len(), 16);
+        assert!(read_bounded(body(17), 16).await.unwrap().is_none());
+        assert_eq!(oversize_prefix(17), vec![0, 0, 0, 0, 17]);
+        assert_eq!(oversize_prefix(usize::MAX), vec![0, 255, 255, 255, 255]);
+    }
+}
