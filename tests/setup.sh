@@ -19,6 +19,13 @@ if ! python3 -c 'import grpc, grpc_tools' 2>/dev/null; then
   python3 -m pip install --quiet grpcio grpcio-tools
 fi
 
+# The HTTP/JSON OpenAPI document is validated by openapi-spec-validator
+# (crates/proto/tests/openapi.rs).
+if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
+  echo "tests/setup.sh: installing openapi-spec-validator"
+  python3 -m pip install --quiet openapi-spec-validator
+fi
+
 # The console's browser tests (crates/console/tests/console/browser.rs) drive headless
 # Chromium through chromedriver; a CJK font makes the screenshots legible.
 command -v chromedriver >/dev/null && fc-list :lang=zh | grep -q . || {

@@ -28,6 +28,7 @@ mod exchange_lookup;
 mod foreign_client;
 mod hold_the_line;
 mod http2_limits;
+mod http_json;
 mod observability;
 mod policy;
 mod resilience;

@@ -788,6 +788,17 @@ async fn serve_until_interrupted(local: &LocalDeployment) -> anyhow::Result<()> 
         pki.ca_cert.display(),
         stories::LAID_OFF_WORKER.id_number
     );
+    // The same exchange answers HTTP/JSON on the same port, for any HTTP
+    // client that presents the certificate.
+    println!("\n  http/json: {}", local.exchange_url());
+    println!(
+        "  curl --cert {} --key {} --cacert {} \\\n    -H 'content-type: application/json' \\\n    -d '{{\"case\": {{\"matter\": \"unemployment-benefit\", \"caseNumber\": \"XQ-DL-1\", \"operatorId\": \"me\"}}, \"subject\": {{\"idNumber\": \"{}\"}}, \"evidenceType\": \"hrss.unemployment\"}}' \\\n    {}/v1/lookup",
+        sp.cert.display(),
+        sp.key.display(),
+        pki.ca_cert.display(),
+        stories::LAID_OFF_WORKER.id_number,
+        local.exchange_url()
+    );
     let (console, password) = crate::console::serve_for_local(local).await?;
     println!(
         "\n  Administrators' console 审计控制台: http://{}/  (user admin, password {password})",

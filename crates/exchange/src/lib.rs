@@ -16,6 +16,7 @@ pub mod audit_service;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod http_json;
 pub mod limits;
 pub mod pipeline;
 pub mod reload;

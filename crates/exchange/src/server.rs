@@ -36,6 +36,7 @@ use crate::audit_service::AuditService;
 use crate::auth::{certificate_authenticator, fixed_caller};
 use crate::config::{ExchangeConfig, TlsFiles};
 use crate::error::AuditSinkError;
+use crate::http_json::HttpJsonLayer;
 use crate::pipeline::{AuditSink, Exchange};
 use crate::reload::{PolicyFileError, load_policy, spawn_policy_reloader};
 use crate::routing::{Department, Departments};
@@ -295,7 +296,8 @@ pub async fn start(
 
     let (authenticate, listener, cert_reloader) = match &config.tls {
         Some(files) => {
-            let source = TlsServerConfig::new(&files.cert, &files.key, &files.ca);
+            // HTTP/1.1 too: the HTTP/JSON routes serve curl, Java and PHP clients.
+            let source = TlsServerConfig::new(&files.cert, &files.key, &files.ca).with_http1();
             let reloadable = source.load_reloadable()?;
             let reloader = CertReloader::spawn(
                 source,
@@ -426,7 +428,11 @@ pub async fn start(
     });
     let exchange_service =
         SizeGuard::new(ExchangeServer::new(service), exchange.clone(), authenticate);
+    // The HTTP/JSON routes sit in front of the whole gRPC stack and call it
+    // (crate::http_json), over HTTP/2 or HTTP/1.1 on this one listener.
     let router = hardened_builder(&config.server)?
+        .accept_http1(true)
+        .layer(HttpJsonLayer::new(exchange.clone()))
         .layer(GrpcServerLayer::new().with_metrics(metrics))
         .add_service(health_service)
         .add_service(reflection)

@@ -1,7 +1,9 @@
 //! tongban's wire contracts, generated from `proto/` at build time.
 //!
 //! This is the only crate that knows protobuf: the generated code, and
-//! [`convert`], the conversions between domain types and their wire form.
+//! [`convert`], the conversions between domain types and their wire form;
+//! [`json`], the HTTP/JSON routes and proto3 JSON of the `Exchange` service;
+//! [`openapi`], their OpenAPI document.
 //! Module paths mirror proto packages because generated code refers across
 //! packages with `super::`.
 
@@ -25,6 +27,8 @@ pub mod google {
 }
 
 pub mod convert;
+pub mod json;
+pub mod openapi;
 
 pub use tongban::v1;
 

@@ -43,6 +43,9 @@ pub struct TlsServerConfig {
     pub allowed_clients: Option<Vec<PeerIdentity>>,
     /// If set, client identities must belong to this trust domain.
     pub trust_domain: Option<String>,
+    /// Also offer ALPN `http/1.1` (after `h2`), for a server that answers
+    /// HTTP/1.1 too (the exchange's HTTP/JSON routes).
+    pub http1: bool,
 }
 
 impl TlsServerConfig {
@@ -57,7 +60,15 @@ impl TlsServerConfig {
             client_ca: client_ca.into(),
             allowed_clients: None,
             trust_domain: None,
+            http1: false,
         }
+    }
+
+    /// Offers ALPN `http/1.1` besides `h2`, so HTTP/1.1-only clients
+    /// complete the handshake.
+    pub fn with_http1(mut self) -> Self {
+        self.http1 = true;
+        self
     }
 
     /// Admits only the given client identities at the handshake.
@@ -79,7 +90,7 @@ impl TlsServerConfig {
 
     /// Loads the PEM files into a TLS 1.3-only rustls config that requires a
     /// client certificate signed by `client_ca` and carrying a tongban identity,
-    /// and offers ALPN `h2`. Refuses our own certificate if it is expired or not
+    /// and offers ALPN `h2` (and `http/1.1` with [`with_http1`](Self::with_http1)). Refuses our own certificate if it is expired or not
     /// yet valid.
     pub fn build(&self) -> Result<Arc<ServerConfig>, TlsError> {
         let chain = load_certs(&self.cert_chain)?;
@@ -102,6 +113,9 @@ impl TlsServerConfig {
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)?;
         config.alpn_protocols = vec![ALPN_H2.to_vec()];
+        if self.http1 {
+            config.alpn_protocols.push(b"http/1.1".to_vec());
+        }
         Ok(Arc::new(config))
     }
 

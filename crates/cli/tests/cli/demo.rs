@@ -129,3 +129,79 @@ async fn the_demo_runs_again_on_its_state_directory() {
         assert!(stdout.contains("1 missing"), "run {run}:\n{stdout}");
     }
 }
+
+/// `tongban demo --serve` prints the exchange's HTTP/JSON base URL and a
+/// curl command line that works as printed: run through `sh`, it gets the
+/// laid-off worker's unemployment evidence as proto3 JSON.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_demo_prints_a_curl_line_that_works_as_printed() {
+    use tokio::io::AsyncBufReadExt;
+
+    let dir = tempfile::Builder::new()
+        .prefix("tongban-demo-serve-")
+        .tempdir()
+        .unwrap();
+    let mut demo = tokio::process::Command::new(env!("CARGO_BIN_EXE_tongban"))
+        .arg("demo")
+        .arg("--serve")
+        .arg("--state-dir")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(demo.stdout.take().unwrap()).lines();
+    let (mut base, mut curl) = (None::<String>, None::<String>);
+    let read = async {
+        // The command's lines, from `curl` to the first not continued by `\`.
+        let mut continued = false;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let trimmed = line.trim();
+            if let Some(url) = trimmed.strip_prefix("http/json:") {
+                base = Some(url.trim().to_owned());
+            } else if trimmed.starts_with("curl ") || continued {
+                let command = curl.get_or_insert_with(String::new);
+                command.push_str(&line);
+                command.push('\n');
+                continued = trimmed.ends_with('\\');
+                if !continued {
+                    return;
+                }
+            }
+        }
+        panic!("the demo ended without printing a curl command");
+    };
+    tokio::time::timeout(Duration::from_secs(240), read)
+        .await
+        .expect("the demo serves within 4 minutes");
+    let base = base.expect("an http/json: line");
+    let curl = curl.unwrap();
+    assert!(base.starts_with("https://127.0.0.1:"), "{base}");
+    assert!(curl.contains(&format!("{base}/v1/lookup")), "{curl}");
+
+    let output = tokio::time::timeout(
+        Duration::from_secs(30),
+        tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(&curl)
+            .output(),
+    )
+    .await
+    .expect("curl answers within 30 s")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{curl}\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let answer: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    assert_eq!(
+        answer["evidence"]["evidenceType"], "hrss.unemployment",
+        "{answer}"
+    );
+    assert_eq!(answer["receipt"]["node"], "exchange-1", "{answer}");
+    demo.kill().await.unwrap();
+}
