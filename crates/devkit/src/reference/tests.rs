@@ -643,3 +643,77 @@ async fn postgres_path_answers_from_isolated_schema() {
     assert_eq!(text(identity, "card_status"), "valid");
     assert_eq!(get(identity, "alive"), b(true));
 }
+
+/// Medical insurance agrees with the other departments' stories.
+#[tokio::test]
+async fn medins_answers_enrolment_consistent_with_the_stories() {
+    let s = seeded().await;
+    let ask = |story| s.ask("medins.enrolment", story, None);
+    // Never insured anywhere: not enrolled.
+    let never = ask(stories::NEVER_INSURED).await;
+    assert_eq!(get(&never, "enrolled"), b(false));
+    assert_eq!(text(&never, "scheme"), "none");
+    assert_eq!(text(&never, "status"), "none");
+    assert_eq!(get(&never, "since"), None);
+    assert_eq!(get(&never, "assisted"), b(false));
+    // Receiving the subsistence allowance: resident scheme, assisted.
+    let dibao = ask(stories::SUBSISTENCE_RECIPIENT).await;
+    assert_eq!(get(&dibao, "enrolled"), b(true));
+    assert_eq!(text(&dibao, "scheme"), "resident");
+    assert_eq!(text(&dibao, "status"), "active");
+    assert_eq!(get(&dibao, "assisted"), b(true));
+    // A retiree keeps the employee scheme.
+    let retiree = ask(stories::CERTIFIED_RETIREE).await;
+    assert_eq!(text(&retiree, "scheme"), "employee");
+    assert_eq!(text(&retiree, "status"), "active");
+    // Laid off: the employee enrolment is suspended.
+    let laid_off = ask(stories::LAID_OFF_WORKER).await;
+    assert_eq!(get(&laid_off, "enrolled"), b(true));
+    assert_eq!(text(&laid_off, "scheme"), "employee");
+    assert_eq!(text(&laid_off, "status"), "suspended");
+    // Dead: the enrolment ended, so not enrolled.
+    let dead = ask(stories::DECEASED_PENSIONER).await;
+    assert_eq!(get(&dead, "enrolled"), b(false));
+    assert_eq!(text(&dead, "status"), "none");
+    // Unknown to every register: no enrolment either.
+    let unknown = s
+        .try_ask("medins.enrolment", stories::UNKNOWN_PERSON_ID, None)
+        .await
+        .unwrap();
+    assert_eq!(get(&unknown, "enrolled"), b(false));
+
+    // Across the population: every situation occurs.
+    let p = Population::reference(china_today());
+    let all: Vec<_> = p
+        .residents
+        .iter()
+        .map(|r| medins::enrolment(r, p.today))
+        .collect();
+    let count =
+        |f: &dyn Fn(&medins::Enrolment) -> bool| all.iter().flatten().filter(|e| f(e)).count();
+    assert!(all.iter().filter(|e| e.is_none()).count() >= 3);
+    assert!(
+        count(&|e| e.scheme == medins::Scheme::Employee && e.status == medins::Status::Active)
+            >= 10
+    );
+    assert!(
+        count(&|e| e.scheme == medins::Scheme::Resident && e.status == medins::Status::Active)
+            >= 10
+    );
+    assert!(count(&|e| e.status == medins::Status::Suspended) >= 3);
+    assert!(count(&|e| e.assisted) >= 2);
+    assert!(count(&|e| e.status == medins::Status::Terminated) >= 1);
+    // Assistance only for those receiving the allowance, never the dead.
+    for (r, e) in p.residents.iter().zip(&all) {
+        if let Some(e) = e {
+            assert!(!e.assisted || r.allowance.is_some(), "{}", r.id);
+            assert_eq!(
+                e.status == medins::Status::Terminated,
+                r.death.is_some(),
+                "{}",
+                r.id
+            );
+            assert!(e.enrolled_on <= p.today);
+        }
+    }
+}
