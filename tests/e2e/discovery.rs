@@ -336,3 +336,113 @@ async fn find_service_points_refuses_the_ungranted_and_the_malformed() {
     let status = find(HOTLINE, &"x".repeat(64 * 1024), "").await.unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
+
+/// The deployment's policy with a rate of 1 request per second, burst 2.
+fn tiny_rate(pki: &tongban_devkit::pki::DevPki) -> anyhow::Result<String> {
+    let text = tongban_devkit::local::policy_toml(pki)?;
+    let limited = text
+        .replace("requests_per_second = 2000.0", "requests_per_second = 1.0")
+        .replace("burst = 4000", "burst = 2");
+    anyhow::ensure!(limited != text && limited.contains("burst = 2\n"));
+    Ok(limited)
+}
+
+/// A flood of discovery calls is held to the caller's rate, and being
+/// discovery (no personal data), adds nothing to the audit log; a policy
+/// change to the service points and discover grants applies without a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discovery_floods_are_rate_limited_and_policy_changes_apply_live() {
+    let (_dir, local) = own_deployment(
+        tongban_devkit::local::LocalOptions::default()
+            .policy(tiny_rate)
+            .reload_poll(std::time::Duration::from_millis(50)),
+    )
+    .await
+    .unwrap();
+    let log = local.exchange().audit_log().unwrap();
+    let before = log.stats().entries_committed;
+    let mut hotline = local.client(HOTLINE).await.unwrap();
+    let ask = FindServicePointsRequest {
+        matter: "temporary-id-card".into(),
+        region_code: "510421".into(),
+    };
+    let mut limited = 0;
+    for _ in 0..20 {
+        match hotline.find_service_points(timed(ask.clone())).await {
+            Ok(_) => {}
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+                assert_eq!(error_info(&status).0, "RATE_LIMITED");
+                limited += 1;
+            }
+        }
+    }
+    // At most the burst and a token or two came back during the loop.
+    assert!(limited >= 15, "{limited}");
+    assert_eq!(
+        log.stats().entries_committed,
+        before,
+        "discovery is not audited"
+    );
+
+    // Take the hotline's discover grant away and move the township hall to
+    // county level: in force without a restart.
+    let hotline_unit = &local.pki().get(HOTLINE).unwrap().identity;
+    let text = std::fs::read_to_string(local.policy_path()).unwrap();
+    let discover = format!(
+        "[[grant]]\ncallers = [\"org/{}/unit/{}\"]\naccess = \"discover\"\nup_to_level = \"city\"\n",
+        hotline_unit.org(),
+        hotline_unit.unit()
+    );
+    assert!(text.contains(&discover), "{text}");
+    let changed = text
+        .replace(&discover, "")
+        .replace("up_to_level = \"township\"", "up_to_level = \"county\"")
+        .replace("requests_per_second = 1.0", "requests_per_second = 2000.0")
+        .replace("burst = 2\n", "burst = 4000\n");
+    let aside = local.policy_path().with_extension("toml.new");
+    std::fs::write(&aside, changed).unwrap();
+    std::fs::rename(&aside, local.policy_path()).unwrap();
+    let mut township = local.client("salian-township").await.unwrap();
+    eventually(
+        std::time::Duration::from_secs(10),
+        "the new policy in force",
+        || {
+            let mut township = township.clone();
+            async move {
+                township
+                    .find_service_points(timed(FindServicePointsRequest {
+                        matter: "household-move-spouse".into(),
+                        region_code: String::new(),
+                    }))
+                    .await
+                    .ok()
+            }
+        },
+    )
+    .await
+    .map(|found| {
+        let found = found.into_inner();
+        assert_eq!(names(&found), ["米易县撒莲镇便民服务中心"]);
+    })
+    .unwrap();
+    let status = hotline
+        .find_service_points(timed(ask.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+    // Its one evidence grant still lets it list that matter, and only that.
+    let listed = hotline
+        .list_matters(timed(ListMattersRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let codes: Vec<_> = listed.matters.iter().map(|m| m.code.as_str()).collect();
+    assert_eq!(codes, ["social-insurance-record"]);
+    let _ = township
+        .list_matters(timed(ListMattersRequest {}))
+        .await
+        .unwrap();
+    local.shutdown().await.unwrap();
+}
