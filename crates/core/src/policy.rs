@@ -481,9 +481,10 @@ impl Policy {
 
     /// What this policy permits, one canonical line per permission
     /// (`grant <caller pattern> <matter>`, `fields <caller pattern> <matter>
-    /// <evidence type> <field,…>`, `admin <caller pattern>`, `portal <caller
-    /// pattern>`, `trust_domain …`,
-    /// `limits …`). Two policies' lines differ exactly where what they permit
+    /// <evidence type> <field,…>`, `discover <caller pattern> <matter>`,
+    /// `admin <caller pattern>`, `portal <caller pattern>`,
+    /// `service_point <unit> level=… region=… name=…`, `trust_domain …`,
+    /// `limits …`). Level grants are expanded to their matters. Two policies' lines differ exactly where what they permit
     /// differs, so a reload can record what was added and removed.
     pub fn permissions(&self) -> BTreeSet<String> {
         let mut lines = BTreeSet::new();
