@@ -717,3 +717,87 @@ async fn medins_answers_enrolment_consistent_with_the_stories() {
         }
     }
 }
+
+/// The medins migration and query are portable: seeded and answered on
+/// PostgreSQL, in a schema of its own, like on SQLite.
+#[tokio::test]
+async fn medins_on_postgres_answers_like_sqlite() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+    let schema = format!(
+        "tb_medins_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(URL)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")).into_sql_str())
+        .execute(&admin)
+        .await
+        .unwrap();
+    let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+        let opts = URL
+            .parse::<PgConnectOptions>()
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let pool = DepartmentPool::Postgres(
+            PgPoolOptions::new()
+                .max_connections(2)
+                .connect_with(opts)
+                .await
+                .unwrap(),
+        );
+        assert!(seed(Dept::Medins, &pool).await.unwrap().inserted);
+        assert!(!seed(Dept::Medins, &pool).await.unwrap().inserted);
+        let svc = tongban_adapter::service_from_parts(
+            &config(Dept::Medins, URL),
+            &tongban_core::Catalogue::embedded(),
+            pool.clone(),
+        )
+        .await
+        .unwrap();
+        let mut answers = Vec::new();
+        for story in [
+            stories::SUBSISTENCE_RECIPIENT,
+            stories::NEVER_INSURED,
+            stories::LAID_OFF_WORKER,
+        ] {
+            let id = IdNumber::parse(story.id_number).unwrap();
+            answers.push(
+                svc.source()
+                    .answer("medins.enrolment", &id, None, china_today())
+                    .await
+                    .unwrap(),
+            );
+        }
+        pool.close().await;
+        answers
+    }))
+    .await;
+    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")).into_sql_str())
+        .execute(&admin)
+        .await
+        .unwrap();
+    let answers = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let sqlite = seeded().await;
+    for (answer, story) in answers.iter().zip([
+        stories::SUBSISTENCE_RECIPIENT,
+        stories::NEVER_INSURED,
+        stories::LAID_OFF_WORKER,
+    ]) {
+        let expected = sqlite.ask("medins.enrolment", story, None).await;
+        for field in ["enrolled", "scheme", "status", "since", "assisted"] {
+            assert_eq!(
+                get(answer, field),
+                get(&expected, field),
+                "{field} of {}",
+                story.name
+            );
+        }
+    }
+    assert_eq!(get(&answers[0], "assisted"), b(true));
+    assert_eq!(get(&answers[1], "enrolled"), b(false));
+}
