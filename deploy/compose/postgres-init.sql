@@ -1,7 +1,8 @@
 -- Databases of the compose deployment: the exchange's audit log and the
--- three reference departments. Development credentials only.
+-- four reference departments. Development credentials only.
 CREATE USER tongban WITH PASSWORD 'tongban';
 CREATE DATABASE audit OWNER tongban;
 CREATE DATABASE police OWNER tongban;
 CREATE DATABASE civil OWNER tongban;
 CREATE DATABASE hrss OWNER tongban;
+CREATE DATABASE medins OWNER tongban;

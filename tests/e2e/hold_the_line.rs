@@ -498,11 +498,14 @@ async fn each_call_is_decided_by_one_policy_version() {
     // centre's grant takes effect.
     tokio::time::sleep(Duration::from_millis(200)).await;
     let text = std::fs::read_to_string(local.policy_path()).unwrap();
-    let community_group = "callers = [\"group:community-centres\", \"group:township-halls\"]";
-    assert!(text.contains(community_group));
+    let community_grant = "callers = [\"group:community-centres\"]\nup_to_level = \"community\"\nmatters = [\"unemployment-benefit\"]\n";
+    assert!(text.contains(community_grant));
     std::fs::write(
         local.policy_path(),
-        text.replace(community_group, "callers = [\"group:township-halls\"]"),
+        text.replace(
+            community_grant,
+            "callers = [\"group:community-centres\"]\nup_to_level = \"community\"\n",
+        ),
     )
     .unwrap();
     eventually(Duration::from_secs(5), "the new policy", || async {
@@ -568,7 +571,7 @@ async fn each_call_is_decided_by_one_policy_version() {
         reload.detail
     );
     assert!(
-        reload.detail.contains("added=0 removed=4"),
+        reload.detail.contains("added=0 removed=1"),
         "{}",
         reload.detail
     );

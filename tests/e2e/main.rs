@@ -23,6 +23,7 @@ pub use support::*;
 
 mod attack_routing;
 mod deploy;
+mod discovery;
 mod exchange_failures;
 mod exchange_lookup;
 mod foreign_client;

@@ -420,7 +420,11 @@ async fn discovery_shows_a_police_station_only_its_matters() {
     let codes: Vec<&str> = matters.matters.iter().map(|m| m.code.as_str()).collect();
     assert_eq!(
         codes,
-        ["temporary-id-card", "criminal-investigation-assist"]
+        [
+            "temporary-id-card",
+            "household-registration-certificate",
+            "criminal-investigation-assist"
+        ]
     );
 
     let types = station
@@ -479,11 +483,17 @@ async fn discovery_shows_each_caller_its_own_grants() {
     let codes: Vec<&str> = matters.matters.iter().map(|m| m.code.as_str()).collect();
     assert_eq!(
         codes,
+        // Every community-level matter, and unemployment benefit, in
+        // catalogue order.
         [
+            "subsistence-allowance",
+            "subsistence-allowance-review",
+            "elderly-allowance",
             "unemployment-benefit",
+            "unemployment-registration",
             "pension-qualification",
             "social-insurance-record",
-            "subsistence-allowance"
+            "medical-insurance-enrolment"
         ]
     );
     let civil = community
@@ -509,8 +519,12 @@ async fn discovery_shows_each_caller_its_own_grants() {
         .await
         .unwrap()
         .into_inner();
-    let codes: Vec<&str> = matters.matters.iter().map(|m| m.code.as_str()).collect();
-    assert_eq!(codes, ["social-insurance-record"]);
+    // Its discover grant shows every matter; evidence types only under its
+    // one evidence grant.
+    assert_eq!(
+        matters.matters.len(),
+        tongban_core::Catalogue::embedded().matters().len()
+    );
     let types = hotline
         .list_evidence_types(timed(ListEvidenceTypesRequest::default()))
         .await

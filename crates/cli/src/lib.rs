@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod console;
 pub mod demo;
+pub mod matters;
 pub mod node;
 pub mod render;
 pub mod serve;
@@ -44,7 +45,10 @@ pub enum Command {
     Lookup(client::LookupArgs),
     /// Ask the exchange for everything a matter needs about one person.
     Gather(client::GatherArgs),
-    /// Start an exchange and three departments locally and play the stories.
+    /// The matter catalogue: what can be done, at which level, whether
+    /// anywhere in the city (同城通办), and the evidence it needs.
+    Matters(matters::MattersArgs),
+    /// Start an exchange and the reference departments locally and play the stories.
     Demo(demo::DemoArgs),
     /// Certificates.
     #[command(subcommand)]
@@ -158,6 +162,7 @@ pub async fn run_with(cli: Cli, telemetry: ProcessTelemetry) -> anyhow::Result<E
         Command::Transparency(command) => return transparency::run(command).await,
         Command::Witness(command) => witness::run(command).await?,
         Command::Demo(args) => demo::run(args).await?,
+        Command::Matters(args) => matters::run(args)?,
         Command::Bench(args) => {
             let report = tongban_bench::bench(args).await?;
             if report.total_errors() > 0 {

@@ -11,6 +11,7 @@ pub mod config_env;
 pub mod evidence;
 pub mod id;
 pub mod policy;
+pub mod service_point;
 pub mod subject;
 
 pub use caller::{Caller, CallerError};
@@ -20,5 +21,6 @@ pub use catalogue::{
 };
 pub use evidence::{EvidenceAnswer, Field, FieldSpec, FieldType, FieldValue};
 pub use id::{CreditCode, CreditCodeError, IdNumber, IdNumberError, Sex};
-pub use policy::{Denial, FieldRelease, Limits, Policy};
+pub use policy::{Access, Denial, FieldRelease, Limits, Policy};
+pub use service_point::{RegionCode, RegionCodeError, ServicePoint};
 pub use subject::{Role, SubjectId, SubjectKind};

@@ -4,6 +4,14 @@
 //! and the matters they may handle. The catalogue then implies the evidence
 //! they may request: evidence E only within a matter that needs E. A grant may
 //! restrict the fields released per evidence type. Everything else is denied.
+//!
+//! A grant names its matters one by one (`matters`), by level
+//! (`up_to_level = "township"`: every matter handled at township level or
+//! below), or both. Its `access` is `evidence` (the default: request evidence
+//! and discover the matters) or `discover` (ListMatters, DescribeMatter and
+//! FindServicePoints only — what the 96196 hotline needs to tell callers where
+//! to go; it never releases evidence). `[service_points]` names the units
+//! where matters are handled, with their level and region.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ops::Range;
@@ -12,8 +20,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use crate::caller::Caller;
-use crate::catalogue::{Catalogue, CatalogueError, Matter, line_column};
+use crate::catalogue::{Catalogue, CatalogueError, Level, Matter, line_column};
 use crate::id::CreditCode;
+use crate::service_point::{MAX_SERVICE_POINT_NAME_CHARS, RegionCode, ServicePoint};
 
 /// Per-caller and per-request bounds.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -120,12 +129,41 @@ impl CallerPattern {
     }
 }
 
+/// What a grant lets its callers do with its matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Access {
+    /// Handle the matters: request their evidence (Lookup, Gather), and
+    /// discover them.
+    Evidence,
+    /// Discover the matters only (ListMatters, DescribeMatter,
+    /// FindServicePoints); never any evidence.
+    Discover,
+}
+
+impl Access {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Evidence => "evidence",
+            Self::Discover => "discover",
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        [Self::Evidence, Self::Discover]
+            .into_iter()
+            .find(|a| a.name() == name)
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Grant {
     callers: Vec<CallerPattern>,
+    /// Every matter the grant covers: those it names and, with
+    /// `up_to_level`, those of the catalogue at that level or below.
     matters: BTreeSet<String>,
     /// Evidence type -> released fields; absent evidence types release all.
     fields: BTreeMap<String, BTreeSet<String>>,
+    access: Access,
 }
 
 /// A validated access policy.
@@ -139,6 +177,8 @@ pub struct Policy {
     portals: Vec<CallerPattern>,
     /// `[organisations]`: credit code → name, for citizens' histories.
     organisations: BTreeMap<String, String>,
+    /// `[service_points]`: where matters are handled, by unit.
+    service_points: BTreeMap<Caller, ServicePoint>,
     limits: Limits,
     version: String,
 }
@@ -161,15 +201,33 @@ struct RawPolicy {
     organisations: BTreeMap<Spanned<String>, Spanned<String>>,
     #[serde(default)]
     limits: Option<Spanned<Limits>>,
+    /// Unit (`org/<code>/unit/<unit>`) → the service point it is.
+    #[serde(default)]
+    service_points: BTreeMap<Spanned<String>, Spanned<RawServicePoint>>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawGrant {
     callers: Spanned<Vec<Spanned<String>>>,
-    matters: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    matters: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Every matter at this level or below.
+    #[serde(default)]
+    up_to_level: Option<Spanned<String>>,
+    /// "evidence" (the default) or "discover".
+    #[serde(default)]
+    access: Option<Spanned<String>>,
     #[serde(default)]
     fields: BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServicePoint {
+    name: Spanned<String>,
+    level: Spanned<String>,
+    region: Spanned<String>,
 }
 
 /// Longest organisation name in `[organisations]`, in characters.
@@ -242,18 +300,77 @@ impl Policy {
             };
 
         let mut grants = Vec::new();
-        for g in &raw.grant {
-            let g = g.get_ref();
+        for spanned in &raw.grant {
+            let g = spanned.get_ref();
             let callers = resolve(&g.callers)?;
-            if g.matters.get_ref().is_empty() {
-                return Err(at(g.matters.span(), "grant names no matter".to_owned()));
-            }
+            let access = match &g.access {
+                None => Access::Evidence,
+                Some(a) => Access::parse(a.get_ref()).ok_or_else(|| {
+                    at(
+                        a.span(),
+                        format!(
+                            "access must be \"evidence\" or \"discover\", got {:?}",
+                            a.get_ref()
+                        ),
+                    )
+                })?,
+            };
             let mut matters = BTreeSet::new();
-            for m in g.matters.get_ref() {
-                if catalogue.matter(m.get_ref()).is_none() {
-                    return Err(at(m.span(), format!("unknown matter {:?}", m.get_ref())));
+            match &g.matters {
+                None if g.up_to_level.is_none() => {
+                    return Err(at(
+                        spanned.span(),
+                        "grant names no matter: give matters = [...], up_to_level = \"<level>\" or both"
+                            .to_owned(),
+                    ));
                 }
-                matters.insert(m.get_ref().clone());
+                None => {}
+                Some(list) => {
+                    if list.get_ref().is_empty() {
+                        return Err(at(list.span(), "grant names no matter".to_owned()));
+                    }
+                    for m in list.get_ref() {
+                        if catalogue.matter(m.get_ref()).is_none() {
+                            return Err(at(m.span(), format!("unknown matter {:?}", m.get_ref())));
+                        }
+                        matters.insert(m.get_ref().clone());
+                    }
+                }
+            }
+            if let Some(level) = &g.up_to_level {
+                let up_to = Level::parse(level.get_ref()).ok_or_else(|| {
+                    at(
+                        level.span(),
+                        format!(
+                            "unknown level {:?} (known: {})",
+                            level.get_ref(),
+                            Level::names()
+                        ),
+                    )
+                })?;
+                let mut any = false;
+                for m in catalogue.matters().iter().filter(|m| m.level <= up_to) {
+                    any = true;
+                    matters.insert(m.code.clone());
+                }
+                if !any {
+                    return Err(at(
+                        level.span(),
+                        format!("the catalogue has no matter at level {up_to} or below"),
+                    ));
+                }
+            }
+            if access == Access::Discover && !g.fields.is_empty() {
+                let span = g
+                    .fields
+                    .values()
+                    .next()
+                    .map_or(spanned.span(), |f| f.span());
+                return Err(at(
+                    span,
+                    "a discover grant releases no evidence: fields apply only to access = \"evidence\""
+                        .to_owned(),
+                ));
             }
             let mut fields = BTreeMap::new();
             for (evidence_type, names) in &g.fields {
@@ -288,8 +405,10 @@ impl Policy {
                 callers,
                 matters,
                 fields,
+                access,
             });
         }
+        let service_points = service_points(&raw.service_points, trust_domain.as_deref(), &at)?;
         let admins = match &raw.admin {
             Some(a) => resolve(&a.callers)?,
             None => Vec::new(),
@@ -347,6 +466,7 @@ impl Policy {
             admins,
             portals,
             organisations,
+            service_points,
             limits,
             version: policy_version(text),
         })
@@ -361,15 +481,20 @@ impl Policy {
 
     /// What this policy permits, one canonical line per permission
     /// (`grant <caller pattern> <matter>`, `fields <caller pattern> <matter>
-    /// <evidence type> <field,…>`, `admin <caller pattern>`, `portal <caller
-    /// pattern>`, `trust_domain …`,
-    /// `limits …`). Two policies' lines differ exactly where what they permit
+    /// <evidence type> <field,…>`, `discover <caller pattern> <matter>`,
+    /// `admin <caller pattern>`, `portal <caller pattern>`,
+    /// `service_point <unit> level=… region=… name=…`, `trust_domain …`,
+    /// `limits …`). Level grants are expanded to their matters. Two policies' lines differ exactly where what they permit
     /// differs, so a reload can record what was added and removed.
     pub fn permissions(&self) -> BTreeSet<String> {
         let mut lines = BTreeSet::new();
         for g in &self.grants {
             for caller in &g.callers {
                 for matter in &g.matters {
+                    if g.access == Access::Discover {
+                        lines.insert(format!("discover {caller} {matter}"));
+                        continue;
+                    }
                     lines.insert(format!("grant {caller} {matter}"));
                     for (evidence, fields) in &g.fields {
                         let list: Vec<&str> = fields.iter().map(String::as_str).collect();
@@ -389,6 +514,12 @@ impl Policy {
         }
         if let Some(domain) = &self.trust_domain {
             lines.insert(format!("trust_domain {domain}"));
+        }
+        for point in self.service_points.values() {
+            lines.insert(format!(
+                "service_point {} level={} region={} name={}",
+                point.unit, point.level, point.region, point.name
+            ));
         }
         let l = &self.limits;
         lines.insert(format!(
@@ -520,9 +651,163 @@ impl Policy {
         matter: &'a str,
     ) -> impl Iterator<Item = &'a Grant> {
         self.grants.iter().filter(move |g| {
-            g.matters.contains(matter) && g.callers.iter().any(|p| p.matches(caller))
+            g.access == Access::Evidence
+                && g.matters.contains(matter)
+                && g.callers.iter().any(|p| p.matches(caller))
         })
     }
+
+    /// May `caller` see matter `code` in discovery (ListMatters,
+    /// DescribeMatter, FindServicePoints)? Any grant of it, of either
+    /// access, allows that; only an evidence grant releases evidence
+    /// ([`may_handle`](Self::may_handle)).
+    pub fn may_discover(&self, caller: &Caller, code: &str) -> bool {
+        self.grants
+            .iter()
+            .any(|g| g.matters.contains(code) && g.callers.iter().any(|p| p.matches(caller)))
+    }
+
+    /// Matters `caller` may see in discovery, in catalogue order.
+    pub fn discoverable_matters<'c>(
+        &self,
+        caller: &Caller,
+        catalogue: &'c Catalogue,
+    ) -> Vec<&'c Matter> {
+        catalogue
+            .matters()
+            .iter()
+            .filter(|m| self.may_discover(caller, &m.code))
+            .collect()
+    }
+
+    /// Every service point the policy names, by unit.
+    pub fn service_points(&self) -> impl Iterator<Item = &ServicePoint> {
+        self.service_points.values()
+    }
+
+    /// The service point `caller` is, if the policy names it one.
+    pub fn service_point(&self, caller: &Caller) -> Option<&ServicePoint> {
+        self.service_points.get(caller)
+    }
+
+    /// Where `matter` can be handled: the service points whose units hold an
+    /// evidence grant for it. For a matter that is not handled city-wide,
+    /// and an applicant whose household is registered in `region`, only
+    /// the points serving that region (in it, or a city point containing
+    /// it); a city-wide matter is handled anywhere, the points in `region`
+    /// listed first. Then by level, region and unit.
+    pub fn service_points_for(
+        &self,
+        matter: &Matter,
+        region: Option<&RegionCode>,
+    ) -> Vec<&ServicePoint> {
+        let mut points: Vec<&ServicePoint> = self
+            .service_points
+            .values()
+            .filter(|p| self.may_handle(&p.unit, &matter.code))
+            .filter(|p| matter.city_wide || region.is_none_or(|r| p.region.covers(r)))
+            .collect();
+        points.sort_by_key(|p| {
+            (
+                region.is_some_and(|r| !p.region.covers(r)),
+                p.level,
+                p.region.clone(),
+                p.unit.clone(),
+            )
+        });
+        points
+    }
+}
+
+/// `[service_points]`: each key a unit, each value its name, level and
+/// region; errors at the offending key or value.
+fn service_points(
+    raw: &BTreeMap<Spanned<String>, Spanned<RawServicePoint>>,
+    trust_domain: Option<&str>,
+    at: &impl Fn(Range<usize>, String) -> CatalogueError,
+) -> Result<BTreeMap<Caller, ServicePoint>, CatalogueError> {
+    let mut points = BTreeMap::new();
+    for (key, value) in raw {
+        let unit = match parse_pattern(key.get_ref(), trust_domain) {
+            Ok(CallerPattern::Unit(unit)) => unit,
+            Ok(CallerPattern::Org(_)) => {
+                return Err(at(
+                    key.span(),
+                    format!(
+                        "service point {:?} must be one unit, not every unit of an organisation",
+                        key.get_ref()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(at(
+                    key.span(),
+                    format!("service point {:?}: {e}", key.get_ref()),
+                ));
+            }
+        };
+        let v = value.get_ref();
+        let name = v.name.get_ref().trim();
+        if name.is_empty()
+            || name.chars().count() > MAX_SERVICE_POINT_NAME_CHARS
+            || name.chars().any(char::is_control)
+        {
+            return Err(at(
+                v.name.span(),
+                format!(
+                    "service point name must be 1 to {MAX_SERVICE_POINT_NAME_CHARS} characters without control characters"
+                ),
+            ));
+        }
+        let level = Level::parse(v.level.get_ref()).ok_or_else(|| {
+            at(
+                v.level.span(),
+                format!(
+                    "unknown level {:?} (known: {})",
+                    v.level.get_ref(),
+                    Level::names()
+                ),
+            )
+        })?;
+        let region = RegionCode::parse(v.region.get_ref()).map_err(|e| {
+            at(
+                v.region.span(),
+                format!("region {:?}: {e}", v.region.get_ref()),
+            )
+        })?;
+        // A city-level point serves the whole city, so it stands in the
+        // city's own region; any other in the county or district it serves.
+        if (level == Level::City) != region.is_city() {
+            return Err(at(
+                v.region.span(),
+                if level == Level::City {
+                    format!(
+                        "a city-level service point's region is the city's code (…00), not {region}"
+                    )
+                } else {
+                    format!(
+                        "a {level}-level service point's region is its county or district, not the city code {region}"
+                    )
+                },
+            ));
+        }
+        if points.contains_key(&unit) {
+            return Err(at(
+                key.span(),
+                format!("service point {unit} is named twice"),
+            ));
+        }
+        points.insert(
+            unit.clone(),
+            ServicePoint {
+                unit,
+                name: name.to_owned(),
+                level,
+                region,
+            },
+        );
+    }
+    Ok(points)
 }
 
 /// Why a caller pattern in the policy is unusable.
@@ -878,6 +1163,359 @@ burst = 10
         assert!(p.is_portal(&caller(org(4), "other-unit")));
         assert!(p.is_portal(&caller(org(1), "dongli-community")));
         assert!(!p.is_portal(&caller(org(3), "admin")));
+    }
+
+    /// A policy with a township hall granted by level, a community centre
+    /// by level plus one named matter, the hotline's discover grant, and
+    /// their service points.
+    fn levelled() -> String {
+        format!(
+            r#"trust_domain = "tongban.test"
+
+[[grant]]
+callers = ["org/{a}/unit/salian-township"]
+up_to_level = "township"
+
+[[grant]]
+callers = ["org/{b}/unit/dongli-community"]
+up_to_level = "community"
+matters = ["temporary-assistance"]
+fields = {{ "civil.subsistence" = ["receiving"] }}
+
+[[grant]]
+callers = ["org/{c}/unit/hotline-96196"]
+access = "discover"
+up_to_level = "city"
+
+[[grant]]
+callers = ["org/{d}/unit/miyi-hall"]
+up_to_level = "county"
+
+[service_points."org/{a}/unit/salian-township"]
+name = "撒莲镇便民服务中心"
+level = "township"
+region = "510421"
+
+[service_points."spiffe://tongban.test/org/{b}/unit/dongli-community"]
+name = "动力站社区党群服务中心"
+level = "community"
+region = "510403"
+
+[service_points."org/{d}/unit/miyi-hall"]
+name = "米易县政务服务中心"
+level = "county"
+region = "510421"
+"#,
+            a = org(11),
+            b = org(12),
+            c = org(13),
+            d = org(14)
+        )
+    }
+
+    #[test]
+    fn level_grants_cover_their_level_and_below() {
+        let p = policy(&levelled()).unwrap();
+        let cat = Catalogue::embedded();
+        let township = caller(org(11), "salian-township");
+        let granted = p.granted_matters(&township, &cat);
+        assert!(!granted.is_empty());
+        assert!(granted.iter().all(|m| m.level <= Level::Township));
+        let expected: Vec<_> = cat
+            .matters()
+            .iter()
+            .filter(|m| m.level <= Level::Township)
+            .map(|m| m.code.as_str())
+            .collect();
+        assert_eq!(
+            granted.iter().map(|m| m.code.as_str()).collect::<Vec<_>>(),
+            expected
+        );
+        // A county matter is not granted to the township hall.
+        let county = cat.matter("marriage-record-inquiry").unwrap();
+        assert_eq!(county.level, Level::County);
+        assert!(!p.may_handle(&township, &county.code));
+        assert!(p.may_handle(&caller(org(14), "miyi-hall"), &county.code));
+        // The community centre: community matters, plus one named township
+        // matter, with the field restriction validated against it.
+        let community = caller(org(12), "dongli-community");
+        assert!(p.may_handle(&community, "pension-qualification"));
+        assert!(p.may_handle(&community, "temporary-assistance"));
+        assert!(!p.may_handle(&community, "unemployment-benefit"));
+        let assistance = cat.matter("temporary-assistance").unwrap();
+        assert_eq!(
+            p.authorize(&community, assistance, "civil.subsistence"),
+            Ok(FieldRelease::Only(["receiving".to_owned()].into()))
+        );
+        // Permissions expand the level, so a catalogue or policy change that
+        // widens it shows as added lines.
+        let lines = p.permissions();
+        for m in &expected {
+            assert!(
+                lines.contains(&format!("grant org/{}/unit/salian-township {m}", org(11))),
+                "{m}"
+            );
+        }
+        let narrower = policy(&levelled().replacen(
+            "up_to_level = \"township\"",
+            "up_to_level = \"community\"",
+            1,
+        ))
+        .unwrap();
+        let narrower = narrower.permissions();
+        let removed: Vec<_> = lines.difference(&narrower).collect();
+        let township_only = cat
+            .matters()
+            .iter()
+            .filter(|m| m.level == Level::Township)
+            .count();
+        assert_eq!(removed.len(), township_only, "{removed:?}");
+        assert!(removed.iter().all(|l| l.contains("salian-township")));
+    }
+
+    #[test]
+    fn discover_grants_never_release_evidence() {
+        let p = policy(&levelled()).unwrap();
+        let cat = Catalogue::embedded();
+        let hotline = caller(org(13), "hotline-96196");
+        // Sees every matter in discovery...
+        assert_eq!(
+            p.discoverable_matters(&hotline, &cat).len(),
+            cat.matters().len()
+        );
+        // ...and may handle none: no evidence under any matter.
+        assert!(p.granted_matters(&hotline, &cat).is_empty());
+        for m in cat.matters() {
+            assert!(p.may_discover(&hotline, &m.code));
+            assert!(!p.may_handle(&hotline, &m.code));
+            for e in &m.evidence {
+                assert_eq!(
+                    p.authorize(&hotline, m, e).unwrap_err().reason(),
+                    "MATTER_NOT_GRANTED",
+                    "{} {e}",
+                    m.code
+                );
+            }
+        }
+        for e in cat.evidence_types() {
+            assert_eq!(p.evidence_release(&hotline, &e.id, &cat), None);
+        }
+        // Evidence grants are discoverable too; nothing else is.
+        let township = caller(org(11), "salian-township");
+        assert!(p.may_discover(&township, "temporary-id-card"));
+        assert!(!p.may_discover(&township, "pension-transfer"));
+        assert!(!p.may_discover(&caller(org(13), "other"), "temporary-id-card"));
+        let lines = p.permissions();
+        assert!(lines.contains(&format!(
+            "discover org/{}/unit/hotline-96196 pension-transfer",
+            org(13)
+        )));
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.starts_with("grant") && l.contains("hotline"))
+        );
+        // Same text, evidence access: now it releases.
+        let evidence =
+            policy(&levelled().replace("access = \"discover\"", "access = \"evidence\"")).unwrap();
+        assert!(evidence.may_handle(&hotline, "pension-transfer"));
+    }
+
+    #[test]
+    fn service_points_by_matter_and_region() {
+        let p = policy(&levelled()).unwrap();
+        let cat = Catalogue::embedded();
+        let names = |m: &str, region: Option<&str>| -> Vec<String> {
+            let region = region.map(|r| RegionCode::parse(r).unwrap());
+            p.service_points_for(cat.matter(m).unwrap(), region.as_ref())
+                .iter()
+                .map(|s| s.name.clone())
+                .collect()
+        };
+        // A community, city-wide matter: every point granted it, lowest
+        // level first.
+        assert_eq!(
+            names("pension-qualification", None),
+            [
+                "动力站社区党群服务中心",
+                "撒莲镇便民服务中心",
+                "米易县政务服务中心"
+            ]
+        );
+        // City-wide: a region only orders, those serving it first.
+        assert_eq!(
+            names("pension-qualification", Some("510421")),
+            [
+                "撒莲镇便民服务中心",
+                "米易县政务服务中心",
+                "动力站社区党群服务中心"
+            ]
+        );
+        // Not city-wide (subsistence allowance, community level): only in
+        // the household's region.
+        assert!(!cat.matter("subsistence-allowance").unwrap().city_wide);
+        assert_eq!(
+            names("subsistence-allowance", Some("510403")),
+            ["动力站社区党群服务中心"]
+        );
+        assert_eq!(
+            names("subsistence-allowance", Some("510421")),
+            ["撒莲镇便民服务中心", "米易县政务服务中心"]
+        );
+        assert!(names("subsistence-allowance", Some("510411")).is_empty());
+        // A county matter: only the county hall.
+        assert_eq!(names("household-move-spouse", None), ["米易县政务服务中心"]);
+        // The hotline is no service point and holds no evidence grant.
+        assert!(p.service_point(&caller(org(13), "hotline-96196")).is_none());
+        assert_eq!(
+            p.service_point(&caller(org(11), "salian-township"))
+                .map(|s| s.level),
+            Some(Level::Township)
+        );
+        assert!(p.permissions().contains(&format!(
+            "service_point org/{}/unit/salian-township level=township region=510421 name=撒莲镇便民服务中心",
+            org(11)
+        )));
+    }
+
+    #[test]
+    fn city_points_serve_every_district() {
+        let text = format!(
+            "[[grant]]\ncallers = [\"org/{a}/unit/city-centre\"]\nup_to_level = \"city\"\n\n[service_points.\"org/{a}/unit/city-centre\"]\nname = \"攀枝花市政务服务中心\"\nlevel = \"city\"\nregion = \"510400\"\n",
+            a = org(15)
+        );
+        let p = policy(&text).unwrap();
+        let cat = Catalogue::embedded();
+        let m = cat.matter("subsistence-allowance").unwrap();
+        for region in ["510402", "510421", "510400"] {
+            let r = RegionCode::parse(region).unwrap();
+            assert_eq!(p.service_points_for(m, Some(&r)).len(), 1, "{region}");
+        }
+        let elsewhere = RegionCode::parse("510104").unwrap();
+        assert!(p.service_points_for(m, Some(&elsewhere)).is_empty());
+    }
+
+    #[test]
+    fn bad_level_discover_and_service_point_tables_name_the_line() {
+        let text = levelled();
+        for (from, to, line_needle, message) in [
+            (
+                "up_to_level = \"township\"",
+                "up_to_level = \"province\"",
+                "up_to_level = \"province\"",
+                "unknown level \"province\" (known: community, township, county, city)",
+            ),
+            (
+                "access = \"discover\"",
+                "access = \"read\"",
+                "access = \"read\"",
+                "access must be \"evidence\" or \"discover\"",
+            ),
+            (
+                "access = \"discover\"",
+                "access = \"discover\"\nfields = { \"police.identity\" = [\"alive\"] }",
+                "fields = { \"police.identity\"",
+                "a discover grant releases no evidence",
+            ),
+            (
+                "fields = { \"civil.subsistence\" = [\"receiving\"] }",
+                "fields = { \"hrss.pension\" = [\"retired\"], \"civil.death\" = [\"deceased\"], \"market.registration\" = [\"status\"] }",
+                "fields = { \"hrss.pension\"",
+                "no matter of this grant needs \"market.registration\"",
+            ),
+            (
+                "level = \"township\"\nregion = \"510421\"",
+                "level = \"township\"\nregion = \"5104\"",
+                "region = \"5104\"",
+                "must be 6 digits",
+            ),
+            (
+                "level = \"township\"\nregion = \"510421\"",
+                "level = \"township\"\nregion = \"510400\"",
+                "region = \"510400\"",
+                "county or district, not the city code",
+            ),
+            (
+                "level = \"county\"\nregion = \"510421\"",
+                "level = \"city\"\nregion = \"510421\"",
+                "name = \"米易县政务服务中心\"",
+                "city-level service point's region",
+            ),
+            (
+                "level = \"community\"",
+                "level = \"village\"",
+                "level = \"village\"",
+                "unknown level \"village\"",
+            ),
+            (
+                "name = \"撒莲镇便民服务中心\"",
+                "name = \"  \"",
+                "name = \"  \"",
+                "service point name must be 1 to 100",
+            ),
+            (
+                "name = \"撒莲镇便民服务中心\"",
+                "name = \"a\\u001b[31mb\"",
+                "name = \"a\\u001b",
+                "without control characters",
+            ),
+            (
+                "level = \"community\"\nregion = \"510403\"",
+                "level = \"community\"\nregion = \"510403\"\nmatters = [\"x\"]",
+                "matters = [\"x\"]",
+                "unknown field `matters`",
+            ),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let bad = text.replacen(from, to, 1);
+            let e = policy(&bad).unwrap_err();
+            let expected_line = bad.lines().position(|l| l.contains(line_needle)).unwrap() + 1;
+            // The region/level errors point at the value's line.
+            let expected_line = if message.contains("city-level") {
+                expected_line + 2
+            } else {
+                expected_line
+            };
+            assert_eq!(e.line, expected_line, "{to}: {e}");
+            assert!(e.message.contains(message), "{to}: {e}");
+            assert_eq!(e.source_name, "policy.toml");
+        }
+        // A grant with neither matters nor a level, at the grant.
+        let e = policy(&format!(
+            "\n[[grant]]\ncallers = [\"org/{}/unit/x\"]\naccess = \"discover\"\n",
+            org(1)
+        ))
+        .unwrap_err();
+        assert!(e.message.contains("grant names no matter"), "{e}");
+        assert!(e.line <= 3, "{e}");
+        let e = policy(&format!(
+            "[[grant]]\ncallers = [\"org/{}/unit/x\"]\nup_to_level = \"city\"\nmatters = []\n",
+            org(1)
+        ))
+        .unwrap_err();
+        assert_eq!((e.line, e.message.as_str()), (4, "grant names no matter"));
+        // Service point keys: one unit, in the trust domain, named once.
+        for (key, message) in [
+            (format!("org/{}/unit/*", org(11)), "must be one unit"),
+            ("group:halls".to_owned(), "service point \"group:halls\""),
+            (
+                format!("spiffe://elsewhere/org/{}/unit/x", org(11)),
+                "trust domain",
+            ),
+            (
+                format!("spiffe://tongban.test/org/{}/unit/salian-township", org(11)),
+                "named twice",
+            ),
+        ] {
+            let bad = format!(
+                "{text}\n[service_points.\"{key}\"]\nname = \"x\"\nlevel = \"township\"\nregion = \"510421\"\n"
+            );
+            let e = policy(&bad).unwrap_err();
+            assert!(e.message.contains(message), "{key}: {e}");
+            if !message.contains("twice") {
+                assert_eq!(e.line, bad.lines().count() - 3, "{key}: {e}");
+            }
+        }
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //!
 //! - [`pki`]: a development PKI (a CA plus certificates for every party of
 //!   the reference deployment, invented organisations).
-//! - [`reference`]: the three reference departments (police, civil affairs,
-//!   human resources & social security): schemas, SQL, the deterministic
+//! - [`reference`]: the reference departments (police, civil affairs,
+//!   human resources & social security, healthcare security): schemas, SQL, the deterministic
 //!   synthetic population and the story residents.
 //! - [`local`]: a complete mutual-TLS deployment on 127.0.0.1 (PKI,
 //!   reference adapters, policy, one exchange node), for `tongban demo`, the

@@ -1,4 +1,4 @@
-//! A complete deployment on this machine: a development PKI, the three
+//! A complete deployment on this machine: a development PKI, the four
 //! reference departments (seeded SQLite), the access policy and one exchange
 //! node with its audit log — every hop mutual TLS, every port an ephemeral
 //! one on 127.0.0.1. Used by `tongban demo`, the end-to-end tests and the
@@ -26,7 +26,7 @@ use tongban_trust::{IncomingOptions, PeerIdentity, TlsIncoming, TlsServerConfig}
 use tonic::transport::Channel;
 
 /// The departments of the reference deployment.
-pub const DEPARTMENTS: [Dept; 3] = [Dept::Police, Dept::Civil, Dept::Hrss];
+pub const DEPARTMENTS: [Dept; 4] = [Dept::Police, Dept::Civil, Dept::Hrss, Dept::Medins];
 
 /// One running reference adapter.
 #[derive(Debug)]
@@ -593,27 +593,58 @@ police-stations = ["{police_station}"]
 community-centres = ["{community}"]
 township-halls = ["{township}"]
 
-# Police stations issue temporary identity cards.
+# Police stations: identity and household registration matters, and
+# assistance to criminal investigations — a sealed matter, whose accesses the
+# person learns of only after its disclosure delay.
 [[grant]]
 callers = ["group:police-stations"]
-matters = ["temporary-id-card"]
+matters = ["temporary-id-card", "household-registration-certificate"]
 
-# They also assist criminal investigations: a sealed matter, whose accesses
-# the person learns of only after its disclosure delay.
 [[grant]]
 callers = ["group:police-stations"]
 matters = ["criminal-investigation-assist"]
 
-# Community centres and township halls handle social matters.
+# Community centres: every matter pushed down to village/community level,
+# and unemployment benefit (a township matter the city lets communities take).
 [[grant]]
-callers = ["group:community-centres", "group:township-halls"]
-matters = ["unemployment-benefit", "pension-qualification", "social-insurance-record", "subsistence-allowance"]
+callers = ["group:community-centres"]
+up_to_level = "community"
+matters = ["unemployment-benefit"]
 
-# The 96196 hotline tells callers where they stand, and no more.
+# Township halls: every matter up to township/street level.
+[[grant]]
+callers = ["group:township-halls"]
+up_to_level = "township"
+
+# The 96196 hotline tells callers where each matter is handled (discovery
+# only: no evidence)...
+[[grant]]
+callers = ["{hotline}"]
+access = "discover"
+up_to_level = "city"
+
+# ...and where they stand on their social insurance, and no more.
 [[grant]]
 callers = ["{hotline}"]
 matters = ["social-insurance-record"]
 fields = {{ "police.identity" = ["name_matches", "alive"], "hrss.contributions" = ["total_months", "contributing"] }}
+
+# Where matters are handled: FindServicePoints answers from these and the
+# grants above.
+[service_points."{police_station}"]
+name = "米易县公安局撒莲派出所"
+level = "township"
+region = "510421"
+
+[service_points."{community}"]
+name = "西区动力站社区党群服务中心"
+level = "community"
+region = "510403"
+
+[service_points."{township}"]
+name = "米易县撒莲镇便民服务中心"
+level = "township"
+region = "510421"
 
 [admin]
 callers = [{admins}]
@@ -695,6 +726,53 @@ mod tests {
         // Nobody else may.
         for other in ["dongli-community", "salian-township", "hotline-96196"] {
             assert!(!policy.may_handle(&caller(other), &sealed.code), "{other}");
+        }
+
+        // Township halls handle every matter up to township level, community
+        // centres community ones (and unemployment benefit); the hotline
+        // discovers every matter and handles only its one inquiry.
+        let township = caller("salian-township");
+        let community = caller("dongli-community");
+        let hotline = caller("hotline-96196");
+        for m in catalogue.matters() {
+            assert_eq!(
+                policy.may_handle(&township, &m.code),
+                m.level <= tongban_core::Level::Township,
+                "{}",
+                m.code
+            );
+            assert_eq!(
+                policy.may_handle(&community, &m.code),
+                m.level == tongban_core::Level::Community || m.code == "unemployment-benefit",
+                "{}",
+                m.code
+            );
+            assert!(policy.may_discover(&hotline, &m.code), "{}", m.code);
+            assert_eq!(
+                policy.may_handle(&hotline, &m.code),
+                m.code == "social-insurance-record",
+                "{}",
+                m.code
+            );
+        }
+        // Every service point of the dev PKI is named, none other.
+        let points: Vec<_> = policy
+            .service_points()
+            .map(|p| p.unit.unit.clone())
+            .collect();
+        assert_eq!(
+            points.len(),
+            pki.identities
+                .iter()
+                .filter(|i| i.role == Role::ServicePoint && i.name != "hotline-96196")
+                .count()
+        );
+        for point in policy.service_points() {
+            assert!(
+                !policy.granted_matters(&point.unit, &catalogue).is_empty(),
+                "{}",
+                point.unit
+            );
         }
     }
 }

@@ -135,6 +135,11 @@ pub const ORG_CITY_HRSS: DevOrganisation = DevOrganisation {
     name: "Panzhihua Municipal Human Resources and Social Security Bureau",
     name_zh: "攀枝花市人力资源和社会保障局",
 };
+pub const ORG_CITY_MEDINS: DevOrganisation = DevOrganisation {
+    credit_code: "11510400TB0000116D",
+    name: "Panzhihua Healthcare Security Administration",
+    name_zh: "攀枝花市医疗保障局",
+};
 pub const ORG_MIYI_POLICE: DevOrganisation = DevOrganisation {
     credit_code: "11510421TB0000052W",
     name: "Miyi County Public Security Bureau",
@@ -169,6 +174,7 @@ pub const DEV_ORGANISATIONS: &[DevOrganisation] = &[
     ORG_CITY_POLICE,
     ORG_CITY_CIVIL_AFFAIRS,
     ORG_CITY_HRSS,
+    ORG_CITY_MEDINS,
     ORG_MIYI_POLICE,
     ORG_DONGLI_COMMUNITY,
     ORG_SALIAN_TOWN,
@@ -223,6 +229,14 @@ pub const DEV_PARTIES: &[DevParty] = &[
         server_auth: true,
         client_auth: false,
         description: "human resources and social security department adapter",
+    },
+    DevParty {
+        name: "medins",
+        role: Role::Department,
+        organisation: ORG_CITY_MEDINS,
+        server_auth: true,
+        client_auth: false,
+        description: "healthcare security (medical insurance) department adapter",
     },
     DevParty {
         name: "admin",

@@ -4,12 +4,13 @@
 
 use std::time::Instant;
 
-use tongban_core::FieldRelease;
+use tongban_core::{FieldRelease, Level, Matter, RegionCode};
 use tongban_proto::v1::exchange_server::Exchange as ExchangeApi;
 use tongban_proto::v1::{
-    self as pb, DescribeMatterRequest, DescribeMatterResponse, GatherItem, GatherRequest,
-    GatherResponse, ListEvidenceTypesRequest, ListEvidenceTypesResponse, ListMattersRequest,
-    ListMattersResponse, LookupRequest, LookupResponse, ProveReceiptRequest, gather_item,
+    self as pb, DescribeMatterRequest, DescribeMatterResponse, FindServicePointsRequest,
+    FindServicePointsResponse, GatherItem, GatherRequest, GatherResponse, ListEvidenceTypesRequest,
+    ListEvidenceTypesResponse, ListMattersRequest, ListMattersResponse, LookupRequest,
+    LookupResponse, ProveReceiptRequest, gather_item,
 };
 use tonic::{Request, Response, Status};
 
@@ -48,6 +49,28 @@ impl ExchangeService {
     pub fn with_audit_reader(mut self, reader: AuditReader) -> Self {
         self.audit_reader = Some(reader);
         self
+    }
+
+    /// Discovery's matter: NOT_FOUND when the catalogue has none, then
+    /// PERMISSION_DENIED unless the caller holds a grant of it of any access
+    /// (a discover grant shows a matter; only an evidence grant releases
+    /// its evidence, which `Exchange::granted_matter` checks).
+    fn discoverable_matter(&self, call: &Call, code: &str) -> Result<&Matter, ExchangeError> {
+        let matter = self
+            .exchange
+            .catalogue()
+            .matter(code)
+            .ok_or_else(|| ExchangeError::UnknownMatter(code.to_owned()))?;
+        if call.policy.may_discover(&call.caller, &matter.code) {
+            Ok(matter)
+        } else {
+            let denial = tongban_core::Denial::MatterNotGranted {
+                caller: call.caller.to_string(),
+                matter: matter.code.clone(),
+            };
+            self.exchange.metrics().record_denial(denial.reason());
+            Err(denial.into())
+        }
     }
 
     /// Starts the call: one policy snapshot, the caller, the deadline.
@@ -218,7 +241,7 @@ impl ExchangeApi for ExchangeService {
         self.exchange.charge(&call, 1)?;
         let matters = call
             .policy
-            .granted_matters(&call.caller, self.exchange.catalogue())
+            .discoverable_matters(&call.caller, self.exchange.catalogue())
             .into_iter()
             .map(pb::Matter::from)
             .collect();
@@ -233,19 +256,61 @@ impl ExchangeApi for ExchangeService {
         let call = self.begin(&request)?;
         self.exchange.charge(&call, 1)?;
         let code = request.into_inner().matter;
-        let matter = self.exchange.granted_matter(&call, &code)?;
+        let matter = self.discoverable_matter(&call, &code)?;
+        // With an evidence grant, each evidence type with the fields the
+        // caller receives; with discovery only, which evidence the matter
+        // gathers (so nobody need bring papers) and no field.
         let evidence_types = matter
             .evidence
             .iter()
             .filter_map(|e| self.exchange.catalogue().evidence(e))
-            .filter_map(|e| {
-                let release = call.policy.authorize(&call.caller, matter, &e.id).ok()?;
-                Some(released_info(e, &release))
+            .map(|e| {
+                let release = call
+                    .policy
+                    .authorize(&call.caller, matter, &e.id)
+                    .unwrap_or_else(|_| FieldRelease::Only(Default::default()));
+                released_info(e, &release)
             })
             .collect();
         Ok(Response::new(DescribeMatterResponse {
             matter: Some(pb::Matter::from(matter)),
             evidence_types,
+        }))
+    }
+
+    #[tracing::instrument(name = "Exchange/FindServicePoints", level = "debug", skip_all)]
+    async fn find_service_points(
+        &self,
+        request: Request<FindServicePointsRequest>,
+    ) -> Result<Response<FindServicePointsResponse>, Status> {
+        let call = self.begin(&request)?;
+        self.exchange.charge(&call, 1)?;
+        let req = request.into_inner();
+        let region = if req.region_code.is_empty() {
+            None
+        } else {
+            Some(
+                RegionCode::parse(&req.region_code)
+                    .map_err(|e| ExchangeError::invalid("region_code", e.to_string()))?,
+            )
+        };
+        let matter = self.discoverable_matter(&call, &req.matter)?;
+        let service_points = call
+            .policy
+            .service_points_for(matter, region.as_ref())
+            .into_iter()
+            .map(pb::ServicePoint::from)
+            .collect();
+        Ok(Response::new(FindServicePointsResponse {
+            matter: matter.code.clone(),
+            level: matter.level.name().to_owned(),
+            city_wide: matter.city_wide,
+            levels: Level::ALL
+                .iter()
+                .filter(|l| **l >= matter.level)
+                .map(|l| l.name().to_owned())
+                .collect(),
+            service_points,
         }))
     }
 }

@@ -157,6 +157,24 @@ impl From<&Matter> for pb::Matter {
     }
 }
 
+impl From<&tongban_core::ServicePoint> for pb::ServicePoint {
+    fn from(p: &tongban_core::ServicePoint) -> Self {
+        let region = p.region.as_str();
+        let region_name = match tongban_core::id::panzhihua_region_name(region) {
+            Some((_, zh)) => zh,
+            None if region == "510400" => "攀枝花市",
+            None => "",
+        };
+        Self {
+            unit: p.unit.to_string(),
+            name: p.name.clone(),
+            level: p.level.name().to_owned(),
+            region_code: region.to_owned(),
+            region_name: region_name.to_owned(),
+        }
+    }
+}
+
 /// A field's value as text ("" when it has none), as hashed into the audit
 /// log's released-fields digest.
 pub fn field_value_text(field: &pb::Field) -> String {

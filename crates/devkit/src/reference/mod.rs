@@ -1,5 +1,6 @@
-//! The three reference departments: police (公安), civil affairs (民政) and
-//! human resources & social security (人社), each with its own schema
+//! The reference departments: police (公安), civil affairs (民政), human
+//! resources & social security (人社) and healthcare security (医疗保障,
+//! [`medins`]), each with its own schema
 //! (`migrations/<dept>/`), its adapter config (the SQL in `queries/`), and
 //! the seeded synthetic population ([`population`], [`stories`]).
 //!
@@ -8,6 +9,7 @@
 //! identity number, because for them "no record" is itself the answer
 //! (unmarried, no death registered, never insured).
 
+pub mod medins;
 pub mod population;
 pub mod stories;
 
@@ -25,6 +27,7 @@ use tongban_adapter::{AdapterConfig, AdapterService, DepartmentPool, EvidenceQue
 static POLICE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/police");
 static CIVIL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/civil");
 static HRSS_MIGRATIONS: Migrator = sqlx::migrate!("migrations/hrss");
+static MEDINS_MIGRATIONS: Migrator = sqlx::migrate!("migrations/medins");
 
 /// A reference department.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,10 +35,12 @@ pub enum Dept {
     Police,
     Civil,
     Hrss,
+    /// Healthcare security (医疗保障): medical insurance enrolment.
+    Medins,
 }
 
 impl Dept {
-    pub const ALL: [Self; 3] = [Self::Police, Self::Civil, Self::Hrss];
+    pub const ALL: [Self; 4] = [Self::Police, Self::Civil, Self::Hrss, Self::Medins];
 
     /// The department id in the catalogue.
     pub fn id(self) -> &'static str {
@@ -43,6 +48,7 @@ impl Dept {
             Self::Police => "police",
             Self::Civil => "civil",
             Self::Hrss => "hrss",
+            Self::Medins => "medins",
         }
     }
 
@@ -52,6 +58,7 @@ impl Dept {
             Self::Police => 50061,
             Self::Civil => 50062,
             Self::Hrss => 50063,
+            Self::Medins => 50065,
         }
     }
 
@@ -60,6 +67,7 @@ impl Dept {
             Self::Police => &POLICE_MIGRATIONS,
             Self::Civil => &CIVIL_MIGRATIONS,
             Self::Hrss => &HRSS_MIGRATIONS,
+            Self::Medins => &MEDINS_MIGRATIONS,
         }
     }
 
@@ -108,6 +116,11 @@ impl Dept {
                     None,
                 ),
             ],
+            Self::Medins => &[(
+                "medins.enrolment",
+                include_str!("queries/medins.enrolment.sql"),
+                None,
+            )],
         }
     }
 }
@@ -122,10 +135,9 @@ impl FromStr for Dept {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|d| d.id() == s)
-            .ok_or_else(|| format!("unknown reference department {s:?} (police, civil, hrss)"))
+        Self::ALL.into_iter().find(|d| d.id() == s).ok_or_else(|| {
+            format!("unknown reference department {s:?} (police, civil, hrss, medins)")
+        })
     }
 }
 
@@ -474,6 +486,7 @@ fn rows_for(dept: Dept, p: &Population) -> Vec<Row> {
                 }
             }
         }
+        Dept::Medins => rows.extend(medins::rows(p)),
         Dept::Hrss => {
             for r in &p.residents {
                 if let Some(u) = &r.unemployment {

@@ -643,3 +643,161 @@ async fn postgres_path_answers_from_isolated_schema() {
     assert_eq!(text(identity, "card_status"), "valid");
     assert_eq!(get(identity, "alive"), b(true));
 }
+
+/// Medical insurance agrees with the other departments' stories.
+#[tokio::test]
+async fn medins_answers_enrolment_consistent_with_the_stories() {
+    let s = seeded().await;
+    let ask = |story| s.ask("medins.enrolment", story, None);
+    // Never insured anywhere: not enrolled.
+    let never = ask(stories::NEVER_INSURED).await;
+    assert_eq!(get(&never, "enrolled"), b(false));
+    assert_eq!(text(&never, "scheme"), "none");
+    assert_eq!(text(&never, "status"), "none");
+    assert_eq!(get(&never, "since"), None);
+    assert_eq!(get(&never, "assisted"), b(false));
+    // Receiving the subsistence allowance: resident scheme, assisted.
+    let dibao = ask(stories::SUBSISTENCE_RECIPIENT).await;
+    assert_eq!(get(&dibao, "enrolled"), b(true));
+    assert_eq!(text(&dibao, "scheme"), "resident");
+    assert_eq!(text(&dibao, "status"), "active");
+    assert_eq!(get(&dibao, "assisted"), b(true));
+    // A retiree keeps the employee scheme.
+    let retiree = ask(stories::CERTIFIED_RETIREE).await;
+    assert_eq!(text(&retiree, "scheme"), "employee");
+    assert_eq!(text(&retiree, "status"), "active");
+    // Laid off: the employee enrolment is suspended.
+    let laid_off = ask(stories::LAID_OFF_WORKER).await;
+    assert_eq!(get(&laid_off, "enrolled"), b(true));
+    assert_eq!(text(&laid_off, "scheme"), "employee");
+    assert_eq!(text(&laid_off, "status"), "suspended");
+    // Dead: the enrolment ended, so not enrolled.
+    let dead = ask(stories::DECEASED_PENSIONER).await;
+    assert_eq!(get(&dead, "enrolled"), b(false));
+    assert_eq!(text(&dead, "status"), "none");
+    // Unknown to every register: no enrolment either.
+    let unknown = s
+        .try_ask("medins.enrolment", stories::UNKNOWN_PERSON_ID, None)
+        .await
+        .unwrap();
+    assert_eq!(get(&unknown, "enrolled"), b(false));
+
+    // Across the population: every situation occurs.
+    let p = Population::reference(china_today());
+    let all: Vec<_> = p
+        .residents
+        .iter()
+        .map(|r| medins::enrolment(r, p.today))
+        .collect();
+    let count =
+        |f: &dyn Fn(&medins::Enrolment) -> bool| all.iter().flatten().filter(|e| f(e)).count();
+    assert!(all.iter().filter(|e| e.is_none()).count() >= 3);
+    assert!(
+        count(&|e| e.scheme == medins::Scheme::Employee && e.status == medins::Status::Active)
+            >= 10
+    );
+    assert!(
+        count(&|e| e.scheme == medins::Scheme::Resident && e.status == medins::Status::Active)
+            >= 10
+    );
+    assert!(count(&|e| e.status == medins::Status::Suspended) >= 3);
+    assert!(count(&|e| e.assisted) >= 2);
+    assert!(count(&|e| e.status == medins::Status::Terminated) >= 1);
+    // Assistance only for those receiving the allowance, never the dead.
+    for (r, e) in p.residents.iter().zip(&all) {
+        if let Some(e) = e {
+            assert!(!e.assisted || r.allowance.is_some(), "{}", r.id);
+            assert_eq!(
+                e.status == medins::Status::Terminated,
+                r.death.is_some(),
+                "{}",
+                r.id
+            );
+            assert!(e.enrolled_on <= p.today);
+        }
+    }
+}
+
+/// The medins migration and query are portable: seeded and answered on
+/// PostgreSQL, in a schema of its own, like on SQLite.
+#[tokio::test]
+async fn medins_on_postgres_answers_like_sqlite() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+    let schema = format!(
+        "tb_medins_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(URL)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")).into_sql_str())
+        .execute(&admin)
+        .await
+        .unwrap();
+    let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+        let opts = URL
+            .parse::<PgConnectOptions>()
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let pool = DepartmentPool::Postgres(
+            PgPoolOptions::new()
+                .max_connections(2)
+                .connect_with(opts)
+                .await
+                .unwrap(),
+        );
+        assert!(seed(Dept::Medins, &pool).await.unwrap().inserted);
+        assert!(!seed(Dept::Medins, &pool).await.unwrap().inserted);
+        let svc = tongban_adapter::service_from_parts(
+            &config(Dept::Medins, URL),
+            &tongban_core::Catalogue::embedded(),
+            pool.clone(),
+        )
+        .await
+        .unwrap();
+        let mut answers = Vec::new();
+        for story in [
+            stories::SUBSISTENCE_RECIPIENT,
+            stories::NEVER_INSURED,
+            stories::LAID_OFF_WORKER,
+        ] {
+            let id = IdNumber::parse(story.id_number).unwrap();
+            answers.push(
+                svc.source()
+                    .answer("medins.enrolment", &id, None, china_today())
+                    .await
+                    .unwrap(),
+            );
+        }
+        pool.close().await;
+        answers
+    }))
+    .await;
+    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")).into_sql_str())
+        .execute(&admin)
+        .await
+        .unwrap();
+    let answers = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let sqlite = seeded().await;
+    for (answer, story) in answers.iter().zip([
+        stories::SUBSISTENCE_RECIPIENT,
+        stories::NEVER_INSURED,
+        stories::LAID_OFF_WORKER,
+    ]) {
+        let expected = sqlite.ask("medins.enrolment", story, None).await;
+        for field in ["enrolled", "scheme", "status", "since", "assisted"] {
+            assert_eq!(
+                get(answer, field),
+                get(&expected, field),
+                "{field} of {}",
+                story.name
+            );
+        }
+    }
+    assert_eq!(get(&answers[0], "assisted"), b(true));
+    assert_eq!(get(&answers[1], "enrolled"), b(false));
+}
