@@ -20,5 +20,7 @@ pub use catalogue::{
 };
 pub use evidence::{EvidenceAnswer, Field, FieldSpec, FieldType, FieldValue};
 pub use id::{CreditCode, CreditCodeError, IdNumber, IdNumberError, Sex};
-pub use policy::{Denial, FieldRelease, Limits, Policy};
+pub use policy::{
+    Denial, EvidenceDecision, Explanation, FieldRelease, GrantUse, Limits, Policy, PolicySummary,
+};
 pub use subject::{Role, SubjectId, SubjectKind};
