@@ -30,5 +30,6 @@ mod hold_the_line;
 mod http2_limits;
 mod observability;
 mod policy;
+mod reflection;
 mod resilience;
 mod trust;
