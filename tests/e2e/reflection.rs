@@ -26,7 +26,10 @@ const REFLECTION_V1: &str = "grpc.reflection.v1.ServerReflection";
 const REFLECTION_V1ALPHA: &str = "grpc.reflection.v1alpha.ServerReflection";
 
 /// Services listed, and the file descriptors answering `symbol`, over v1.
-async fn ask_v1(channel: &Channel, symbol: &str) -> (Vec<String>, Vec<prost_types::FileDescriptorProto>) {
+async fn ask_v1(
+    channel: &Channel,
+    symbol: &str,
+) -> (Vec<String>, Vec<prost_types::FileDescriptorProto>) {
     use v1::server_reflection_request::MessageRequest;
     use v1::server_reflection_response::MessageResponse;
     let requests = [
@@ -111,7 +114,11 @@ fn sorted(names: &[&str]) -> Vec<String> {
     v
 }
 
-fn declares_service(files: &[prost_types::FileDescriptorProto], package: &str, service: &str) -> bool {
+fn declares_service(
+    files: &[prost_types::FileDescriptorProto],
+    package: &str,
+    service: &str,
+) -> bool {
     files.iter().any(|f| {
         f.package.as_deref() == Some(package)
             && f.service.iter().any(|s| s.name.as_deref() == Some(service))
@@ -153,30 +160,27 @@ async fn exchange_and_adapters_reflect_exactly_their_services_as_v1_and_v1alpha(
     // A symbol of a service the exchange does not serve is still a type it
     // could name, but the Adapter service is not listed.
     assert!(!v1_services.iter().any(|s| s == "tongban.v1.Adapter"));
-    // An unknown symbol is NOT_FOUND, not a broken stream.
-    {
-        use v1alpha::server_reflection_response::MessageResponse;
-        let request = v1alpha::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(
-                v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
-                    "tongban.v1.NoSuchThing".into(),
-                ),
+    // An unknown symbol is NOT_FOUND.
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "tongban.v1.NoSuchThing".into(),
             ),
-        };
-        let mut stream =
-            v1alpha::server_reflection_client::ServerReflectionClient::new(exchange.clone())
-                .server_reflection_info(tokio_stream::iter([request]))
-                .await
-                .unwrap()
-                .into_inner();
-        match stream.message().await.unwrap().unwrap().message_response {
-            Some(MessageResponse::ErrorResponse(e)) => {
-                assert_eq!(e.error_code, tonic::Code::NotFound as i32)
-            }
-            other => panic!("{other:?}"),
-        }
-    }
+        ),
+    };
+    let mut stream =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(exchange.clone())
+            .server_reflection_info(tokio_stream::iter([request]))
+            .await
+            .unwrap()
+            .into_inner();
+    let status = stream.message().await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert!(
+        status.message().contains("tongban.v1.NoSuchThing"),
+        "{status:?}"
+    );
 
     // An adapter, asked as the exchange (the only caller it accepts).
     let pki = local.pki();
@@ -202,6 +206,107 @@ async fn exchange_and_adapters_reflect_exactly_their_services_as_v1_and_v1alpha(
     let (services, files) = ask_v1alpha(&adapter, "tongban.v1.Adapter.Query").await;
     assert_eq!(services, want);
     assert!(declares_service(&files, "tongban.v1", "Adapter"));
+}
+
+/// Oversize and malformed reflection requests are never answered — over
+/// either version; tonic-reflection ends the stream when a request does
+/// not decode (the size limit, `REFLECTION_MAX_REQUEST_BYTES`, is enforced
+/// by the decoder before the message is buffered whole) — and the
+/// connection goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_and_malformed_reflection_requests_are_refused() {
+    let local = local();
+    let exchange = local.channel("dongli-community").await.unwrap();
+    let huge = "tongban.v1.".to_owned()
+        + &"X".repeat(tongban_exchange::server::REFLECTION_MAX_REQUEST_BYTES);
+    // The first answer of a stream: `Ok(None)` when it ended unanswered.
+    async fn first<T>(
+        call: impl std::future::Future<
+            Output = Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+        >,
+    ) -> Result<Option<T>, tonic::Status> {
+        call.await?.into_inner().message().await
+    }
+    fn unanswered<T: std::fmt::Debug>(outcome: Result<Option<T>, tonic::Status>, what: &str) {
+        match outcome {
+            Ok(None) => {}
+            Err(status) => assert!(
+                matches!(
+                    status.code(),
+                    tonic::Code::OutOfRange
+                        | tonic::Code::ResourceExhausted
+                        | tonic::Code::Internal
+                ),
+                "{what}: {status:?}"
+            ),
+            Ok(Some(answer)) => panic!("{what} was answered: {answer:?}"),
+        }
+    }
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(huge.clone()),
+        ),
+    };
+    let mut alpha =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(exchange.clone());
+    unanswered(
+        first(alpha.server_reflection_info(tokio_stream::iter([request]))).await,
+        "an oversize v1alpha request",
+    );
+    // Just under the limit, the same kind of request is read and answered
+    // (NOT_FOUND: no such symbol).
+    let fits = "tongban.v1.".to_owned()
+        + &"X".repeat(tongban_exchange::server::REFLECTION_MAX_REQUEST_BYTES - 64);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::FileContainingSymbol(fits),
+        ),
+    };
+    let status = first(alpha.server_reflection_info(tokio_stream::iter([request])))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::FileByFilename(huge)),
+    };
+    let mut v1_client = v1::server_reflection_client::ServerReflectionClient::new(exchange.clone());
+    let outcome = first(v1_client.server_reflection_info(tokio_stream::iter([request]))).await;
+    unanswered(outcome, "an oversize v1 request");
+
+    // A message that does not decode as a reflection request (a symbol
+    // that is not UTF-8).
+    let mut grpc = tonic::client::Grpc::new(exchange.clone());
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    );
+    let codec =
+        tonic_prost::ProstCodec::<NotUtf8Symbol, v1alpha::ServerReflectionResponse>::default();
+    let request = NotUtf8Symbol {
+        symbol: vec![0xff, 0xfe, 0xfd],
+    };
+    let outcome = first(grpc.streaming(
+        tonic::Request::new(tokio_stream::iter([request])),
+        path,
+        codec,
+    ))
+    .await;
+    unanswered(outcome, "a request that does not decode");
+
+    // The same connection still answers.
+    let (services, _) = ask_v1alpha(&exchange, "tongban.v1.Exchange").await;
+    assert!(services.iter().any(|s| s == "tongban.v1.Exchange"));
+}
+
+/// `ServerReflectionRequest` with `file_containing_symbol` (field 4) as
+/// raw bytes, so it can carry what no string may.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NotUtf8Symbol {
+    #[prost(bytes = "vec", tag = "4")]
+    symbol: Vec<u8>,
 }
 
 fn workspace_root() -> PathBuf {

@@ -324,6 +324,9 @@ impl Drop for RunningAdapter {
     }
 }
 
+/// Largest server reflection request accepted, in bytes.
+pub const REFLECTION_MAX_REQUEST_BYTES: usize = 8 * 1024;
+
 /// The gRPC services an adapter serves, as server reflection lists them.
 pub const SERVED_SERVICES: [&str; 4] = [
     tongban_proto::v1::adapter_server::SERVICE_NAME,
@@ -362,5 +365,14 @@ fn reflection_services() -> Result<
         }
         builder
     };
-    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+    // A reflection request is a symbol or file name: nothing near tonic's
+    // 4 MiB default is legitimate, so a larger one is refused undecoded.
+    Ok((
+        builder()
+            .build_v1()?
+            .max_decoding_message_size(REFLECTION_MAX_REQUEST_BYTES),
+        builder()
+            .build_v1alpha()?
+            .max_decoding_message_size(REFLECTION_MAX_REQUEST_BYTES),
+    ))
 }

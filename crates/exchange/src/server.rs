@@ -108,6 +108,9 @@ pub enum DepartmentError {
 /// The health service name of the exchange itself.
 pub const EXCHANGE_HEALTH_SERVICE: &str = "tongban.v1.Exchange";
 
+/// Largest server reflection request accepted, in bytes.
+pub const REFLECTION_MAX_REQUEST_BYTES: usize = 8 * 1024;
+
 /// The gRPC services a node serves on its main port, as server reflection
 /// lists them: `Audit` and `Transparency` only with the node's own audit
 /// reader (a node started with an audit override serves neither).
@@ -156,7 +159,16 @@ fn reflection_services(
         }
         builder
     };
-    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+    // A reflection request is a symbol or file name: nothing near tonic's
+    // 4 MiB default is legitimate, so a larger one is refused undecoded.
+    Ok((
+        builder()
+            .build_v1()?
+            .max_decoding_message_size(REFLECTION_MAX_REQUEST_BYTES),
+        builder()
+            .build_v1alpha()?
+            .max_decoding_message_size(REFLECTION_MAX_REQUEST_BYTES),
+    ))
 }
 
 /// The health service name reporting whether `department` is reachable.
