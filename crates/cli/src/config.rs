@@ -42,21 +42,42 @@ pub enum ConfigKind {
     Catalogue,
 }
 
-/// Top-level keys only an access policy has.
-const POLICY_KEYS: [&str; 7] = [
+/// Top-level keys only an access policy has (`[admin]` is in both a policy,
+/// as callers, and an exchange configuration, as the metrics endpoint).
+const POLICY_KEYS: [&str; 6] = [
     "grant",
     "groups",
-    "admin",
     "portal",
     "organisations",
     "limits",
     "trust_domain",
 ];
 
+/// Top-level keys of an exchange configuration (`ExchangeConfig`).
+const EXCHANGE_KEYS: [&str; 14] = [
+    "node",
+    "listen",
+    "catalogue",
+    "policy",
+    "reload_poll_ms",
+    "plaintext_caller",
+    "drain_timeout_ms",
+    "health_probe_ms",
+    "health_listen",
+    "tls",
+    "audit",
+    "departments",
+    "server",
+    "console",
+];
+
 /// Tells the kind from the top-level keys: a catalogue has `[[department]]`,
 /// `[[evidence]]` or `[[matter]]` tables; an adapter names its `department`
-/// (a string); an exchange names its `policy`; a policy has only policy
-/// tables (`[[grant]]`, `[groups]`, `[admin]`, …).
+/// (a string); a policy has a policy table or key (`[[grant]]`, `[groups]`,
+/// `[portal]`, `[organisations]`, `[limits]`, `trust_domain`) and no key of
+/// an exchange configuration; anything else is read as an exchange
+/// configuration, which says which of its keys is wrong. Unknown keys (a
+/// typo) count for neither, so the loader can name them.
 pub fn detect(text: &str) -> anyhow::Result<ConfigKind> {
     let document: toml::Table = toml::from_str(text).context("not valid TOML")?;
     let is_array = |key: &str| document.get(key).is_some_and(toml::Value::is_array);
@@ -66,15 +87,22 @@ pub fn detect(text: &str) -> anyhow::Result<ConfigKind> {
     if document.get("department").is_some_and(toml::Value::is_str) {
         return Ok(ConfigKind::Adapter);
     }
-    if document.contains_key("policy") {
-        return Ok(ConfigKind::Exchange);
-    }
-    if !document.is_empty() && document.keys().all(|k| POLICY_KEYS.contains(&k.as_str())) {
+    let has_any = |keys: &[&str]| document.keys().any(|k| keys.contains(&k.as_str()));
+    if has_any(&POLICY_KEYS) && !has_any(&EXCHANGE_KEYS) {
         return Ok(ConfigKind::Policy);
     }
-    anyhow::bail!(
-        "cannot tell what this file is (an exchange configuration names its policy, an adapter's its department, a catalogue has [[department]]/[[evidence]]/[[matter]] tables, a policy [[grant]], [groups], [admin] …); say it with --kind"
-    )
+    Ok(ConfigKind::Exchange)
+}
+
+impl std::fmt::Display for ConfigKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Exchange => "an exchange configuration",
+            Self::Adapter => "an adapter configuration",
+            Self::Policy => "a policy",
+            Self::Catalogue => "a catalogue",
+        })
+    }
 }
 
 /// Checks `path` as `kind` (detected when `None`) and returns the report.
@@ -86,11 +114,14 @@ pub fn check<K: AsRef<str>, V: AsRef<str>>(
 ) -> anyhow::Result<String> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-    let kind = match kind {
-        Some(kind) => kind,
-        None => detect(&text).with_context(|| path.display().to_string())?,
+    let (kind, detected) = match kind {
+        Some(kind) => (kind, false),
+        None => (
+            detect(&text).with_context(|| path.display().to_string())?,
+            true,
+        ),
     };
-    match kind {
+    let report = match kind {
         ConfigKind::Exchange | ConfigKind::Adapter => {
             if catalogue.is_some() {
                 anyhow::bail!(
@@ -106,7 +137,14 @@ pub fn check<K: AsRef<str>, V: AsRef<str>>(
             }
             catalogue_report(path, &text)
         }
-    }
+    };
+    report.with_context(|| {
+        if detected {
+            format!("checked as {kind}, told by its keys (say otherwise with --kind)")
+        } else {
+            format!("checked as {kind}")
+        }
+    })
 }
 
 /// A policy's report: checked with the exchange's loader against the
@@ -341,6 +379,9 @@ mod tests {
         // The other deploy files keep their kinds.
         for (file, kind) in [
             ("exchange.toml", ConfigKind::Exchange),
+            ("exchange-postgres.toml", ConfigKind::Exchange),
+            ("civil.toml", ConfigKind::Adapter),
+            ("hrss.toml", ConfigKind::Adapter),
             ("police.toml", ConfigKind::Adapter),
             ("policy.toml", ConfigKind::Policy),
             ("catalogue.toml", ConfigKind::Catalogue),
@@ -396,9 +437,20 @@ mod tests {
             );
             assert!(e.contains("policy.toml:"), "{e}");
         }
-        // Undetectable content needs --kind; with it, the loader speaks.
+        // A policy with a misspelt table is still read as a policy.
+        let path = write("policy.toml", &good.replace("[limits]", "[limit]"));
+        let e = format!("{:#}", check(&path, None, None, none()).unwrap_err());
+        assert!(e.contains("unknown field `limit`"), "{e}");
+        assert!(e.contains("checked as a policy, told by its keys"), "{e}");
+        // Content that names no kind is read as an exchange configuration,
+        // and the error says how to say otherwise; with --kind, that loader
+        // speaks.
         let path = write("mystery.toml", "colour = \"blue\"\n");
         let e = check(&path, None, None, none()).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("an exchange configuration"),
+            "{e:#}"
+        );
         assert!(format!("{e:#}").contains("--kind"), "{e:#}");
         let e = check(&path, Some(ConfigKind::Policy), None, none()).unwrap_err();
         assert!(

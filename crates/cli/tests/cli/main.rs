@@ -13,4 +13,5 @@ mod bench;
 mod console;
 mod demo;
 mod lifecycle;
+mod policy_tools;
 mod transparency;
