@@ -373,7 +373,7 @@ mod tests {
         let report = check(&deploy("catalogue.toml"), None, None, none()).unwrap();
         assert!(report.contains("valid catalogue"), "{report}");
         assert!(
-            report.contains("departments: 3 (police, civil, hrss)"),
+            report.contains("departments: 5 (police, civil, hrss, market, medins)"),
             "{report}"
         );
         // The other deploy files keep their kinds.
