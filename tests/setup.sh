@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prerequisites of the test suite on a fresh machine: a running PostgreSQL at
 # 127.0.0.1:5432 (user postgres, trust auth, database test) and Python's
-# grpcio-tools (the "other gRPC implementation" the contract test uses).
+# grpcio-tools (the "other gRPC implementation" the contract test uses) and
+# grpcio-reflection (the generic reflection client).
 set -euo pipefail
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q; then
@@ -24,6 +25,13 @@ fi
 if ! python3 -c 'import openapi_spec_validator' 2>/dev/null; then
   echo "tests/setup.sh: installing openapi-spec-validator"
   python3 -m pip install --quiet openapi-spec-validator
+fi
+
+# grpcio-reflection: the generic-tool test (tests/e2e/reflection.rs) lists
+# the exchange's services and builds a Lookup from reflected descriptors.
+if ! python3 -c 'import grpc_reflection' 2>/dev/null; then
+  echo "tests/setup.sh: installing grpcio-reflection"
+  python3 -m pip install --quiet grpcio-reflection
 fi
 
 # The console's browser tests (crates/console/tests/console/browser.rs) drive headless

@@ -32,5 +32,6 @@ mod http2_limits;
 mod http_json;
 mod observability;
 mod policy;
+mod reflection;
 mod resilience;
 mod trust;

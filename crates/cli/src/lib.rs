@@ -8,8 +8,10 @@ pub mod console;
 pub mod demo;
 pub mod matters;
 pub mod node;
+pub mod policy;
 pub mod render;
 pub mod serve;
+pub mod shell;
 pub mod transparency;
 pub mod witness;
 
@@ -72,6 +74,13 @@ pub enum Command {
     /// A witness that cosigns audit-log checkpoints (C2SP tlog-witness).
     #[command(subcommand)]
     Witness(witness::WitnessCommand),
+    /// The access policy: explain a decision.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(shell::CompletionsArgs),
+    /// Print the manual page (roff), or write one per subcommand with --dir.
+    Man(shell::ManArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +170,9 @@ pub async fn run_with(cli: Cli, telemetry: ProcessTelemetry) -> anyhow::Result<E
         Command::Audit(command) => return audit::run(command).await,
         Command::Transparency(command) => return transparency::run(command).await,
         Command::Witness(command) => witness::run(command).await?,
+        Command::Policy(command) => return Ok(policy::run(command)),
+        Command::Completions(args) => shell::run_completions(&args)?,
+        Command::Man(args) => shell::run_man(&args)?,
         Command::Demo(args) => demo::run(args).await?,
         Command::Matters(args) => matters::run(args)?,
         Command::Bench(args) => {

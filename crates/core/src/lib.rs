@@ -21,6 +21,9 @@ pub use catalogue::{
 };
 pub use evidence::{EvidenceAnswer, Field, FieldSpec, FieldType, FieldValue};
 pub use id::{CreditCode, CreditCodeError, IdNumber, IdNumberError, Sex};
-pub use policy::{Access, Denial, FieldRelease, Limits, Policy};
+pub use policy::{
+    Access, Denial, EvidenceDecision, Explanation, FieldRelease, GrantUse, Limits, Policy,
+    PolicySummary,
+};
 pub use service_point::{RegionCode, RegionCodeError, ServicePoint};
 pub use subject::{Role, SubjectId, SubjectKind};

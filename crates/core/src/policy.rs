@@ -158,12 +158,79 @@ impl Access {
 #[derive(Debug, Clone)]
 struct Grant {
     callers: Vec<CallerPattern>,
+    /// For each of `callers`, the group it was named through, if any.
+    via_group: Vec<Option<String>>,
     /// Every matter the grant covers: those it names and, with
     /// `up_to_level`, those of the catalogue at that level or below.
     matters: BTreeSet<String>,
     /// Evidence type -> released fields; absent evidence types release all.
     fields: BTreeMap<String, BTreeSet<String>>,
     access: Access,
+    /// Where the grant is in the policy's source (1-based line).
+    line: usize,
+}
+
+/// One grant that applies to a decision, as [`Policy::explain`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantUse {
+    /// 1-based position among the policy's `[[grant]]` tables.
+    pub position: usize,
+    /// Line of the grant in the policy's source.
+    pub line: usize,
+    /// The caller pattern of the grant that names the caller
+    /// (`org/<code>/unit/<unit>` or `org/<code>/unit/*`).
+    pub matched: String,
+    /// The group the pattern was named through (`group:<name>`), if any.
+    pub via_group: Option<String>,
+    /// Per evidence type explained: the fields this grant releases
+    /// (`None`: every field, the grant restricts none).
+    pub releases: BTreeMap<String, Option<BTreeSet<String>>>,
+}
+
+/// The decision on one evidence type, with the grants' parts in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EvidenceDecision {
+    pub evidence_type: String,
+    /// Exactly what [`Policy::authorize`] answers for it.
+    pub outcome: Result<FieldRelease, Denial>,
+}
+
+/// Why the policy decides as it does for a caller and a matter (and one
+/// evidence type, or every evidence type the matter needs). Made by the
+/// same code as [`Policy::authorize`] and [`Policy::may_handle`], so an
+/// explanation cannot say other than the decision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    pub caller: Caller,
+    pub matter: String,
+    /// The grants naming the caller and the matter, in file order; empty
+    /// when the matter is not granted.
+    pub grants: Vec<GrantUse>,
+    /// `None` when the caller may handle the matter ([`Policy::may_handle`]).
+    pub matter_denial: Option<Denial>,
+    /// The evidence type asked about, or every one the matter needs, in the
+    /// catalogue's order.
+    pub evidence: Vec<EvidenceDecision>,
+    /// Context for a denial: the matters the caller may handle (in policy
+    /// order), and its roles.
+    pub other_matters: Vec<String>,
+    pub is_admin: bool,
+    pub is_portal: bool,
+}
+
+impl Explanation {
+    /// Allowed: the matter is granted and every evidence decision released
+    /// something.
+    pub fn allowed(&self) -> bool {
+        self.matter_denial.is_none() && self.evidence.iter().all(|e| e.outcome.is_ok())
+    }
+
+    /// The first reason for refusal, if refused.
+    pub fn denial(&self) -> Option<&Denial> {
+        self.matter_denial
+            .as_ref()
+            .or_else(|| self.evidence.iter().find_map(|e| e.outcome.as_ref().err()))
+    }
 }
 
 /// A validated access policy.
@@ -275,34 +342,37 @@ impl Policy {
             }
             groups.insert(name.clone(), patterns);
         }
-        let resolve =
-            |refs: &Spanned<Vec<Spanned<String>>>| -> Result<Vec<CallerPattern>, CatalogueError> {
-                if refs.get_ref().is_empty() {
-                    return Err(at(refs.span(), "names no caller".to_owned()));
+        // Each pattern with the group it was named through, if any.
+        type Resolved = Vec<(CallerPattern, Option<String>)>;
+        let resolve = |refs: &Spanned<Vec<Spanned<String>>>| -> Result<Resolved, CatalogueError> {
+            if refs.get_ref().is_empty() {
+                return Err(at(refs.span(), "names no caller".to_owned()));
+            }
+            let mut out = Vec::new();
+            for r in refs.get_ref() {
+                match r.get_ref().strip_prefix("group:") {
+                    Some(g) => out.extend(
+                        groups
+                            .get(g)
+                            .ok_or_else(|| at(r.span(), format!("unknown group {g:?}")))?
+                            .iter()
+                            .map(|p| (p.clone(), Some(g.to_owned()))),
+                    ),
+                    None => out.push((
+                        parse_pattern(r.get_ref(), trust_domain.as_deref())
+                            .map_err(|e| at(r.span(), e.to_string()))?,
+                        None,
+                    )),
                 }
-                let mut out = Vec::new();
-                for r in refs.get_ref() {
-                    match r.get_ref().strip_prefix("group:") {
-                        Some(g) => out.extend(
-                            groups
-                                .get(g)
-                                .ok_or_else(|| at(r.span(), format!("unknown group {g:?}")))?
-                                .iter()
-                                .cloned(),
-                        ),
-                        None => out.push(
-                            parse_pattern(r.get_ref(), trust_domain.as_deref())
-                                .map_err(|e| at(r.span(), e.to_string()))?,
-                        ),
-                    }
-                }
-                Ok(out)
-            };
+            }
+            Ok(out)
+        };
 
         let mut grants = Vec::new();
         for spanned in &raw.grant {
+            let line = line_column(text, spanned.span().start).0;
             let g = spanned.get_ref();
-            let callers = resolve(&g.callers)?;
+            let (callers, via_group) = resolve(&g.callers)?.into_iter().unzip();
             let access = match &g.access {
                 None => Access::Evidence,
                 Some(a) => Access::parse(a.get_ref()).ok_or_else(|| {
@@ -403,18 +473,20 @@ impl Policy {
             }
             grants.push(Grant {
                 callers,
+                via_group,
                 matters,
                 fields,
                 access,
+                line,
             });
         }
         let service_points = service_points(&raw.service_points, trust_domain.as_deref(), &at)?;
         let admins = match &raw.admin {
-            Some(a) => resolve(&a.callers)?,
+            Some(a) => resolve(&a.callers)?.into_iter().map(|(p, _)| p).collect(),
             None => Vec::new(),
         };
         let portals = match &raw.portal {
-            Some(p) => resolve(&p.callers)?,
+            Some(p) => resolve(&p.callers)?.into_iter().map(|(p, _)| p).collect(),
             None => Vec::new(),
         };
         let mut organisations = BTreeMap::new();
@@ -550,6 +622,22 @@ impl Policy {
         matter: &Matter,
         evidence_type: &str,
     ) -> Result<FieldRelease, Denial> {
+        self.decide(caller, matter, evidence_type, |_, _| {})
+    }
+
+    /// The one decision behind [`authorize`](Self::authorize) and
+    /// [`explain`](Self::explain): `visit` sees each grant that takes part
+    /// (its index) and what it releases of `evidence_type` (`None`: all).
+    /// Every grant naming the caller and the matter is visited, so an
+    /// explanation lists them all; the outcome is the union of their
+    /// releases (all fields as soon as one grant restricts none).
+    fn decide(
+        &self,
+        caller: &Caller,
+        matter: &Matter,
+        evidence_type: &str,
+        mut visit: impl FnMut(usize, Option<&BTreeSet<String>>),
+    ) -> Result<FieldRelease, Denial> {
         let mut grants = self.grants_for(caller, &matter.code).peekable();
         if grants.peek().is_none() {
             return Err(Denial::MatterNotGranted {
@@ -563,19 +651,107 @@ impl Policy {
                 evidence_type: evidence_type.to_owned(),
             });
         }
-        let mut union = BTreeSet::new();
-        for g in grants {
-            match g.fields.get(evidence_type) {
-                None => return Ok(FieldRelease::All),
-                Some(f) => union.extend(f.iter().cloned()),
+        let mut union = Some(BTreeSet::new());
+        for (index, g) in grants {
+            let released = g.fields.get(evidence_type);
+            visit(index, released);
+            match (released, union.as_mut()) {
+                (None, _) => union = None,
+                (Some(f), Some(u)) => u.extend(f.iter().cloned()),
+                (Some(_), None) => {}
             }
         }
-        Ok(FieldRelease::Only(union))
+        Ok(union.map_or(FieldRelease::All, FieldRelease::Only))
     }
 
     /// May `caller` handle matter `code` at all?
     pub fn may_handle(&self, caller: &Caller, code: &str) -> bool {
         self.grants_for(caller, code).next().is_some()
+    }
+
+    /// Why `caller` may or may not handle `matter`, and receive
+    /// `evidence_type` (or, when `None`, each evidence type the matter
+    /// needs) with which fields: through which grants, or why not. Built
+    /// from [`may_handle`](Self::may_handle) and the decision behind
+    /// [`authorize`](Self::authorize) itself.
+    pub fn explain(
+        &self,
+        caller: &Caller,
+        matter: &Matter,
+        evidence_type: Option<&str>,
+    ) -> Explanation {
+        let mut grants: Vec<GrantUse> = self
+            .grants_for(caller, &matter.code)
+            .map(|(index, g)| {
+                // `grants_for` yields only grants with a matching pattern.
+                let at = g.callers.iter().position(|p| p.matches(caller));
+                GrantUse {
+                    position: index + 1,
+                    line: g.line,
+                    matched: at.map(|i| g.callers[i].to_string()).unwrap_or_default(),
+                    via_group: at.and_then(|i| g.via_group[i].clone()),
+                    releases: BTreeMap::new(),
+                }
+            })
+            .collect();
+        let matter_denial =
+            (!self.may_handle(caller, &matter.code)).then(|| Denial::MatterNotGranted {
+                caller: caller.to_string(),
+                matter: matter.code.clone(),
+            });
+        let asked: Vec<&str> = match evidence_type {
+            Some(e) => vec![e],
+            None => matter.evidence.iter().map(String::as_str).collect(),
+        };
+        let mut evidence = Vec::new();
+        for e in asked {
+            let outcome = self.decide(caller, matter, e, |index, released| {
+                if let Some(g) = grants.iter_mut().find(|g| g.position == index + 1) {
+                    g.releases.insert(e.to_owned(), released.cloned());
+                }
+            });
+            evidence.push(EvidenceDecision {
+                evidence_type: e.to_owned(),
+                outcome,
+            });
+        }
+        let mut other_matters: Vec<String> = Vec::new();
+        for g in &self.grants {
+            if g.callers.iter().any(|p| p.matches(caller)) {
+                for m in &g.matters {
+                    if *m != matter.code && !other_matters.contains(m) {
+                        other_matters.push(m.clone());
+                    }
+                }
+            }
+        }
+        Explanation {
+            caller: caller.clone(),
+            matter: matter.code.clone(),
+            grants,
+            matter_denial,
+            evidence,
+            other_matters,
+            is_admin: self.require_admin(caller).is_ok(),
+            is_portal: self.is_portal(caller),
+        }
+    }
+
+    /// How many `[[grant]]` tables, caller groups, administrator and portal
+    /// patterns and organisation names the policy holds (for `tongban config
+    /// check`).
+    pub fn summary(&self) -> PolicySummary {
+        let mut callers = BTreeSet::new();
+        for g in &self.grants {
+            callers.extend(g.callers.iter().map(ToString::to_string));
+        }
+        PolicySummary {
+            grants: self.grants.len(),
+            grant_callers: callers.len(),
+            admins: self.admins.len(),
+            portals: self.portals.len(),
+            organisations: self.organisations.len(),
+        }
     }
 
     /// Matters `caller` may handle, in catalogue order.
@@ -645,12 +821,13 @@ impl Policy {
         self.organisations.get(credit_code).map(String::as_str)
     }
 
+    /// The grants (with their indexes) naming `caller` and `matter`.
     fn grants_for<'a>(
         &'a self,
         caller: &'a Caller,
         matter: &'a str,
-    ) -> impl Iterator<Item = &'a Grant> {
-        self.grants.iter().filter(move |g| {
+    ) -> impl Iterator<Item = (usize, &'a Grant)> {
+        self.grants.iter().enumerate().filter(move |(_, g)| {
             g.access == Access::Evidence
                 && g.matters.contains(matter)
                 && g.callers.iter().any(|p| p.matches(caller))
@@ -808,6 +985,21 @@ fn service_points(
         );
     }
     Ok(points)
+}
+
+/// What a policy holds, counted (see [`Policy::summary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicySummary {
+    /// `[[grant]]` tables.
+    pub grants: usize,
+    /// Distinct caller patterns named by grants (groups resolved).
+    pub grant_callers: usize,
+    /// `[admin]` caller patterns.
+    pub admins: usize,
+    /// `[portal]` caller patterns.
+    pub portals: usize,
+    /// `[organisations]` names.
+    pub organisations: usize,
 }
 
 /// Why a caller pattern in the policy is unusable.
@@ -1000,6 +1192,105 @@ burst = 10
         let removed: Vec<_> = lines.difference(&remaining).collect();
         assert_eq!(removed.len(), 2, "{removed:?}");
         assert!(removed.iter().all(|l| l.contains("hotline-96196")));
+    }
+
+    #[test]
+    fn explanations_name_the_grants_and_agree_with_the_decision() {
+        let text = format!(
+            "{}\n[[grant]]\ncallers = [\"org/{}/unit/*\"]\nmatters = [\"unemployment-benefit\"]\nfields = {{ \"hrss.unemployment\" = [\"insured_months\"] }}\n",
+            sample(),
+            org(3)
+        );
+        let p = policy(&text).unwrap();
+        let cat = Catalogue::embedded();
+        let unemployment = cat.matter("unemployment-benefit").unwrap();
+
+        // Through a group, every field.
+        let community = caller(org(1), "dongli-community");
+        let e = p.explain(&community, unemployment, None);
+        assert!(e.allowed(), "{e:?}");
+        assert_eq!(e.grants.len(), 1);
+        let g = &e.grants[0];
+        assert_eq!((g.position, g.line), (1, 7), "{g:?}");
+        assert_eq!(g.matched, format!("org/{}/unit/dongli-community", org(1)));
+        assert_eq!(g.via_group.as_deref(), Some("community-centres"));
+        let needed: Vec<_> = e
+            .evidence
+            .iter()
+            .map(|d| d.evidence_type.as_str())
+            .collect();
+        assert_eq!(needed, unemployment.evidence);
+        assert!(
+            e.evidence
+                .iter()
+                .all(|d| d.outcome == Ok(FieldRelease::All))
+        );
+        assert!(g.releases.values().all(Option::is_none));
+
+        // Two grants restricting one evidence type: the union, both named.
+        let hotline = caller(org(3), "hotline-96196");
+        let e = p.explain(&hotline, unemployment, Some("hrss.unemployment"));
+        assert!(e.allowed());
+        let positions: Vec<_> = e.grants.iter().map(|g| g.position).collect();
+        assert_eq!(positions, [2, 3]);
+        assert_eq!(e.grants[1].matched, format!("org/{}/unit/*", org(3)));
+        assert_eq!(e.grants[1].via_group, None);
+        assert_eq!(
+            e.evidence[0].outcome,
+            Ok(FieldRelease::Only(
+                ["eligible", "insured_months", "reason"]
+                    .map(String::from)
+                    .into()
+            ))
+        );
+        assert_eq!(
+            e.grants[0].releases["hrss.unemployment"],
+            Some(["eligible", "reason"].map(String::from).into())
+        );
+
+        // Refusals: a matter not granted (with what the caller may do), a
+        // caller no grant names, evidence the matter does not need.
+        let temp_id = cat.matter("temporary-id-card").unwrap();
+        let e = p.explain(&community, temp_id, None);
+        assert!(!e.allowed());
+        assert!(e.grants.is_empty());
+        assert_eq!(e.denial().unwrap().reason(), "MATTER_NOT_GRANTED");
+        assert_eq!(
+            e.other_matters,
+            ["pension-qualification", "unemployment-benefit"]
+        );
+        let stranger = p.explain(&caller(org(5), "nobody"), unemployment, None);
+        assert!(stranger.other_matters.is_empty() && !stranger.is_admin);
+        assert_eq!(stranger.denial().unwrap().reason(), "MATTER_NOT_GRANTED");
+        let e = p.explain(&community, unemployment, Some("civil.marriage"));
+        assert!(e.matter_denial.is_none());
+        assert_eq!(e.denial().unwrap().reason(), "EVIDENCE_NOT_IN_MATTER");
+        assert!(p.explain(&caller(org(3), "admin"), temp_id, None).is_admin);
+
+        // The explanation is the decision, for every caller, matter and
+        // evidence type.
+        let callers = [
+            community,
+            hotline,
+            caller(org(2), "any"),
+            caller(org(3), "admin"),
+            caller(org(5), "nobody"),
+        ];
+        for c in &callers {
+            for m in cat.matters() {
+                let e = p.explain(c, m, None);
+                assert_eq!(e.matter_denial.is_none(), p.may_handle(c, &m.code));
+                for def in cat.evidence_types() {
+                    let one = p.explain(c, m, Some(&def.id));
+                    assert_eq!(one.evidence[0].outcome, p.authorize(c, m, &def.id));
+                    assert_eq!(one.allowed(), p.authorize(c, m, &def.id).is_ok());
+                }
+            }
+        }
+        let summary = p.summary();
+        assert_eq!((summary.grants, summary.admins, summary.portals), (3, 1, 1));
+        // dongli-community, org 2's units, the hotline, org 3's units.
+        assert_eq!(summary.grant_callers, 4);
     }
 
     #[test]

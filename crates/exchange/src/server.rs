@@ -109,6 +109,69 @@ pub enum DepartmentError {
 /// The health service name of the exchange itself.
 pub const EXCHANGE_HEALTH_SERVICE: &str = "tongban.v1.Exchange";
 
+/// Largest server reflection request accepted, in bytes.
+pub const REFLECTION_MAX_REQUEST_BYTES: usize = 8 * 1024;
+
+/// The gRPC services a node serves on its main port, as server reflection
+/// lists them: `Audit` and `Transparency` only with the node's own audit
+/// reader (a node started with an audit override serves neither).
+pub fn served_services(serves_audit: bool) -> Vec<&'static str> {
+    let mut names = vec![tongban_proto::v1::exchange_server::SERVICE_NAME];
+    if serves_audit {
+        names.push(tongban_proto::v1::audit_server::SERVICE_NAME);
+        names.push(tongban_proto::v1::transparency_server::SERVICE_NAME);
+    }
+    names.extend([
+        tonic_health::pb::health_server::SERVICE_NAME,
+        tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
+        tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
+    ]);
+    names
+}
+
+/// Server reflection as both `grpc.reflection.v1` and `v1alpha` (Python's
+/// grpcio-reflection, grpc_cli and several GUI clients speak only
+/// `v1alpha`), each listing exactly `services` and able to describe them:
+/// every tongban proto, health and both reflection protos are registered.
+#[allow(clippy::type_complexity)]
+fn reflection_services(
+    services: &[&str],
+) -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        let mut builder = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(tongban_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            );
+        for name in services {
+            builder = builder.with_service_name(*name);
+        }
+        builder
+    };
+    // A reflection request is a symbol or file name: nothing near tonic's
+    // 4 MiB default is legitimate, so a larger one is refused undecoded.
+    Ok((
+        builder()
+            .build_v1()?
+            .max_decoding_message_size(REFLECTION_MAX_REQUEST_BYTES),
+        builder()
+            .build_v1alpha()?
+            .max_decoding_message_size(REFLECTION_MAX_REQUEST_BYTES),
+    ))
+}
+
 /// The health service name reporting whether `department` is reachable.
 pub fn department_health_service(department: &str) -> String {
     format!("tongban.v1.Adapter/{department}")
@@ -274,11 +337,8 @@ pub async fn start(
         health.clone(),
         Duration::from_millis(config.health_probe_ms),
     ));
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tongban_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(StartError::Reflection)?;
+    let (reflection, reflection_v1alpha) =
+        reflection_services(&served_services(reader.is_some())).map_err(StartError::Reflection)?;
 
     let listener =
         tongban_trust::bind_listener(config.listen).map_err(|source| StartError::Bind {
@@ -436,6 +496,7 @@ pub async fn start(
         .layer(GrpcServerLayer::new().with_metrics(metrics))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(exchange_service)
         .add_optional_service(audit_service)
         .add_optional_service(transparency_service);

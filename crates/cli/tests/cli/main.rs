@@ -14,4 +14,5 @@ mod console;
 mod demo;
 mod lifecycle;
 mod matters;
+mod policy_tools;
 mod transparency;
