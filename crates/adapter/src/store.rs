@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::TryStreamExt;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
@@ -17,16 +18,20 @@ use tongban_core::{
 use crate::config::{AS_OF_COLUMN, AdapterConfig, ConfigError, check_columns, dialect_of};
 use crate::sql::{self, BoundSql, Dialect, Placeholder};
 
-/// A department's database: SQLite (default, tests, demo) or PostgreSQL
-/// (production).
+/// A department's database: SQLite (default, tests, demo), PostgreSQL or
+/// MySQL/MariaDB (production).
 #[derive(Debug, Clone)]
 pub enum DepartmentPool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+    /// MySQL or MariaDB. sqlx sets each connection's `time_zone` to
+    /// `+00:00`, so `TIMESTAMP` values read back in UTC, and `DATETIME`
+    /// values are taken as UTC, as PostgreSQL's `TIMESTAMP` is.
+    Mysql(MySqlPool),
 }
 
 impl DepartmentPool {
-    /// Opens a pool for `url` (`sqlite:` or `postgres://`). Connections are
+    /// Opens a pool for `url` (`sqlite:`, `postgres://` or `mysql://`). Connections are
     /// made lazily, so a database that is down at start-up surfaces as
     /// UNAVAILABLE answers rather than a refusal to start.
     pub fn connect_lazy(
@@ -50,6 +55,13 @@ impl DepartmentPool {
                     .connect_lazy(url)
                     .map_err(|e| StoreError::Connect(e.to_string()))?,
             ),
+            Dialect::Mysql => Self::Mysql(
+                MySqlPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_lazy(&url.replacen("mariadb://", "mysql://", 1))
+                    .map_err(|e| StoreError::Connect(e.to_string()))?,
+            ),
         })
     }
 
@@ -66,6 +78,7 @@ impl DepartmentPool {
         match self {
             Self::Sqlite(_) => Dialect::Sqlite,
             Self::Postgres(_) => Dialect::Postgres,
+            Self::Mysql(_) => Dialect::Mysql,
         }
     }
 
@@ -74,6 +87,16 @@ impl DepartmentPool {
         match self {
             Self::Sqlite(p) => p.close().await,
             Self::Postgres(p) => p.close().await,
+            Self::Mysql(p) => p.close().await,
+        }
+    }
+
+    /// Whether the database answers a trivial query (the health probe).
+    pub async fn ping(&self) -> bool {
+        match self {
+            Self::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+            Self::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+            Self::Mysql(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
         }
     }
 
@@ -103,6 +126,14 @@ impl DepartmentPool {
                         })
                         .collect::<Vec<_>>(),
                 )
+                .await?
+                .columns()
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect(),
+            // MySQL prepares without parameter types.
+            Self::Mysql(p) => p
+                .prepare(sql)
                 .await?
                 .columns()
                 .iter()
@@ -357,6 +388,66 @@ fn pg_cells(row: &PgRow) -> Result<Vec<(String, Cell)>, sqlx::Error> {
     Ok(out)
 }
 
+fn mysql_cells(row: &MySqlRow) -> Result<Vec<(String, Cell)>, sqlx::Error> {
+    let mut out = Vec::with_capacity(row.columns().len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i)?;
+        let cell = if raw.is_null() {
+            Cell::Null
+        } else {
+            let ty = raw.type_info().name().to_owned();
+            match ty.as_str() {
+                // BOOLEAN is TINYINT(1): decoded as 0 or 1, like SQLite's.
+                "BOOLEAN" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+                    Cell::Int(row.try_get_unchecked::<i64, _>(i)?)
+                }
+                "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED"
+                | "INT UNSIGNED" | "BIGINT UNSIGNED" => {
+                    let u = row.try_get_unchecked::<u64, _>(i)?;
+                    i64::try_from(u).map_or(Cell::Other(ty), Cell::Int)
+                }
+                "FLOAT" => Cell::Real(row.try_get::<f32, _>(i)?.into()),
+                "DOUBLE" => Cell::Real(row.try_get::<f64, _>(i)?),
+                // SUM() and integer division yield DECIMAL: sent as text.
+                "DECIMAL" => {
+                    let t = row.try_get_unchecked::<String, _>(i)?;
+                    decimal_cell(&t).unwrap_or(Cell::Other(ty))
+                }
+                "VARCHAR" | "CHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM"
+                | "SET" => Cell::Text(row.try_get_unchecked::<String, _>(i)?),
+                // `_bin` collations flag text columns binary: text when
+                // it is UTF-8.
+                "VARBINARY" | "BINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+                    match String::from_utf8(row.try_get_unchecked::<Vec<u8>, _>(i)?) {
+                        Ok(t) => Cell::Text(t),
+                        Err(_) => Cell::Other(ty),
+                    }
+                }
+                "DATE" => Cell::Date(row.try_get::<NaiveDate, _>(i)?),
+                "DATETIME" | "TIMESTAMP" => Cell::Timestamp(row.try_get::<DateTime<Utc>, _>(i)?),
+                _ => Cell::Other(ty),
+            }
+        };
+        out.push((col.name().to_owned(), cell));
+    }
+    Ok(out)
+}
+
+/// A MySQL DECIMAL's text as an integer when it has no fraction, else a
+/// real number.
+fn decimal_cell(text: &str) -> Option<Cell> {
+    let trimmed = match text.split_once('.') {
+        Some((whole, fraction)) if fraction.bytes().all(|b| b == b'0') => whole,
+        Some(_) => return text.parse::<f64>().ok().map(Cell::Real),
+        None => text,
+    };
+    trimmed
+        .parse::<i64>()
+        .ok()
+        .map(Cell::Int)
+        .or_else(|| text.parse::<f64>().ok().map(Cell::Real))
+}
+
 /// Whether a database error means the department's store is unreachable
 /// (as opposed to a broken query).
 fn is_outage(e: &sqlx::Error) -> bool {
@@ -366,16 +457,22 @@ fn is_outage(e: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
-        // SQLSTATE classes 08 (connection exception), 53 (insufficient
+        // SQLSTATE classes 08 (connection exception, also MySQL's "too
+        // many connections" and server shutdown), 53 (insufficient
         // resources), 57 (operator intervention, e.g. shutdown); SQLite
-        // "cannot open" (14) and "busy" (5).
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08")
-                || c.starts_with("53")
-                || c.starts_with("57")
-                || c == "14"
-                || c == "5"
-        }),
+        // "cannot open" (14) and "busy" (5); MySQL's lock wait timeout
+        // (HY000 with 1205) counts as a store that cannot answer now.
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| {
+                c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57")
+                    || c == "14"
+                    || c == "5"
+            }) || db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|e| e.number() == 1205)
+        }
         _ => false,
     }
 }
@@ -424,13 +521,21 @@ impl EvidenceSource {
                         source,
                     }
                 })?;
-            let columns = pool
-                .columns(&sql, &binds)
-                .await
-                .map_err(|e| ConfigError::Prepare {
-                    evidence_type: def.id.clone(),
-                    message: e.to_string(),
-                })?;
+            let columns = pool.columns(&sql, &binds).await.map_err(|e| {
+                let evidence_type = def.id.clone();
+                let message = e.to_string();
+                if is_outage(&e) {
+                    ConfigError::DatabaseUnreachable {
+                        evidence_type,
+                        message,
+                    }
+                } else {
+                    ConfigError::Prepare {
+                        evidence_type,
+                        message,
+                    }
+                }
+            })?;
             check_columns(def, &columns)?;
             queries.push(CompiledQuery {
                 def: def.clone(),
@@ -494,51 +599,36 @@ impl EvidenceSource {
             }
         };
         let sql = AssertSqlSafe(Arc::clone(&q.sql));
+        // One body for every backend: bind each placeholder in order, then
+        // read at most two rows (two is ambiguous).
+        macro_rules! one_row {
+            ($pool:expr, $cells:ident) => {{
+                let mut query = sqlx::query(sql);
+                for b in &q.binds {
+                    query = match b {
+                        Placeholder::IdNumber => query.bind(subject.as_str().to_owned()),
+                        Placeholder::Name => query.bind(name.map(str::to_owned)),
+                        Placeholder::Today => query.bind(today),
+                    };
+                }
+                let mut rows = query.fetch($pool);
+                let first = rows.try_next().await.map_err(db_err)?;
+                let second = rows.try_next().await.map_err(db_err)?;
+                match (first, second) {
+                    (Some(row), None) => Some($cells(&row).map_err(db_err)?),
+                    (None, _) => None,
+                    (Some(_), Some(_)) => {
+                        return Err(SourceError::Ambiguous {
+                            evidence_type: evidence_type.to_owned(),
+                        });
+                    }
+                }
+            }};
+        }
         let cells = match &self.pool {
-            DepartmentPool::Sqlite(pool) => {
-                let mut query = sqlx::query(sql);
-                for b in &q.binds {
-                    query = match b {
-                        Placeholder::IdNumber => query.bind(subject.as_str().to_owned()),
-                        Placeholder::Name => query.bind(name.map(str::to_owned)),
-                        Placeholder::Today => query.bind(today),
-                    };
-                }
-                let mut rows = query.fetch(pool);
-                let first = rows.try_next().await.map_err(db_err)?;
-                let second = rows.try_next().await.map_err(db_err)?;
-                match (first, second) {
-                    (Some(row), None) => Some(sqlite_cells(&row).map_err(db_err)?),
-                    (None, _) => None,
-                    (Some(_), Some(_)) => {
-                        return Err(SourceError::Ambiguous {
-                            evidence_type: evidence_type.to_owned(),
-                        });
-                    }
-                }
-            }
-            DepartmentPool::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
-                for b in &q.binds {
-                    query = match b {
-                        Placeholder::IdNumber => query.bind(subject.as_str().to_owned()),
-                        Placeholder::Name => query.bind(name.map(str::to_owned)),
-                        Placeholder::Today => query.bind(today),
-                    };
-                }
-                let mut rows = query.fetch(pool);
-                let first = rows.try_next().await.map_err(db_err)?;
-                let second = rows.try_next().await.map_err(db_err)?;
-                match (first, second) {
-                    (Some(row), None) => Some(pg_cells(&row).map_err(db_err)?),
-                    (None, _) => None,
-                    (Some(_), Some(_)) => {
-                        return Err(SourceError::Ambiguous {
-                            evidence_type: evidence_type.to_owned(),
-                        });
-                    }
-                }
-            }
+            DepartmentPool::Sqlite(pool) => one_row!(pool, sqlite_cells),
+            DepartmentPool::Postgres(pool) => one_row!(pool, pg_cells),
+            DepartmentPool::Mysql(pool) => one_row!(pool, mysql_cells),
         };
         let cells = cells.ok_or_else(|| SourceError::SubjectNotFound {
             department: self.department.id.clone(),
@@ -625,6 +715,21 @@ mod tests {
             decode_field(&d, Cell::Other("BLOB".into())),
             Err(DecodeError::WrongType { .. })
         ));
+    }
+
+    #[test]
+    fn mysql_decimals_become_integers_when_whole() {
+        assert_eq!(decimal_cell("86"), Some(Cell::Int(86)));
+        assert_eq!(decimal_cell("86.000"), Some(Cell::Int(86)));
+        assert_eq!(decimal_cell("-3.0"), Some(Cell::Int(-3)));
+        assert_eq!(decimal_cell("2.5"), Some(Cell::Real(2.5)));
+        assert_eq!(
+            decimal_cell("123456789012345678901234"),
+            Some(Cell::Real(1.2345678901234568e23))
+        );
+        assert_eq!(decimal_cell("abc"), None);
+        let i = spec("i", FieldType::Int, false);
+        assert!(decode_field(&i, Cell::Real(2.5)).is_err());
     }
 
     #[test]
