@@ -791,104 +791,313 @@ mod tests {
         IdNumber::from_parts("510402", NaiveDate::from_ymd_opt(1980, 1, 1).unwrap(), seq).unwrap()
     }
 
-    async fn memory_source(sql: &str) -> Result<EvidenceSource, ConfigError> {
-        let pool =
-            DepartmentPool::connect_lazy("sqlite::memory:", 1, Duration::from_secs(2)).unwrap();
-        if let DepartmentPool::Sqlite(p) = &pool {
-            sqlx::raw_sql(
-                "CREATE TABLE d (id TEXT PRIMARY KEY, dead BOOLEAN NOT NULL, died DATE);
-                 INSERT INTO d VALUES ('dup', FALSE, NULL);
-                 INSERT INTO d VALUES ('dup2', FALSE, NULL);",
-            )
-            .execute(p)
-            .await
-            .unwrap();
-            sqlx::query("INSERT INTO d VALUES (?1, TRUE, '2025-03-01')")
-                .bind(test_id(1).as_str().to_owned())
-                .execute(p)
+    /// A fresh database on a backend: SQLite in memory, or a uniquely named
+    /// database on the PostgreSQL or MariaDB server of `tests/setup.sh`,
+    /// dropped with the guard (even when the test panics).
+    struct Scratch {
+        dialect: Dialect,
+        url: String,
+        name: String,
+    }
+
+    const SERVERS: [(Dialect, &str); 2] = [
+        (Dialect::Postgres, "postgres://postgres@127.0.0.1:5432"),
+        (Dialect::Mysql, "mysql://root@127.0.0.1:3306"),
+    ];
+
+    fn server(dialect: Dialect) -> &'static str {
+        SERVERS
+            .iter()
+            .find(|(d, _)| *d == dialect)
+            .map(|(_, url)| *url)
+            .unwrap_or_default()
+    }
+
+    /// Runs one statement on the server's `test` database.
+    async fn on_server(dialect: Dialect, sql: String) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        let admin = format!("{}/test", server(dialect));
+        let sql = AssertSqlSafe(sql);
+        match dialect {
+            Dialect::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::raw_sql(sql).execute(&mut c).await?;
+                c.close().await
+            }
+            Dialect::Mysql => {
+                let mut c = sqlx::MySqlConnection::connect(&admin).await?;
+                sqlx::raw_sql(sql).execute(&mut c).await?;
+                c.close().await
+            }
+            Dialect::Sqlite => Ok(()),
+        }
+    }
+
+    impl Scratch {
+        async fn new(dialect: Dialect) -> Self {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let name = format!(
+                "tb_adapter_{}_{}_{}",
+                std::process::id(),
+                Utc::now().timestamp_micros() % 1_000_000_000_000,
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            if dialect == Dialect::Sqlite {
+                return Self {
+                    dialect,
+                    url: "sqlite::memory:".into(),
+                    name,
+                };
+            }
+            on_server(dialect, format!("CREATE DATABASE {name}"))
                 .await
-                .unwrap();
+                .unwrap_or_else(|e| panic!("{dialect:?} server (tests/setup.sh starts it): {e}"));
+            Self {
+                dialect,
+                url: format!("{}/{name}", server(dialect)),
+                name,
+            }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let (dialect, name) = (self.dialect, self.name.clone());
+            let sql = match dialect {
+                Dialect::Sqlite => return,
+                Dialect::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                Dialect::Mysql => format!("DROP DATABASE IF EXISTS {name}"),
+            };
+            // Outside async (and perhaps unwinding): a runtime of its own.
+            let dropped = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .block_on(on_server(dialect, sql))
+                    .map_err(|e| e.to_string())
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("could not drop test database {}: {dropped:?}", self.name);
+            }
+        }
+    }
+
+    /// A civil-affairs source on `dialect` over a small table `d`, whose
+    /// `civil.death` query is `sql`.
+    async fn source_on(
+        dialect: Dialect,
+        sql: &str,
+    ) -> (Result<EvidenceSource, ConfigError>, Scratch) {
+        let db = Scratch::new(dialect).await;
+        let pool = DepartmentPool::connect_lazy(&db.url, 1, Duration::from_secs(2)).unwrap();
+        let statements = [
+            "CREATE TABLE d (id VARCHAR(32) PRIMARY KEY, dead BOOLEAN NOT NULL, died DATE)",
+            "INSERT INTO d VALUES ('dup', FALSE, NULL)",
+            "INSERT INTO d VALUES ('dup2', FALSE, NULL)",
+            "INSERT INTO d VALUES (:id_number, TRUE, '2025-03-01')",
+        ];
+        for statement in statements {
+            // The runtime's own rewriting gives each backend its binds.
+            let bound = sql::rewrite(statement, dialect).unwrap();
+            let text = AssertSqlSafe(bound.sql);
+            let id = test_id(1).as_str().to_owned();
+            macro_rules! exec {
+                ($p:expr) => {{
+                    let mut q = sqlx::query(text);
+                    if !bound.binds.is_empty() {
+                        q = q.bind(id);
+                    }
+                    q.execute($p).await.unwrap();
+                }};
+            }
+            match &pool {
+                DepartmentPool::Sqlite(p) => exec!(p),
+                DepartmentPool::Postgres(p) => exec!(p),
+                DepartmentPool::Mysql(p) => exec!(p),
+            }
         }
         let config = AdapterConfig::from_toml(
             &format!(
                 r#"
 department = "civil"
-database_url = "sqlite::memory:"
+database_url = "{url}"
 [evidence."civil.death"]
 sql = "{sql}"
 [evidence."civil.marriage"]
-sql = "SELECT 'unmarried' AS marital_status, NULL AS status_since"
+sql = "SELECT 'unmarried' AS marital_status, CAST(NULL AS DATE) AS status_since"
 [evidence."civil.subsistence"]
-sql = "SELECT FALSE AS receiving, NULL AS since, NULL AS monthly_amount_yuan, NULL AS next_review"
-"#
+sql = "SELECT FALSE AS receiving, CAST(NULL AS DATE) AS since, NULL AS monthly_amount_yuan, CAST(NULL AS DATE) AS next_review"
+"#,
+                url = db.url
             ),
             "t",
         )
         .unwrap();
-        EvidenceSource::new(&config, &Catalogue::embedded(), pool).await
+        (
+            EvidenceSource::new(&config, &Catalogue::embedded(), pool).await,
+            db,
+        )
+    }
+
+    const BACKENDS: [Dialect; 3] = [Dialect::Sqlite, Dialect::Postgres, Dialect::Mysql];
+
+    #[tokio::test]
+    async fn source_checks_columns_at_start_on_every_backend() {
+        for dialect in BACKENDS {
+            let (e, _db) = source_on(
+                dialect,
+                "SELECT dead AS deceased FROM d WHERE id = :id_number",
+            )
+            .await;
+            let e = e.unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("no column for field \"date_of_death\""),
+                "{dialect:?}: {e}"
+            );
+            let (e, _db) = source_on(
+                dialect,
+                "SELECT dead AS deceased, died AS date_of_death, id FROM d WHERE id = :id_number",
+            )
+            .await;
+            let e = e.unwrap_err();
+            assert!(e.to_string().contains("column \"id\""), "{dialect:?}: {e}");
+            let (e, _db) = source_on(
+                dialect,
+                "SELECT dead AS deceased, died AS date_of_death FROM nosuch WHERE id = :id_number",
+            )
+            .await;
+            let e = e.unwrap_err();
+            assert!(matches!(e, ConfigError::Prepare { .. }), "{dialect:?}: {e}");
+        }
     }
 
     #[tokio::test]
-    async fn source_checks_columns_at_start() {
-        let e = memory_source("SELECT dead AS deceased FROM d WHERE id = :id_number")
-            .await
-            .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("no column for field \"date_of_death\""),
-            "{e}"
-        );
-        let e = memory_source(
-            "SELECT dead AS deceased, died AS date_of_death, id FROM d WHERE id = :id_number",
-        )
-        .await
-        .unwrap_err();
-        assert!(e.to_string().contains("column \"id\""), "{e}");
-        let e = memory_source(
-            "SELECT dead AS deceased, died AS date_of_death FROM nosuch WHERE id = :id_number",
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(e, ConfigError::Prepare { .. }), "{e}");
+    async fn source_answers_and_distinguishes_zero_and_many_rows_on_every_backend() {
+        for dialect in BACKENDS {
+            let (s, _db) = source_on(
+                dialect,
+                &format!("SELECT dead AS deceased, died AS date_of_death FROM d WHERE id = :id_number OR (:id_number = '{}' AND id LIKE 'dup%')", test_id(2).as_str()),
+            )
+            .await;
+            let s = s.unwrap();
+            let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+            let id = test_id(1);
+            let a = s.answer("civil.death", &id, None, today).await.unwrap();
+            assert_eq!(
+                a.fields[0].value,
+                Some(FieldValue::Bool(true)),
+                "{dialect:?}"
+            );
+            assert_eq!(
+                a.fields[1].value,
+                Some(FieldValue::Date(
+                    NaiveDate::from_ymd_opt(2025, 3, 1).unwrap()
+                )),
+                "{dialect:?}"
+            );
+            let other =
+                IdNumber::from_parts("510403", NaiveDate::from_ymd_opt(1990, 5, 5).unwrap(), 11)
+                    .unwrap();
+            assert!(matches!(
+                s.answer("civil.death", &other, None, today).await,
+                Err(SourceError::SubjectNotFound { .. })
+            ));
+            let dup = test_id(2);
+            assert!(matches!(
+                s.answer("civil.death", &dup, None, today).await,
+                Err(SourceError::Ambiguous { .. })
+            ));
+            assert!(matches!(
+                s.answer("police.identity", &id, None, today).await,
+                Err(SourceError::UnknownEvidenceType { .. })
+            ));
+            s.pool().close().await;
+            assert!(matches!(
+                s.answer("civil.death", &id, None, today).await,
+                Err(SourceError::Unavailable { .. })
+            ));
+        }
     }
 
+    /// MySQL's types as the adapter reads them: TINYINT(1) and comparisons
+    /// as booleans, DECIMAL sums and unsigned integers as integers, text in
+    /// a binary collation and ENUMs as text, DATETIME and TIMESTAMP as UTC
+    /// whatever the server's time zone.
     #[tokio::test]
-    async fn source_answers_and_distinguishes_zero_and_many_rows() {
-        let s = memory_source(
-            &format!("SELECT dead AS deceased, died AS date_of_death FROM d WHERE id = :id_number OR (:id_number = '{}' AND id LIKE 'dup%')", test_id(2).as_str()),
+    async fn mysql_types_decode_to_fields() {
+        let db = Scratch::new(Dialect::Mysql).await;
+        let pool = DepartmentPool::connect_lazy(&db.url, 1, Duration::from_secs(2)).unwrap();
+        let DepartmentPool::Mysql(p) = &pool else {
+            unreachable!()
+        };
+        sqlx::raw_sql(
+            "CREATE TABLE c (id VARCHAR(18) COLLATE utf8mb4_bin, months INT UNSIGNED,
+                 first_month VARCHAR(7) COLLATE utf8mb4_bin, last_month ENUM('2025-12', '2026-10'),
+                 ongoing BOOLEAN, posted DATETIME(6), seen TIMESTAMP(6) NULL)
+                 DEFAULT CHARSET = utf8mb4;
+             INSERT INTO c VALUES ('A', 40, '2019-01', '2025-12', FALSE, '2026-11-01 02:00:00', NULL),
+                                  ('A', 46, '2023-01', '2026-10', TRUE, '2026-11-20 08:30:00.5', NULL);",
         )
+        .execute(p)
         .await
         .unwrap();
+        let config = AdapterConfig::from_toml(
+            &format!(
+                r#"
+department = "hrss"
+database_url = "{url}"
+[evidence."hrss.contributions"]
+sql = "SELECT SUM(months) AS total_months, MIN(first_month) AS first_month, MAX(last_month) AS last_month, MAX(ongoing) AS contributing, MAX(posted) AS as_of FROM c WHERE id = 'A' AND :id_number IS NOT NULL"
+[evidence."hrss.unemployment"]
+sql = "SELECT months > 12 AS eligible, CONCAT('months: ', months) AS reason, CAST(months AS UNSIGNED) AS insured_months, CAST(NULL AS DATE) AS separation_date, ongoing AS registered_unemployed, seen AS as_of FROM c WHERE id = 'A' AND ongoing AND :id_number IS NOT NULL"
+[evidence."hrss.pension"]
+sql = "SELECT FALSE AS retired, FALSE AS receiving, CAST(NULL AS DATE) AS last_qualification_date, FALSE AS qualification_due FROM c WHERE :id_number IS NULL"
+"#,
+                url = db.url
+            ),
+            "t",
+        )
+        .unwrap();
+        let s = EvidenceSource::new(&config, &Catalogue::embedded(), pool)
+            .await
+            .unwrap();
         let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
-        let id = test_id(1);
-        let a = s.answer("civil.death", &id, None, today).await.unwrap();
-        assert_eq!(a.fields[0].value, Some(FieldValue::Bool(true)));
+        let a = s
+            .answer("hrss.contributions", &test_id(1), None, today)
+            .await
+            .unwrap();
+        let values: Vec<_> = a.fields.iter().map(|f| f.value.clone()).collect();
         assert_eq!(
-            a.fields[1].value,
-            Some(FieldValue::Date(
-                NaiveDate::from_ymd_opt(2025, 3, 1).unwrap()
-            ))
+            values,
+            [
+                Some(FieldValue::Int(86)),
+                Some(FieldValue::Text("2019-01".into())),
+                Some(FieldValue::Text("2026-10".into())),
+                Some(FieldValue::Bool(true)),
+            ]
         );
-        let other =
-            IdNumber::from_parts("510403", NaiveDate::from_ymd_opt(1990, 5, 5).unwrap(), 11)
-                .unwrap();
-        assert!(matches!(
-            s.answer("civil.death", &other, None, today).await,
-            Err(SourceError::SubjectNotFound { .. })
-        ));
-        let dup = test_id(2);
-        assert!(matches!(
-            s.answer("civil.death", &dup, None, today).await,
-            Err(SourceError::Ambiguous { .. })
-        ));
-        assert!(matches!(
-            s.answer("police.identity", &id, None, today).await,
-            Err(SourceError::UnknownEvidenceType { .. })
-        ));
+        assert_eq!(
+            a.current_as_of,
+            DateTime::parse_from_rfc3339("2026-11-20T08:30:00.5Z").unwrap()
+        );
+        let u = s
+            .answer("hrss.unemployment", &test_id(1), None, today)
+            .await
+            .unwrap();
+        let values: Vec<_> = u.fields.iter().map(|f| f.value.clone()).collect();
+        assert_eq!(
+            values,
+            [
+                Some(FieldValue::Bool(true)),
+                Some(FieldValue::Text("months: 46".into())),
+                Some(FieldValue::Int(46)),
+                None,
+                Some(FieldValue::Bool(true)),
+            ]
+        );
         s.pool().close().await;
-        assert!(matches!(
-            s.answer("civil.death", &id, None, today).await,
-            Err(SourceError::Unavailable { .. })
-        ));
     }
 }
