@@ -395,8 +395,13 @@ pub async fn seed_at(
                 )));
             }
             let result: Result<Option<usize>, SeedError> = async {
+                // On the locked connection itself. `run_direct` is what
+                // `run` calls after acquiring; called through `run` on a
+                // connection, rustc cannot prove the future Send
+                // ("implementation of `Acquire` is not general enough", as
+                // sqlx's own comment on `run_direct` says).
                 dept.mysql_migrator()
-                    .run(&mut *conn)
+                    .run_direct(None, &mut *conn, false)
                     .await
                     .map_err(migrate)?;
                 let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;

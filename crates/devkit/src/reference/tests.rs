@@ -260,6 +260,19 @@ fn date(a: &EvidenceAnswer, f: &str) -> NaiveDate {
     }
 }
 
+/// Seeding runs inside spawned tasks and multi-threaded runtimes (the
+/// local deployment, the console's browser test): its future must be Send
+/// on every backend, which sqlx's generic migrator calls can break.
+#[tokio::test]
+async fn seeding_future_is_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let pool = DepartmentPool::connect_lazy("sqlite::memory:", 1, Duration::from_secs(1)).unwrap();
+    let future = seed(Dept::Police, &pool);
+    is_send(&future);
+    let future = service(Dept::Police, "mysql://root@127.0.0.1:1/x");
+    is_send(&future);
+}
+
 /// Moved from `tongban-adapter`'s config tests with the reference departments.
 #[test]
 fn reference_configs_validate_and_render_and_reparse() {
