@@ -18,13 +18,18 @@
 //!   (use `CONCAT`), date arithmetic (`DATE_SUB(:today, INTERVAL 12 MONTH)`)
 //!   and exact text comparison of values a caller sends (`CAST(… AS
 //!   BINARY)`: its collations ignore trailing spaces).
-//! - **Seeding** ([`seed`]) is one code path: rows are rendered with each
-//!   backend's binds, in one transaction under a per-database lock.
+//! - **Seeding** ([`seed`]) is one code path: the rows of `rows_for` are
+//!   rendered with each backend's binds and written in one transaction,
+//!   serialised per database (SQLite's single writer, PostgreSQL's table
+//!   lock, a MySQL named lock under which the migrations run too).
 //!
-//! Adding MySQL to a new department: write `migrations/<dept>/mysql/0001_<dept>.sql`,
-//! add it to [`Dept::mysql_migrator`], add `.mysql(…)` variants where the
-//! rules above say so, and add the department to the tests' `Dept::ALL`
-//! loops (they run on every backend).
+//! Adding MySQL to a new department: write
+//! `migrations/<dept>/mysql/0001_<dept>.sql` (the portable tables in the
+//! types above), add its `sqlx::migrate!` to `Dept::mysql_migrator`, and add
+//! `.mysql(include_str!("queries/<type>.mysql.sql"))` to the queries the
+//! rules above name. Nothing else: the tests take departments from
+//! `Dept::ALL` and run on every backend, including the comparison of all
+//! three over the whole population, which shows a missing variant.
 //!
 //! Police is the authoritative register: an identity number it does not
 //! hold is NOT_FOUND. Civil affairs and social security answer for any
