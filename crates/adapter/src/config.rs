@@ -4,7 +4,7 @@
 //! ```toml
 //! # Department id from the catalogue.
 //! department = "police"
-//! # sqlite://path?mode=rwc or postgres://user@host/db
+//! # sqlite://path?mode=rwc, postgres://user@host/db or mysql://user@host/db
 //! database_url = "sqlite://police.db?mode=rwc"
 //! # Optional: a catalogue file instead of the embedded default.
 //! # catalogue = "catalogue.toml"
@@ -29,6 +29,9 @@
 //! sql = "SELECT ... FROM residents WHERE id_number = :id_number"
 //! # Optional: used instead of `sql` when the database is PostgreSQL.
 //! # postgres_sql = "..."
+//! # Optional: used instead of `sql` when the database is MySQL or MariaDB
+//! # (`?` binds, `CONCAT` rather than `||`, `DATE_SUB`, ...).
+//! # mysql_sql = "..."
 //! ```
 //!
 //! Every key can be overridden from the environment as
@@ -55,7 +58,8 @@ pub const AS_OF_COLUMN: &str = "as_of";
 pub struct AdapterConfig {
     /// Department id as declared in the catalogue, e.g. `police`.
     pub department: String,
-    /// `sqlite://<path>[?mode=rwc]` or `postgres://…`. (`sqlite::memory:`
+    /// `sqlite://<path>[?mode=rwc]`, `postgres://…` or `mysql://…` (MySQL
+    /// or MariaDB; `mariadb://…` too). (`sqlite::memory:`
     /// gives each pooled connection its own empty database: only with
     /// `max_connections = 1`.)
     pub database_url: String,
@@ -124,15 +128,37 @@ pub struct EvidenceQuery {
     /// PostgreSQL variant of `sql`, for when date arithmetic differs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_sql: Option<String>,
+    /// MySQL/MariaDB variant of `sql`, for where MySQL differs (no `||`
+    /// concatenation or `CAST(… AS TEXT)`, `DATE_SUB` date arithmetic).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mysql_sql: Option<String>,
 }
 
 impl EvidenceQuery {
+    /// A query with the same text on every backend.
+    pub fn portable(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            postgres_sql: None,
+            mysql_sql: None,
+        }
+    }
+
     /// The query text for `dialect`.
     pub fn sql_for(&self, dialect: Dialect) -> &str {
-        match (dialect, &self.postgres_sql) {
-            (Dialect::Postgres, Some(pg)) => pg,
+        match (dialect, &self.postgres_sql, &self.mysql_sql) {
+            (Dialect::Postgres, Some(pg), _) => pg,
+            (Dialect::Mysql, _, Some(my)) => my,
             _ => &self.sql,
         }
+    }
+
+    /// Each text with the dialect it is written for: `sql` in `default`
+    /// (the database's), each variant in its own.
+    fn texts(&self, default: Dialect) -> impl Iterator<Item = (&str, Dialect)> {
+        std::iter::once((self.sql.as_str(), default))
+            .chain(self.postgres_sql.as_deref().map(|q| (q, Dialect::Postgres)))
+            .chain(self.mysql_sql.as_deref().map(|q| (q, Dialect::Mysql)))
     }
 }
 
@@ -224,11 +250,20 @@ pub enum ConfigError {
         evidence_type: String,
         message: String,
     },
+    #[error(
+        "cannot reach the department database (while preparing the query for {evidence_type:?}): {message}"
+    )]
+    DatabaseUnreachable {
+        evidence_type: String,
+        message: String,
+    },
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
     #[error("tls.allowed_callers: {0}")]
     AllowedCaller(String),
-    #[error("database_url {0:?} must start with sqlite: or postgres:// (or postgresql://)")]
+    #[error(
+        "database_url {0:?} must start with sqlite:, postgres:// (or postgresql://) or mysql:// (or mariadb://)"
+    )]
     UnsupportedDatabase(String),
 }
 
@@ -432,7 +467,7 @@ impl AdapterConfig {
                     department: self.department.clone(),
                 });
             }
-            for text in std::iter::once(&query.sql).chain(&query.postgres_sql) {
+            for (text, dialect) in query.texts(dialect) {
                 sql::rewrite(text, dialect).map_err(|source| ConfigError::BadSql {
                     evidence_type: id.clone(),
                     source,
@@ -456,6 +491,8 @@ pub(crate) fn dialect_of(url: &str) -> Result<Dialect, ConfigError> {
         Ok(Dialect::Sqlite)
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Dialect::Postgres)
+    } else if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+        Ok(Dialect::Mysql)
     } else {
         Err(ConfigError::UnsupportedDatabase(url.to_owned()))
     }
@@ -655,11 +692,10 @@ sql = "SELECT deceased, date_of_death FROM d WHERE id_number = :id_number"
             validate(&text).unwrap_err(),
             ConfigError::UnknownDepartment(_)
         ));
-        let text = civil_config().replace("sqlite::memory:", "mysql://x");
-        assert!(matches!(
-            validate(&text).unwrap_err(),
-            ConfigError::UnsupportedDatabase(_)
-        ));
+        let text = civil_config().replace("sqlite::memory:", "mssql://x");
+        let e = validate(&text).unwrap_err();
+        assert!(matches!(&e, ConfigError::UnsupportedDatabase(_)), "{e}");
+        assert!(e.to_string().contains("mysql://"), "{e}");
     }
 
     #[test]
@@ -686,12 +722,56 @@ sql = "SELECT deceased, date_of_death FROM d WHERE id_number = :id_number"
     }
 
     #[test]
-    fn postgres_variant_is_chosen_for_postgres() {
+    fn each_backend_gets_its_variant_or_the_standard_query() {
         let q = EvidenceQuery {
             sql: "a".into(),
             postgres_sql: Some("b".into()),
+            mysql_sql: Some("c".into()),
         };
         assert_eq!(q.sql_for(Dialect::Sqlite), "a");
         assert_eq!(q.sql_for(Dialect::Postgres), "b");
+        assert_eq!(q.sql_for(Dialect::Mysql), "c");
+        let q = EvidenceQuery::portable("a");
+        assert_eq!(q.sql_for(Dialect::Postgres), "a");
+        assert_eq!(q.sql_for(Dialect::Mysql), "a");
+    }
+
+    #[test]
+    fn mysql_urls_and_variants_are_accepted_and_checked() {
+        for url in [
+            "mysql://root@127.0.0.1:3306/civil",
+            "mariadb://civil:pw@db/civil",
+        ] {
+            let (c, _) = AdapterConfig::from_toml_with_env(
+                &civil_config(),
+                "test.toml",
+                [("TONGBAN_DATABASE_URL", url)],
+            )
+            .unwrap();
+            c.validate(&Catalogue::embedded()).unwrap();
+            assert_eq!(c.dialect().unwrap(), Dialect::Mysql);
+        }
+        let (c, _) = AdapterConfig::from_toml_with_env(
+            &civil_config(),
+            "test.toml",
+            [("TONGBAN_DATABASE_URL", "mysql://civil:s3cret@db:3306/civil")],
+        )
+        .unwrap();
+        let shown = c.to_redacted_toml();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        // A variant is checked in its own dialect, whatever the database.
+        let text = civil_config().replace(
+            "sql = \"SELECT deceased, date_of_death FROM d WHERE id_number = :id_number\"",
+            "sql = \"SELECT deceased, date_of_death FROM d WHERE id_number = :id_number\"\nmysql_sql = \"SELECT deceased, date_of_death FROM d WHERE id_number = :idnumber\"",
+        );
+        let e = validate(&text).unwrap_err().to_string();
+        assert!(e.contains("civil.death") && e.contains(":idnumber"), "{e}");
+        let text = civil_config().replace(
+            "sql = \"SELECT deceased, date_of_death FROM d WHERE id_number = :id_number\"",
+            "sql = \"SELECT deceased, date_of_death FROM d WHERE id_number = :id_number\"\nmysql_sql = \"SELECT deceased, `date:today` FROM d WHERE id_number = :id_number\"",
+        );
+        let c = validate(&text).unwrap();
+        assert!(c.evidence["civil.death"].mysql_sql.is_some());
+        assert_eq!(AdapterConfig::from_toml(&c.to_toml(), "r").unwrap(), c);
     }
 }

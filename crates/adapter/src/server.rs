@@ -132,7 +132,7 @@ where
         tick.tick().await;
         loop {
             tick.tick().await;
-            let ok = ping(&pool).await;
+            let ok = pool.ping().await;
             if ok != serving {
                 serving = ok;
                 let status = if ok {
@@ -165,13 +165,6 @@ where
         task.abort();
     }
     Ok(result?)
-}
-
-async fn ping(pool: &DepartmentPool) -> bool {
-    match pool {
-        DepartmentPool::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
-        DepartmentPool::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
-    }
 }
 
 /// Serves on a bound TCP listener (plaintext) until `shutdown` resolves.

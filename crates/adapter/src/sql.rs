@@ -1,8 +1,11 @@
 //! Named placeholders in configured queries (`:id_number`, `:name`,
-//! `:today`), rewritten to the backend's numbered binds.
+//! `:today`), rewritten to the backend's binds: numbered on SQLite and
+//! PostgreSQL, one positional `?` per occurrence on MySQL/MariaDB.
 //!
 //! The scanner skips string literals, quoted identifiers, comments and
-//! PostgreSQL `::type` casts, so only real placeholders are rewritten.
+//! PostgreSQL `::type` casts, so only real placeholders are rewritten; on
+//! MySQL it also knows backslash escapes in literals, backquoted
+//! identifiers and `#` comments.
 
 use std::fmt;
 
@@ -46,13 +49,17 @@ pub enum Dialect {
     Sqlite,
     /// `$1`, `$2`, …
     Postgres,
+    /// `?` per occurrence (MySQL and MariaDB have no numbered binds, so a
+    /// repeated placeholder is bound once per use).
+    Mysql,
 }
 
 /// A query rewritten for one backend, with the order in which to bind values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BoundSql {
     pub sql: String,
-    /// `binds[i]` is the value for bind number `i + 1`.
+    /// `binds[i]` is the value for bind number `i + 1` (on MySQL, for the
+    /// `i + 1`-th `?`).
     pub binds: Vec<Placeholder>,
 }
 
@@ -72,27 +79,30 @@ pub fn rewrite(sql: &str, dialect: Dialect) -> Result<BoundSql, SqlError> {
     let chars: Vec<char> = sql.chars().collect();
     let mut out = String::with_capacity(sql.len());
     let mut binds: Vec<Placeholder> = Vec::new();
+    let mysql = dialect == Dialect::Mysql;
     let mut i = 0;
     while i < chars.len() {
         let c = chars[i];
         match c {
-            '\'' | '"' => {
-                let end =
-                    find_quote_end(&chars, i, c).ok_or(SqlError::Unterminated(if c == '\'' {
+            '\'' | '"' | '`' if c != '`' || mysql => {
+                // MySQL's default SQL mode reads `\'` inside a literal as a
+                // quote, not its end.
+                let backslash = mysql && c != '`';
+                let end = find_quote_end(&chars, i, c, backslash).ok_or(SqlError::Unterminated(
+                    if c == '\'' {
                         "string literal"
                     } else {
                         "quoted identifier"
-                    }))?;
+                    },
+                ))?;
                 out.extend(&chars[i..=end]);
                 i = end + 1;
             }
             '-' if chars.get(i + 1) == Some(&'-') => {
-                let end = chars[i..]
-                    .iter()
-                    .position(|&c| c == '\n')
-                    .map_or(chars.len(), |p| i + p);
-                out.extend(&chars[i..end]);
-                i = end;
+                i = skip_line_comment(&chars, i, &mut out);
+            }
+            '#' if mysql => {
+                i = skip_line_comment(&chars, i, &mut out);
             }
             '/' if chars.get(i + 1) == Some(&'*') => {
                 let end = (i + 2..chars.len().saturating_sub(1))
@@ -112,15 +122,20 @@ pub fn rewrite(sql: &str, dialect: Dialect) -> Result<BoundSql, SqlError> {
                     .unwrap_or(chars.len());
                 let name: String = chars[start..end].iter().collect();
                 let p = Placeholder::from_name(&name).ok_or(SqlError::UnknownPlaceholder(name))?;
-                let n = match binds.iter().position(|&b| b == p) {
-                    Some(k) => k + 1,
-                    None => {
-                        binds.push(p);
-                        binds.len()
-                    }
-                };
-                out.push(if dialect == Dialect::Sqlite { '?' } else { '$' });
-                out.push_str(&n.to_string());
+                if mysql {
+                    binds.push(p);
+                    out.push('?');
+                } else {
+                    let n = match binds.iter().position(|&b| b == p) {
+                        Some(k) => k + 1,
+                        None => {
+                            binds.push(p);
+                            binds.len()
+                        }
+                    };
+                    out.push(if dialect == Dialect::Sqlite { '?' } else { '$' });
+                    out.push_str(&n.to_string());
+                }
                 i = end;
             }
             '?' => return Err(SqlError::PositionalParameter("?".to_owned())),
@@ -141,10 +156,26 @@ pub fn rewrite(sql: &str, dialect: Dialect) -> Result<BoundSql, SqlError> {
     Ok(BoundSql { sql: out, binds })
 }
 
-/// Index of the closing quote; a doubled quote is an escaped one.
-fn find_quote_end(chars: &[char], open: usize, quote: char) -> Option<usize> {
+/// Copies a `--` (or MySQL `#`) comment up to its end of line; returns
+/// where scanning resumes.
+fn skip_line_comment(chars: &[char], start: usize, out: &mut String) -> usize {
+    let end = chars[start..]
+        .iter()
+        .position(|&c| c == '\n')
+        .map_or(chars.len(), |p| start + p);
+    out.extend(&chars[start..end]);
+    end
+}
+
+/// Index of the closing quote; a doubled quote is an escaped one, and so,
+/// with `backslash`, is one after a backslash.
+fn find_quote_end(chars: &[char], open: usize, quote: char, backslash: bool) -> Option<usize> {
     let mut j = open + 1;
     while j < chars.len() {
+        if backslash && chars[j] == '\\' {
+            j += 2;
+            continue;
+        }
         if chars[j] == quote {
             if chars.get(j + 1) == Some(&quote) {
                 j += 2;
@@ -197,6 +228,63 @@ mod tests {
             "SELECT ':name', \"x:today\", 'it''s :today' -- :bogus\n, $1::date /* :nope */ FROM t WHERE id = $2"
         );
         assert_eq!(s.binds, [Placeholder::Today, Placeholder::IdNumber]);
+    }
+
+    #[test]
+    fn mysql_binds_every_occurrence_in_order() {
+        let sql = "SELECT a FROM t WHERE id = :id_number AND d <= :today AND (:name IS NULL OR n = :name) AND e > :today";
+        let m = rewrite(sql, Dialect::Mysql).unwrap();
+        assert_eq!(
+            m.sql,
+            "SELECT a FROM t WHERE id = ? AND d <= ? AND (? IS NULL OR n = ?) AND e > ?"
+        );
+        assert_eq!(
+            m.binds,
+            [
+                Placeholder::IdNumber,
+                Placeholder::Today,
+                Placeholder::Name,
+                Placeholder::Name,
+                Placeholder::Today
+            ]
+        );
+    }
+
+    #[test]
+    fn mysql_literals_backquotes_and_hash_comments_are_not_placeholders() {
+        // A backslash-escaped quote does not end a MySQL literal, so the
+        // `:name` after it is still text; so are backquoted identifiers and
+        // `#` comments.
+        let sql = "SELECT 'it\\'s :name' AS `x:today`, CONCAT(a, ':today') # :bogus\n FROM t WHERE id = :id_number -- :nope";
+        let m = rewrite(sql, Dialect::Mysql).unwrap();
+        assert_eq!(
+            m.sql,
+            "SELECT 'it\\'s :name' AS `x:today`, CONCAT(a, ':today') # :bogus\n FROM t WHERE id = ? -- :nope"
+        );
+        assert_eq!(m.binds, [Placeholder::IdNumber]);
+        assert!(matches!(
+            rewrite("SELECT 1 WHERE a = ?", Dialect::Mysql),
+            Err(SqlError::PositionalParameter(_))
+        ));
+        assert_eq!(
+            rewrite("SELECT `x FROM t", Dialect::Mysql),
+            Err(SqlError::Unterminated("quoted identifier"))
+        );
+        assert_eq!(
+            rewrite("SELECT 'a\\'", Dialect::Mysql),
+            Err(SqlError::Unterminated("string literal"))
+        );
+        // Elsewhere a backslash is an ordinary character and `#` is no comment.
+        assert_eq!(
+            rewrite("SELECT 'a\\' WHERE id = :id_number", Dialect::Postgres)
+                .unwrap()
+                .binds,
+            [Placeholder::IdNumber]
+        );
+        assert_eq!(
+            rewrite("SELECT a # :today", Dialect::Sqlite).unwrap().sql,
+            "SELECT a # ?1"
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use futures::TryStreamExt;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
@@ -17,16 +18,20 @@ use tongban_core::{
 use crate::config::{AS_OF_COLUMN, AdapterConfig, ConfigError, check_columns, dialect_of};
 use crate::sql::{self, BoundSql, Dialect, Placeholder};
 
-/// A department's database: SQLite (default, tests, demo) or PostgreSQL
-/// (production).
+/// A department's database: SQLite (default, tests, demo), PostgreSQL or
+/// MySQL/MariaDB (production).
 #[derive(Debug, Clone)]
 pub enum DepartmentPool {
     Sqlite(SqlitePool),
     Postgres(PgPool),
+    /// MySQL or MariaDB. sqlx sets each connection's `time_zone` to
+    /// `+00:00`, so `TIMESTAMP` values read back in UTC, and `DATETIME`
+    /// values are taken as UTC, as PostgreSQL's `TIMESTAMP` is.
+    Mysql(MySqlPool),
 }
 
 impl DepartmentPool {
-    /// Opens a pool for `url` (`sqlite:` or `postgres://`). Connections are
+    /// Opens a pool for `url` (`sqlite:`, `postgres://` or `mysql://`). Connections are
     /// made lazily, so a database that is down at start-up surfaces as
     /// UNAVAILABLE answers rather than a refusal to start.
     pub fn connect_lazy(
@@ -50,6 +55,13 @@ impl DepartmentPool {
                     .connect_lazy(url)
                     .map_err(|e| StoreError::Connect(e.to_string()))?,
             ),
+            Dialect::Mysql => Self::Mysql(
+                MySqlPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire_timeout)
+                    .connect_lazy(&url.replacen("mariadb://", "mysql://", 1))
+                    .map_err(|e| StoreError::Connect(e.to_string()))?,
+            ),
         })
     }
 
@@ -66,6 +78,7 @@ impl DepartmentPool {
         match self {
             Self::Sqlite(_) => Dialect::Sqlite,
             Self::Postgres(_) => Dialect::Postgres,
+            Self::Mysql(_) => Dialect::Mysql,
         }
     }
 
@@ -74,6 +87,16 @@ impl DepartmentPool {
         match self {
             Self::Sqlite(p) => p.close().await,
             Self::Postgres(p) => p.close().await,
+            Self::Mysql(p) => p.close().await,
+        }
+    }
+
+    /// Whether the database answers a trivial query (the health probe).
+    pub async fn ping(&self) -> bool {
+        match self {
+            Self::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+            Self::Postgres(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
+            Self::Mysql(p) => sqlx::query("SELECT 1").execute(p).await.is_ok(),
         }
     }
 
@@ -103,6 +126,14 @@ impl DepartmentPool {
                         })
                         .collect::<Vec<_>>(),
                 )
+                .await?
+                .columns()
+                .iter()
+                .map(|c| c.name().to_owned())
+                .collect(),
+            // MySQL prepares without parameter types.
+            Self::Mysql(p) => p
+                .prepare(sql)
                 .await?
                 .columns()
                 .iter()
@@ -357,6 +388,66 @@ fn pg_cells(row: &PgRow) -> Result<Vec<(String, Cell)>, sqlx::Error> {
     Ok(out)
 }
 
+fn mysql_cells(row: &MySqlRow) -> Result<Vec<(String, Cell)>, sqlx::Error> {
+    let mut out = Vec::with_capacity(row.columns().len());
+    for (i, col) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(i)?;
+        let cell = if raw.is_null() {
+            Cell::Null
+        } else {
+            let ty = raw.type_info().name().to_owned();
+            match ty.as_str() {
+                // BOOLEAN is TINYINT(1): decoded as 0 or 1, like SQLite's.
+                "BOOLEAN" | "TINYINT" | "SMALLINT" | "MEDIUMINT" | "INT" | "BIGINT" | "YEAR" => {
+                    Cell::Int(row.try_get_unchecked::<i64, _>(i)?)
+                }
+                "TINYINT UNSIGNED" | "SMALLINT UNSIGNED" | "MEDIUMINT UNSIGNED"
+                | "INT UNSIGNED" | "BIGINT UNSIGNED" => {
+                    let u = row.try_get_unchecked::<u64, _>(i)?;
+                    i64::try_from(u).map_or(Cell::Other(ty), Cell::Int)
+                }
+                "FLOAT" => Cell::Real(row.try_get::<f32, _>(i)?.into()),
+                "DOUBLE" => Cell::Real(row.try_get::<f64, _>(i)?),
+                // SUM() and integer division yield DECIMAL: sent as text.
+                "DECIMAL" => {
+                    let t = row.try_get_unchecked::<String, _>(i)?;
+                    decimal_cell(&t).unwrap_or(Cell::Other(ty))
+                }
+                "VARCHAR" | "CHAR" | "TINYTEXT" | "TEXT" | "MEDIUMTEXT" | "LONGTEXT" | "ENUM"
+                | "SET" => Cell::Text(row.try_get_unchecked::<String, _>(i)?),
+                // `_bin` collations flag text columns binary: text when
+                // it is UTF-8.
+                "VARBINARY" | "BINARY" | "TINYBLOB" | "BLOB" | "MEDIUMBLOB" | "LONGBLOB" => {
+                    match String::from_utf8(row.try_get_unchecked::<Vec<u8>, _>(i)?) {
+                        Ok(t) => Cell::Text(t),
+                        Err(_) => Cell::Other(ty),
+                    }
+                }
+                "DATE" => Cell::Date(row.try_get::<NaiveDate, _>(i)?),
+                "DATETIME" | "TIMESTAMP" => Cell::Timestamp(row.try_get::<DateTime<Utc>, _>(i)?),
+                _ => Cell::Other(ty),
+            }
+        };
+        out.push((col.name().to_owned(), cell));
+    }
+    Ok(out)
+}
+
+/// A MySQL DECIMAL's text as an integer when it has no fraction, else a
+/// real number.
+fn decimal_cell(text: &str) -> Option<Cell> {
+    let trimmed = match text.split_once('.') {
+        Some((whole, fraction)) if fraction.bytes().all(|b| b == b'0') => whole,
+        Some(_) => return text.parse::<f64>().ok().map(Cell::Real),
+        None => text,
+    };
+    trimmed
+        .parse::<i64>()
+        .ok()
+        .map(Cell::Int)
+        .or_else(|| text.parse::<f64>().ok().map(Cell::Real))
+}
+
 /// Whether a database error means the department's store is unreachable
 /// (as opposed to a broken query).
 fn is_outage(e: &sqlx::Error) -> bool {
@@ -366,16 +457,22 @@ fn is_outage(e: &sqlx::Error) -> bool {
         | sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::WorkerCrashed => true,
-        // SQLSTATE classes 08 (connection exception), 53 (insufficient
+        // SQLSTATE classes 08 (connection exception, also MySQL's "too
+        // many connections" and server shutdown), 53 (insufficient
         // resources), 57 (operator intervention, e.g. shutdown); SQLite
-        // "cannot open" (14) and "busy" (5).
-        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
-            c.starts_with("08")
-                || c.starts_with("53")
-                || c.starts_with("57")
-                || c == "14"
-                || c == "5"
-        }),
+        // "cannot open" (14) and "busy" (5); MySQL's lock wait timeout
+        // (HY000 with 1205) counts as a store that cannot answer now.
+        sqlx::Error::Database(db) => {
+            db.code().is_some_and(|c| {
+                c.starts_with("08")
+                    || c.starts_with("53")
+                    || c.starts_with("57")
+                    || c == "14"
+                    || c == "5"
+            }) || db
+                .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                .is_some_and(|e| e.number() == 1205)
+        }
         _ => false,
     }
 }
@@ -424,13 +521,21 @@ impl EvidenceSource {
                         source,
                     }
                 })?;
-            let columns = pool
-                .columns(&sql, &binds)
-                .await
-                .map_err(|e| ConfigError::Prepare {
-                    evidence_type: def.id.clone(),
-                    message: e.to_string(),
-                })?;
+            let columns = pool.columns(&sql, &binds).await.map_err(|e| {
+                let evidence_type = def.id.clone();
+                let message = e.to_string();
+                if is_outage(&e) {
+                    ConfigError::DatabaseUnreachable {
+                        evidence_type,
+                        message,
+                    }
+                } else {
+                    ConfigError::Prepare {
+                        evidence_type,
+                        message,
+                    }
+                }
+            })?;
             check_columns(def, &columns)?;
             queries.push(CompiledQuery {
                 def: def.clone(),
@@ -494,51 +599,36 @@ impl EvidenceSource {
             }
         };
         let sql = AssertSqlSafe(Arc::clone(&q.sql));
+        // One body for every backend: bind each placeholder in order, then
+        // read at most two rows (two is ambiguous).
+        macro_rules! one_row {
+            ($pool:expr, $cells:ident) => {{
+                let mut query = sqlx::query(sql);
+                for b in &q.binds {
+                    query = match b {
+                        Placeholder::IdNumber => query.bind(subject.as_str().to_owned()),
+                        Placeholder::Name => query.bind(name.map(str::to_owned)),
+                        Placeholder::Today => query.bind(today),
+                    };
+                }
+                let mut rows = query.fetch($pool);
+                let first = rows.try_next().await.map_err(db_err)?;
+                let second = rows.try_next().await.map_err(db_err)?;
+                match (first, second) {
+                    (Some(row), None) => Some($cells(&row).map_err(db_err)?),
+                    (None, _) => None,
+                    (Some(_), Some(_)) => {
+                        return Err(SourceError::Ambiguous {
+                            evidence_type: evidence_type.to_owned(),
+                        });
+                    }
+                }
+            }};
+        }
         let cells = match &self.pool {
-            DepartmentPool::Sqlite(pool) => {
-                let mut query = sqlx::query(sql);
-                for b in &q.binds {
-                    query = match b {
-                        Placeholder::IdNumber => query.bind(subject.as_str().to_owned()),
-                        Placeholder::Name => query.bind(name.map(str::to_owned)),
-                        Placeholder::Today => query.bind(today),
-                    };
-                }
-                let mut rows = query.fetch(pool);
-                let first = rows.try_next().await.map_err(db_err)?;
-                let second = rows.try_next().await.map_err(db_err)?;
-                match (first, second) {
-                    (Some(row), None) => Some(sqlite_cells(&row).map_err(db_err)?),
-                    (None, _) => None,
-                    (Some(_), Some(_)) => {
-                        return Err(SourceError::Ambiguous {
-                            evidence_type: evidence_type.to_owned(),
-                        });
-                    }
-                }
-            }
-            DepartmentPool::Postgres(pool) => {
-                let mut query = sqlx::query(sql);
-                for b in &q.binds {
-                    query = match b {
-                        Placeholder::IdNumber => query.bind(subject.as_str().to_owned()),
-                        Placeholder::Name => query.bind(name.map(str::to_owned)),
-                        Placeholder::Today => query.bind(today),
-                    };
-                }
-                let mut rows = query.fetch(pool);
-                let first = rows.try_next().await.map_err(db_err)?;
-                let second = rows.try_next().await.map_err(db_err)?;
-                match (first, second) {
-                    (Some(row), None) => Some(pg_cells(&row).map_err(db_err)?),
-                    (None, _) => None,
-                    (Some(_), Some(_)) => {
-                        return Err(SourceError::Ambiguous {
-                            evidence_type: evidence_type.to_owned(),
-                        });
-                    }
-                }
-            }
+            DepartmentPool::Sqlite(pool) => one_row!(pool, sqlite_cells),
+            DepartmentPool::Postgres(pool) => one_row!(pool, pg_cells),
+            DepartmentPool::Mysql(pool) => one_row!(pool, mysql_cells),
         };
         let cells = cells.ok_or_else(|| SourceError::SubjectNotFound {
             department: self.department.id.clone(),
@@ -628,6 +718,21 @@ mod tests {
     }
 
     #[test]
+    fn mysql_decimals_become_integers_when_whole() {
+        assert_eq!(decimal_cell("86"), Some(Cell::Int(86)));
+        assert_eq!(decimal_cell("86.000"), Some(Cell::Int(86)));
+        assert_eq!(decimal_cell("-3.0"), Some(Cell::Int(-3)));
+        assert_eq!(decimal_cell("2.5"), Some(Cell::Real(2.5)));
+        assert_eq!(
+            decimal_cell("123456789012345678901234"),
+            Some(Cell::Real(1.2345678901234568e23))
+        );
+        assert_eq!(decimal_cell("abc"), None);
+        let i = spec("i", FieldType::Int, false);
+        assert!(decode_field(&i, Cell::Real(2.5)).is_err());
+    }
+
+    #[test]
     fn null_only_for_optional_fields() {
         assert_eq!(
             decode_field(&spec("o", FieldType::Date, true), Cell::Null),
@@ -686,104 +791,313 @@ mod tests {
         IdNumber::from_parts("510402", NaiveDate::from_ymd_opt(1980, 1, 1).unwrap(), seq).unwrap()
     }
 
-    async fn memory_source(sql: &str) -> Result<EvidenceSource, ConfigError> {
-        let pool =
-            DepartmentPool::connect_lazy("sqlite::memory:", 1, Duration::from_secs(2)).unwrap();
-        if let DepartmentPool::Sqlite(p) = &pool {
-            sqlx::raw_sql(
-                "CREATE TABLE d (id TEXT PRIMARY KEY, dead BOOLEAN NOT NULL, died DATE);
-                 INSERT INTO d VALUES ('dup', FALSE, NULL);
-                 INSERT INTO d VALUES ('dup2', FALSE, NULL);",
-            )
-            .execute(p)
-            .await
-            .unwrap();
-            sqlx::query("INSERT INTO d VALUES (?1, TRUE, '2025-03-01')")
-                .bind(test_id(1).as_str().to_owned())
-                .execute(p)
+    /// A fresh database on a backend: SQLite in memory, or a uniquely named
+    /// database on the PostgreSQL or MariaDB server of `tests/setup.sh`,
+    /// dropped with the guard (even when the test panics).
+    struct Scratch {
+        dialect: Dialect,
+        url: String,
+        name: String,
+    }
+
+    const SERVERS: [(Dialect, &str); 2] = [
+        (Dialect::Postgres, "postgres://postgres@127.0.0.1:5432"),
+        (Dialect::Mysql, "mysql://root@127.0.0.1:3306"),
+    ];
+
+    fn server(dialect: Dialect) -> &'static str {
+        SERVERS
+            .iter()
+            .find(|(d, _)| *d == dialect)
+            .map(|(_, url)| *url)
+            .unwrap_or_default()
+    }
+
+    /// Runs one statement on the server's `test` database.
+    async fn on_server(dialect: Dialect, sql: String) -> Result<(), sqlx::Error> {
+        use sqlx::Connection;
+        let admin = format!("{}/test", server(dialect));
+        let sql = AssertSqlSafe(sql);
+        match dialect {
+            Dialect::Postgres => {
+                let mut c = sqlx::PgConnection::connect(&admin).await?;
+                sqlx::raw_sql(sql).execute(&mut c).await?;
+                c.close().await
+            }
+            Dialect::Mysql => {
+                let mut c = sqlx::MySqlConnection::connect(&admin).await?;
+                sqlx::raw_sql(sql).execute(&mut c).await?;
+                c.close().await
+            }
+            Dialect::Sqlite => Ok(()),
+        }
+    }
+
+    impl Scratch {
+        async fn new(dialect: Dialect) -> Self {
+            static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let name = format!(
+                "tb_adapter_{}_{}_{}",
+                std::process::id(),
+                Utc::now().timestamp_micros() % 1_000_000_000_000,
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            if dialect == Dialect::Sqlite {
+                return Self {
+                    dialect,
+                    url: "sqlite::memory:".into(),
+                    name,
+                };
+            }
+            on_server(dialect, format!("CREATE DATABASE {name}"))
                 .await
-                .unwrap();
+                .unwrap_or_else(|e| panic!("{dialect:?} server (tests/setup.sh starts it): {e}"));
+            Self {
+                dialect,
+                url: format!("{}/{name}", server(dialect)),
+                name,
+            }
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let (dialect, name) = (self.dialect, self.name.clone());
+            let sql = match dialect {
+                Dialect::Sqlite => return,
+                Dialect::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                Dialect::Mysql => format!("DROP DATABASE IF EXISTS {name}"),
+            };
+            // Outside async (and perhaps unwinding): a runtime of its own.
+            let dropped = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| e.to_string())?
+                    .block_on(on_server(dialect, sql))
+                    .map_err(|e| e.to_string())
+            })
+            .join();
+            if !matches!(dropped, Ok(Ok(()))) {
+                eprintln!("could not drop test database {}: {dropped:?}", self.name);
+            }
+        }
+    }
+
+    /// A civil-affairs source on `dialect` over a small table `d`, whose
+    /// `civil.death` query is `sql`.
+    async fn source_on(
+        dialect: Dialect,
+        sql: &str,
+    ) -> (Result<EvidenceSource, ConfigError>, Scratch) {
+        let db = Scratch::new(dialect).await;
+        let pool = DepartmentPool::connect_lazy(&db.url, 1, Duration::from_secs(2)).unwrap();
+        let statements = [
+            "CREATE TABLE d (id VARCHAR(32) PRIMARY KEY, dead BOOLEAN NOT NULL, died DATE)",
+            "INSERT INTO d VALUES ('dup', FALSE, NULL)",
+            "INSERT INTO d VALUES ('dup2', FALSE, NULL)",
+            "INSERT INTO d VALUES (:id_number, TRUE, '2025-03-01')",
+        ];
+        for statement in statements {
+            // The runtime's own rewriting gives each backend its binds.
+            let bound = sql::rewrite(statement, dialect).unwrap();
+            let text = AssertSqlSafe(bound.sql);
+            let id = test_id(1).as_str().to_owned();
+            macro_rules! exec {
+                ($p:expr) => {{
+                    let mut q = sqlx::query(text);
+                    if !bound.binds.is_empty() {
+                        q = q.bind(id);
+                    }
+                    q.execute($p).await.unwrap();
+                }};
+            }
+            match &pool {
+                DepartmentPool::Sqlite(p) => exec!(p),
+                DepartmentPool::Postgres(p) => exec!(p),
+                DepartmentPool::Mysql(p) => exec!(p),
+            }
         }
         let config = AdapterConfig::from_toml(
             &format!(
                 r#"
 department = "civil"
-database_url = "sqlite::memory:"
+database_url = "{url}"
 [evidence."civil.death"]
 sql = "{sql}"
 [evidence."civil.marriage"]
-sql = "SELECT 'unmarried' AS marital_status, NULL AS status_since"
+sql = "SELECT 'unmarried' AS marital_status, CAST(NULL AS DATE) AS status_since"
 [evidence."civil.subsistence"]
-sql = "SELECT FALSE AS receiving, NULL AS since, NULL AS monthly_amount_yuan, NULL AS next_review"
-"#
+sql = "SELECT FALSE AS receiving, CAST(NULL AS DATE) AS since, NULL AS monthly_amount_yuan, CAST(NULL AS DATE) AS next_review"
+"#,
+                url = db.url
             ),
             "t",
         )
         .unwrap();
-        EvidenceSource::new(&config, &Catalogue::embedded(), pool).await
+        (
+            EvidenceSource::new(&config, &Catalogue::embedded(), pool).await,
+            db,
+        )
+    }
+
+    const BACKENDS: [Dialect; 3] = [Dialect::Sqlite, Dialect::Postgres, Dialect::Mysql];
+
+    #[tokio::test]
+    async fn source_checks_columns_at_start_on_every_backend() {
+        for dialect in BACKENDS {
+            let (e, _db) = source_on(
+                dialect,
+                "SELECT dead AS deceased FROM d WHERE id = :id_number",
+            )
+            .await;
+            let e = e.unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("no column for field \"date_of_death\""),
+                "{dialect:?}: {e}"
+            );
+            let (e, _db) = source_on(
+                dialect,
+                "SELECT dead AS deceased, died AS date_of_death, id FROM d WHERE id = :id_number",
+            )
+            .await;
+            let e = e.unwrap_err();
+            assert!(e.to_string().contains("column \"id\""), "{dialect:?}: {e}");
+            let (e, _db) = source_on(
+                dialect,
+                "SELECT dead AS deceased, died AS date_of_death FROM nosuch WHERE id = :id_number",
+            )
+            .await;
+            let e = e.unwrap_err();
+            assert!(matches!(e, ConfigError::Prepare { .. }), "{dialect:?}: {e}");
+        }
     }
 
     #[tokio::test]
-    async fn source_checks_columns_at_start() {
-        let e = memory_source("SELECT dead AS deceased FROM d WHERE id = :id_number")
-            .await
-            .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("no column for field \"date_of_death\""),
-            "{e}"
-        );
-        let e = memory_source(
-            "SELECT dead AS deceased, died AS date_of_death, id FROM d WHERE id = :id_number",
-        )
-        .await
-        .unwrap_err();
-        assert!(e.to_string().contains("column \"id\""), "{e}");
-        let e = memory_source(
-            "SELECT dead AS deceased, died AS date_of_death FROM nosuch WHERE id = :id_number",
-        )
-        .await
-        .unwrap_err();
-        assert!(matches!(e, ConfigError::Prepare { .. }), "{e}");
+    async fn source_answers_and_distinguishes_zero_and_many_rows_on_every_backend() {
+        for dialect in BACKENDS {
+            let (s, _db) = source_on(
+                dialect,
+                &format!("SELECT dead AS deceased, died AS date_of_death FROM d WHERE id = :id_number OR (:id_number = '{}' AND id LIKE 'dup%')", test_id(2).as_str()),
+            )
+            .await;
+            let s = s.unwrap();
+            let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
+            let id = test_id(1);
+            let a = s.answer("civil.death", &id, None, today).await.unwrap();
+            assert_eq!(
+                a.fields[0].value,
+                Some(FieldValue::Bool(true)),
+                "{dialect:?}"
+            );
+            assert_eq!(
+                a.fields[1].value,
+                Some(FieldValue::Date(
+                    NaiveDate::from_ymd_opt(2025, 3, 1).unwrap()
+                )),
+                "{dialect:?}"
+            );
+            let other =
+                IdNumber::from_parts("510403", NaiveDate::from_ymd_opt(1990, 5, 5).unwrap(), 11)
+                    .unwrap();
+            assert!(matches!(
+                s.answer("civil.death", &other, None, today).await,
+                Err(SourceError::SubjectNotFound { .. })
+            ));
+            let dup = test_id(2);
+            assert!(matches!(
+                s.answer("civil.death", &dup, None, today).await,
+                Err(SourceError::Ambiguous { .. })
+            ));
+            assert!(matches!(
+                s.answer("police.identity", &id, None, today).await,
+                Err(SourceError::UnknownEvidenceType { .. })
+            ));
+            s.pool().close().await;
+            assert!(matches!(
+                s.answer("civil.death", &id, None, today).await,
+                Err(SourceError::Unavailable { .. })
+            ));
+        }
     }
 
+    /// MySQL's types as the adapter reads them: TINYINT(1) and comparisons
+    /// as booleans, DECIMAL sums and unsigned integers as integers, text in
+    /// a binary collation and ENUMs as text, DATETIME and TIMESTAMP as UTC
+    /// whatever the server's time zone.
     #[tokio::test]
-    async fn source_answers_and_distinguishes_zero_and_many_rows() {
-        let s = memory_source(
-            &format!("SELECT dead AS deceased, died AS date_of_death FROM d WHERE id = :id_number OR (:id_number = '{}' AND id LIKE 'dup%')", test_id(2).as_str()),
+    async fn mysql_types_decode_to_fields() {
+        let db = Scratch::new(Dialect::Mysql).await;
+        let pool = DepartmentPool::connect_lazy(&db.url, 1, Duration::from_secs(2)).unwrap();
+        let DepartmentPool::Mysql(p) = &pool else {
+            unreachable!()
+        };
+        sqlx::raw_sql(
+            "CREATE TABLE c (id VARCHAR(18) COLLATE utf8mb4_bin, months INT UNSIGNED,
+                 first_month VARCHAR(7) COLLATE utf8mb4_bin, last_month ENUM('2025-12', '2026-10'),
+                 ongoing BOOLEAN, posted DATETIME(6), seen TIMESTAMP(6) NULL)
+                 DEFAULT CHARSET = utf8mb4;
+             INSERT INTO c VALUES ('A', 40, '2019-01', '2025-12', FALSE, '2026-11-01 02:00:00', NULL),
+                                  ('A', 46, '2023-01', '2026-10', TRUE, '2026-11-20 08:30:00.5', NULL);",
         )
+        .execute(p)
         .await
         .unwrap();
+        let config = AdapterConfig::from_toml(
+            &format!(
+                r#"
+department = "hrss"
+database_url = "{url}"
+[evidence."hrss.contributions"]
+sql = "SELECT SUM(months) AS total_months, MIN(first_month) AS first_month, MAX(last_month) AS last_month, MAX(ongoing) AS contributing, MAX(posted) AS as_of FROM c WHERE id = 'A' AND :id_number IS NOT NULL"
+[evidence."hrss.unemployment"]
+sql = "SELECT months > 12 AS eligible, CONCAT('months: ', months) AS reason, CAST(months AS UNSIGNED) AS insured_months, CAST(NULL AS DATE) AS separation_date, ongoing AS registered_unemployed, seen AS as_of FROM c WHERE id = 'A' AND ongoing AND :id_number IS NOT NULL"
+[evidence."hrss.pension"]
+sql = "SELECT FALSE AS retired, FALSE AS receiving, CAST(NULL AS DATE) AS last_qualification_date, FALSE AS qualification_due FROM c WHERE :id_number IS NULL"
+"#,
+                url = db.url
+            ),
+            "t",
+        )
+        .unwrap();
+        let s = EvidenceSource::new(&config, &Catalogue::embedded(), pool)
+            .await
+            .unwrap();
         let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
-        let id = test_id(1);
-        let a = s.answer("civil.death", &id, None, today).await.unwrap();
-        assert_eq!(a.fields[0].value, Some(FieldValue::Bool(true)));
+        let a = s
+            .answer("hrss.contributions", &test_id(1), None, today)
+            .await
+            .unwrap();
+        let values: Vec<_> = a.fields.iter().map(|f| f.value.clone()).collect();
         assert_eq!(
-            a.fields[1].value,
-            Some(FieldValue::Date(
-                NaiveDate::from_ymd_opt(2025, 3, 1).unwrap()
-            ))
+            values,
+            [
+                Some(FieldValue::Int(86)),
+                Some(FieldValue::Text("2019-01".into())),
+                Some(FieldValue::Text("2026-10".into())),
+                Some(FieldValue::Bool(true)),
+            ]
         );
-        let other =
-            IdNumber::from_parts("510403", NaiveDate::from_ymd_opt(1990, 5, 5).unwrap(), 11)
-                .unwrap();
-        assert!(matches!(
-            s.answer("civil.death", &other, None, today).await,
-            Err(SourceError::SubjectNotFound { .. })
-        ));
-        let dup = test_id(2);
-        assert!(matches!(
-            s.answer("civil.death", &dup, None, today).await,
-            Err(SourceError::Ambiguous { .. })
-        ));
-        assert!(matches!(
-            s.answer("police.identity", &id, None, today).await,
-            Err(SourceError::UnknownEvidenceType { .. })
-        ));
+        assert_eq!(
+            a.current_as_of,
+            DateTime::parse_from_rfc3339("2026-11-20T08:30:00.5Z").unwrap()
+        );
+        let u = s
+            .answer("hrss.unemployment", &test_id(1), None, today)
+            .await
+            .unwrap();
+        let values: Vec<_> = u.fields.iter().map(|f| f.value.clone()).collect();
+        assert_eq!(
+            values,
+            [
+                Some(FieldValue::Bool(true)),
+                Some(FieldValue::Text("months: 46".into())),
+                Some(FieldValue::Int(46)),
+                None,
+                Some(FieldValue::Bool(true)),
+            ]
+        );
         s.pool().close().await;
-        assert!(matches!(
-            s.answer("civil.death", &id, None, today).await,
-            Err(SourceError::Unavailable { .. })
-        ));
     }
 }

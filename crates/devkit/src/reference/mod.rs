@@ -4,6 +4,34 @@
 //! (`migrations/<dept>/`), its adapter config (the SQL in `queries/`), and
 //! the seeded synthetic population ([`population`], [`stories`]).
 //!
+//! Every department runs on SQLite, PostgreSQL and MySQL/MariaDB, and gives
+//! the same answers on each (the tests check it for the whole population):
+//!
+//! - **Schema**: `migrations/<dept>/` is portable DDL for SQLite and
+//!   PostgreSQL; `migrations/<dept>/mysql/` is the same tables in MySQL's
+//!   types (`VARCHAR(n)` keys, `DATETIME(6)` for `TIMESTAMPTZ`, `BOOLEAN`
+//!   as `TINYINT(1)`, `utf8mb4_bin` so text compares exactly, `` `key` ``
+//!   quoted). Never edit an applied migration; add the next one to both.
+//! - **Queries**: one file per evidence type, `queries/<type>.sql`, when it
+//!   runs unchanged everywhere; where a backend differs, a variant beside
+//!   it (`<type>.postgres.sql`, `<type>.mysql.sql`) named in
+//!   [`Dept::queries`]. MySQL needs one for `||` and `CAST(… AS TEXT)`
+//!   (use `CONCAT`), date arithmetic (`DATE_SUB(:today, INTERVAL 12 MONTH)`)
+//!   and exact text comparison of values a caller sends (`CAST(… AS
+//!   BINARY)`: its collations ignore trailing spaces).
+//! - **Seeding** ([`seed`]) is one code path: the rows of `rows_for` are
+//!   rendered with each backend's binds and written in one transaction,
+//!   serialised per database (SQLite's single writer, PostgreSQL's table
+//!   lock, a MySQL named lock under which the migrations run too).
+//!
+//! Adding MySQL to a new department: write
+//! `migrations/<dept>/mysql/0001_<dept>.sql` (the portable tables in the
+//! types above), add its `sqlx::migrate!` to `Dept::mysql_migrator`, and add
+//! `.mysql(include_str!("queries/<type>.mysql.sql"))` to the queries the
+//! rules above name. Nothing else: the tests take departments from
+//! `Dept::ALL` and run on every backend, including the comparison of all
+//! three over the whole population, which shows a missing variant.
+//!
 //! Police is the authoritative register: an identity number it does not
 //! hold is NOT_FOUND. Civil affairs and social security answer for any
 //! identity number, because for them "no record" is itself the answer
@@ -22,12 +50,48 @@ use sqlx::migrate::Migrator;
 use sqlx::{AssertSqlSafe, SqlSafeStr};
 
 use population::{CardStatus, MarriageKind, Population};
+use tongban_adapter::sql::Dialect;
 use tongban_adapter::{AdapterConfig, AdapterService, DepartmentPool, EvidenceQuery, china_today};
 
 static POLICE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/police");
 static CIVIL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/civil");
 static HRSS_MIGRATIONS: Migrator = sqlx::migrate!("migrations/hrss");
 static MEDINS_MIGRATIONS: Migrator = sqlx::migrate!("migrations/medins");
+static POLICE_MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/police/mysql");
+static CIVIL_MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/civil/mysql");
+static HRSS_MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/hrss/mysql");
+static MEDINS_MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/medins/mysql");
+
+/// A reference query: the standard SQL and the variants for backends
+/// where it differs.
+#[derive(Debug, Clone, Copy)]
+pub struct RefQuery {
+    pub evidence_type: &'static str,
+    pub sql: &'static str,
+    pub postgres: Option<&'static str>,
+    pub mysql: Option<&'static str>,
+}
+
+impl RefQuery {
+    const fn new(evidence_type: &'static str, sql: &'static str) -> Self {
+        Self {
+            evidence_type,
+            sql,
+            postgres: None,
+            mysql: None,
+        }
+    }
+
+    const fn postgres(mut self, sql: &'static str) -> Self {
+        self.postgres = Some(sql);
+        self
+    }
+
+    const fn mysql(mut self, sql: &'static str) -> Self {
+        self.mysql = Some(sql);
+        self
+    }
+}
 
 /// A reference department.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,6 +126,7 @@ impl Dept {
         }
     }
 
+    /// The schema's migrations on SQLite and PostgreSQL.
     fn migrator(self) -> &'static Migrator {
         match self {
             Self::Police => &POLICE_MIGRATIONS,
@@ -71,56 +136,63 @@ impl Dept {
         }
     }
 
-    /// (evidence type, SQL, PostgreSQL variant).
-    fn queries(self) -> &'static [(&'static str, &'static str, Option<&'static str>)] {
+    /// The schema's migrations on MySQL/MariaDB.
+    fn mysql_migrator(self) -> &'static Migrator {
         match self {
-            Self::Police => &[
-                (
-                    "police.identity",
-                    include_str!("queries/police.identity.sql"),
-                    None,
-                ),
-                (
-                    "police.household",
-                    include_str!("queries/police.household.sql"),
-                    None,
-                ),
-            ],
-            Self::Civil => &[
-                (
-                    "civil.marriage",
-                    include_str!("queries/civil.marriage.sql"),
-                    None,
-                ),
-                (
-                    "civil.subsistence",
-                    include_str!("queries/civil.subsistence.sql"),
-                    None,
-                ),
-                ("civil.death", include_str!("queries/civil.death.sql"), None),
-            ],
-            Self::Hrss => &[
-                (
-                    "hrss.unemployment",
-                    include_str!("queries/hrss.unemployment.sql"),
-                    None,
-                ),
-                (
-                    "hrss.pension",
-                    include_str!("queries/hrss.pension.sqlite.sql"),
-                    Some(include_str!("queries/hrss.pension.postgres.sql")),
-                ),
-                (
-                    "hrss.contributions",
-                    include_str!("queries/hrss.contributions.sql"),
-                    None,
-                ),
-            ],
-            Self::Medins => &[(
-                "medins.enrolment",
-                include_str!("queries/medins.enrolment.sql"),
-                None,
-            )],
+            Self::Police => &POLICE_MYSQL_MIGRATIONS,
+            Self::Civil => &CIVIL_MYSQL_MIGRATIONS,
+            Self::Hrss => &HRSS_MYSQL_MIGRATIONS,
+            Self::Medins => &MEDINS_MYSQL_MIGRATIONS,
+        }
+    }
+
+    /// The department's queries, one per evidence type it serves.
+    pub fn queries(self) -> &'static [RefQuery] {
+        const POLICE: &[RefQuery] = &[
+            RefQuery::new(
+                "police.identity",
+                include_str!("queries/police.identity.sql"),
+            )
+            .mysql(include_str!("queries/police.identity.mysql.sql")),
+            RefQuery::new(
+                "police.household",
+                include_str!("queries/police.household.sql"),
+            ),
+        ];
+        const CIVIL: &[RefQuery] = &[
+            RefQuery::new("civil.marriage", include_str!("queries/civil.marriage.sql")),
+            RefQuery::new(
+                "civil.subsistence",
+                include_str!("queries/civil.subsistence.sql"),
+            ),
+            RefQuery::new("civil.death", include_str!("queries/civil.death.sql")),
+        ];
+        const HRSS: &[RefQuery] = &[
+            RefQuery::new(
+                "hrss.unemployment",
+                include_str!("queries/hrss.unemployment.sql"),
+            )
+            .mysql(include_str!("queries/hrss.unemployment.mysql.sql")),
+            RefQuery::new(
+                "hrss.pension",
+                include_str!("queries/hrss.pension.sqlite.sql"),
+            )
+            .postgres(include_str!("queries/hrss.pension.postgres.sql"))
+            .mysql(include_str!("queries/hrss.pension.mysql.sql")),
+            RefQuery::new(
+                "hrss.contributions",
+                include_str!("queries/hrss.contributions.sql"),
+            ),
+        ];
+        const MEDINS: &[RefQuery] = &[RefQuery::new(
+            "medins.enrolment",
+            include_str!("queries/medins.enrolment.sql"),
+        )];
+        match self {
+            Self::Police => POLICE,
+            Self::Civil => CIVIL,
+            Self::Hrss => HRSS,
+            Self::Medins => MEDINS,
         }
     }
 }
@@ -146,12 +218,13 @@ pub fn config(dept: Dept, database_url: &str) -> AdapterConfig {
     let evidence: BTreeMap<String, EvidenceQuery> = dept
         .queries()
         .iter()
-        .map(|(id, sql, pg)| {
+        .map(|q| {
             (
-                (*id).to_owned(),
+                q.evidence_type.to_owned(),
                 EvidenceQuery {
-                    sql: (*sql).to_owned(),
-                    postgres_sql: pg.map(str::to_owned),
+                    sql: q.sql.to_owned(),
+                    postgres_sql: q.postgres.map(str::to_owned),
+                    mysql_sql: q.mysql.map(str::to_owned),
                 },
             )
         })
@@ -259,36 +332,51 @@ pub async fn seed_at(
     match pool {
         DepartmentPool::Sqlite(p) => dept.migrator().run(p).await.map_err(migrate)?,
         DepartmentPool::Postgres(p) => dept.migrator().run(p).await.map_err(migrate)?,
+        // Migrated under the seeding lock, below.
+        DepartmentPool::Mysql(_) => {}
     }
     let rows = rows_for(dept, &Population::reference(today));
     let marker = format!("seed={:x} today={today}", population::SEED);
     let db = |source| SeedError::Database { dept, source };
-    let written = match pool {
-        DepartmentPool::Sqlite(p) => {
-            let mut tx = p.begin().await.map_err(db)?;
-            let seeded: Option<(String,)> =
-                sqlx::query_as("SELECT value FROM seed_info WHERE key = 'population'")
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db)?;
+    // One body for every backend: in one transaction (`$tx`, after any
+    // lock), check the marker, write every row, write the marker.
+    macro_rules! seed_in {
+        ($tx:expr, $dialect:expr, $seeded:literal, $mark:literal) => {{
+            let seeded: Option<(String,)> = sqlx::query_as($seeded)
+                .fetch_optional(&mut *$tx)
+                .await
+                .map_err(db)?;
             if seeded.is_some() {
                 None
             } else {
-                for (sql, values) in &rows {
-                    let mut q = sqlx::query(AssertSqlSafe(sql.replace('$', "?")).into_sql_str());
-                    for v in values {
+                for row in &rows {
+                    let mut q = sqlx::query(AssertSqlSafe(row.sql($dialect)).into_sql_str());
+                    for v in &row.values {
                         q = bind!(q, v);
                     }
-                    q.execute(&mut *tx).await.map_err(db)?;
+                    q.execute(&mut *$tx).await.map_err(db)?;
                 }
-                sqlx::query("INSERT INTO seed_info (key, value) VALUES ('population', ?1)")
+                sqlx::query($mark)
                     .bind(&marker)
-                    .execute(&mut *tx)
+                    .execute(&mut *$tx)
                     .await
                     .map_err(db)?;
-                tx.commit().await.map_err(db)?;
                 Some(rows.len())
             }
+        }};
+    }
+    let written = match pool {
+        DepartmentPool::Sqlite(p) => {
+            // SQLite has one writer at a time: the first write serialises.
+            let mut tx = p.begin().await.map_err(db)?;
+            let written = seed_in!(
+                tx,
+                Dialect::Sqlite,
+                "SELECT value FROM seed_info WHERE key = 'population'",
+                "INSERT INTO seed_info (key, value) VALUES ('population', ?1)"
+            );
+            tx.commit().await.map_err(db)?;
+            written
         }
         DepartmentPool::Postgres(p) => {
             let mut tx = p.begin().await.map_err(db)?;
@@ -297,29 +385,62 @@ pub async fn seed_at(
                 .execute(&mut *tx)
                 .await
                 .map_err(db)?;
-            let seeded: Option<(String,)> =
-                sqlx::query_as("SELECT value FROM seed_info WHERE key = 'population'")
-                    .fetch_optional(&mut *tx)
+            let written = seed_in!(
+                tx,
+                Dialect::Postgres,
+                "SELECT value FROM seed_info WHERE key = 'population'",
+                "INSERT INTO seed_info (key, value) VALUES ('population', $1)"
+            );
+            tx.commit().await.map_err(db)?;
+            written
+        }
+        DepartmentPool::Mysql(p) => {
+            // Serialise concurrent seeders of the same database, migrations
+            // included, with a named lock: sqlx's own migration lock asks
+            // GET_LOCK for an infinite wait with -1, which MariaDB answers
+            // NULL at once, and InnoDB's gap locks on an empty table would
+            // let two seeders through and then deadlock. The lock belongs
+            // to the connection: released after, and the connection closed
+            // if anything went wrong, so no pooled connection keeps it.
+            let mut conn = p.acquire().await.map_err(db)?;
+            let locked: Option<i64> =
+                sqlx::query_scalar("SELECT GET_LOCK(CONCAT('tongban-seed:', MD5(DATABASE())), 60)")
+                    .fetch_one(&mut *conn)
                     .await
                     .map_err(db)?;
-            if seeded.is_some() {
-                None
-            } else {
-                for (sql, values) in &rows {
-                    let mut q = sqlx::query(AssertSqlSafe(sql.clone()).into_sql_str());
-                    for v in values {
-                        q = bind!(q, v);
-                    }
-                    q.execute(&mut *tx).await.map_err(db)?;
-                }
-                sqlx::query("INSERT INTO seed_info (key, value) VALUES ('population', $1)")
-                    .bind(&marker)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db)?;
-                tx.commit().await.map_err(db)?;
-                Some(rows.len())
+            if locked != Some(1) {
+                return Err(db(sqlx::Error::Protocol(
+                    "another seeder held the seeding lock for 60 s".into(),
+                )));
             }
+            let result: Result<Option<usize>, SeedError> = async {
+                // On the locked connection itself. `run_direct` is what
+                // `run` calls after acquiring; called through `run` on a
+                // connection, rustc cannot prove the future Send
+                // ("implementation of `Acquire` is not general enough", as
+                // sqlx's own comment on `run_direct` says).
+                dept.mysql_migrator()
+                    .run_direct(None, &mut *conn, false)
+                    .await
+                    .map_err(migrate)?;
+                let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(db)?;
+                let written = seed_in!(
+                    tx,
+                    Dialect::Mysql,
+                    "SELECT value FROM seed_info WHERE `key` = 'population'",
+                    "INSERT INTO seed_info (`key`, value) VALUES ('population', ?)"
+                );
+                tx.commit().await.map_err(db)?;
+                Ok(written)
+            }
+            .await;
+            let released = sqlx::query("DO RELEASE_LOCK(CONCAT('tongban-seed:', MD5(DATABASE())))")
+                .execute(&mut *conn)
+                .await;
+            if result.is_err() || released.is_err() {
+                let _ = conn.close().await;
+            }
+            result?
         }
     };
     Ok(SeedReport {
@@ -329,18 +450,37 @@ pub async fn seed_at(
     })
 }
 
-type Row = (String, Vec<V>);
+/// One row to insert, rendered with each backend's binds.
+struct Row {
+    table: &'static str,
+    columns: &'static [&'static str],
+    values: Vec<V>,
+}
 
-fn insert(table: &str, columns: &[&str], values: Vec<V>) -> Row {
-    let binds: Vec<String> = (1..=columns.len()).map(|i| format!("${i}")).collect();
-    (
+impl Row {
+    fn sql(&self, dialect: Dialect) -> String {
+        let binds: Vec<String> = (1..=self.columns.len())
+            .map(|i| match dialect {
+                Dialect::Sqlite => format!("?{i}"),
+                Dialect::Postgres => format!("${i}"),
+                Dialect::Mysql => "?".to_owned(),
+            })
+            .collect();
         format!(
-            "INSERT INTO {table} ({}) VALUES ({})",
-            columns.join(", "),
+            "INSERT INTO {} ({}) VALUES ({})",
+            self.table,
+            self.columns.join(", "),
             binds.join(", ")
-        ),
+        )
+    }
+}
+
+fn insert(table: &'static str, columns: &'static [&'static str], values: Vec<V>) -> Row {
+    Row {
+        table,
+        columns,
         values,
-    )
+    }
 }
 
 fn text(s: impl Into<String>) -> V {

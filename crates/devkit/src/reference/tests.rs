@@ -1,4 +1,11 @@
+//! The reference departments' suite, run on every backend: each test is
+//! an `async fn(Backend)`, and [`on_every_backend!`] makes one `#[tokio::test]`
+//! per backend of it (`reference::tests::sqlite::…`, `…::postgres::…`,
+//! `…::mysql::…`). Every test gets fresh databases of its own (a temporary
+//! directory, or a uniquely named database on the server, dropped after).
+
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Duration as Days;
@@ -12,23 +19,189 @@ use tonic_types::StatusExt;
 use super::population::months_before;
 use super::stories::{self, Story};
 use super::*;
+use sqlx::Connection;
+use sqlx::mysql::MySqlConnection;
+use sqlx::postgres::PgConnection;
 use tongban_adapter::{RunningAdapter, SourceError};
 
-struct Seeded {
-    _dir: tempfile::TempDir,
-    services: HashMap<Dept, AdapterService>,
+const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
+const MYSQL: &str = "mysql://root@127.0.0.1:3306";
+
+/// A database backend the suite runs on (PostgreSQL and MariaDB as
+/// `tests/setup.sh` starts them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Backend {
+    Sqlite,
+    Postgres,
+    Mysql,
 }
 
-async fn seeded() -> Seeded {
-    let dir = tempfile::tempdir().unwrap();
+impl Backend {
+    const ALL: [Self; 3] = [Self::Sqlite, Self::Postgres, Self::Mysql];
+}
+
+/// Makes one `#[tokio::test]` per backend of each `async fn(Backend)`.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::Sqlite).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::Postgres).await
+            })*
+        }
+        mod mysql {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(super::Backend::Mysql).await
+            })*
+        }
+    };
+}
+
+on_every_backend!(
+    police_answers_identity_and_household,
+    civil_answers_marriage_subsistence_death,
+    hrss_answers_unemployment_pension_contributions,
+    every_resident_gets_a_well_formed_answer_of_every_type,
+    seeding_is_idempotent_and_departments_hold_only_their_data,
+    concurrent_seeders_write_the_population_once,
+    grpc_round_trip_on_ephemeral_port,
+    police_not_found_outage_and_caller_check_over_grpc,
+    hostile_names_are_bound_values_not_sql,
+    medins_answers_enrolment_consistent_with_the_stories,
+);
+
+/// A fresh, empty database, dropped (with everything in it) when the
+/// guard is, even when the test panics.
+struct Scratch {
+    backend: Backend,
+    /// The database's URL.
+    url: String,
+    /// The server-side database's name (not for SQLite).
+    name: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Scratch {
+    async fn new(backend: Backend) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let name = format!(
+            "tb_ref_{}_{}_{}",
+            std::process::id(),
+            Utc::now().timestamp_micros() % 1_000_000_000_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let (url, dir) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().unwrap();
+                let url = format!("sqlite://{}/{name}.db?mode=rwc", dir.path().display());
+                (url, Some(dir))
+            }
+            Backend::Postgres => {
+                let admin = PgConnection::connect(&format!("{POSTGRES}/test"))
+                    .await
+                    .expect("PostgreSQL at 127.0.0.1:5432 (tests/setup.sh starts it)");
+                run(admin, &format!("CREATE DATABASE {name}")).await;
+                (format!("{POSTGRES}/{name}"), None)
+            }
+            Backend::Mysql => {
+                let admin = MySqlConnection::connect(&format!("{MYSQL}/test"))
+                    .await
+                    .expect("MariaDB at 127.0.0.1:3306 (tests/setup.sh starts it)");
+                run(admin, &format!("CREATE DATABASE {name}")).await;
+                (format!("{MYSQL}/{name}"), None)
+            }
+        };
+        Self {
+            backend,
+            url,
+            name,
+            _dir: dir,
+        }
+    }
+
+    fn pool(&self, max_connections: u32) -> DepartmentPool {
+        DepartmentPool::connect_lazy(&self.url, max_connections, Duration::from_secs(5)).unwrap()
+    }
+}
+
+/// Runs one statement on a connection of its own, then closes it.
+async fn run<C: sqlx::Connection>(mut conn: C, sql: &str)
+where
+    for<'c> &'c mut C: sqlx::Executor<'c>,
+{
+    sqlx::raw_sql(AssertSqlSafe(sql.to_owned()))
+        .execute(&mut conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let _ = conn.close().await;
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let (backend, name) = (self.backend, self.name.clone());
+        if backend == Backend::Sqlite {
+            return;
+        }
+        let shown = name.clone();
+        // Drop runs outside async; a runtime of its own on its own thread
+        // (the test's runtime may be single-threaded, or unwinding).
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                match backend {
+                    Backend::Postgres => {
+                        let admin = PgConnection::connect(&format!("{POSTGRES}/test")).await?;
+                        run(
+                            admin,
+                            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                        )
+                        .await;
+                    }
+                    Backend::Mysql => {
+                        let admin = MySqlConnection::connect(&format!("{MYSQL}/test")).await?;
+                        run(admin, &format!("DROP DATABASE IF EXISTS {name}")).await;
+                    }
+                    Backend::Sqlite => {}
+                }
+                Ok::<_, sqlx::Error>(())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {shown}: {dropped:?}");
+        }
+    }
+}
+
+struct Seeded {
+    // Services (and their pools) before their databases.
+    services: HashMap<Dept, AdapterService>,
+    _dbs: Vec<Scratch>,
+}
+
+/// The three reference departments on `backend`, each in a fresh database
+/// of its own, seeded.
+async fn seeded(backend: Backend) -> Seeded {
     let mut services = HashMap::new();
+    let mut dbs = Vec::new();
     for dept in Dept::ALL {
-        let url = format!("sqlite://{}/{dept}.db?mode=rwc", dir.path().display());
-        services.insert(dept, service(dept, &url).await.unwrap());
+        let db = Scratch::new(backend).await;
+        services.insert(dept, service(dept, &db.url).await.unwrap());
+        dbs.push(db);
     }
     Seeded {
-        _dir: dir,
         services,
+        _dbs: dbs,
     }
 }
 
@@ -88,6 +261,19 @@ fn date(a: &EvidenceAnswer, f: &str) -> NaiveDate {
     }
 }
 
+/// Seeding runs inside spawned tasks and multi-threaded runtimes (the
+/// local deployment, the console's browser test): its future must be Send
+/// on every backend, which sqlx's generic migrator calls can break.
+#[tokio::test]
+async fn seeding_future_is_send() {
+    fn is_send<T: Send>(_: &T) {}
+    let pool = DepartmentPool::connect_lazy("sqlite::memory:", 1, Duration::from_secs(1)).unwrap();
+    let future = seed(Dept::Police, &pool);
+    is_send(&future);
+    let future = service(Dept::Police, "mysql://root@127.0.0.1:1/x");
+    is_send(&future);
+}
+
 /// Moved from `tongban-adapter`'s config tests with the reference departments.
 #[test]
 fn reference_configs_validate_and_render_and_reparse() {
@@ -98,9 +284,8 @@ fn reference_configs_validate_and_render_and_reparse() {
     }
 }
 
-#[tokio::test]
-async fn police_answers_identity_and_household() {
-    let s = seeded().await;
+async fn police_answers_identity_and_household(backend: Backend) {
+    let s = seeded(backend).await;
     let v = stories::MOSUO_VILLAGER;
     let a = s.ask("police.identity", v, Some(v.name)).await;
     assert_eq!(a.department, "police");
@@ -140,9 +325,8 @@ async fn police_answers_identity_and_household() {
     ));
 }
 
-#[tokio::test]
-async fn civil_answers_marriage_subsistence_death() {
-    let s = seeded().await;
+async fn civil_answers_marriage_subsistence_death(backend: Backend) {
+    let s = seeded(backend).await;
     let today = china_today();
     let h = s
         .ask("civil.marriage", stories::SUBSISTENCE_RECIPIENT, None)
@@ -186,9 +370,8 @@ async fn civil_answers_marriage_subsistence_death() {
     assert_eq!(get(&alive, "date_of_death"), None);
 }
 
-#[tokio::test]
-async fn hrss_answers_unemployment_pension_contributions() {
-    let s = seeded().await;
+async fn hrss_answers_unemployment_pension_contributions(backend: Backend) {
+    let s = seeded(backend).await;
     let today = china_today();
     let e = s
         .ask("hrss.unemployment", stories::LAID_OFF_WORKER, None)
@@ -275,14 +458,14 @@ async fn hrss_answers_unemployment_pension_contributions() {
     assert_eq!(get(&n, "contributing"), b(false));
 }
 
-#[tokio::test]
-async fn every_resident_gets_a_well_formed_answer_of_every_type() {
-    let s = seeded().await;
+async fn every_resident_gets_a_well_formed_answer_of_every_type(backend: Backend) {
+    let s = seeded(backend).await;
     let p = Population::reference(china_today());
     let mut eligible = 0;
     for r in &p.residents {
         for dept in Dept::ALL {
-            for (evidence, _, _) in dept.queries() {
+            for q in dept.queries() {
+                let evidence = &q.evidence_type;
                 let a = s
                     .try_ask(evidence, r.id.as_str(), Some(&r.name))
                     .await
@@ -300,11 +483,9 @@ async fn every_resident_gets_a_well_formed_answer_of_every_type() {
     assert!(eligible >= 2, "{eligible}");
 }
 
-#[tokio::test]
-async fn seeding_is_idempotent_and_departments_hold_only_their_data() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}/civil.db?mode=rwc", dir.path().display());
-    let pool = DepartmentPool::connect_lazy(&url, 2, Duration::from_secs(2)).unwrap();
+async fn seeding_is_idempotent_and_departments_hold_only_their_data(backend: Backend) {
+    let db = Scratch::new(backend).await;
+    let pool = db.pool(2);
     let first = seed(Dept::Civil, &pool).await.unwrap();
     assert!(first.inserted && first.rows > 50, "{first:?}");
     let again = seed(Dept::Civil, &pool).await.unwrap();
@@ -316,15 +497,27 @@ async fn seeding_is_idempotent_and_departments_hold_only_their_data() {
             rows: 0
         }
     );
-    let DepartmentPool::Sqlite(p) = &pool else {
-        unreachable!()
+    let mut tables: Vec<String> = match &pool {
+        DepartmentPool::Sqlite(p) => sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\'",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap(),
+        DepartmentPool::Postgres(p) => sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema() AND table_name NOT LIKE '\\_%'",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap(),
+        DepartmentPool::Mysql(p) => sqlx::query_scalar(
+            "SELECT CAST(table_name AS CHAR) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name NOT LIKE '\\_%'",
+        )
+        .fetch_all(p)
+        .await
+        .unwrap(),
     };
-    let tables: Vec<(String,)> =
-        sqlx::query_as("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE '\\_%' ESCAPE '\\' ORDER BY name")
-            .fetch_all(p)
-            .await
-            .unwrap();
-    let tables: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
+    tables.sort();
     assert_eq!(
         tables,
         [
@@ -334,6 +527,355 @@ async fn seeding_is_idempotent_and_departments_hold_only_their_data() {
             "subsistence_allowances"
         ]
     );
+    pool.close().await;
+}
+
+/// Adapters started together on an empty database: the population is
+/// written once, and every seeder comes back. (SQLite: one adapter per
+/// database file, so seeders run one after the other.)
+async fn concurrent_seeders_write_the_population_once(backend: Backend) {
+    let db = Scratch::new(backend).await;
+    let pools: Vec<DepartmentPool> = (0..3).map(|_| db.pool(2)).collect();
+    let reports: Vec<SeedReport> = if backend == Backend::Sqlite {
+        let mut reports = Vec::new();
+        for p in &pools {
+            reports.push(seed(Dept::Hrss, p).await.unwrap());
+        }
+        reports
+    } else {
+        futures::future::join_all(pools.iter().map(|p| seed(Dept::Hrss, p)))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let written: Vec<&SeedReport> = reports.iter().filter(|r| r.inserted).collect();
+    assert_eq!(written.len(), 1, "{reports:?}");
+    assert!(written[0].rows > 100, "{reports:?}");
+    assert!(reports.iter().all(|r| r.inserted || r.rows == 0));
+    for p in &pools {
+        p.close().await;
+    }
+}
+
+/// Names are the one free text a caller sends to a department's SQL: with
+/// quotes, comment markers, backslashes (MySQL's escape character) or
+/// trailing spaces (MySQL's collations ignore them) they are compared as
+/// values, never read as SQL, and match only the exact name. An identity
+/// number carrying SQL never reaches the database.
+async fn hostile_names_are_bound_values_not_sql(backend: Backend) {
+    let mut s = seeded(backend).await;
+    let v = stories::MOSUO_VILLAGER;
+    let hostile = [
+        "' OR '1'='1".to_owned(),
+        format!("{}' OR 1=1 -- ", v.name),
+        format!("{}\\' OR 1=1 #", v.name),
+        format!("{}'); DROP TABLE residents; --", v.name),
+        format!("{}\\", v.name),
+        format!("{} ", v.name),
+        format!(" {}", v.name),
+        "%".to_owned(),
+        String::new(),
+    ];
+    for name in &hostile {
+        let a = s.ask("police.identity", v, Some(name)).await;
+        assert_eq!(get(&a, "name_matches"), b(false), "{name:?}");
+        assert_eq!(text(&a, "card_status"), "valid", "{name:?}");
+    }
+    // Nothing was dropped or changed: the real name still matches.
+    let a = s.ask("police.identity", v, Some(v.name)).await;
+    assert_eq!(get(&a, "name_matches"), b(true));
+    let h = s.ask("police.household", v, None).await;
+    assert_eq!(text(&h, "region_code"), "510421");
+
+    let police = s.services.remove(&Dept::Police).unwrap();
+    let running = RunningAdapter::spawn(police, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut client = AdapterClient::connect(running.url()).await.unwrap();
+    for id in [
+        format!("{}' OR '1'='1", v.id_number),
+        format!("{}'--", &v.id_number[..16]),
+        "5104211992031500'#".to_owned(),
+        "' OR 1=1; --".to_owned(),
+    ] {
+        let e = client
+            .query(request("police.identity", &id, v.name, &[]))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{id:?}");
+        assert_eq!(
+            e.get_details_bad_request().unwrap().field_violations[0].field,
+            "subject.id_number",
+            "{id:?}"
+        );
+    }
+    let answer = client
+        .query(request(
+            "police.identity",
+            v.id_number,
+            &format!("{}' OR '1'='1", v.name),
+            &["name_matches"],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .evidence
+        .unwrap();
+    assert_eq!(answer.fields[0].value, Some(field::Value::BoolValue(false)));
+    running.shutdown().await.unwrap();
+}
+
+/// The whole reference population, every evidence type, on SQLite,
+/// PostgreSQL and MariaDB at once: the same answers everywhere (fields, and
+/// the as-of time where the data gives one), and the same NOT_FOUND.
+#[tokio::test]
+async fn every_backend_answers_the_whole_population_alike() {
+    let today = china_today();
+    let started = Utc::now();
+    let mut backends = Vec::new();
+    for backend in Backend::ALL {
+        backends.push((backend, seeded(backend).await));
+    }
+    let p = Population::reference(today);
+    let mut compared = 0;
+    let people = p
+        .residents
+        .iter()
+        .map(|r| (r.id.as_str(), Some(r.name.as_str())))
+        .chain([
+            (stories::UNKNOWN_PERSON_ID, None),
+            (stories::WIDOW.id_number, Some("someone else")),
+        ]);
+    for (id, name) in people {
+        for dept in Dept::ALL {
+            for q in dept.queries() {
+                let mut answers = Vec::new();
+                for (backend, s) in &backends {
+                    let a = s.try_ask(q.evidence_type, id, name).await;
+                    answers.push((*backend, a));
+                }
+                let (_, first) = &answers[0];
+                for (backend, a) in &answers[1..] {
+                    let context = format!("{} for {id} on {backend:?}", q.evidence_type);
+                    match (first, a) {
+                        (Ok(x), Ok(y)) => {
+                            assert_eq!(x.fields, y.fields, "{context}");
+                            assert_eq!(
+                                x.current_as_of < started,
+                                y.current_as_of < started,
+                                "{context}: as_of from the data on one backend only"
+                            );
+                            if x.current_as_of < started {
+                                assert_eq!(x.current_as_of, y.current_as_of, "{context}");
+                            }
+                        }
+                        (
+                            Err(SourceError::SubjectNotFound { .. }),
+                            Err(SourceError::SubjectNotFound { .. }),
+                        ) => {}
+                        (x, y) => panic!("{context}: {x:?} vs {y:?}"),
+                    }
+                }
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared > 250 * 8, "{compared}");
+}
+
+/// A `mysql://` URL that cannot be used: a clear error at start-up, naming
+/// what failed, and never a panic.
+#[tokio::test]
+async fn unusable_mysql_urls_are_refused_with_clear_errors() {
+    // Nothing listens on port 1.
+    let e = service(Dept::Police, "mysql://root@127.0.0.1:1/test")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("police"), "{e}");
+    assert!(e.to_lowercase().contains("connect"), "{e}");
+    // The adapter's own start-up (no seeding) says the database is unreachable.
+    let unreachable = config(Dept::Police, "mysql://root@127.0.0.1:1/test");
+    let e = tongban_adapter::service_from_config(&unreachable)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("cannot reach the department database"), "{e}");
+    // A database that does not exist.
+    let missing = config(Dept::Police, &format!("{MYSQL}/tb_no_such_database"));
+    let e = tongban_adapter::service_from_config(&missing)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tb_no_such_database"), "{e}");
+    // A malformed URL.
+    let e = DepartmentPool::connect_lazy(
+        "mysql://root@127.0.0.1:notaport/x",
+        1,
+        Duration::from_secs(1),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.starts_with("cannot open database"), "{e}");
+    // Wrong credentials.
+    let wrong = config(Dept::Police, "mysql://tb_nobody:wrong@127.0.0.1:3306/test");
+    let e = tongban_adapter::service_from_config(&wrong)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("tb_nobody"), "{e}");
+}
+
+/// A TCP relay in front of a database server that can be cut (open
+/// connections reset, new ones refused) and restored: the database going
+/// away under a running adapter.
+struct Relay {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn to(target: &'static str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let accept = {
+            let (open, conns) = (open.clone(), conns.clone());
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if !open.load(Ordering::SeqCst) {
+                        continue; // dropped: the connection is refused
+                    }
+                    let relay = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    conns.lock().unwrap().push(relay);
+                }
+            })
+        };
+        Self {
+            addr,
+            open,
+            conns,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+/// The health status of `service` on `channel`, or -1 when the check fails.
+async fn health(channel: &tonic::transport::Channel, service: &str) -> i32 {
+    tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.into(),
+        })
+        .await
+        .map_or(-1, |r| r.into_inner().status)
+}
+
+/// Waits (bounded: the adapter probes every 5 s) for `service` to be `want`.
+async fn wait_health(channel: &tonic::transport::Channel, service: &str, want: i32) {
+    for _ in 0..100 {
+        if health(channel, service).await == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("health of {service:?} never became {want}");
+}
+
+/// The database server goes away under a running adapter (PostgreSQL and
+/// MariaDB alike): queries answer UNAVAILABLE with DEPARTMENT_UNAVAILABLE,
+/// health turns NOT_SERVING, and both recover when the server is back.
+async fn server_outage_is_unavailable_and_not_serving(backend: Backend) {
+    const SERVING: i32 = 1;
+    const NOT_SERVING: i32 = 2;
+    let db = Scratch::new(backend).await;
+    let target = match backend {
+        Backend::Postgres => "127.0.0.1:5432",
+        Backend::Mysql => "127.0.0.1:3306",
+        Backend::Sqlite => unreachable!("SQLite has no server"),
+    };
+    let relay = Relay::to(target).await;
+    let url = db.url.replacen(target, &relay.addr.to_string(), 1);
+    let svc = service(Dept::Police, &url).await.unwrap();
+    let running = RunningAdapter::spawn(svc, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(running.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = AdapterClient::new(channel.clone());
+    let v = stories::MOSUO_VILLAGER;
+    client
+        .query(request("police.identity", v.id_number, v.name, &[]))
+        .await
+        .unwrap();
+    assert_eq!(health(&channel, "tongban.v1.Adapter").await, SERVING);
+
+    relay.cut();
+    let e = client
+        .query(request("police.identity", v.id_number, v.name, &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    assert_eq!(
+        e.get_details_error_info().unwrap().reason,
+        "DEPARTMENT_UNAVAILABLE"
+    );
+    assert!(
+        !e.message().contains(&relay.addr.to_string()),
+        "{}",
+        e.message()
+    );
+    wait_health(&channel, "tongban.v1.Adapter", NOT_SERVING).await;
+    wait_health(&channel, "", NOT_SERVING).await;
+
+    relay.restore();
+    wait_health(&channel, "tongban.v1.Adapter", SERVING).await;
+    let a = client
+        .query(request("police.identity", v.id_number, v.name, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(a.evidence.is_some());
+    running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn postgres_outage_is_unavailable_and_not_serving() {
+    server_outage_is_unavailable_and_not_serving(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn mysql_outage_is_unavailable_and_not_serving() {
+    server_outage_is_unavailable_and_not_serving(Backend::Mysql).await;
 }
 
 fn request(evidence: &str, id: &str, name: &str, fields: &[&str]) -> QueryRequest {
@@ -357,9 +899,8 @@ fn request(evidence: &str, id: &str, name: &str, fields: &[&str]) -> QueryReques
     }
 }
 
-#[tokio::test]
-async fn grpc_round_trip_on_ephemeral_port() {
-    let mut s = seeded().await;
+async fn grpc_round_trip_on_ephemeral_port(backend: Backend) {
+    let mut s = seeded(backend).await;
     let hrss = s.services.remove(&Dept::Hrss).unwrap();
     let running = RunningAdapter::spawn(hrss, "127.0.0.1:0".parse().unwrap())
         .await
@@ -483,9 +1024,8 @@ async fn grpc_round_trip_on_ephemeral_port() {
     running.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn police_not_found_outage_and_caller_check_over_grpc() {
-    let mut s = seeded().await;
+async fn police_not_found_outage_and_caller_check_over_grpc(backend: Backend) {
+    let mut s = seeded(backend).await;
     let police = s.services.remove(&Dept::Police).unwrap();
     let pool = police.source().pool().clone();
     let guarded = police.clone().with_caller_check(|ext: &tonic::Extensions| {
@@ -545,109 +1085,9 @@ async fn police_not_found_outage_and_caller_check_over_grpc() {
 #[derive(Clone)]
 struct AllowedMarker;
 
-/// PostgreSQL is the production store: seed two departments, each into a
-/// schema of its own (as each department has its own database), and answer
-/// through the PostgreSQL variants of the queries.
-#[tokio::test]
-async fn postgres_path_answers_from_isolated_schema() {
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-    let schema = format!(
-        "tb_adapter_{}_{}",
-        std::process::id(),
-        Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    );
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(URL)
-        .await
-        .unwrap();
-    for dept in [Dept::Hrss, Dept::Police] {
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}_{dept}")).into_sql_str())
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
-        let catalogue = tongban_core::Catalogue::embedded();
-        let mut answers = Vec::new();
-        for (dept, evidence, story) in [
-            (Dept::Hrss, "hrss.pension", stories::OVERDUE_RETIREE),
-            (Dept::Police, "police.identity", stories::MOSUO_VILLAGER),
-        ] {
-            let search_path = format!("{schema}_{dept}");
-            let opts = URL
-                .parse::<PgConnectOptions>()
-                .unwrap()
-                .options([("search_path", search_path.as_str())]);
-            let pool = DepartmentPool::Postgres(
-                PgPoolOptions::new()
-                    .max_connections(2)
-                    .connect_with(opts.clone())
-                    .await
-                    .unwrap(),
-            );
-            let report = seed(dept, &pool).await.unwrap();
-            assert!(report.inserted);
-            assert!(!seed(dept, &pool).await.unwrap().inserted);
-            let cfg = config(dept, URL);
-            let svc = tongban_adapter::service_from_parts(&cfg, &catalogue, pool.clone())
-                .await
-                .unwrap();
-            let id = IdNumber::parse(story.id_number).unwrap();
-            answers.push(
-                svc.source()
-                    .answer(evidence, &id, Some(story.name), china_today())
-                    .await
-                    .unwrap(),
-            );
-            if dept == Dept::Hrss {
-                let w = IdNumber::parse(stories::LAID_OFF_WORKER.id_number).unwrap();
-                answers.push(
-                    svc.source()
-                        .answer("hrss.unemployment", &w, None, china_today())
-                        .await
-                        .unwrap(),
-                );
-                answers.push(
-                    svc.source()
-                        .answer("hrss.contributions", &w, None, china_today())
-                        .await
-                        .unwrap(),
-                );
-            }
-            pool.close().await;
-        }
-        answers
-    }))
-    .await;
-    for dept in [Dept::Hrss, Dept::Police] {
-        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema}_{dept} CASCADE")).into_sql_str())
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
-    let result = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    let [pension, unemployment, contributions, identity] = result.as_slice() else {
-        panic!("{result:?}")
-    };
-    assert_eq!(get(pension, "qualification_due"), b(true));
-    assert_eq!(
-        date(pension, "last_qualification_date"),
-        months_before(china_today(), 15)
-    );
-    assert_eq!(get(unemployment, "eligible"), b(true));
-    assert_eq!(int(unemployment, "insured_months"), 86);
-    assert_eq!(int(contributions, "total_months"), 86);
-    assert_eq!(get(identity, "name_matches"), b(true));
-    assert_eq!(text(identity, "card_status"), "valid");
-    assert_eq!(get(identity, "alive"), b(true));
-}
-
 /// Medical insurance agrees with the other departments' stories.
-#[tokio::test]
-async fn medins_answers_enrolment_consistent_with_the_stories() {
-    let s = seeded().await;
+async fn medins_answers_enrolment_consistent_with_the_stories(backend: Backend) {
+    let s = seeded(backend).await;
     let ask = |story| s.ask("medins.enrolment", story, None);
     // Never insured anywhere: not enrolled.
     let never = ask(stories::NEVER_INSURED).await;
@@ -716,88 +1156,4 @@ async fn medins_answers_enrolment_consistent_with_the_stories() {
             assert!(e.enrolled_on <= p.today);
         }
     }
-}
-
-/// The medins migration and query are portable: seeded and answered on
-/// PostgreSQL, in a schema of its own, like on SQLite.
-#[tokio::test]
-async fn medins_on_postgres_answers_like_sqlite() {
-    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-    const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
-    let schema = format!(
-        "tb_medins_{}_{}",
-        std::process::id(),
-        Utc::now().timestamp_nanos_opt().unwrap_or_default()
-    );
-    let admin = PgPoolOptions::new()
-        .max_connections(1)
-        .connect(URL)
-        .await
-        .unwrap();
-    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")).into_sql_str())
-        .execute(&admin)
-        .await
-        .unwrap();
-    let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
-        let opts = URL
-            .parse::<PgConnectOptions>()
-            .unwrap()
-            .options([("search_path", schema.as_str())]);
-        let pool = DepartmentPool::Postgres(
-            PgPoolOptions::new()
-                .max_connections(2)
-                .connect_with(opts)
-                .await
-                .unwrap(),
-        );
-        assert!(seed(Dept::Medins, &pool).await.unwrap().inserted);
-        assert!(!seed(Dept::Medins, &pool).await.unwrap().inserted);
-        let svc = tongban_adapter::service_from_parts(
-            &config(Dept::Medins, URL),
-            &tongban_core::Catalogue::embedded(),
-            pool.clone(),
-        )
-        .await
-        .unwrap();
-        let mut answers = Vec::new();
-        for story in [
-            stories::SUBSISTENCE_RECIPIENT,
-            stories::NEVER_INSURED,
-            stories::LAID_OFF_WORKER,
-        ] {
-            let id = IdNumber::parse(story.id_number).unwrap();
-            answers.push(
-                svc.source()
-                    .answer("medins.enrolment", &id, None, china_today())
-                    .await
-                    .unwrap(),
-            );
-        }
-        pool.close().await;
-        answers
-    }))
-    .await;
-    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")).into_sql_str())
-        .execute(&admin)
-        .await
-        .unwrap();
-    let answers = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-    let sqlite = seeded().await;
-    for (answer, story) in answers.iter().zip([
-        stories::SUBSISTENCE_RECIPIENT,
-        stories::NEVER_INSURED,
-        stories::LAID_OFF_WORKER,
-    ]) {
-        let expected = sqlite.ask("medins.enrolment", story, None).await;
-        for field in ["enrolled", "scheme", "status", "since", "assisted"] {
-            assert_eq!(
-                get(answer, field),
-                get(&expected, field),
-                "{field} of {}",
-                story.name
-            );
-        }
-    }
-    assert_eq!(get(&answers[0], "assisted"), b(true));
-    assert_eq!(get(&answers[1], "enrolled"), b(false));
 }
