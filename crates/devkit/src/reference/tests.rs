@@ -2,7 +2,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::Duration as Days;
-use tongban_core::{EvidenceAnswer, FieldValue, IdNumber};
+use tongban_core::{EvidenceAnswer, FieldValue, IdNumber, SubjectId};
 use tongban_proto::v1::{
     CaseContext, DescribeRequest, QueryRequest, Subject, adapter_client::AdapterClient, field,
 };
@@ -12,7 +12,7 @@ use tonic_types::StatusExt;
 use super::population::months_before;
 use super::stories::{self, Story};
 use super::*;
-use tongban_adapter::{RunningAdapter, SourceError};
+use tongban_adapter::{Asked, RunningAdapter, SourceError};
 
 struct Seeded {
     _dir: tempfile::TempDir,
@@ -47,7 +47,7 @@ impl Seeded {
         let id = IdNumber::parse(id).unwrap();
         self.services[&dept]
             .source()
-            .answer(evidence, &id, name, china_today())
+            .answer(evidence, &Asked::new(&SubjectId::Person(id.clone()), name, china_today()))
             .await
     }
 }
@@ -597,7 +597,7 @@ async fn postgres_path_answers_from_isolated_schema() {
             let id = IdNumber::parse(story.id_number).unwrap();
             answers.push(
                 svc.source()
-                    .answer(evidence, &id, Some(story.name), china_today())
+                    .answer(evidence, &Asked::new(&SubjectId::Person(id.clone()), Some(story.name), china_today()))
                     .await
                     .unwrap(),
             );
@@ -605,13 +605,13 @@ async fn postgres_path_answers_from_isolated_schema() {
                 let w = IdNumber::parse(stories::LAID_OFF_WORKER.id_number).unwrap();
                 answers.push(
                     svc.source()
-                        .answer("hrss.unemployment", &w, None, china_today())
+                        .answer("hrss.unemployment", &Asked::new(&SubjectId::Person(w.clone()), None, china_today()))
                         .await
                         .unwrap(),
                 );
                 answers.push(
                     svc.source()
-                        .answer("hrss.contributions", &w, None, china_today())
+                        .answer("hrss.contributions", &Asked::new(&SubjectId::Person(w.clone()), None, china_today()))
                         .await
                         .unwrap(),
                 );
