@@ -53,7 +53,10 @@ pub enum AdapterError {
     InvalidRelatedIdNumber { field: String, error: IdNumberError },
     /// Neither or both of `id_number` and `credit_code` were given.
     #[error("{field}: {problem}")]
-    SubjectShape { field: String, problem: &'static str },
+    SubjectShape {
+        field: String,
+        problem: &'static str,
+    },
     #[error("the case context is invalid")]
     InvalidCase(Vec<tongban_core::FieldViolation>),
     #[error("{0} is required")]

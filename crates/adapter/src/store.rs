@@ -828,7 +828,13 @@ sql = "SELECT FALSE AS receiving, NULL AS since, NULL AS monthly_amount_yuan, NU
         .unwrap();
         let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
         let id = test_id(1);
-        let a = s.answer("civil.death", &Asked::new(&SubjectId::Person(id.clone()), None, today)).await.unwrap();
+        let a = s
+            .answer(
+                "civil.death",
+                &Asked::new(&SubjectId::Person(id.clone()), None, today),
+            )
+            .await
+            .unwrap();
         assert_eq!(a.fields[0].value, Some(FieldValue::Bool(true)));
         assert_eq!(
             a.fields[1].value,
@@ -840,21 +846,37 @@ sql = "SELECT FALSE AS receiving, NULL AS since, NULL AS monthly_amount_yuan, NU
             IdNumber::from_parts("510403", NaiveDate::from_ymd_opt(1990, 5, 5).unwrap(), 11)
                 .unwrap();
         assert!(matches!(
-            s.answer("civil.death", &Asked::new(&SubjectId::Person(other.clone()), None, today)).await,
+            s.answer(
+                "civil.death",
+                &Asked::new(&SubjectId::Person(other.clone()), None, today)
+            )
+            .await,
             Err(SourceError::SubjectNotFound { .. })
         ));
         let dup = test_id(2);
         assert!(matches!(
-            s.answer("civil.death", &Asked::new(&SubjectId::Person(dup.clone()), None, today)).await,
+            s.answer(
+                "civil.death",
+                &Asked::new(&SubjectId::Person(dup.clone()), None, today)
+            )
+            .await,
             Err(SourceError::Ambiguous { .. })
         ));
         assert!(matches!(
-            s.answer("police.identity", &Asked::new(&SubjectId::Person(id.clone()), None, today)).await,
+            s.answer(
+                "police.identity",
+                &Asked::new(&SubjectId::Person(id.clone()), None, today)
+            )
+            .await,
             Err(SourceError::UnknownEvidenceType { .. })
         ));
         s.pool().close().await;
         assert!(matches!(
-            s.answer("civil.death", &Asked::new(&SubjectId::Person(id.clone()), None, today)).await,
+            s.answer(
+                "civil.death",
+                &Asked::new(&SubjectId::Person(id.clone()), None, today)
+            )
+            .await,
             Err(SourceError::Unavailable { .. })
         ));
     }

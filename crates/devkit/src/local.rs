@@ -26,7 +26,7 @@ use tongban_trust::{IncomingOptions, PeerIdentity, TlsIncoming, TlsServerConfig}
 use tonic::transport::Channel;
 
 /// The departments of the reference deployment.
-pub const DEPARTMENTS: [Dept; 3] = [Dept::Police, Dept::Civil, Dept::Hrss];
+pub const DEPARTMENTS: [Dept; 4] = [Dept::Police, Dept::Civil, Dept::Hrss, Dept::Market];
 
 /// One running reference adapter.
 #[derive(Debug)]

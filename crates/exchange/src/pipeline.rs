@@ -603,7 +603,10 @@ impl Exchange {
             .and_then(|(s, _)| s.id.person().cloned());
         let mut requests = Vec::new();
         for (index, (subject, role)) in subjects.into_iter().zip(roles).enumerate() {
-            let need = matter.role(role).map(|r| r.evidence.clone()).unwrap_or_default();
+            let need = matter
+                .role(role)
+                .map(|r| r.evidence.clone())
+                .unwrap_or_default();
             let evidence_types: Vec<String> = if asked.evidence_types.is_empty() {
                 need
             } else {
@@ -614,8 +617,7 @@ impl Exchange {
                     .evidence_types
                     .iter()
                     .filter(|e| {
-                        need.contains(e)
-                            || (role == matter.primary_role().role && !matter.needs(e))
+                        need.contains(e) || (role == matter.primary_role().role && !matter.needs(e))
                     })
                     .cloned()
                     .collect()
@@ -1034,7 +1036,12 @@ impl RefusalFacts {
             operator: case.operator_id,
             evidence_type: evidence,
             detail: match (&valid, subjects.len()) {
-                (Some(ValidSubject { role: Some(role), .. }), 1) => format!("role={role}"),
+                (
+                    Some(ValidSubject {
+                        role: Some(role), ..
+                    }),
+                    1,
+                ) => format!("role={role}"),
                 (_, 0 | 1) => String::new(),
                 (_, n) => format!("subjects={n}"),
             },
@@ -1128,7 +1135,9 @@ pub struct ValidSubject {
 
 /// Validates the subject of a Lookup or a one-subject Gather (fields
 /// `subject.…`).
-pub fn validate_subject(subject: Option<&SubjectAsked>) -> Result<ValidSubject, Vec<FieldViolation>> {
+pub fn validate_subject(
+    subject: Option<&SubjectAsked>,
+) -> Result<ValidSubject, Vec<FieldViolation>> {
     validate_subject_at("subject", subject)
 }
 
@@ -1412,7 +1421,8 @@ mod tests {
             assert_eq!(v.len(), 1, "{v:?}");
             assert_eq!(v[0].field, "subjects[1].credit_code");
             assert!(
-                v[0].description.contains(&format!("({check} check failed)")),
+                v[0].description
+                    .contains(&format!("({check} check failed)")),
                 "{code}: {}",
                 v[0].description
             );
@@ -1425,8 +1435,8 @@ mod tests {
         assert_eq!(v[0].field, "subject");
         let v = validate_subject_at("subject", Some(&SubjectAsked::default())).unwrap_err();
         assert!(v[0].description.contains("names no one"), "{v:?}");
-        let v = validate_subject_at("subject", Some(&with_role(person(11), "landlord")))
-            .unwrap_err();
+        let v =
+            validate_subject_at("subject", Some(&with_role(person(11), "landlord"))).unwrap_err();
         assert_eq!(v[0].field, "subject.role");
         assert!(v[0].description.contains("household-member"), "{v:?}");
         let ok = validate_subject_at("subject", Some(&enterprise())).unwrap();
@@ -1521,7 +1531,11 @@ mod tests {
         many.extend((0..10).map(|i| with_role(person(21 + 2 * i), "household-member")));
         assert!(matches!(
             resolve("subsistence-allowance", &many),
-            Err(ExchangeError::TooManySubjects { max: 9, got: 10, .. })
+            Err(ExchangeError::TooManySubjects {
+                max: 9,
+                got: 10,
+                ..
+            })
         ));
     }
 
@@ -1548,7 +1562,10 @@ mod tests {
             role: None,
             ..request.clone()
         };
-        assert_eq!(check_role(matter, &applicant, def).unwrap(), Role::Applicant);
+        assert_eq!(
+            check_role(matter, &applicant, def).unwrap(),
+            Role::Applicant
+        );
         // An enterprise named without a role in a matter whose primary role
         // is the enterprise: fine; a person there is the wrong kind.
         let matter = cat.matter("enterprise-abnormal-removal").unwrap();

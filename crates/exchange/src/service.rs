@@ -158,8 +158,11 @@ impl ExchangeApi for ExchangeService {
         };
         let mut items = Vec::with_capacity(gathered.items.len());
         for item in gathered.items {
-            let (evidence_type, subject_index, role) =
-                (item.evidence_type, item.subject_index, item.role.name().to_owned());
+            let (evidence_type, subject_index, role) = (
+                item.evidence_type,
+                item.subject_index,
+                item.role.name().to_owned(),
+            );
             items.push(match item.outcome {
                 Ok(released) => GatherItem {
                     evidence_type,

@@ -1,13 +1,17 @@
-//! The three reference departments: police (公安), civil affairs (民政) and
-//! human resources & social security (人社), each with its own schema
+//! The reference departments: police (公安), civil affairs (民政), human
+//! resources & social security (人社) and market regulation (市场监督管理局,
+//! enterprises: [`market`]), each with its own schema
 //! (`migrations/<dept>/`), its adapter config (the SQL in `queries/`), and
 //! the seeded synthetic population ([`population`], [`stories`]).
 //!
 //! Police is the authoritative register: an identity number it does not
 //! hold is NOT_FOUND. Civil affairs and social security answer for any
 //! identity number, because for them "no record" is itself the answer
-//! (unmarried, no death registered, never insured).
+//! (unmarried, no death registered, never insured). Market regulation is
+//! the authoritative register of enterprises: a credit code it does not hold
+//! is NOT_FOUND.
 
+pub mod market;
 pub mod population;
 pub mod stories;
 
@@ -25,6 +29,7 @@ use tongban_adapter::{AdapterConfig, AdapterService, DepartmentPool, EvidenceQue
 static POLICE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/police");
 static CIVIL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/civil");
 static HRSS_MIGRATIONS: Migrator = sqlx::migrate!("migrations/hrss");
+static MARKET_MIGRATIONS: Migrator = sqlx::migrate!("migrations/market");
 
 /// A reference department.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,10 +37,11 @@ pub enum Dept {
     Police,
     Civil,
     Hrss,
+    Market,
 }
 
 impl Dept {
-    pub const ALL: [Self; 3] = [Self::Police, Self::Civil, Self::Hrss];
+    pub const ALL: [Self; 4] = [Self::Police, Self::Civil, Self::Hrss, Self::Market];
 
     /// The department id in the catalogue.
     pub fn id(self) -> &'static str {
@@ -43,6 +49,7 @@ impl Dept {
             Self::Police => "police",
             Self::Civil => "civil",
             Self::Hrss => "hrss",
+            Self::Market => "market",
         }
     }
 
@@ -52,6 +59,9 @@ impl Dept {
             Self::Police => 50061,
             Self::Civil => 50062,
             Self::Hrss => 50063,
+            // 50064 is left for medical insurance (medins), the catalogue's
+            // fifth department.
+            Self::Market => 50065,
         }
     }
 
@@ -60,6 +70,7 @@ impl Dept {
             Self::Police => &POLICE_MIGRATIONS,
             Self::Civil => &CIVIL_MIGRATIONS,
             Self::Hrss => &HRSS_MIGRATIONS,
+            Self::Market => &MARKET_MIGRATIONS,
         }
     }
 
@@ -108,6 +119,18 @@ impl Dept {
                     None,
                 ),
             ],
+            Self::Market => &[
+                (
+                    "market.registration",
+                    include_str!("queries/market.registration.sql"),
+                    None,
+                ),
+                (
+                    "market.abnormal",
+                    include_str!("queries/market.abnormal.sql"),
+                    None,
+                ),
+            ],
         }
     }
 }
@@ -122,10 +145,9 @@ impl FromStr for Dept {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|d| d.id() == s)
-            .ok_or_else(|| format!("unknown reference department {s:?} (police, civil, hrss)"))
+        Self::ALL.into_iter().find(|d| d.id() == s).ok_or_else(|| {
+            format!("unknown reference department {s:?} (police, civil, hrss, market)")
+        })
     }
 }
 
@@ -474,6 +496,7 @@ fn rows_for(dept: Dept, p: &Population) -> Vec<Row> {
                 }
             }
         }
+        Dept::Market => market_rows(p, &mut rows),
         Dept::Hrss => {
             for r in &p.residents {
                 if let Some(u) = &r.unemployment {
@@ -551,6 +574,64 @@ fn rows_for(dept: Dept, p: &Population) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// Market regulation's rows: the enterprises and their listings.
+fn market_rows(p: &Population, rows: &mut Vec<Row>) {
+    let mut listing = 0;
+    for e in market::enterprises(p) {
+        rows.push(insert(
+            "enterprises",
+            &[
+                "credit_code",
+                "name",
+                "status",
+                "legal_representative_id_number",
+                "legal_representative_name",
+                "established_on",
+                "registered_capital_yuan",
+                "updated_at",
+            ],
+            vec![
+                text(e.credit_code.as_str()),
+                text(&e.name),
+                text(e.status.as_str()),
+                text(e.legal_representative.as_str()),
+                text(&e.legal_representative_name),
+                V::Date(e.established_on),
+                V::Int(e.registered_capital_yuan),
+                V::Ts(e.updated_at),
+            ],
+        ));
+        for l in &e.listings {
+            listing += 1;
+            rows.push(insert(
+                "abnormal_listings",
+                &[
+                    "listing_no",
+                    "credit_code",
+                    "listed_on",
+                    "reason",
+                    "removed_on",
+                    "updated_at",
+                ],
+                vec![
+                    text(format!("YC{listing:07}")),
+                    text(e.credit_code.as_str()),
+                    V::Date(l.listed_on),
+                    text(l.reason),
+                    V::OptDate(l.removed_on),
+                    V::Ts(
+                        l.removed_on
+                            .unwrap_or(l.listed_on)
+                            .and_hms_opt(2, 0, 0)
+                            .unwrap_or_default()
+                            .and_utc(),
+                    ),
+                ],
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

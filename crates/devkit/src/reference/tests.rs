@@ -47,7 +47,10 @@ impl Seeded {
         let id = IdNumber::parse(id).unwrap();
         self.services[&dept]
             .source()
-            .answer(evidence, &Asked::new(&SubjectId::Person(id.clone()), name, china_today()))
+            .answer(
+                evidence,
+                &Asked::new(&SubjectId::Person(id.clone()), name, china_today()),
+            )
             .await
     }
 }
@@ -281,7 +284,8 @@ async fn every_resident_gets_a_well_formed_answer_of_every_type() {
     let p = Population::reference(china_today());
     let mut eligible = 0;
     for r in &p.residents {
-        for dept in Dept::ALL {
+        // Market regulation's evidence is about organisations: below.
+        for dept in Dept::ALL.into_iter().filter(|d| *d != Dept::Market) {
             for (evidence, _, _) in dept.queries() {
                 let a = s
                     .try_ask(evidence, r.id.as_str(), Some(&r.name))
@@ -597,7 +601,14 @@ async fn postgres_path_answers_from_isolated_schema() {
             let id = IdNumber::parse(story.id_number).unwrap();
             answers.push(
                 svc.source()
-                    .answer(evidence, &Asked::new(&SubjectId::Person(id.clone()), Some(story.name), china_today()))
+                    .answer(
+                        evidence,
+                        &Asked::new(
+                            &SubjectId::Person(id.clone()),
+                            Some(story.name),
+                            china_today(),
+                        ),
+                    )
                     .await
                     .unwrap(),
             );
@@ -605,13 +616,19 @@ async fn postgres_path_answers_from_isolated_schema() {
                 let w = IdNumber::parse(stories::LAID_OFF_WORKER.id_number).unwrap();
                 answers.push(
                     svc.source()
-                        .answer("hrss.unemployment", &Asked::new(&SubjectId::Person(w.clone()), None, china_today()))
+                        .answer(
+                            "hrss.unemployment",
+                            &Asked::new(&SubjectId::Person(w.clone()), None, china_today()),
+                        )
                         .await
                         .unwrap(),
                 );
                 answers.push(
                     svc.source()
-                        .answer("hrss.contributions", &Asked::new(&SubjectId::Person(w.clone()), None, china_today()))
+                        .answer(
+                            "hrss.contributions",
+                            &Asked::new(&SubjectId::Person(w.clone()), None, china_today()),
+                        )
                         .await
                         .unwrap(),
                 );
@@ -642,4 +659,253 @@ async fn postgres_path_answers_from_isolated_schema() {
     assert_eq!(get(identity, "name_matches"), b(true));
     assert_eq!(text(identity, "card_status"), "valid");
     assert_eq!(get(identity, "alive"), b(true));
+}
+
+impl Seeded {
+    async fn ask_enterprise(
+        &self,
+        evidence: &str,
+        code: &str,
+        name: Option<&str>,
+        legal_representative: Option<&str>,
+    ) -> Result<EvidenceAnswer, SourceError> {
+        let code = SubjectId::Organisation(tongban_core::CreditCode::parse(code).unwrap());
+        let rep = legal_representative.map(|r| IdNumber::parse(r).unwrap());
+        self.services[&Dept::Market]
+            .source()
+            .answer(
+                evidence,
+                &Asked {
+                    subject: &code,
+                    name,
+                    legal_representative: rep.as_ref(),
+                    today: china_today(),
+                },
+            )
+            .await
+    }
+}
+
+/// Every enterprise of the register answers both evidence types; the story
+/// enterprises answer what their stories say.
+#[tokio::test]
+async fn market_answers_registration_and_abnormal_list() {
+    let s = seeded().await;
+    let p = Population::reference(china_today());
+    let all = market::enterprises(&p);
+    assert!(all.len() > stories::ENTERPRISES.len());
+    for e in &all {
+        let code = e.credit_code.as_str();
+        let r = s
+            .ask_enterprise(
+                "market.registration",
+                code,
+                Some(&e.name),
+                Some(e.legal_representative.as_str()),
+            )
+            .await
+            .unwrap_or_else(|err| panic!("{code}: {err}"));
+        assert_eq!(get(&r, "name_matches"), b(true));
+        assert_eq!(get(&r, "legal_representative_matches"), b(true));
+        assert_eq!(text(&r, "status"), e.status.as_str());
+        assert_eq!(
+            int(&r, "registered_capital_yuan"),
+            e.registered_capital_yuan
+        );
+        let a = s
+            .ask_enterprise("market.abnormal", code, None, None)
+            .await
+            .unwrap_or_else(|err| panic!("{code}: {err}"));
+        let listed = e.listings.iter().any(|l| l.removed_on.is_none());
+        assert_eq!(get(&a, "listed"), b(listed), "{code}");
+    }
+    // The Salian company: in operation, not listed; another person as
+    // legal representative, or none, or another name.
+    let mango = stories::SALIAN_MANGO;
+    let r = s
+        .ask_enterprise(
+            "market.registration",
+            mango.credit_code,
+            Some("米易县撒莲芒果种植合作社"),
+            Some(stories::MOSUO_VILLAGER.id_number),
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&r, "name_matches"), b(false));
+    assert_eq!(get(&r, "legal_representative_matches"), b(false));
+    assert_eq!(text(&r, "status"), "in-operation");
+    let r = s
+        .ask_enterprise("market.registration", mango.credit_code, None, None)
+        .await
+        .unwrap();
+    assert_eq!(get(&r, "name_matches"), None);
+    assert_eq!(get(&r, "legal_representative_matches"), None);
+    let a = s
+        .ask_enterprise("market.abnormal", mango.credit_code, None, None)
+        .await
+        .unwrap();
+    assert_eq!(get(&a, "listed"), b(false));
+    assert_eq!(get(&a, "reason"), None);
+    // Revoked, cancelled, listed (an earlier listing was removed: only the
+    // open one counts).
+    let revoked = s
+        .ask_enterprise(
+            "market.registration",
+            stories::REVOKED_LICENCE.credit_code,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&revoked, "status"), "revoked");
+    let cancelled = s
+        .ask_enterprise(
+            "market.registration",
+            stories::CANCELLED_ENTERPRISE.credit_code,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&cancelled, "status"), "cancelled");
+    let listed = s
+        .ask_enterprise(
+            "market.abnormal",
+            stories::ABNORMAL_ENTERPRISE.credit_code,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&listed, "listed"), b(true));
+    assert_eq!(date(&listed, "listed_on"), china_today() - Days::days(120));
+    assert_eq!(text(&listed, "reason"), "未按规定期限公示年度报告");
+    // The deceased representative is still the registered one: the police
+    // say he died (the exchange asks them in the same case).
+    let d = s
+        .ask_enterprise(
+            "market.registration",
+            stories::DECEASED_REPRESENTATIVE.credit_code,
+            None,
+            Some(stories::DECEASED_PENSIONER.id_number),
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&d, "legal_representative_matches"), b(true));
+    let police = s
+        .ask("police.identity", stories::DECEASED_PENSIONER, None)
+        .await;
+    assert_eq!(get(&police, "alive"), b(false));
+    // An unknown enterprise is NOT_FOUND; a person's number is refused.
+    assert!(matches!(
+        s.ask_enterprise(
+            "market.registration",
+            stories::UNKNOWN_ENTERPRISE_CODE,
+            None,
+            None
+        )
+        .await,
+        Err(SourceError::SubjectNotFound { .. })
+    ));
+    assert!(matches!(
+        s.try_ask(
+            "market.abnormal",
+            stories::SALIAN_ENTREPRENEUR.id_number,
+            None
+        )
+        .await,
+        Err(SourceError::WrongSubjectKind { .. })
+    ));
+    // And the reverse: a credit code for evidence about a person.
+    let code = SubjectId::Organisation(tongban_core::CreditCode::parse(mango.credit_code).unwrap());
+    assert!(matches!(
+        s.services[&Dept::Police]
+            .source()
+            .answer("police.identity", &Asked::new(&code, None, china_today()))
+            .await,
+        Err(SourceError::WrongSubjectKind { .. })
+    ));
+}
+
+/// Market regulation on PostgreSQL: seeded into a schema of its own, the
+/// same answers through the same queries.
+#[tokio::test]
+async fn market_on_postgres() {
+    use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+    const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+    let schema = format!(
+        "tb_market_{}_{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or_default()
+    );
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(URL)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")).into_sql_str())
+        .execute(&admin)
+        .await
+        .unwrap();
+    let result = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+        let opts = URL
+            .parse::<PgConnectOptions>()
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let pool = DepartmentPool::Postgres(
+            PgPoolOptions::new()
+                .max_connections(2)
+                .connect_with(opts)
+                .await
+                .unwrap(),
+        );
+        assert!(seed(Dept::Market, &pool).await.unwrap().inserted);
+        let svc = tongban_adapter::service_from_parts(
+            &config(Dept::Market, URL),
+            &tongban_core::Catalogue::embedded(),
+            pool.clone(),
+        )
+        .await
+        .unwrap();
+        let mut answers = Vec::new();
+        for (evidence, story) in [
+            ("market.registration", stories::DECEASED_REPRESENTATIVE),
+            ("market.abnormal", stories::ABNORMAL_ENTERPRISE),
+        ] {
+            let code = SubjectId::Organisation(
+                tongban_core::CreditCode::parse(story.credit_code).unwrap(),
+            );
+            let rep = IdNumber::parse(story.legal_representative.id_number).unwrap();
+            answers.push(
+                svc.source()
+                    .answer(
+                        evidence,
+                        &Asked {
+                            subject: &code,
+                            name: Some(story.name),
+                            legal_representative: Some(&rep),
+                            today: china_today(),
+                        },
+                    )
+                    .await
+                    .unwrap(),
+            );
+        }
+        pool.close().await;
+        answers
+    }))
+    .await;
+    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")).into_sql_str())
+        .execute(&admin)
+        .await
+        .unwrap();
+    let result = result.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let [registration, abnormal] = result.as_slice() else {
+        panic!("{result:?}")
+    };
+    assert_eq!(get(registration, "name_matches"), b(true));
+    assert_eq!(get(registration, "legal_representative_matches"), b(true));
+    assert_eq!(text(registration, "status"), "in-operation");
+    assert_eq!(int(registration, "registered_capital_yuan"), 800_000);
+    assert_eq!(get(abnormal, "listed"), b(true));
 }
