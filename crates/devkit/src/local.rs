@@ -607,7 +607,13 @@ matters = ["criminal-investigation-assist"]
 # Community centres and township halls handle social matters.
 [[grant]]
 callers = ["group:community-centres", "group:township-halls"]
-matters = ["unemployment-benefit", "pension-qualification", "social-insurance-record", "subsistence-allowance"]
+matters = ["unemployment-benefit", "pension-qualification", "social-insurance-record", "subsistence-allowance", "subsistence-allowance-review"]
+
+# Township halls register enterprises' employees for social insurance:
+# market regulation for the enterprise, the police for its legal representative.
+[[grant]]
+callers = ["group:township-halls"]
+matters = ["enterprise-social-insurance-registration"]
 
 # The 96196 hotline tells callers where they stand, and no more.
 [[grant]]
@@ -629,7 +635,7 @@ callers = [{portals}]
 [limits]
 requests_per_second = 2000.0
 burst = 4000
-max_gather_evidence = 16
+max_gather_evidence = 64
 max_request_bytes = 16384
 "#,
         domain = pki.trust_domain,
