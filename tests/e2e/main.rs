@@ -31,4 +31,5 @@ mod http2_limits;
 mod observability;
 mod policy;
 mod resilience;
+mod subjects;
 mod trust;
