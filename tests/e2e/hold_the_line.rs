@@ -568,7 +568,7 @@ async fn each_call_is_decided_by_one_policy_version() {
         reload.detail
     );
     assert!(
-        reload.detail.contains("added=0 removed=4"),
+        reload.detail.contains("added=0 removed=5"),
         "{}",
         reload.detail
     );

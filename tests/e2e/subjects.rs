@@ -133,6 +133,49 @@ async fn enterprise_registers_employees_at_the_township_hall() {
     .unwrap();
     let reg = answered(item(&r, 0, "market.registration"));
     assert_eq!(value(&reg, "legal_representative_matches"), "false");
+
+    // Administrators find the enterprise's entries by its credit code, and
+    // only those: the legal representative's are under his own number.
+    let records = audit_entries(AuditFilter {
+        subject_credit_code: stories::SALIAN_MANGO.credit_code.into(),
+        case_number: "E2E-ENT-0001".into(),
+        ..Default::default()
+    })
+    .await;
+    let mut kinds: Vec<&str> = records.iter().map(|r| r.evidence_type.as_str()).collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["market.abnormal", "market.registration"]);
+    assert!(records.iter().all(|r| r.detail == "role=enterprise"));
+    let records = audit_entries(AuditFilter {
+        subject_id_number: stories::SALIAN_ENTREPRENEUR.id_number.into(),
+        case_number: "E2E-ENT-0001".into(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].evidence_type, "police.identity");
+    assert_eq!(records[0].detail, "role=legal-representative");
+    // A malformed credit code in the filter names its check.
+    let mut client = AuditClient::new(local().channel("admin").await.unwrap());
+    let status = client
+        .search(timed(AuditSearchRequest {
+            admin: Some(AdminContext {
+                operator_id: "auditor.e2e".into(),
+                reason: "subjects test".into(),
+            }),
+            filter: Some(AuditFilter {
+                subject_credit_code: "91510421MA6A1B2C3N".into(),
+                ..Default::default()
+            }),
+            page_size: 10,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let v = violations(&status);
+    assert_eq!(v[0].0, "filter.subject_credit_code");
+    assert!(v[0].1.contains("(checksum check failed)"), "{v:?}");
 }
 
 #[tokio::test]

@@ -480,10 +480,11 @@ async fn discovery_shows_each_caller_its_own_grants() {
     assert_eq!(
         codes,
         [
+            "subsistence-allowance",
+            "subsistence-allowance-review",
             "unemployment-benefit",
             "pension-qualification",
             "social-insurance-record",
-            "subsistence-allowance"
         ]
     );
     let civil = community
