@@ -524,3 +524,84 @@ async fn every_matter_of_the_catalogue_is_gathered_end_to_end() {
     assert!(gathered >= 20, "{gathered}");
     local.shutdown().await.unwrap();
 }
+
+/// Market regulation on PostgreSQL (its own schema, as its own database
+/// would be): the same enterprise case over mutual TLS, and the same
+/// refusals from the adapter's side.
+#[tokio::test]
+async fn enterprise_lookups_on_a_postgresql_market_department() {
+    use sqlx::{AssertSqlSafe, SqlSafeStr};
+    const URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+    let schema = format!(
+        "tb_e2e_market_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(URL)
+        .await
+        .unwrap();
+    sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")).into_sql_str())
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = format!("{URL}?options[search_path]={schema}");
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(async {
+        let options = LocalOptions::default()
+            .department_database(tongban_devkit::reference::Dept::Market, &url);
+        let (_dir, local) = own_deployment(options).await.unwrap();
+        let mut client = local.client(TOWNSHIP).await.unwrap();
+        let mut request = gather_request(
+            ENTERPRISE_MATTER,
+            "E2E-PG-0001",
+            vec![
+                enterprise(&stories::DECEASED_REPRESENTATIVE),
+                person(&stories::DECEASED_PENSIONER, "legal-representative"),
+            ],
+        );
+        request.case.as_mut().unwrap().matter = ENTERPRISE_MATTER.into();
+        let r = client.gather(timed(request)).await.unwrap().into_inner();
+        let reg = answered(item(&r, 0, "market.registration"));
+        assert_eq!(value(&reg, "status"), "in-operation");
+        assert_eq!(value(&reg, "name_matches"), "true");
+        assert_eq!(value(&reg, "legal_representative_matches"), "true");
+        let police = answered(item(&r, 1, "police.identity"));
+        assert_eq!(value(&police, "alive"), "false");
+        let abnormal = client
+            .lookup(timed(LookupRequest {
+                case: case(ENTERPRISE_MATTER),
+                subject: Some(enterprise(&stories::ABNORMAL_ENTERPRISE)),
+                evidence_type: "market.abnormal".into(),
+                fields: None,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        let f = fields(abnormal.evidence.as_ref().unwrap());
+        assert_eq!(value(&f, "listed"), "true");
+        let missing = client
+            .lookup(timed(LookupRequest {
+                case: case(ENTERPRISE_MATTER),
+                subject: Some(Subject {
+                    credit_code: stories::UNKNOWN_ENTERPRISE_CODE.into(),
+                    ..Default::default()
+                }),
+                evidence_type: "market.registration".into(),
+                fields: None,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(missing.code(), Code::NotFound);
+        local.shutdown().await.unwrap();
+    }))
+    .await;
+    sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")).into_sql_str())
+        .execute(&admin)
+        .await
+        .unwrap();
+    outcome.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+}

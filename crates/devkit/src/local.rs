@@ -51,6 +51,7 @@ pub struct LocalOptions {
     max_in_flight_per_caller: Option<usize>,
     audit_store: Option<(String, Option<String>)>,
     no_witness: bool,
+    databases: BTreeMap<&'static str, String>,
 }
 
 impl std::fmt::Debug for LocalOptions {
@@ -67,6 +68,7 @@ impl std::fmt::Debug for LocalOptions {
                 &self.audit_store.as_ref().map(|(_, schema)| schema),
             )
             .field("no_witness", &self.no_witness)
+            .field("databases", &self.databases.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -123,6 +125,14 @@ impl LocalOptions {
     /// No witness beside the exchange (by default one cosigns its checkpoints).
     pub fn without_witness(mut self) -> Self {
         self.no_witness = true;
+        self
+    }
+
+    /// The department's reference adapter runs on this database (e.g. a
+    /// PostgreSQL URL with `?options[search_path]=<schema>`), migrated and
+    /// seeded at start, instead of a SQLite file in the state directory.
+    pub fn department_database(mut self, dept: Dept, url: &str) -> Self {
+        self.databases.insert(dept.id(), url.to_owned());
         self
     }
 }
@@ -267,10 +277,15 @@ impl LocalDeployment {
     /// Starts (or restarts, on the same port) one department's adapter. It
     /// admits only the exchange's certificate.
     async fn start_adapter(&mut self, dept: Dept, addr: SocketAddr) -> anyhow::Result<()> {
-        let db = self.state_dir.join(format!("{}.db", dept.id()));
+        let url = match self.options.databases.get(dept.id()) {
+            Some(url) => url.clone(),
+            None => {
+                let db = self.state_dir.join(format!("{}.db", dept.id()));
+                format!("sqlite://{}?mode=rwc", db.display())
+            }
+        };
         // Migrates and seeds (idempotently) before preparing the queries.
-        let service =
-            reference::service(dept, &format!("sqlite://{}?mode=rwc", db.display())).await?;
+        let service = reference::service(dept, &url).await?;
         let exchange_identity = self.pki.get("exchange")?.identity.clone();
         let tls = self
             .pki
