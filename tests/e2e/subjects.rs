@@ -164,7 +164,7 @@ async fn enterprise_registers_employees_at_the_township_hall() {
                 reason: "subjects test".into(),
             }),
             filter: Some(AuditFilter {
-                subject_credit_code: "91510421MA6A1B2C3N".into(),
+                subject_credit_code: "91510421TB6A1B2C3N".into(),
                 ..Default::default()
             }),
             page_size: 10,
@@ -245,9 +245,9 @@ async fn enterprise_edge_cases_revoked_listed_and_deceased_representative() {
 async fn malformed_credit_codes_name_the_failed_check() {
     let mut client = local().client(TOWNSHIP).await.unwrap();
     for (code, check) in [
-        ("91510421MA6A1B2C3", "length"),
-        ("91510421MA6A1B2CIM", "alphabet"),
-        ("91510421MA6A1B2C3N", "checksum"),
+        ("91510421TB6A1B2C3", "length"),
+        ("91510421TB6A1B2CIG", "alphabet"),
+        ("91510421TB6A1B2C3N", "checksum"),
     ] {
         let status = client
             .lookup(timed(LookupRequest {
@@ -439,6 +439,58 @@ async fn household_review_is_audited_against_each_member() {
             assert_eq!(record.detail, format!("role={role}"));
         }
     }
+    // And the daughter sees the review in her own history on the citizens'
+    // portal (once a witnessed checkpoint covers it).
+    let channel = local().channel("tianfu-tongban").await.unwrap();
+    let mut portal = tongban_proto::v1::transparency_client::TransparencyClient::new(channel);
+    let seen = eventually(
+        std::time::Duration::from_secs(20),
+        "the review in the daughter's history",
+        || {
+            let mut portal = portal.clone();
+            async move {
+                let page = portal
+                    .list_accesses(timed(tongban_proto::v1::ListAccessesRequest {
+                        id_number: stories::DIBAO_DAUGHTER.id_number.into(),
+                        page_size: 500,
+                        page_token: String::new(),
+                    }))
+                    .await
+                    .ok()?
+                    .into_inner();
+                let evidence: Vec<String> = page
+                    .nodes
+                    .iter()
+                    .flat_map(|n| &n.entries)
+                    .filter_map(|e| match &e.access {
+                        Some(tongban_proto::v1::access_entry::Access::Disclosed(d))
+                            if d.matter == "subsistence-allowance-review"
+                                && d.kind == "GatherItem" =>
+                        {
+                            Some(d.evidence_type.clone())
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                (evidence.len() == 4).then_some(evidence)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let mut seen = seen;
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            "hrss.pension",
+            "hrss.unemployment",
+            "police.household",
+            "police.identity"
+        ]
+    );
+    portal = portal.clone();
+    drop(portal);
 }
 
 /// Every matter of the catalogue, gathered with every role filled, as one

@@ -174,7 +174,7 @@ async fn administrators_use_the_audit_commands_and_verify_catches_tampering() {
         "search",
         &local,
         "admin",
-        &["--credit-code", "91510421MA6A1B2C3N"],
+        &["--credit-code", "91510421TB6A1B2C3N"],
     )
     .await;
     assert!(!out.status.success());

@@ -54,7 +54,7 @@ async fn the_demo_plays_every_scene_and_exits_zero() {
     let enterprise = &stdout[enterprise_at..household_at];
     for expected in [
         "Employer social insurance registration · 单位参保登记",
-        "● 米易县撒莲芒果种植有限公司 (91510421MA6A1B2C3M) · enterprise 企业",
+        "● 米易县撒莲芒果种植有限公司 (91510421TB6A1B2C3G) · enterprise 企业",
         "▸ market.registration",
         "▸ market.abnormal",
         "● 李建华 · legal-representative 法定代表人",

@@ -99,7 +99,7 @@ pub fn enterprises(p: &Population) -> Vec<Enterprise> {
     while out.len() < stories::ENTERPRISES.len() + GENERATED && !adults.is_empty() && tries < 1000 {
         tries += 1;
         let rep = adults[rng.gen_range(0..adults.len())];
-        let mut body = format!("91{}MA", rep.id.region_code());
+        let mut body = format!("91{}TB", rep.id.region_code());
         for _ in 0..9 {
             body.push(char::from(ALPHABET[rng.gen_range(0..ALPHABET.len())]));
         }

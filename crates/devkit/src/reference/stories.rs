@@ -140,7 +140,7 @@ pub struct StoryEnterprise {
 /// (m) A small company in operation in Salian town, registering its
 /// employees for social insurance at the township hall.
 pub const SALIAN_MANGO: StoryEnterprise = StoryEnterprise {
-    credit_code: "91510421MA6A1B2C3M",
+    credit_code: "91510421TB6A1B2C3G",
     name: "米易县撒莲芒果种植有限公司",
     legal_representative: SALIAN_ENTREPRENEUR,
     about: "in operation for six years, not on the abnormal operations list; legal representative Li Jianhua",
@@ -148,7 +148,7 @@ pub const SALIAN_MANGO: StoryEnterprise = StoryEnterprise {
 
 /// (n) An enterprise whose business licence was revoked (吊销).
 pub const REVOKED_LICENCE: StoryEnterprise = StoryEnterprise {
-    credit_code: "91510402MA6B4D5E6R",
+    credit_code: "91510402TB6B4D5E6L",
     name: "攀枝花市东区恒达建材经营部",
     legal_representative: CANCELLED_CARD,
     about: "licence revoked; still on the abnormal operations list",
@@ -156,7 +156,7 @@ pub const REVOKED_LICENCE: StoryEnterprise = StoryEnterprise {
 
 /// (o) An enterprise deregistered (注销).
 pub const CANCELLED_ENTERPRISE: StoryEnterprise = StoryEnterprise {
-    credit_code: "91510403MA6C7F8G9W",
+    credit_code: "91510403TB6C7F8G9P",
     name: "攀枝花市西区清香坪小食品有限公司",
     legal_representative: SHORT_INSURED_WORKER,
     about: "cancelled (deregistered) last year",
@@ -165,7 +165,7 @@ pub const CANCELLED_ENTERPRISE: StoryEnterprise = StoryEnterprise {
 /// (p) An enterprise in operation but listed as abnormal: its annual report
 /// was not filed.
 pub const ABNORMAL_ENTERPRISE: StoryEnterprise = StoryEnterprise {
-    credit_code: "91510411MA6D2H3J40",
+    credit_code: "91510411TB6D2H3J4T",
     name: "攀枝花市仁和区金沙物流有限公司",
     legal_representative: LAID_OFF_WORKER,
     about: "in operation, on the abnormal operations list since its annual report was not filed",
@@ -174,7 +174,7 @@ pub const ABNORMAL_ENTERPRISE: StoryEnterprise = StoryEnterprise {
 /// (q) An enterprise whose registered legal representative is the deceased
 /// pensioner: the register still names him, the police register says he died.
 pub const DECEASED_REPRESENTATIVE: StoryEnterprise = StoryEnterprise {
-    credit_code: "91510402MA6E5K6L7K",
+    credit_code: "91510402TB6E5K6L7E",
     name: "攀枝花市东区德明五金店有限公司",
     legal_representative: DECEASED_PENSIONER,
     about: "in operation; its registered legal representative died 40 days ago",
@@ -190,7 +190,7 @@ pub const ENTERPRISES: [StoryEnterprise; 5] = [
 ];
 
 /// A valid credit code that market regulation does not hold.
-pub const UNKNOWN_ENTERPRISE_CODE: &str = "91510400MA6200001E";
+pub const UNKNOWN_ENTERPRISE_CODE: &str = "91510400TB62000019";
 
 /// A valid identity number that no reference department holds (police
 /// answers NOT_FOUND; the other departments hold no record of it either).

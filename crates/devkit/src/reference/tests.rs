@@ -909,3 +909,107 @@ async fn market_on_postgres() {
     assert_eq!(int(registration, "registered_capital_yuan"), 800_000);
     assert_eq!(get(abnormal, "listed"), b(true));
 }
+
+/// The market adapter over gRPC: a credit code answers, each malformed one
+/// is INVALID_ARGUMENT with BadRequest naming the failed check, a person's
+/// number for organisation evidence is refused, and the related legal
+/// representative is checked too.
+#[tokio::test]
+async fn market_adapter_over_grpc_checks_credit_codes() {
+    let mut s = seeded().await;
+    let market = s.services.remove(&Dept::Market).unwrap();
+    let running = RunningAdapter::spawn(market, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut client = AdapterClient::connect(running.url()).await.unwrap();
+    let ask = |credit_code: &str, id_number: &str, related: Vec<Subject>| {
+        let mut r = request("market.registration", id_number, "", &[]);
+        r.case.as_mut().unwrap().matter = "enterprise-social-insurance-registration".into();
+        r.subject.as_mut().unwrap().credit_code = credit_code.into();
+        r.related = related;
+        r
+    };
+    let rep = |id: &str| Subject {
+        id_number: id.into(),
+        role: "legal-representative".into(),
+        ..Default::default()
+    };
+    let mango = stories::SALIAN_MANGO;
+    let ok = client
+        .query(ask(
+            mango.credit_code,
+            "",
+            vec![rep(mango.legal_representative.id_number)],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .evidence
+        .unwrap();
+    let matches = ok
+        .fields
+        .iter()
+        .find(|f| f.name == "legal_representative_matches")
+        .unwrap();
+    assert_eq!(matches.value, Some(field::Value::BoolValue(true)));
+    let body = &mango.credit_code[..17];
+    for (code, check) in [
+        (body.to_owned(), "LENGTH"),
+        (
+            format!("{}O", &body[..16]) + &mango.credit_code[17..],
+            "ALPHABET",
+        ),
+        (format!("{body}0"), "CHECKSUM"),
+    ] {
+        let status = client.query(ask(&code, "", Vec::new())).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{code}");
+        let br = status.get_details_bad_request().unwrap();
+        assert_eq!(br.field_violations[0].field, "subject.credit_code");
+        assert_eq!(br.field_violations[0].reason, check, "{code}");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "INVALID_CREDIT_CODE"
+        );
+    }
+    // Both identifiers, a person for organisation evidence, a bad related id.
+    let both = client
+        .query(ask(
+            mango.credit_code,
+            stories::SALIAN_ENTREPRENEUR.id_number,
+            Vec::new(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), Code::InvalidArgument);
+    let person = client
+        .query(ask("", stories::SALIAN_ENTREPRENEUR.id_number, Vec::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        person.get_details_bad_request().unwrap().field_violations[0].field,
+        "subject.credit_code"
+    );
+    assert_eq!(
+        person.get_details_error_info().unwrap().reason,
+        "WRONG_SUBJECT_KIND"
+    );
+    let bad_related = client
+        .query(ask(mango.credit_code, "", vec![rep("510421199603140826")]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_related
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "related[0].id_number"
+    );
+    let mut spouse = rep(stories::WIDOW.id_number);
+    spouse.role = "spouse".into();
+    let wrong_role = client
+        .query(ask(mango.credit_code, "", vec![spouse]))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_role.code(), Code::InvalidArgument);
+}
