@@ -5,4 +5,5 @@ CREATE DATABASE audit OWNER tongban;
 CREATE DATABASE police OWNER tongban;
 CREATE DATABASE civil OWNER tongban;
 CREATE DATABASE hrss OWNER tongban;
+CREATE DATABASE market OWNER tongban;
 CREATE DATABASE medins OWNER tongban;

@@ -162,7 +162,7 @@ fn example_configurations_load_with_the_real_loaders() {
     let single = load_exchange(&dir.join("exchange.toml"));
     assert!(!single.audit.is_postgres());
     assert!(single.admin.listen.ip().is_loopback());
-    assert_eq!(single.departments.len(), 4);
+    assert_eq!(single.departments.len(), 5);
     let multi = load_exchange(&dir.join("exchange-postgres.toml"));
     assert!(multi.audit.is_postgres());
     assert_eq!(
@@ -170,7 +170,7 @@ fn example_configurations_load_with_the_real_loaders() {
         multi.audit.store,
         "no password in the file"
     );
-    for dept in [Dept::Police, Dept::Civil, Dept::Hrss, Dept::Medins] {
+    for dept in [Dept::Police, Dept::Civil, Dept::Hrss, Dept::Market, Dept::Medins] {
         let config = load_adapter(&dir.join(format!("{}.toml", dept.id())));
         assert_eq!(config.department, dept.id());
     }
@@ -212,7 +212,7 @@ fn rendered_adapter(dept: Dept) -> String {
 #[test]
 fn adapter_configurations_are_the_rendered_reference_ones() {
     let dir = deploy_dir().join("config");
-    for dept in [Dept::Police, Dept::Civil, Dept::Hrss, Dept::Medins] {
+    for dept in [Dept::Police, Dept::Civil, Dept::Hrss, Dept::Market, Dept::Medins] {
         let path = dir.join(format!("{}.toml", dept.id()));
         let expected = rendered_adapter(dept);
         if std::env::var_os("TONGBAN_BLESS").is_some() {
@@ -249,6 +249,7 @@ fn compose_runs_the_whole_system_with_a_collector() {
         "police",
         "civil",
         "hrss",
+        "market",
         "medins",
         "postgres",
         "otel-collector",
@@ -321,13 +322,14 @@ fn kubernetes_manifests_probe_health_limit_resources_and_mount_certificates_from
             }
         }
     }
-    assert_eq!(deployments, 5, "the exchange and four adapters");
+    assert_eq!(deployments, 6, "the exchange and five adapters");
     // Copies of deploy/config/ stay copies.
     for name in [
         "policy.toml",
         "police.toml",
         "civil.toml",
         "hrss.toml",
+        "market.toml",
         "medins.toml",
     ] {
         let original = std::fs::read_to_string(deploy_dir().join("config").join(name)).unwrap();
@@ -343,7 +345,7 @@ fn kubernetes_manifests_probe_health_limit_resources_and_mount_certificates_from
         "{config_files:?}"
     );
     load_exchange(&tmp.path().join("exchange.toml"));
-    for dept in ["police", "civil", "hrss", "medins"] {
+    for dept in ["police", "civil", "hrss", "market", "medins"] {
         let name = format!("{dept}.toml");
         assert!(config_files.contains_key(&name), "{name}");
         load_adapter(&tmp.path().join(name));

@@ -34,4 +34,5 @@ mod observability;
 mod policy;
 mod reflection;
 mod resilience;
+mod subjects;
 mod trust;

@@ -25,7 +25,10 @@
 //!
 //! [evidence."police.identity"]
 //! # One row per subject; columns named after the catalogue's fields, plus an
-//! # optional `as_of`. Placeholders: :id_number, :name (may be NULL), :today.
+//! # optional `as_of`. Placeholders: :id_number (a person; NULL for an
+//! # organisation), :credit_code (an organisation; NULL for a person), :name
+//! # (may be NULL), :legal_representative_id_number (the case's legal
+//! # representative, for market.registration; NULL when none), :today.
 //! sql = "SELECT ... FROM residents WHERE id_number = :id_number"
 //! # Optional: used instead of `sql` when the database is PostgreSQL.
 //! # postgres_sql = "..."

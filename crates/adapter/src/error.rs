@@ -1,7 +1,7 @@
 //! The adapter's errors and their one mapping to gRPC status codes with
 //! `google.rpc` details (BadRequest for bad input, ErrorInfo for reasons).
 
-use tongban_core::IdNumberError;
+use tongban_core::{CreditCodeError, IdNumberError};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
@@ -14,6 +14,11 @@ pub const ERROR_DOMAIN: &str = "tongban.gov";
 pub mod reason {
     /// The identity number failed a GB 11643-1999 check.
     pub const INVALID_ID_NUMBER: &str = "INVALID_ID_NUMBER";
+    /// The unified social credit code failed a GB 32100-2015 check.
+    pub const INVALID_CREDIT_CODE: &str = "INVALID_CREDIT_CODE";
+    /// The subject names both or neither of an identity number and a credit
+    /// code, or the kind the evidence type is not about.
+    pub const WRONG_SUBJECT_KIND: &str = "WRONG_SUBJECT_KIND";
     /// The case context is missing or malformed.
     pub const INVALID_CASE: &str = "INVALID_CASE";
     /// A requested field is not a field of the evidence type.
@@ -37,6 +42,21 @@ pub mod reason {
 pub enum AdapterError {
     #[error("subject.id_number is invalid: {0}")]
     InvalidIdNumber(IdNumberError),
+    #[error("{field} is invalid: {error}")]
+    InvalidCreditCode {
+        /// `subject.credit_code` or `related[i].credit_code`.
+        field: String,
+        error: CreditCodeError,
+    },
+    /// A related subject's identity number (`related[i].id_number`).
+    #[error("{field} is invalid: {error}")]
+    InvalidRelatedIdNumber { field: String, error: IdNumberError },
+    /// Neither or both of `id_number` and `credit_code` were given.
+    #[error("{field}: {problem}")]
+    SubjectShape {
+        field: String,
+        problem: &'static str,
+    },
     #[error("the case context is invalid")]
     InvalidCase(Vec<tongban_core::FieldViolation>),
     #[error("{0} is required")]
@@ -76,6 +96,39 @@ impl AdapterError {
                     format!("subject.id_number is invalid ({} check failed)", e.check()),
                     d,
                 )
+            }
+            Self::InvalidCreditCode { field, error } => {
+                let mut d = info(reason::INVALID_CREDIT_CODE, department);
+                d.set_bad_request(vec![FieldViolation {
+                    field: field.clone(),
+                    description: format!("{} check failed: {error}", error.check()),
+                    reason: error.check().to_ascii_uppercase(),
+                    localized_message: None,
+                }]);
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("{field} is invalid ({} check failed)", error.check()),
+                    d,
+                )
+            }
+            Self::InvalidRelatedIdNumber { field, error } => {
+                let mut d = info(reason::INVALID_ID_NUMBER, department);
+                d.set_bad_request(vec![FieldViolation {
+                    field: field.clone(),
+                    description: format!("{} check failed: {error}", error.check()),
+                    reason: error.check().to_ascii_uppercase(),
+                    localized_message: None,
+                }]);
+                Status::with_error_details(
+                    Code::InvalidArgument,
+                    format!("{field} is invalid ({} check failed)", error.check()),
+                    d,
+                )
+            }
+            Self::SubjectShape { field, problem } => {
+                let mut d = info(reason::WRONG_SUBJECT_KIND, department);
+                d.add_bad_request_violation(field.clone(), problem);
+                Status::with_error_details(Code::InvalidArgument, format!("{field}: {problem}"), d)
             }
             Self::InvalidCase(violations) => {
                 let mut d = info(reason::INVALID_CASE, department);
@@ -131,6 +184,22 @@ fn source_status(e: SourceError, department: &str) -> Status {
             format!("department {department} holds no record of the subject"),
             info(reason::SUBJECT_NOT_FOUND, department),
         ),
+        SourceError::WrongSubjectKind {
+            evidence_type,
+            expected,
+        } => {
+            let field = crate::store::subject_field(expected);
+            let mut d = info(reason::WRONG_SUBJECT_KIND, department);
+            d.add_bad_request_violation(
+                field,
+                format!("{evidence_type} is about an {expected}: name it by {field}"),
+            );
+            Status::with_error_details(
+                Code::InvalidArgument,
+                format!("{evidence_type} is about an {expected}, named by {field}"),
+                d,
+            )
+        }
         SourceError::Unavailable { source, .. } => {
             tracing::warn!(%department, error = %source, "department database unavailable");
             Status::with_error_details(
@@ -176,6 +245,36 @@ mod tests {
         let ei = s.get_details_error_info().unwrap();
         assert_eq!(ei.reason, reason::INVALID_ID_NUMBER);
         assert_eq!(ei.domain, ERROR_DOMAIN);
+    }
+
+    #[test]
+    fn credit_code_errors_name_the_check() {
+        for (input, check) in [
+            ("91510400MA62000", "length"),
+            ("91510400MA6200001I", "alphabet"),
+            ("91510400MA62000010", "checksum"),
+        ] {
+            let error = tongban_core::CreditCode::parse(input).unwrap_err();
+            let s = AdapterError::InvalidCreditCode {
+                field: "subject.credit_code".into(),
+                error,
+            }
+            .into_status("market");
+            assert_eq!(s.code(), Code::InvalidArgument);
+            let br = s.get_details_bad_request().unwrap();
+            assert_eq!(br.field_violations[0].field, "subject.credit_code");
+            assert!(
+                br.field_violations[0]
+                    .description
+                    .starts_with(&format!("{check} check failed")),
+                "{input}: {}",
+                br.field_violations[0].description
+            );
+            assert_eq!(
+                s.get_details_error_info().unwrap().reason,
+                reason::INVALID_CREDIT_CODE
+            );
+        }
     }
 
     #[test]

@@ -23,4 +23,4 @@ pub use server::{
     service_from_parts,
 };
 pub use service::{AdapterService, CallerCheck};
-pub use store::{DepartmentPool, EvidenceSource, SourceError, china_today};
+pub use store::{Asked, DepartmentPool, EvidenceSource, SourceError, china_today};

@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
-use tongban_core::{CaseContext, EvidenceAnswer, EvidenceTypeDef, IdNumber};
+use tongban_core::{
+    CaseContext, CreditCode, EvidenceAnswer, EvidenceTypeDef, IdNumber, Role, SubjectId,
+};
 use tongban_proto::v1::{
     self as pb, DescribeRequest, DescribeResponse, QueryRequest, QueryResponse,
     adapter_server::{Adapter, AdapterServer},
@@ -13,7 +15,7 @@ use tongban_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use crate::error::{AdapterError, reason};
-use crate::store::{EvidenceSource, china_today};
+use crate::store::{Asked, EvidenceSource, china_today};
 
 /// Decides whether the caller of a request may use this adapter, from the
 /// request's extensions (where an mTLS transport puts the peer's
@@ -123,7 +125,8 @@ impl AdapterService {
         span.record("matter", case.matter.as_str());
         span.record("case_number", case.case_number.as_str());
         let subject = req.subject.ok_or(AdapterError::Missing("subject"))?;
-        let id = IdNumber::parse(&subject.id_number).map_err(AdapterError::InvalidIdNumber)?;
+        let id = subject_id(&subject)?;
+        let legal_representative = legal_representative(&req.related)?;
         CaseContext::new(&case.matter, &case.case_number, &case.operator_id)
             .map_err(AdapterError::InvalidCase)?;
         if req.evidence_type.is_empty() {
@@ -138,15 +141,75 @@ impl AdapterService {
             })?;
         let wanted = requested_fields(def, req.fields.as_ref())?;
         let name = Some(subject.name.trim()).filter(|n| !n.is_empty());
-        let mut answer = self
-            .source
-            .answer(&req.evidence_type, &id, name, (self.today)())
-            .await?;
+        let asked = Asked {
+            subject: &id,
+            name,
+            legal_representative: legal_representative.as_ref(),
+            today: (self.today)(),
+        };
+        let mut answer = self.source.answer(&req.evidence_type, &asked).await?;
         if let Some(wanted) = wanted {
             answer.retain_fields(|f| wanted.iter().any(|w| w == f));
         }
         Ok(answer)
     }
+}
+
+/// The subject: exactly one of an identity number and a credit code, valid.
+fn subject_id(subject: &pb::Subject) -> Result<SubjectId, AdapterError> {
+    match (subject.id_number.is_empty(), subject.credit_code.is_empty()) {
+        (false, true) => IdNumber::parse(&subject.id_number)
+            .map(SubjectId::Person)
+            .map_err(AdapterError::InvalidIdNumber),
+        (true, false) => CreditCode::parse(&subject.credit_code)
+            .map(SubjectId::Organisation)
+            .map_err(|error| AdapterError::InvalidCreditCode {
+                field: "subject.credit_code".into(),
+                error,
+            }),
+        (true, true) => Err(AdapterError::SubjectShape {
+            field: "subject".into(),
+            problem: "names neither an id_number nor a credit_code",
+        }),
+        (false, false) => Err(AdapterError::SubjectShape {
+            field: "subject".into(),
+            problem: "names both an id_number and a credit_code; give exactly one",
+        }),
+    }
+}
+
+/// The case's legal representative among the related subjects, if the
+/// exchange passed one: a person, at most one.
+fn legal_representative(related: &[pb::Subject]) -> Result<Option<IdNumber>, AdapterError> {
+    let mut found = None;
+    for (i, r) in related.iter().enumerate() {
+        if r.role != Role::LegalRepresentative.name() {
+            return Err(AdapterError::SubjectShape {
+                field: format!("related[{i}].role"),
+                problem: "only a legal-representative may be related",
+            });
+        }
+        if found.is_some() {
+            return Err(AdapterError::SubjectShape {
+                field: format!("related[{i}]"),
+                problem: "names a second legal representative",
+            });
+        }
+        if !r.credit_code.is_empty() {
+            return Err(AdapterError::SubjectShape {
+                field: format!("related[{i}].credit_code"),
+                problem: "a legal representative is a person, named by id_number",
+            });
+        }
+        let id = IdNumber::parse(&r.id_number).map_err(|error| {
+            AdapterError::InvalidRelatedIdNumber {
+                field: format!("related[{i}].id_number"),
+                error,
+            }
+        })?;
+        found = Some(id);
+    }
+    Ok(found)
 }
 
 /// The field names a mask asks for (None = all), each checked against the

@@ -1,6 +1,7 @@
-//! Named placeholders in configured queries (`:id_number`, `:name`,
-//! `:today`), rewritten to the backend's binds: numbered on SQLite and
-//! PostgreSQL, one positional `?` per occurrence on MySQL/MariaDB.
+//! Named placeholders in configured queries (`:id_number`, `:credit_code`,
+//! `:name`, `:legal_representative_id_number`, `:today`), rewritten to the
+//! backend's binds: numbered on SQLite and PostgreSQL, one positional `?`
+//! per occurrence on MySQL/MariaDB.
 //!
 //! The scanner skips string literals, quoted identifiers, comments and
 //! PostgreSQL `::type` casts, so only real placeholders are rewritten; on
@@ -12,8 +13,16 @@ use std::fmt;
 /// A value the runtime binds into a configured query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Placeholder {
-    /// The subject's identity number (normalised, upper-case check char).
+    /// The subject's identity number (normalised, upper-case check char);
+    /// NULL when the subject is an organisation.
     IdNumber,
+    /// The subject's unified social credit code; NULL when the subject is a
+    /// person.
+    CreditCode,
+    /// The identity number of the case's legal representative, for evidence
+    /// that compares against it (`market.registration`); NULL when the case
+    /// names none.
+    LegalRepresentativeIdNumber,
     /// The name as presented by the applicant, or NULL when none was given.
     Name,
     /// Today's date in China (UTC+8), bound as a date ("YYYY-MM-DD" text on SQLite).
@@ -21,11 +30,19 @@ pub enum Placeholder {
 }
 
 impl Placeholder {
-    pub const ALL: [Self; 3] = [Self::IdNumber, Self::Name, Self::Today];
+    pub const ALL: [Self; 5] = [
+        Self::IdNumber,
+        Self::CreditCode,
+        Self::Name,
+        Self::LegalRepresentativeIdNumber,
+        Self::Today,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Self::IdNumber => "id_number",
+            Self::CreditCode => "credit_code",
+            Self::LegalRepresentativeIdNumber => "legal_representative_id_number",
             Self::Name => "name",
             Self::Today => "today",
         }
@@ -66,9 +83,13 @@ pub struct BoundSql {
 /// Why a configured query cannot be rewritten.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SqlError {
-    #[error("unknown placeholder :{0} (known: :id_number, :name, :today)")]
+    #[error(
+        "unknown placeholder :{0} (known: :id_number, :credit_code, :name, :legal_representative_id_number, :today)"
+    )]
     UnknownPlaceholder(String),
-    #[error("positional parameter {0:?} is not allowed; use :id_number, :name or :today")]
+    #[error(
+        "positional parameter {0:?} is not allowed; use :id_number, :credit_code, :name, :legal_representative_id_number or :today"
+    )]
     PositionalParameter(String),
     #[error("unterminated {0}")]
     Unterminated(&'static str),

@@ -13,6 +13,7 @@ use sqlx::sqlite::{SqlitePool, SqlitePoolOptions, SqliteRow};
 use sqlx::{AssertSqlSafe, Column, Executor, Row, SqlSafeStr, Statement, TypeInfo, ValueRef};
 use tongban_core::{
     Catalogue, EvidenceAnswer, EvidenceTypeDef, Field, FieldSpec, FieldType, FieldValue, IdNumber,
+    SubjectId, SubjectKind,
 };
 
 use crate::config::{AS_OF_COLUMN, AdapterConfig, ConfigError, check_columns, dialect_of};
@@ -119,7 +120,10 @@ impl DepartmentPool {
                     &binds
                         .iter()
                         .map(|b| match b {
-                            Placeholder::IdNumber | Placeholder::Name => {
+                            Placeholder::IdNumber
+                            | Placeholder::CreditCode
+                            | Placeholder::Name
+                            | Placeholder::LegalRepresentativeIdNumber => {
                                 <String as Type<Postgres>>::type_info()
                             }
                             Placeholder::Today => <NaiveDate as Type<Postgres>>::type_info(),
@@ -162,6 +166,13 @@ pub enum SourceError {
     SubjectNotFound { department: String },
     #[error("query for {evidence_type:?} returned more than one row")]
     Ambiguous { evidence_type: String },
+    /// The evidence type is about another kind of subject (e.g. a person's
+    /// identity number for evidence about organisations).
+    #[error("evidence type {evidence_type:?} is about an {expected}, named by {}", subject_field(*.expected))]
+    WrongSubjectKind {
+        evidence_type: String,
+        expected: SubjectKind,
+    },
     #[error("department {department:?} database is unavailable: {source}")]
     Unavailable {
         department: String,
@@ -177,6 +188,14 @@ pub enum SourceError {
         evidence_type: String,
         source: DecodeError,
     },
+}
+
+/// The request field that names a subject of `kind`.
+pub fn subject_field(kind: SubjectKind) -> &'static str {
+    match kind {
+        SubjectKind::Person => "subject.id_number",
+        SubjectKind::Organisation => "subject.credit_code",
+    }
 }
 
 /// A result cell that does not fit its field.
@@ -567,15 +586,16 @@ impl EvidenceSource {
         self.queries.iter().find(|q| q.def.id == id).map(|q| &q.def)
     }
 
-    /// Runs the query for `evidence_type` about `subject`. Exactly one row
-    /// is an answer (every field); none means the department holds no record.
-    #[tracing::instrument(skip(self, subject, name), fields(department = %self.department.id))]
+    /// Runs the query for `evidence_type` about `asked.subject`. Exactly
+    /// one row is an answer (every field); none means the department holds
+    /// no record. A subject of the wrong kind for the evidence type (a
+    /// person for evidence about organisations, or the reverse) is refused
+    /// before the database is asked.
+    #[tracing::instrument(skip(self, asked), fields(department = %self.department.id))]
     pub async fn answer(
         &self,
         evidence_type: &str,
-        subject: &IdNumber,
-        name: Option<&str>,
-        today: NaiveDate,
+        asked: &Asked<'_>,
     ) -> Result<EvidenceAnswer, SourceError> {
         let q = self
             .queries
@@ -585,6 +605,12 @@ impl EvidenceSource {
                 department: self.department.id.clone(),
                 evidence_type: evidence_type.to_owned(),
             })?;
+        if q.def.subject != asked.subject.kind() {
+            return Err(SourceError::WrongSubjectKind {
+                evidence_type: evidence_type.to_owned(),
+                expected: q.def.subject,
+            });
+        }
         let db_err = |source: sqlx::Error| {
             if is_outage(&source) {
                 SourceError::Unavailable {
@@ -605,10 +631,9 @@ impl EvidenceSource {
             ($pool:expr, $cells:ident) => {{
                 let mut query = sqlx::query(sql);
                 for b in &q.binds {
-                    query = match b {
-                        Placeholder::IdNumber => query.bind(subject.as_str().to_owned()),
-                        Placeholder::Name => query.bind(name.map(str::to_owned)),
-                        Placeholder::Today => query.bind(today),
+                    query = match asked.value(*b) {
+                        BindValue::Text(text) => query.bind(text),
+                        BindValue::Date(date) => query.bind(date),
                     };
                 }
                 let mut rows = query.fetch($pool);
@@ -637,6 +662,54 @@ impl EvidenceSource {
             evidence_type: evidence_type.to_owned(),
             source,
         })
+    }
+}
+
+/// What a query is asked about: the values its placeholders are bound to.
+#[derive(Debug, Clone, Copy)]
+pub struct Asked<'a> {
+    /// Whom the evidence is about (`:id_number` or `:credit_code`).
+    pub subject: &'a SubjectId,
+    /// The name as presented (`:name`), if any.
+    pub name: Option<&'a str>,
+    /// The case's legal representative (`:legal_representative_id_number`),
+    /// if the exchange passed one.
+    pub legal_representative: Option<&'a IdNumber>,
+    /// The date bound as `:today`.
+    pub today: NaiveDate,
+}
+
+/// One bound value: text (NULL when absent) or a date.
+enum BindValue {
+    Text(Option<String>),
+    Date(NaiveDate),
+}
+
+impl<'a> Asked<'a> {
+    /// About `subject`, with no related legal representative.
+    pub fn new(subject: &'a SubjectId, name: Option<&'a str>, today: NaiveDate) -> Self {
+        Self {
+            subject,
+            name,
+            legal_representative: None,
+            today,
+        }
+    }
+
+    fn value(&self, placeholder: Placeholder) -> BindValue {
+        let text = |s: Option<&str>| BindValue::Text(s.map(str::to_owned));
+        match placeholder {
+            Placeholder::IdNumber => text(self.subject.person().map(IdNumber::as_str)),
+            Placeholder::CreditCode => text(match self.subject {
+                SubjectId::Organisation(code) => Some(code.as_str()),
+                SubjectId::Person(_) => None,
+            }),
+            Placeholder::Name => text(self.name),
+            Placeholder::LegalRepresentativeIdNumber => {
+                text(self.legal_representative.map(IdNumber::as_str))
+            }
+            Placeholder::Today => BindValue::Date(self.today),
+        }
     }
 }
 
@@ -985,7 +1058,7 @@ sql = "SELECT FALSE AS receiving, CAST(NULL AS DATE) AS since, NULL AS monthly_a
             let s = s.unwrap();
             let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
             let id = test_id(1);
-            let a = s.answer("civil.death", &id, None, today).await.unwrap();
+            let a = s.answer("civil.death", &Asked::new(&SubjectId::Person(id.clone()), None, today)).await.unwrap();
             assert_eq!(
                 a.fields[0].value,
                 Some(FieldValue::Bool(true)),
@@ -1002,21 +1075,21 @@ sql = "SELECT FALSE AS receiving, CAST(NULL AS DATE) AS since, NULL AS monthly_a
                 IdNumber::from_parts("510403", NaiveDate::from_ymd_opt(1990, 5, 5).unwrap(), 11)
                     .unwrap();
             assert!(matches!(
-                s.answer("civil.death", &other, None, today).await,
+                s.answer("civil.death", &Asked::new(&SubjectId::Person(other.clone()), None, today)).await,
                 Err(SourceError::SubjectNotFound { .. })
             ));
             let dup = test_id(2);
             assert!(matches!(
-                s.answer("civil.death", &dup, None, today).await,
+                s.answer("civil.death", &Asked::new(&SubjectId::Person(dup.clone()), None, today)).await,
                 Err(SourceError::Ambiguous { .. })
             ));
             assert!(matches!(
-                s.answer("police.identity", &id, None, today).await,
+                s.answer("police.identity", &Asked::new(&SubjectId::Person(id.clone()), None, today)).await,
                 Err(SourceError::UnknownEvidenceType { .. })
             ));
             s.pool().close().await;
             assert!(matches!(
-                s.answer("civil.death", &id, None, today).await,
+                s.answer("civil.death", &Asked::new(&SubjectId::Person(id.clone()), None, today)).await,
                 Err(SourceError::Unavailable { .. })
             ));
         }
@@ -1066,7 +1139,7 @@ sql = "SELECT FALSE AS retired, FALSE AS receiving, CAST(NULL AS DATE) AS last_q
             .unwrap();
         let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
         let a = s
-            .answer("hrss.contributions", &test_id(1), None, today)
+            .answer("hrss.contributions", &Asked::new(&SubjectId::Person(test_id(1)), None, today))
             .await
             .unwrap();
         let values: Vec<_> = a.fields.iter().map(|f| f.value.clone()).collect();
@@ -1084,7 +1157,7 @@ sql = "SELECT FALSE AS retired, FALSE AS receiving, CAST(NULL AS DATE) AS last_q
             DateTime::parse_from_rfc3339("2026-11-20T08:30:00.5Z").unwrap()
         );
         let u = s
-            .answer("hrss.unemployment", &test_id(1), None, today)
+            .answer("hrss.unemployment", &Asked::new(&SubjectId::Person(test_id(1)), None, today))
             .await
             .unwrap();
         let values: Vec<_> = u.fields.iter().map(|f| f.value.clone()).collect();

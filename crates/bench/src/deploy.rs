@@ -256,7 +256,7 @@ matters = ["{matter}"]
 [limits]
 requests_per_second = 1000000000.0
 burst = 1000000000
-max_gather_evidence = 16
+max_gather_evidence = 64
 max_request_bytes = 16384
 "#,
             domain = self.pki.trust_domain,

@@ -126,8 +126,12 @@ pub struct SearchArgs {
     #[arg(long, value_parser = parse_code)]
     pub outcome: Option<i32>,
     /// A resident identity number; the exchange pseudonymises it before searching.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "credit_code")]
     pub subject: Option<String>,
+    /// An organisation's unified social credit code (an enterprise the
+    /// entries are about); pseudonymised by the exchange like a person's number.
+    #[arg(long)]
+    pub credit_code: Option<String>,
     /// Only this exchange node's log.
     #[arg(long)]
     pub node: Option<String>,
@@ -461,6 +465,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
         case_number: args.case_number.clone().unwrap_or_default(),
         outcome_code: args.outcome,
         subject_id_number: args.subject.clone().unwrap_or_default(),
+        subject_credit_code: args.credit_code.clone().unwrap_or_default(),
     };
     let wanted = if args.all {
         u64::MAX

@@ -9,7 +9,7 @@ use chrono::Utc;
 use clap::Args;
 use tongban_audit::transparency::{CheckOptions, TrustAnchors, VerifiedHistory};
 use tongban_audit::{AuditStore, SqliteStore, SubjectPseudonymizer};
-use tongban_core::{Catalogue, IdNumber};
+use tongban_core::{Catalogue, IdNumber, Role};
 use tongban_devkit::pki::PORTAL_PARTY;
 use tongban_devkit::reference::Dept;
 use tongban_devkit::reference::stories::{self, Story};
@@ -53,7 +53,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         local.pki().identities.len(),
         local.pki().trust_domain
     );
-    for dept in [Dept::Police, Dept::Civil, Dept::Hrss] {
+    for dept in tongban_devkit::local::DEPARTMENTS {
         let title = Catalogue::embedded()
             .department(dept.id())
             .map(|d| d.title_zh.clone())
@@ -399,15 +399,21 @@ async fn play(local: &mut LocalDeployment) -> anyhow::Result<()> {
         r.items.len()
     );
 
-    // 8. A sealed access: the police look her up for an investigation.
+    // 8. An enterprise registers its employees for social insurance.
+    receipts += enterprise_scene(local).await?;
+
+    // 9. A household's subsistence-allowance review over three members.
+    receipts += household_scene(local).await?;
+
+    // 10. A sealed access: the police look her up for an investigation.
     police_lookup(local).await?;
 
-    // Accountability. The log is verified whole here, before scene 10
+    // Accountability. The log is verified whole here, before scene 12
     // tampers with it behind the exchange's back.
     println!("\nAudit · 审计");
     audit_section(local, receipts, proof_receipt).await?;
 
-    // 9 and 10. Citizens can check.
+    // 11 and 12. Citizens can check.
     println!("\nCitizens can check · 公民可查");
     citizen_section(local).await?;
     println!("\nThe demo ran to the end.");
@@ -417,7 +423,263 @@ async fn play(local: &mut LocalDeployment) -> anyhow::Result<()> {
 /// The matter whose accesses the person learns of only later.
 const SEALED_MATTER: &str = "criminal-investigation-assist";
 
-/// Scene 8: the Salian police station establishes where 陈晓燕 is
+/// A Gather about several subjects, each in its role, printed grouped by
+/// subject under the names the clerk typed.
+async fn gather_subjects(
+    local: &LocalDeployment,
+    party: &str,
+    case: Option<CaseContext>,
+    subjects: Vec<(Subject, String)>,
+) -> anyhow::Result<GatherResponse> {
+    let labels: Vec<String> = subjects.iter().map(|(_, l)| l.clone()).collect();
+    let response = gather_subjects_quietly(local, party, case, subjects).await?;
+    print!(
+        "{}",
+        render::gather_text_with_subjects(&response, &Catalogue::embedded(), &labels)
+    );
+    Ok(response)
+}
+
+async fn gather_subjects_quietly(
+    local: &LocalDeployment,
+    party: &str,
+    case: Option<CaseContext>,
+    subjects: Vec<(Subject, String)>,
+) -> anyhow::Result<GatherResponse> {
+    let subjects: Vec<Subject> = subjects.into_iter().map(|(s, _)| s).collect();
+    let mut client = local.client(party).await?;
+    let mut request = tonic::Request::new(GatherRequest {
+        case,
+        subjects,
+        ..Default::default()
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    let response = client
+        .gather(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
+        .into_inner();
+    Ok(response)
+}
+
+fn person_in(story: &Story, role: Role) -> (Subject, String) {
+    (
+        Subject {
+            id_number: story.id_number.into(),
+            name: story.name.into(),
+            role: role.name().into(),
+            ..Default::default()
+        },
+        story.name.to_owned(),
+    )
+}
+
+/// The value of one field of the item about subject `index`.
+fn subject_field<'a>(
+    response: &'a GatherResponse,
+    index: u32,
+    evidence_type: &str,
+    name: &str,
+) -> Option<&'a pb::field::Value> {
+    response
+        .items
+        .iter()
+        .find(|i| i.subject_index == index && i.evidence_type == evidence_type)
+        .and_then(|i| match &i.result {
+            Some(gather_item::Result::Evidence(e)) => e
+                .fields
+                .iter()
+                .find(|f| f.name == name)
+                .and_then(|f| f.value.as_ref()),
+            _ => None,
+        })
+}
+
+fn subject_flag(r: &GatherResponse, index: u32, evidence_type: &str, name: &str) -> Option<bool> {
+    match subject_field(r, index, evidence_type, name) {
+        Some(pb::field::Value::BoolValue(b)) => Some(*b),
+        _ => None,
+    }
+}
+
+/// Scene 8: a Salian company registers its employees for social insurance
+/// at the township hall; market regulation answers about the company, the
+/// police about its legal representative. Returns the receipts received.
+async fn enterprise_scene(local: &LocalDeployment) -> anyhow::Result<usize> {
+    let company = stories::SALIAN_MANGO;
+    let boss = company.legal_representative;
+    scene(
+        8,
+        "Salian township hall (撒莲镇便民服务中心)",
+        "Employer social insurance registration · 单位参保登记",
+        &format!(
+            "{}, legal representative of {}, hires three pickers for the mango season and registers them for social insurance.",
+            boss.name, company.name
+        ),
+    );
+    println!(
+        "  No business licence copy, no ID photocopy: the clerk names the company by its credit code and {} by his ID number.",
+        boss.name
+    );
+    let r = gather_subjects(
+        local,
+        "salian-township",
+        case(
+            "enterprise-social-insurance-registration",
+            "MY-SL-2026-0103",
+            "clerk-luo",
+        ),
+        vec![
+            (
+                Subject {
+                    credit_code: company.credit_code.into(),
+                    name: company.name.into(),
+                    role: Role::Enterprise.name().into(),
+                    ..Default::default()
+                },
+                format!("{} ({})", company.name, company.credit_code),
+            ),
+            person_in(&boss, Role::LegalRepresentative),
+        ],
+    )
+    .await?;
+    let status = match subject_field(&r, 0, "market.registration", "status") {
+        Some(pb::field::Value::TextValue(t)) => t.clone(),
+        _ => bail!("market regulation gave no status for {}", company.name),
+    };
+    let representative = subject_flag(&r, 0, "market.registration", "legal_representative_matches");
+    let listed = subject_flag(&r, 0, "market.abnormal", "listed");
+    let alive = subject_flag(&r, 1, "police.identity", "alive");
+    let ok = status == "in-operation"
+        && representative == Some(true)
+        && listed == Some(false)
+        && alive == Some(true);
+    if !ok {
+        bail!(
+            "the Salian company did not check out: status {status}, representative {representative:?}, listed {listed:?}, alive {alive:?}"
+        );
+    }
+    println!(
+        "  ✓ Licence in operation, not on the abnormal operations list, {} is the registered legal representative: the company is registered as an employer.",
+        boss.name
+    );
+    Ok(r.items.iter().filter(|i| i.receipt.is_some()).count())
+}
+
+/// Scene 9: a household's yearly subsistence-allowance review over three
+/// members at the community centre; one member's answer refers the case.
+async fn household_scene(local: &LocalDeployment) -> anyhow::Result<usize> {
+    let head = stories::SUBSISTENCE_RECIPIENT;
+    let daughter = stories::DIBAO_DAUGHTER;
+    let mother = stories::DIBAO_MOTHER;
+    scene(
+        9,
+        "Dongli-station community centre",
+        "Subsistence allowance annual review · 最低生活保障年度复核",
+        &format!(
+            "{}'s household comes up for its yearly review: she, her daughter {} and her mother {}.",
+            head.name, daughter.name, mother.name
+        ),
+    );
+    println!(
+        "  One Gather asks about every member; each answer is logged against that member alone."
+    );
+    let members = [head, daughter, mother];
+    let r = gather_subjects_quietly(
+        local,
+        "dongli-community",
+        case(
+            "subsistence-allowance-review",
+            "XQ-DL-2026-0319",
+            "clerk-he",
+        ),
+        vec![
+            person_in(&head, Role::Applicant),
+            person_in(&daughter, Role::HouseholdMember),
+            person_in(&mother, Role::HouseholdMember),
+        ],
+    )
+    .await?;
+    let all_answered = r
+        .items
+        .iter()
+        .all(|i| matches!(i.result, Some(gather_item::Result::Evidence(_))));
+    if !all_answered {
+        bail!("the household review came back incomplete");
+    }
+    // One line per member: what the clerk reads off the answers.
+    for (index, member) in (0u32..).zip(members) {
+        let role = r
+            .items
+            .iter()
+            .find(|i| i.subject_index == index)
+            .and_then(|i| Role::parse(&i.role))
+            .map(|role| format!("{} {}", role.name(), role.title_zh()))
+            .unwrap_or_default();
+        let yes = |b: Option<bool>| match b {
+            Some(true) => "yes",
+            Some(false) => "no",
+            None => "—",
+        };
+        let value = |evidence: &str, name: &str| match subject_field(&r, index, evidence, name) {
+            Some(pb::field::Value::TextValue(t) | pb::field::Value::DateValue(t)) => t.clone(),
+            Some(pb::field::Value::IntValue(i)) => i.to_string(),
+            Some(pb::field::Value::BoolValue(b)) => yes(Some(*b)).to_owned(),
+            None => "—".into(),
+        };
+        println!("  ● {} · {role}", member.name);
+        println!(
+            "      identity confirmed: {} · registered in {} · insured months {} · registered unemployed {} · pension {}",
+            yes(subject_flag(&r, index, "police.identity", "name_matches")
+                .zip(subject_flag(&r, index, "police.identity", "alive"))
+                .map(|(a, b)| a && b)),
+            value("police.household", "district"),
+            value("hrss.unemployment", "insured_months"),
+            value("hrss.unemployment", "registered_unemployed"),
+            value("hrss.pension", "receiving"),
+        );
+        if let (0, Some(pb::field::Value::IntValue(amount))) = (
+            index,
+            subject_field(&r, 0, "civil.subsistence", "monthly_amount_yuan"),
+        ) {
+            println!(
+                "      allowance: {amount} yuan a month, receiving since {}",
+                {
+                    match subject_field(&r, 0, "civil.subsistence", "since") {
+                        Some(pb::field::Value::DateValue(d)) => d.clone(),
+                        _ => "—".into(),
+                    }
+                }
+            );
+        }
+    }
+    // Registered unemployed at the last review; now insured and not
+    // registered: in work again.
+    let working = subject_flag(&r, 1, "hrss.unemployment", "registered_unemployed") == Some(false)
+        && subject_field(&r, 1, "hrss.unemployment", "separation_date").is_none();
+    if !working {
+        bail!(
+            "{}'s new job did not show in her unemployment record",
+            daughter.name
+        );
+    }
+    let months = match subject_field(&r, 1, "hrss.unemployment", "insured_months") {
+        Some(pb::field::Value::IntValue(m)) => *m,
+        _ => 0,
+    };
+    println!(
+        "  ◐ {} members checked, {} answers. {} is in work again ({months} insured months, no longer registered unemployed):",
+        members.len(),
+        r.items.len(),
+        daughter.name
+    );
+    println!(
+        "    the household's income has changed, so the clerk refers the review to the street office's civil-affairs desk (转街道审核)."
+    );
+    Ok(r.items.iter().filter(|i| i.receipt.is_some()).count())
+}
+
+/// Scene 10: the Salian police station establishes where 陈晓燕 is
 /// registered during an investigation, a matter sealed in the catalogue.
 async fn police_lookup(local: &LocalDeployment) -> anyhow::Result<()> {
     let w = stories::LAID_OFF_WORKER;
@@ -428,7 +690,7 @@ async fn police_lookup(local: &LocalDeployment) -> anyhow::Result<()> {
         .map(|d| d.num_days())
         .context("the catalogue does not seal criminal investigations")?;
     scene(
-        8,
+        10,
         "Salian police station, Miyi County (撒莲派出所)",
         "Criminal investigation assistance · 刑事案件侦查协查",
         &format!(
@@ -466,7 +728,7 @@ async fn police_lookup(local: &LocalDeployment) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Scenes 9 and 10: 陈晓燕 reads her history on the citizens' portal,
+/// Scenes 11 and 12: 陈晓燕 reads her history on the citizens' portal,
 /// verified complete against a witnessed checkpoint; then an operator
 /// deletes an entry about her behind the exchange's back, and the portal's
 /// check fails, naming what is missing.
@@ -482,7 +744,7 @@ async fn citizen_section(local: &LocalDeployment) -> anyhow::Result<()> {
     let anchors = transparency::anchors_of(&[log_key], &[witness_key], Some(1))?;
 
     scene(
-        9,
+        11,
         "天府通办 Tianfu Tongban, Sichuan's citizens' portal",
         &format!("{} opens 天府通办 · who looked at my data?", w.name),
         "The portal fetches her history from the exchange and checks it offline: against the node's pinned log key, \
@@ -516,7 +778,7 @@ async fn citizen_section(local: &LocalDeployment) -> anyhow::Result<()> {
     }
 
     scene(
-        10,
+        12,
         "Behind the exchange's back",
         "An operator deletes one entry about her directly in the audit database",
         "Someone with write access to audit.db — but not the node's signing key — wants her unemployment-benefit lookup gone.",

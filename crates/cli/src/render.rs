@@ -120,8 +120,35 @@ pub fn lookup_json(resp: &pb::LookupResponse) -> Value {
 }
 
 pub fn gather_text(resp: &pb::GatherResponse, catalogue: &Catalogue) -> String {
+    gather_text_with_subjects(resp, catalogue, &[])
+}
+
+/// A Gather's items; when they are about several subjects, grouped under a
+/// line per subject: `labels[i]` for subject `i` (e.g. a name the clerk
+/// typed), else its position and role.
+pub fn gather_text_with_subjects(
+    resp: &pb::GatherResponse,
+    catalogue: &Catalogue,
+    labels: &[String],
+) -> String {
     let mut out = String::new();
+    let several = resp
+        .items
+        .iter()
+        .any(|i| i.subject_index != resp.items.first().map_or(0, |f| f.subject_index));
+    let mut current = None;
     for item in &resp.items {
+        if several && current != Some(item.subject_index) {
+            current = Some(item.subject_index);
+            let role = tongban_core::Role::parse(&item.role)
+                .map(|r| format!("{} {}", r.name(), r.title_zh()))
+                .unwrap_or_else(|| printable(&item.role).into_owned());
+            let label = labels
+                .get(item.subject_index as usize)
+                .cloned()
+                .unwrap_or_else(|| format!("subject {}", item.subject_index));
+            let _ = writeln!(out, "  ● {label} · {role}");
+        }
         let title = catalogue
             .evidence(&item.evidence_type)
             .map(|d| format!("{} · {}", d.title, d.title_zh))

@@ -2,7 +2,7 @@
 //! what an administrator may type.
 
 use tongban_audit::{EntryKind, SearchFilter, SubjectPseudonymizer};
-use tongban_core::IdNumber;
+use tongban_core::{CreditCode, IdNumber, SubjectId};
 
 use crate::text::is_unsafe_for_log;
 use crate::time::parse_local_time;
@@ -51,6 +51,10 @@ pub enum FilterError {
     Time { field: &'static str, value: String },
     #[error("身份证号无效 not a valid resident identity number ({0} check failed)")]
     IdNumber(&'static str),
+    #[error(
+        "统一社会信用代码无效 not a valid unified social credit code ({0} check failed); a person is named by an 18-character identity number"
+    )]
+    CreditCode(&'static str),
     #[error("subject: not a pseudonym")]
     Subject,
 }
@@ -151,8 +155,7 @@ pub fn parse_filter(
         }
     }
     if let Some(id) = text("subject_id") {
-        let id = IdNumber::parse(&id).map_err(|e| FilterError::IdNumber(e.check()))?;
-        let p = pseudonymizer.pseudonym(id.as_str());
+        let p = pseudonymizer.pseudonym(&subject_of(&id)?.pseudonym_input());
         out.filter.subject = Some(p.clone());
         out.params.push(("subject".into(), p));
     } else if let Some(p) = text("subject") {
@@ -163,6 +166,34 @@ pub fn parse_filter(
         out.params.push(("subject".into(), p));
     }
     Ok(out)
+}
+
+/// Whom a typed identifier names: a person's identity number, or an
+/// organisation's credit code (`org:` in front, or any valid code that is
+/// not an identity number — the two checksums rarely agree, and where they
+/// do the prefix says which is meant).
+fn subject_of(typed: &str) -> Result<SubjectId, FilterError> {
+    if let Some(code) = typed.strip_prefix("org:") {
+        return CreditCode::parse(code.trim())
+            .map(SubjectId::Organisation)
+            .map_err(|e| FilterError::CreditCode(e.check()));
+    }
+    match IdNumber::parse(typed) {
+        Ok(id) => Ok(SubjectId::Person(id)),
+        Err(id_error) => match CreditCode::parse(typed) {
+            Ok(code) => Ok(SubjectId::Organisation(code)),
+            // Digits (and an X check character): meant as an identity number.
+            Err(_)
+                if typed
+                    .trim_end_matches(['X', 'x'])
+                    .chars()
+                    .all(|c| c.is_ascii_digit()) =>
+            {
+                Err(FilterError::IdNumber(id_error.check()))
+            }
+            Err(e) => Err(FilterError::CreditCode(e.check())),
+        },
+    }
 }
 
 /// `510421********0825`: enough to recognise, not enough to use.
@@ -216,6 +247,24 @@ mod tests {
             "身份证号无效 not a valid resident identity number (length check failed)"
         );
         assert_eq!(refused("subject", "abc"), "subject: not a pseudonym");
+        assert!(
+            refused("subject_id", "91510421TB6A1B2C3N").contains("(checksum check failed)"),
+            "a credit code with a wrong check character"
+        );
+        assert!(refused("subject_id", "org:91510421TB6A1B2C3").contains("(length check failed)"));
+    }
+
+    #[test]
+    fn an_organisation_is_searched_under_its_own_pseudonym() {
+        let pseudonymizer = SubjectPseudonymizer::from_bytes(&[9u8; 32]).unwrap();
+        let code = "91510421TB6A1B2C3G";
+        for typed in [code.to_owned(), format!("org:{code}")] {
+            let parsed = parse_filter(&pseudonymizer, &[("subject_id".to_owned(), typed)]).unwrap();
+            assert_eq!(
+                parsed.filter.subject.as_deref(),
+                Some(pseudonymizer.pseudonym(&format!("org:{code}")).as_str())
+            );
+        }
     }
 
     #[test]

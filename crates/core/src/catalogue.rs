@@ -249,6 +249,14 @@ struct RawMatter {
     disclosure_delay_days: Option<Spanned<toml::Value>>,
 }
 
+/// A role as declared: name, evidence, min, max.
+type RawRoleParts = (
+    Spanned<String>,
+    Spanned<Vec<Spanned<String>>>,
+    Option<u32>,
+    Option<u32>,
+);
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRole {
@@ -396,12 +404,7 @@ impl Catalogue {
                     format!("matter {code:?} is declared twice"),
                 ));
             }
-            let raw_roles: Vec<(
-                Spanned<String>,
-                Spanned<Vec<Spanned<String>>>,
-                Option<u32>,
-                Option<u32>,
-            )> = match (m.evidence, m.role.is_empty()) {
+            let raw_roles: Vec<RawRoleParts> = match (m.evidence, m.role.is_empty()) {
                 (Some(_), false) => {
                     return Err(at(
                         m.code.span(),

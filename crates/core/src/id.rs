@@ -194,6 +194,17 @@ pub enum CreditCodeError {
     WrongCheckCharacter { expected: char, found: char },
 }
 
+impl CreditCodeError {
+    /// A stable, machine-readable name for the failed check.
+    pub fn check(&self) -> &'static str {
+        match self {
+            Self::WrongLength(_) => "length",
+            Self::BadCharacter { .. } => "alphabet",
+            Self::WrongCheckCharacter { .. } => "checksum",
+        }
+    }
+}
+
 /// A validated unified social credit code (GB 32100-2015), which identifies
 /// organisations, government agencies included. Not personal data.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -33,7 +33,9 @@ pub struct Limits {
     pub requests_per_second: f64,
     /// Requests a caller may make in a burst above the sustained rate.
     pub burst: u32,
-    /// Most evidence types one Gather may ask for.
+    /// Most evidence items one Gather may ask for: one per subject and
+    /// evidence type its role needs (a household of ten in a subsistence
+    /// allowance case is 6 + 9 × 4 = 42 items).
     pub max_gather_evidence: usize,
     /// Largest encoded request accepted, in bytes.
     pub max_request_bytes: usize,
@@ -51,7 +53,9 @@ impl Default for Limits {
         Self {
             requests_per_second: 200.0,
             burst: 400,
-            max_gather_evidence: 16,
+            // Room for the largest household the catalogue allows (42
+            // items), still a bound on what one call fans out to.
+            max_gather_evidence: 64,
             max_request_bytes: 16 * 1024,
             refusals_per_second: 50.0,
             refusal_burst: 100,
@@ -1156,7 +1160,7 @@ burst = 10
             Err(Denial::MatterNotGranted { .. })
         ));
         assert_eq!(p.limits().burst, 10);
-        assert_eq!(p.limits().max_gather_evidence, 16);
+        assert_eq!(p.limits().max_gather_evidence, 64);
     }
 
     #[test]

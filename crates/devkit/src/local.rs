@@ -26,7 +26,13 @@ use tongban_trust::{IncomingOptions, PeerIdentity, TlsIncoming, TlsServerConfig}
 use tonic::transport::Channel;
 
 /// The departments of the reference deployment.
-pub const DEPARTMENTS: [Dept; 4] = [Dept::Police, Dept::Civil, Dept::Hrss, Dept::Medins];
+pub const DEPARTMENTS: [Dept; 5] = [
+    Dept::Police,
+    Dept::Civil,
+    Dept::Hrss,
+    Dept::Market,
+    Dept::Medins,
+];
 
 /// One running reference adapter.
 #[derive(Debug)]
@@ -51,6 +57,7 @@ pub struct LocalOptions {
     max_in_flight_per_caller: Option<usize>,
     audit_store: Option<(String, Option<String>)>,
     no_witness: bool,
+    databases: BTreeMap<&'static str, String>,
 }
 
 impl std::fmt::Debug for LocalOptions {
@@ -67,6 +74,7 @@ impl std::fmt::Debug for LocalOptions {
                 &self.audit_store.as_ref().map(|(_, schema)| schema),
             )
             .field("no_witness", &self.no_witness)
+            .field("databases", &self.databases.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -123,6 +131,14 @@ impl LocalOptions {
     /// No witness beside the exchange (by default one cosigns its checkpoints).
     pub fn without_witness(mut self) -> Self {
         self.no_witness = true;
+        self
+    }
+
+    /// The department's reference adapter runs on this database (e.g. a
+    /// PostgreSQL URL with `?options[search_path]=<schema>`), migrated and
+    /// seeded at start, instead of a SQLite file in the state directory.
+    pub fn department_database(mut self, dept: Dept, url: &str) -> Self {
+        self.databases.insert(dept.id(), url.to_owned());
         self
     }
 }
@@ -267,10 +283,15 @@ impl LocalDeployment {
     /// Starts (or restarts, on the same port) one department's adapter. It
     /// admits only the exchange's certificate.
     async fn start_adapter(&mut self, dept: Dept, addr: SocketAddr) -> anyhow::Result<()> {
-        let db = self.state_dir.join(format!("{}.db", dept.id()));
+        let url = match self.options.databases.get(dept.id()) {
+            Some(url) => url.clone(),
+            None => {
+                let db = self.state_dir.join(format!("{}.db", dept.id()));
+                format!("sqlite://{}?mode=rwc", db.display())
+            }
+        };
         // Migrates and seeds (idempotently) before preparing the queries.
-        let service =
-            reference::service(dept, &format!("sqlite://{}?mode=rwc", db.display())).await?;
+        let service = reference::service(dept, &url).await?;
         let exchange_identity = self.pki.get("exchange")?.identity.clone();
         let tls = self
             .pki
@@ -660,7 +681,7 @@ callers = [{portals}]
 [limits]
 requests_per_second = 2000.0
 burst = 4000
-max_gather_evidence = 16
+max_gather_evidence = 64
 max_request_bytes = 16384
 "#,
         domain = pki.trust_domain,

@@ -168,6 +168,12 @@ pub const ORG_TIANFU_TONGBAN: DevOrganisation = DevOrganisation {
     name_zh: "四川天府通办政务服务平台",
 };
 
+pub const ORG_CITY_MARKET: DevOrganisation = DevOrganisation {
+    credit_code: "11510400TB0000108J",
+    name: "Panzhihua Administration for Market Regulation",
+    name_zh: "攀枝花市市场监督管理局",
+};
+
 /// Every invented organisation.
 pub const DEV_ORGANISATIONS: &[DevOrganisation] = &[
     ORG_EXCHANGE_CENTRE,
@@ -180,6 +186,7 @@ pub const DEV_ORGANISATIONS: &[DevOrganisation] = &[
     ORG_SALIAN_TOWN,
     ORG_HOTLINE_96196,
     ORG_TIANFU_TONGBAN,
+    ORG_CITY_MARKET,
 ];
 
 /// The dev PKI's citizen portal: its party name, which is also its unit.
@@ -229,6 +236,14 @@ pub const DEV_PARTIES: &[DevParty] = &[
         server_auth: true,
         client_auth: false,
         description: "human resources and social security department adapter",
+    },
+    DevParty {
+        name: "market",
+        role: Role::Department,
+        organisation: ORG_CITY_MARKET,
+        server_auth: true,
+        client_auth: false,
+        description: "market regulation department adapter",
     },
     DevParty {
         name: "medins",

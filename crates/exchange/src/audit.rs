@@ -530,7 +530,7 @@ impl AuditLogSink {
         entry.department = event.department;
         entry.subject = event
             .subject
-            .map(|s| self.pseudonymizer.pseudonym(s.as_str()))
+            .map(|s| self.pseudonymizer.pseudonym(&s.pseudonym_input()))
             .unwrap_or_default();
         entry.outcome_code = event.outcome_code;
         entry.outcome_reason = event.outcome_reason;
@@ -799,7 +799,9 @@ mod tests {
             operator: "clerk-he".into(),
             evidence_type: "civil.marriage".into(),
             department: "civil".into(),
-            subject: Some(tongban_core::IdNumber::parse("510403198507220465").unwrap()),
+            subject: Some(tongban_core::SubjectId::Person(
+                tongban_core::IdNumber::parse("510403198507220465").unwrap(),
+            )),
             outcome_code: 0,
             outcome_reason: String::new(),
             latency: Duration::from_millis(3),

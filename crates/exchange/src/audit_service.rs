@@ -143,6 +143,24 @@ impl AuditService {
         Ok(self.reader.pseudonymizer().pseudonym(id.as_str()))
     }
 
+    /// The pseudonym of an organisation's entries, from its credit code.
+    fn organisation_pseudonym(&self, field: &str, code: &str) -> Result<String, ExchangeError> {
+        let code = tongban_core::CreditCode::parse(code.trim()).map_err(|e| {
+            ExchangeError::invalid(
+                field,
+                format!(
+                    "not a valid unified social credit code ({} check failed): {e}",
+                    e.check()
+                ),
+            )
+        })?;
+        let subject = tongban_core::SubjectId::Organisation(code);
+        Ok(self
+            .reader
+            .pseudonymizer()
+            .pseudonym(&subject.pseudonym_input()))
+    }
+
     /// The filter as the store takes it, and a description for the log.
     fn store_filter(
         &self,
@@ -163,6 +181,7 @@ impl AuditService {
             ("filter.matter", &f.matter),
             ("filter.case_number", &f.case_number),
             ("filter.subject_id_number", &f.subject_id_number),
+            ("filter.subject_credit_code", &f.subject_credit_code),
         ] {
             check_filter_text(field, value, &mut violations);
         }
@@ -184,9 +203,16 @@ impl AuditService {
                     .map_err(|e| ExchangeError::invalid("filter.kind", e))?,
             ),
         };
-        let subject = match f.subject_id_number.as_str() {
-            "" => None,
-            id => Some(self.pseudonym("filter.subject_id_number", id)?),
+        let subject = match (f.subject_id_number.as_str(), f.subject_credit_code.as_str()) {
+            ("", "") => None,
+            (id, "") => Some(self.pseudonym("filter.subject_id_number", id)?),
+            ("", code) => Some(self.organisation_pseudonym("filter.subject_credit_code", code)?),
+            _ => {
+                return Err(ExchangeError::invalid(
+                    "filter.subject_credit_code",
+                    "give a person's subject_id_number or an organisation's subject_credit_code, not both",
+                ));
+            }
         };
         let store_filter = SearchFilter {
             node: text(&f.node),

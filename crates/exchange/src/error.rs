@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use prost::Message;
 use tongban_audit::{AuditError, StoreError};
-use tongban_core::{Denial, FieldViolation};
+use tongban_core::{Denial, FieldViolation, Role};
 use tongban_proto::google::rpc::Status as RpcStatus;
 use tongban_proto::v1::AuditReceipt;
 use tonic::{Code, Status};
@@ -57,6 +57,37 @@ pub enum ExchangeError {
     },
     #[error("unknown matter {0:?}")]
     UnknownMatter(String),
+    /// A subject in a role the matter does not have.
+    #[error("matter {matter:?} has no role {role} (its roles: {})", role_list(.roles))]
+    RoleNotInMatter {
+        matter: String,
+        role: Role,
+        roles: Vec<Role>,
+    },
+    /// A role the matter requires names fewer subjects than its minimum.
+    #[error("matter {matter:?} needs at least {min} subject(s) in role {role}, got {got}")]
+    MissingRole {
+        matter: String,
+        role: Role,
+        min: u32,
+        got: u32,
+    },
+    /// A role names more subjects than the matter allows.
+    #[error("matter {matter:?} allows at most {max} subject(s) in role {role}, got {got}")]
+    TooManySubjects {
+        matter: String,
+        role: Role,
+        max: u32,
+        got: u32,
+    },
+    /// The matter needs the evidence type, but not about a subject in this
+    /// role (e.g. a household member's marriage record in a dibao case).
+    #[error("matter {matter:?} does not need {evidence_type:?} about its {role}")]
+    EvidenceNotInRole {
+        matter: String,
+        role: Role,
+        evidence_type: String,
+    },
     #[error("unknown evidence type {0:?}")]
     UnknownEvidenceType(String),
     #[error("rate limit exceeded for {caller}; retry in {retry_after:?}")]
@@ -137,6 +168,14 @@ fn public_audit_error(e: &AuditError) -> String {
     }
 }
 
+fn role_list(roles: &[Role]) -> String {
+    roles
+        .iter()
+        .map(|r| r.name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn describe(violations: &[FieldViolation]) -> String {
     violations
         .iter()
@@ -152,7 +191,11 @@ impl ExchangeError {
 
     pub fn code(&self) -> Code {
         match self {
-            Self::InvalidArgument(_) => Code::InvalidArgument,
+            Self::InvalidArgument(_)
+            | Self::RoleNotInMatter { .. }
+            | Self::MissingRole { .. }
+            | Self::TooManySubjects { .. } => Code::InvalidArgument,
+            Self::EvidenceNotInRole { .. } => Code::PermissionDenied,
             Self::Unauthenticated(_) => Code::Unauthenticated,
             Self::Denied(_) | Self::FieldsNotGranted { .. } => Code::PermissionDenied,
             Self::UnknownMatter(_) | Self::UnknownEvidenceType(_) => Code::NotFound,
@@ -189,6 +232,10 @@ impl ExchangeError {
             Self::Denied(d) => d.reason().into(),
             Self::FieldsNotGranted { .. } => "FIELDS_NOT_GRANTED".into(),
             Self::UnknownMatter(_) => "UNKNOWN_MATTER".into(),
+            Self::RoleNotInMatter { .. } => "ROLE_NOT_IN_MATTER".into(),
+            Self::MissingRole { .. } => "MISSING_ROLE".into(),
+            Self::TooManySubjects { .. } => "TOO_MANY_SUBJECTS".into(),
+            Self::EvidenceNotInRole { .. } => "EVIDENCE_NOT_IN_ROLE".into(),
             Self::UnknownEvidenceType(_) => "UNKNOWN_EVIDENCE_TYPE".into(),
             Self::RateLimited { .. } => "RATE_LIMITED".into(),
             Self::TooLarge { .. } => "REQUEST_TOO_LARGE".into(),
@@ -244,6 +291,46 @@ impl ExchangeError {
             }
             Self::UnknownMatter(matter) => {
                 m.insert("matter".into(), matter.clone());
+            }
+            Self::RoleNotInMatter {
+                matter,
+                role,
+                roles,
+            } => {
+                m.insert("matter".into(), matter.clone());
+                m.insert("role".into(), role.name().into());
+                m.insert("matter_roles".into(), role_list(roles));
+            }
+            Self::MissingRole {
+                matter,
+                role,
+                min,
+                got,
+            } => {
+                m.insert("matter".into(), matter.clone());
+                m.insert("role".into(), role.name().into());
+                m.insert("min_subjects".into(), min.to_string());
+                m.insert("got".into(), got.to_string());
+            }
+            Self::TooManySubjects {
+                matter,
+                role,
+                max,
+                got,
+            } => {
+                m.insert("matter".into(), matter.clone());
+                m.insert("role".into(), role.name().into());
+                m.insert("max_subjects".into(), max.to_string());
+                m.insert("got".into(), got.to_string());
+            }
+            Self::EvidenceNotInRole {
+                matter,
+                role,
+                evidence_type,
+            } => {
+                m.insert("matter".into(), matter.clone());
+                m.insert("role".into(), role.name().into());
+                m.insert("evidence_type".into(), evidence_type.clone());
             }
             Self::UnknownEvidenceType(e) => {
                 m.insert("evidence_type".into(), e.clone());

@@ -5,7 +5,8 @@
 //! 1. the caller is authenticated by the transport, against the call's one
 //!    policy snapshot ([`Exchange::begin`]; see `auth.rs`);
 //! 2. the request is validated ([`validate_case`], [`validate_subject`],
-//!    codes);
+//!    codes), and each subject's role against the matter's roles
+//!    ([`Exchange::validate_gather`], [`check_role`]);
 //! 3. the caller's rate is charged;
 //! 4. the policy authorises this caller, matter and evidence type and says
 //!    which fields may be released (deny by default, purpose-bound);
@@ -19,7 +20,7 @@
 //! ([`Exchange::refuse`]); so is a request too large to decode (see
 //! `size_guard.rs`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,7 +29,8 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use chrono::{DateTime, Utc};
 use tongban_core::{
-    Caller, CaseContext, Catalogue, FieldRelease, FieldViolation, IdNumber, Matter, Policy,
+    Caller, CaseContext, Catalogue, CreditCode, FieldRelease, FieldViolation, IdNumber, Matter,
+    Policy, Role, SubjectId, SubjectKind,
 };
 use tongban_proto::v1::{self as pb, AuditReceipt, Evidence, QueryRequest};
 use tongban_telemetry::Metrics;
@@ -52,8 +54,10 @@ pub struct AuditEvent {
     pub operator: String,
     pub evidence_type: String,
     pub department: String,
-    /// None when the request named no valid subject.
-    pub subject: Option<IdNumber>,
+    /// None when the request named no valid subject. The log stores its
+    /// pseudonym (`SubjectId::pseudonym_input`), so a person's entries and
+    /// an organisation's are found alike.
+    pub subject: Option<SubjectId>,
     /// gRPC code of the outcome (0 = answered).
     pub outcome_code: i32,
     /// Machine reason for a refusal or failure, empty when answered.
@@ -141,7 +145,10 @@ pub struct CaseAsked {
 #[derive(Debug, Clone, Default)]
 pub struct SubjectAsked {
     pub id_number: String,
+    pub credit_code: String,
     pub name: String,
+    /// Empty: the matter's primary role.
+    pub role: String,
 }
 
 /// A `Lookup` as asked.
@@ -158,24 +165,51 @@ pub struct LookupAsked {
 #[derive(Debug, Clone, Default)]
 pub struct GatherAsked {
     pub case: Option<CaseAsked>,
+    /// One subject (in the matter's primary role, or the role it names)…
     pub subject: Option<SubjectAsked>,
+    /// …or several, each in its role: exactly one of the two.
+    pub subjects: Vec<SubjectAsked>,
     /// Empty means every evidence type the matter needs.
     pub evidence_types: Vec<String>,
 }
 
-/// A `Gather`'s outcome: the matter and one result per evidence type, in
-/// the order asked.
+/// A `Gather`'s outcome: the matter and one result per subject and
+/// evidence type — subjects in the order asked, for each the evidence its
+/// role needs.
 #[derive(Debug)]
 pub struct Gathered {
     pub matter: String,
-    pub items: Vec<(String, Result<Released, Refused>)>,
+    pub items: Vec<GatheredItem>,
 }
+
+/// One item of a `Gather`.
+#[derive(Debug)]
+pub struct GatheredItem {
+    pub evidence_type: String,
+    /// The subject's position among those asked (0 for a single subject).
+    pub subject_index: u32,
+    pub role: Role,
+    pub outcome: Result<Released, Refused>,
+}
+
+/// Most subjects one Gather may name before any is validated: every role
+/// at its largest maximum. The matter's own maxima are checked afterwards.
+pub const MAX_GATHER_SUBJECTS: usize =
+    tongban_core::catalogue::MAX_SUBJECTS_PER_ROLE as usize * Role::ALL.len();
 
 /// A validated evidence request.
 #[derive(Debug, Clone)]
 pub struct EvidenceRequest {
     pub case: CaseContext,
-    pub subject: IdNumber,
+    pub subject: SubjectId,
+    /// The subject's role in the case; `None` for a Lookup that named none
+    /// (the matter's primary role, resolved against the matter).
+    pub role: Option<Role>,
+    /// Position of the subject among a Gather's subjects (0 otherwise).
+    pub subject_index: u32,
+    /// The case's legal representative, passed to the department only for
+    /// evidence that compares against it (`market.registration`).
+    pub legal_representative: Option<IdNumber>,
     /// Name presented by the applicant, for name matching only.
     pub subject_name: Option<String>,
     pub evidence_type: String,
@@ -427,6 +461,8 @@ impl Exchange {
                     .await);
             }
         };
+        // Charged per item: a household's Gather costs what asking about
+        // each member would.
         let cost = u32::try_from(requests.len()).unwrap_or(u32::MAX);
         if let Err(error) = self.charge(&call, cost) {
             let facts = RefusalFacts::from(&asked);
@@ -434,17 +470,40 @@ impl Exchange {
                 .refuse(&call, AuditKind::GatherItem, &facts, error)
                 .await);
         }
-        let evidence_types: Vec<String> =
-            requests.iter().map(|r| r.evidence_type.clone()).collect();
+        let shapes: Vec<(String, u32, Role)> = requests
+            .iter()
+            .map(|r| {
+                (
+                    r.evidence_type.clone(),
+                    r.subject_index,
+                    r.role.unwrap_or(Role::Applicant),
+                )
+            })
+            .collect();
         let outcomes = self
             .request_all_detached(call, requests, AuditKind::GatherItem)
             .await;
         Ok(Gathered {
             matter,
-            items: evidence_types.into_iter().zip(outcomes).collect(),
+            items: shapes
+                .into_iter()
+                .zip(outcomes)
+                .map(
+                    |((evidence_type, subject_index, role), outcome)| GatheredItem {
+                        evidence_type,
+                        subject_index,
+                        role,
+                        outcome,
+                    },
+                )
+                .collect(),
         })
     }
 
+    /// Validates a Gather: its shape and every subject (all problems in one
+    /// answer), then the matter's grant, then each subject's role against
+    /// the matter's roles, and expands it to one request per subject and
+    /// evidence type its role needs (narrowed by `evidence_types`).
     fn validate_gather(
         &self,
         call: &Call,
@@ -472,33 +531,128 @@ impl Exchange {
                 ));
             }
         }
-        let (case, subject, subject_name) =
-            validate_case_and_subject(asked.case.as_ref(), asked.subject.as_ref(), violations)?;
-        let matter = self.granted_matter(call, &case.matter)?;
-        let evidence_types = if asked.evidence_types.is_empty() {
-            matter.evidence.clone()
-        } else {
-            if let Some(unknown) = asked
-                .evidence_types
-                .iter()
-                .find(|e| self.inner.catalogue.evidence(e).is_none())
-            {
-                return Err(ExchangeError::UnknownEvidenceType(unknown.clone()));
+        // The subjects as (field prefix, subject asked).
+        let listed: Vec<(String, &SubjectAsked)> = match (&asked.subject, &asked.subjects[..]) {
+            (Some(_), [_, ..]) => {
+                violations.push(FieldViolation::new(
+                    "subjects",
+                    "give either subject or subjects, not both",
+                ));
+                Vec::new()
             }
-            asked.evidence_types.clone()
+            (Some(one), []) => vec![("subject".to_owned(), one)],
+            (None, []) => {
+                violations.push(FieldViolation::new(
+                    "subject",
+                    "is required (or subjects, each with its role)",
+                ));
+                Vec::new()
+            }
+            (None, many) if many.len() > MAX_GATHER_SUBJECTS => {
+                violations.push(FieldViolation::new(
+                    "subjects",
+                    format!(
+                        "names {} subjects, at most {MAX_GATHER_SUBJECTS} per Gather",
+                        many.len()
+                    ),
+                ));
+                Vec::new()
+            }
+            (None, many) => many
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("subjects[{i}]"), s))
+                .collect(),
         };
-        let matter_code = matter.code.clone();
-        let requests = evidence_types
-            .into_iter()
-            .map(|evidence_type| EvidenceRequest {
-                case: case.clone(),
-                subject: subject.clone(),
-                subject_name: subject_name.clone(),
-                evidence_type,
-                fields: Vec::new(),
-            })
-            .collect();
-        Ok((matter_code, requests))
+        let case = validate_case(asked.case.as_ref()).map_err(|v| violations.extend(v));
+        let mut subjects = Vec::with_capacity(listed.len());
+        for (prefix, subject) in &listed {
+            match validate_subject_at(prefix, Some(subject)) {
+                Ok(valid) => subjects.push(valid),
+                Err(v) => violations.extend(v),
+            }
+        }
+        // The same person or enterprise twice would be asked about twice
+        // and counted twice against a role's maximum.
+        let mut seen: BTreeMap<&SubjectId, usize> = BTreeMap::new();
+        for (i, subject) in subjects.iter().enumerate() {
+            if let Some(first) = seen.insert(&subject.id, i) {
+                violations.push(FieldViolation::new(
+                    format!("subjects[{i}]"),
+                    format!("names the same subject as subjects[{first}]"),
+                ));
+            }
+        }
+        let case = match case {
+            Ok(case) if violations.is_empty() => case,
+            _ => return Err(ExchangeError::InvalidArgument(violations)),
+        };
+        let matter = self.granted_matter(call, &case.matter)?;
+        let roles = resolve_roles(matter, &listed, &subjects)?;
+        if let Some(unknown) = asked
+            .evidence_types
+            .iter()
+            .find(|e| self.inner.catalogue.evidence(e).is_none())
+        {
+            return Err(ExchangeError::UnknownEvidenceType(unknown.clone()));
+        }
+        let legal_representative = subjects
+            .iter()
+            .zip(&roles)
+            .find(|(_, role)| **role == Role::LegalRepresentative)
+            .and_then(|(s, _)| s.id.person().cloned());
+        let mut requests = Vec::new();
+        for (index, (subject, role)) in subjects.into_iter().zip(roles).enumerate() {
+            let need = matter
+                .role(role)
+                .map(|r| r.evidence.clone())
+                .unwrap_or_default();
+            let evidence_types: Vec<String> = if asked.evidence_types.is_empty() {
+                need
+            } else {
+                // Asked-for types this role needs, in the order asked; the
+                // primary subject also carries those the matter does not
+                // need at all, so each is refused (and audited) as such.
+                asked
+                    .evidence_types
+                    .iter()
+                    .filter(|e| {
+                        need.contains(e) || (role == matter.primary_role().role && !matter.needs(e))
+                    })
+                    .cloned()
+                    .collect()
+            };
+            for evidence_type in evidence_types {
+                requests.push(EvidenceRequest {
+                    case: case.clone(),
+                    subject: subject.id.clone(),
+                    role: Some(role),
+                    subject_index: u32::try_from(index).unwrap_or(u32::MAX),
+                    legal_representative: legal_representative
+                        .clone()
+                        .filter(|_| compares_legal_representative(&evidence_type)),
+                    subject_name: subject.name.clone(),
+                    evidence_type,
+                    fields: Vec::new(),
+                });
+            }
+        }
+        if requests.len() > max {
+            return Err(ExchangeError::invalid(
+                "subjects",
+                format!(
+                    "needs {} evidence items for these subjects, at most {max} per Gather (policy limits.max_gather_evidence)",
+                    requests.len()
+                ),
+            ));
+        }
+        if requests.is_empty() {
+            return Err(ExchangeError::invalid(
+                "evidence_types",
+                "none of these evidence types is needed about the subjects named",
+            ));
+        }
+        Ok((matter.code.clone(), requests))
     }
 
     /// Audits a call refused before any department was asked, and returns
@@ -665,7 +819,13 @@ impl Exchange {
                 Err(_) => Vec::new(),
             },
             policy_version: call.policy.version().to_owned(),
-            detail: String::new(),
+            // The role is for administrators (it is in the entry's private
+            // part, so the v3 leaf encoding is unchanged); the citizen sees
+            // the access under their own pseudonym either way.
+            detail: request
+                .role
+                .map(|role| format!("role={role}"))
+                .unwrap_or_default(),
         };
         Answered { event, outcome }
     }
@@ -723,6 +883,7 @@ impl Exchange {
                 .matter(&request.case.matter)
                 .ok_or_else(|| ExchangeError::UnknownMatter(request.case.matter.clone()))?;
             let release = call.policy.authorize(&call.caller, matter, &def.id)?;
+            let role = check_role(matter, request, def)?;
             let fields = released_fields(def, &request.fields, &release)?;
             let route = self.inner.departments.get(&def.department).ok_or_else(|| {
                 ExchangeError::DepartmentUnavailable {
@@ -736,18 +897,28 @@ impl Exchange {
                     case_number: request.case.case_number.clone(),
                     operator_id: request.case.operator_id.clone(),
                 }),
-                subject: Some(pb::Subject {
-                    id_number: request.subject.as_str().to_owned(),
-                    name: request.subject_name.clone().unwrap_or_default(),
-                    credit_code: String::new(),
-                    role: String::new(),
-                }),
+                subject: Some(wire_subject(
+                    &request.subject,
+                    request.subject_name.as_deref(),
+                    role,
+                )),
                 evidence_type: def.id.clone(),
                 fields: Some(prost_types::FieldMask {
                     paths: fields.iter().cloned().collect(),
                 }),
                 requester: call.caller.path(),
-                related: Vec::new(),
+                related: request
+                    .legal_representative
+                    .iter()
+                    .filter(|_| compares_legal_representative(&def.id))
+                    .map(|id| {
+                        wire_subject(
+                            &SubjectId::Person(id.clone()),
+                            None,
+                            Role::LegalRepresentative,
+                        )
+                    })
+                    .collect(),
             };
             let mut evidence = route.query(&call.caller, query, call.deadline).await?;
             if evidence.evidence_type != def.id || evidence.department != def.department {
@@ -827,7 +998,9 @@ pub struct RefusalFacts {
     pub operator: String,
     /// The evidence type asked for; a Gather's list joined with commas.
     pub evidence_type: String,
-    pub subject: Option<IdNumber>,
+    /// The subject the entry is about: a refused call is one entry, about
+    /// its first valid subject (a Gather's primary subject, in practice).
+    pub subject: Option<SubjectId>,
     /// What was attempted, where the other fields do not say it.
     pub detail: String,
 }
@@ -840,19 +1013,39 @@ impl RefusalFacts {
             operator: request.case.operator_id.clone(),
             evidence_type: request.evidence_type.clone(),
             subject: Some(request.subject.clone()),
-            detail: String::new(),
+            detail: request
+                .role
+                .map(|role| format!("role={role}"))
+                .unwrap_or_default(),
         }
     }
 
-    fn asked(case: Option<&CaseAsked>, subject: Option<&SubjectAsked>, evidence: String) -> Self {
+    fn asked<'a>(
+        case: Option<&CaseAsked>,
+        subjects: impl IntoIterator<Item = &'a SubjectAsked>,
+        evidence: String,
+    ) -> Self {
         let case = case.cloned().unwrap_or_default();
+        let subjects: Vec<&SubjectAsked> = subjects.into_iter().collect();
+        let valid = subjects
+            .iter()
+            .find_map(|s| validate_subject_at("subject", Some(s)).ok());
         Self {
             matter: case.matter,
             case_number: case.case_number,
             operator: case.operator_id,
             evidence_type: evidence,
-            subject: subject.and_then(|s| IdNumber::parse(s.id_number.trim()).ok()),
-            detail: String::new(),
+            detail: match (&valid, subjects.len()) {
+                (
+                    Some(ValidSubject {
+                        role: Some(role), ..
+                    }),
+                    1,
+                ) => format!("role={role}"),
+                (_, 0 | 1) => String::new(),
+                (_, n) => format!("subjects={n}"),
+            },
+            subject: valid.map(|v| v.id),
         }
     }
 }
@@ -869,9 +1062,13 @@ impl From<&LookupAsked> for RefusalFacts {
 
 impl From<&GatherAsked> for RefusalFacts {
     fn from(asked: &GatherAsked) -> Self {
+        // Bounded: the subjects were not checked yet when this is asked.
         Self::asked(
             asked.case.as_ref(),
-            asked.subject.as_ref(),
+            asked
+                .subject
+                .iter()
+                .chain(asked.subjects.iter().take(MAX_GATHER_SUBJECTS)),
             asked.evidence_types.join(","),
         )
     }
@@ -885,12 +1082,15 @@ pub fn validate_lookup(asked: &LookupAsked) -> Result<EvidenceRequest, ExchangeE
     for (i, field) in asked.fields.iter().enumerate() {
         tongban_core::case::check_code(&format!("fields.paths[{i}]"), field, &mut violations);
     }
-    let (case, subject, subject_name) =
+    let (case, subject) =
         validate_case_and_subject(asked.case.as_ref(), asked.subject.as_ref(), violations)?;
     Ok(EvidenceRequest {
         case,
-        subject,
-        subject_name,
+        subject: subject.id,
+        role: subject.role,
+        subject_index: 0,
+        legal_representative: None,
+        subject_name: subject.name,
         evidence_type: asked.evidence_type.clone(),
         fields: asked.fields.clone(),
     })
@@ -902,11 +1102,11 @@ pub fn validate_case_and_subject(
     case: Option<&CaseAsked>,
     subject: Option<&SubjectAsked>,
     mut violations: Vec<FieldViolation>,
-) -> Result<(CaseContext, IdNumber, Option<String>), ExchangeError> {
+) -> Result<(CaseContext, ValidSubject), ExchangeError> {
     let case = validate_case(case).map_err(|v| violations.extend(v));
     let subject = validate_subject(subject).map_err(|v| violations.extend(v));
     match (case, subject) {
-        (Ok(case), Ok((id, name))) if violations.is_empty() => Ok((case, id, name)),
+        (Ok(case), Ok(subject)) if violations.is_empty() => Ok((case, subject)),
         _ => Err(ExchangeError::InvalidArgument(violations)),
     }
 }
@@ -925,38 +1125,226 @@ pub fn validate_case(case: Option<&CaseAsked>) -> Result<CaseContext, Vec<FieldV
 /// Longest presented name accepted, in characters.
 const MAX_NAME_CHARS: usize = 64;
 
-/// Validates the subject: a well-formed identity number and, if given, a
-/// plausible name.
+/// A validated subject: who, the name presented, the role named (if any).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidSubject {
+    pub id: SubjectId,
+    pub name: Option<String>,
+    pub role: Option<Role>,
+}
+
+/// Validates the subject of a Lookup or a one-subject Gather (fields
+/// `subject.…`).
 pub fn validate_subject(
     subject: Option<&SubjectAsked>,
-) -> Result<(IdNumber, Option<String>), Vec<FieldViolation>> {
+) -> Result<ValidSubject, Vec<FieldViolation>> {
+    validate_subject_at("subject", subject)
+}
+
+/// Validates one subject, naming its fields under `prefix` (`subject` or
+/// `subjects[i]`): exactly one of a well-formed identity number and a
+/// well-formed credit code, a known role if one is named, and, if given, a
+/// plausible name.
+pub fn validate_subject_at(
+    prefix: &str,
+    subject: Option<&SubjectAsked>,
+) -> Result<ValidSubject, Vec<FieldViolation>> {
     let Some(subject) = subject else {
-        return Err(vec![FieldViolation::new("subject", "is required")]);
+        return Err(vec![FieldViolation::new(prefix, "is required")]);
     };
     let mut violations = Vec::new();
-    let id = match IdNumber::parse(subject.id_number.trim()) {
-        Ok(id) => Some(id),
-        Err(e) => {
+    let (id_number, credit_code) = (subject.id_number.trim(), subject.credit_code.trim());
+    let id = match (id_number.is_empty(), credit_code.is_empty()) {
+        (false, true) => match IdNumber::parse(id_number) {
+            Ok(id) => Some(SubjectId::Person(id)),
+            Err(e) => {
+                violations.push(FieldViolation::new(
+                    format!("{prefix}.id_number"),
+                    format!(
+                        "not a valid resident identity number ({} check failed): {e}",
+                        e.check()
+                    ),
+                ));
+                None
+            }
+        },
+        (true, false) => match CreditCode::parse(credit_code) {
+            Ok(code) => Some(SubjectId::Organisation(code)),
+            Err(e) => {
+                violations.push(FieldViolation::new(
+                    format!("{prefix}.credit_code"),
+                    format!(
+                        "not a valid unified social credit code ({} check failed): {e}",
+                        e.check()
+                    ),
+                ));
+                None
+            }
+        },
+        (true, true) => {
             violations.push(FieldViolation::new(
-                "subject.id_number",
-                format!(
-                    "not a valid resident identity number ({} check failed): {e}",
-                    e.check()
-                ),
+                prefix,
+                "names no one: give id_number (a person) or credit_code (an organisation)",
+            ));
+            None
+        }
+        (false, false) => {
+            violations.push(FieldViolation::new(
+                prefix,
+                "gives both id_number and credit_code; a subject is a person or an organisation",
             ));
             None
         }
     };
+    let role = match subject.role.as_str() {
+        "" => None,
+        name => match Role::parse(name) {
+            Some(role) => Some(role),
+            None => {
+                let shown: String = name.chars().take(MAX_NAME_CHARS).collect();
+                violations.push(FieldViolation::new(
+                    format!("{prefix}.role"),
+                    format!("unknown role {shown:?} (known: {})", Role::names()),
+                ));
+                None
+            }
+        },
+    };
     let name = subject.name.trim();
     if name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
         violations.push(FieldViolation::new(
-            "subject.name",
+            format!("{prefix}.name"),
             format!("must be at most {MAX_NAME_CHARS} characters without control characters"),
         ));
     }
     match id {
-        Some(id) if violations.is_empty() => Ok((id, (!name.is_empty()).then(|| name.to_owned()))),
+        Some(id) if violations.is_empty() => Ok(ValidSubject {
+            id,
+            name: (!name.is_empty()).then(|| name.to_owned()),
+            role,
+        }),
         _ => Err(violations),
+    }
+}
+
+/// Each subject's role in the matter (an unnamed role is the primary one),
+/// checked against what the matter declares: every role the matter has,
+/// held by the right kind of subject, between its minimum and maximum.
+fn resolve_roles(
+    matter: &Matter,
+    listed: &[(String, &SubjectAsked)],
+    subjects: &[ValidSubject],
+) -> Result<Vec<Role>, ExchangeError> {
+    let mut roles = Vec::with_capacity(subjects.len());
+    let mut wrong_kind = Vec::new();
+    for ((prefix, _), subject) in listed.iter().zip(subjects) {
+        let role = subject.role.unwrap_or(matter.primary_role().role);
+        if matter.role(role).is_none() {
+            return Err(ExchangeError::RoleNotInMatter {
+                matter: matter.code.clone(),
+                role,
+                roles: matter.roles.iter().map(|r| r.role).collect(),
+            });
+        }
+        if subject.id.kind() != role.kind() {
+            wrong_kind.push(FieldViolation::new(
+                match role.kind() {
+                    SubjectKind::Person => format!("{prefix}.id_number"),
+                    SubjectKind::Organisation => format!("{prefix}.credit_code"),
+                },
+                format!(
+                    "role {role} is held by an {}; this subject is an {}",
+                    role.kind(),
+                    subject.id.kind()
+                ),
+            ));
+        }
+        roles.push(role);
+    }
+    if !wrong_kind.is_empty() {
+        return Err(ExchangeError::InvalidArgument(wrong_kind));
+    }
+    for need in &matter.roles {
+        let count = roles.iter().filter(|r| **r == need.role).count();
+        let count = u32::try_from(count).unwrap_or(u32::MAX);
+        if count > need.max {
+            return Err(ExchangeError::TooManySubjects {
+                matter: matter.code.clone(),
+                role: need.role,
+                max: need.max,
+                got: count,
+            });
+        }
+        if count < need.min {
+            return Err(ExchangeError::MissingRole {
+                matter: matter.code.clone(),
+                role: need.role,
+                min: need.min,
+                got: count,
+            });
+        }
+    }
+    Ok(roles)
+}
+
+/// A Lookup's (or a Gather item's) role in the matter: the one named, or
+/// the primary one; the role must be the matter's, held by the right kind
+/// of subject, and need the evidence type.
+pub fn check_role(
+    matter: &Matter,
+    request: &EvidenceRequest,
+    def: &tongban_core::EvidenceTypeDef,
+) -> Result<Role, ExchangeError> {
+    let role = request.role.unwrap_or(matter.primary_role().role);
+    let Some(need) = matter.role(role) else {
+        return Err(ExchangeError::RoleNotInMatter {
+            matter: matter.code.clone(),
+            role,
+            roles: matter.roles.iter().map(|r| r.role).collect(),
+        });
+    };
+    if request.subject.kind() != role.kind() {
+        let field = match role.kind() {
+            SubjectKind::Person => "subject.id_number",
+            SubjectKind::Organisation => "subject.credit_code",
+        };
+        return Err(ExchangeError::invalid(
+            field,
+            format!(
+                "role {role} is held by an {}; this subject is an {} (name the role in subject.role)",
+                role.kind(),
+                request.subject.kind()
+            ),
+        ));
+    }
+    if !need.needs(&def.id) {
+        return Err(ExchangeError::EvidenceNotInRole {
+            matter: matter.code.clone(),
+            role,
+            evidence_type: def.id.clone(),
+        });
+    }
+    Ok(role)
+}
+
+/// Evidence that compares the case's legal representative against the
+/// register, and so is sent that person's identity number too. Nothing else
+/// learns about a case's other subjects.
+fn compares_legal_representative(evidence_type: &str) -> bool {
+    evidence_type == "market.registration"
+}
+
+/// A subject as a department is sent it.
+fn wire_subject(subject: &SubjectId, name: Option<&str>, role: Role) -> pb::Subject {
+    let (id_number, credit_code) = match subject {
+        SubjectId::Person(id) => (id.as_str().to_owned(), String::new()),
+        SubjectId::Organisation(code) => (String::new(), code.as_str().to_owned()),
+    };
+    pb::Subject {
+        id_number,
+        credit_code,
+        name: name.unwrap_or_default().to_owned(),
+        role: role.name().to_owned(),
     }
 }
 
@@ -968,7 +1356,7 @@ mod tests {
     fn subject_validation_names_the_check() {
         let v = validate_subject(Some(&SubjectAsked {
             id_number: "110105194912310021".into(),
-            name: String::new(),
+            ..SubjectAsked::default()
         }))
         .unwrap_err();
         assert_eq!(v[0].field, "subject.id_number");
@@ -977,14 +1365,222 @@ mod tests {
             "{}",
             v[0].description
         );
-        let (id, name) = validate_subject(Some(&SubjectAsked {
+        let valid = validate_subject(Some(&SubjectAsked {
             id_number: "11010519491231002x".into(),
             name: " 李四 ".into(),
+            ..SubjectAsked::default()
         }))
         .unwrap();
-        assert_eq!(id.as_str(), "11010519491231002X");
-        assert_eq!(name.as_deref(), Some("李四"));
+        assert_eq!(valid.id.as_str(), "11010519491231002X");
+        assert_eq!(valid.name.as_deref(), Some("李四"));
+        assert_eq!(valid.role, None);
         assert!(validate_subject(None).is_err());
+    }
+
+    fn person(seq: u16) -> SubjectAsked {
+        let id = IdNumber::from_parts(
+            "510403",
+            chrono::NaiveDate::from_ymd_opt(1980, 1, 1).unwrap(),
+            seq,
+        )
+        .unwrap();
+        SubjectAsked {
+            id_number: id.as_str().to_owned(),
+            ..SubjectAsked::default()
+        }
+    }
+
+    fn enterprise() -> SubjectAsked {
+        SubjectAsked {
+            credit_code: CreditCode::with_check("91510400MA6200001")
+                .unwrap()
+                .as_str()
+                .to_owned(),
+            role: "enterprise".into(),
+            ..SubjectAsked::default()
+        }
+    }
+
+    fn with_role(mut s: SubjectAsked, role: &str) -> SubjectAsked {
+        s.role = role.into();
+        s
+    }
+
+    #[test]
+    fn credit_code_errors_name_the_check_and_field() {
+        for (code, check) in [
+            ("91510400MA620000", "length"),
+            ("91510400MA6200001O", "alphabet"),
+            ("91510400MA62000010", "checksum"),
+        ] {
+            let asked = SubjectAsked {
+                credit_code: code.into(),
+                ..SubjectAsked::default()
+            };
+            let v = validate_subject_at("subjects[1]", Some(&asked)).unwrap_err();
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert_eq!(v[0].field, "subjects[1].credit_code");
+            assert!(
+                v[0].description
+                    .contains(&format!("({check} check failed)")),
+                "{code}: {}",
+                v[0].description
+            );
+        }
+        let both = SubjectAsked {
+            credit_code: enterprise().credit_code,
+            ..person(11)
+        };
+        let v = validate_subject_at("subject", Some(&both)).unwrap_err();
+        assert_eq!(v[0].field, "subject");
+        let v = validate_subject_at("subject", Some(&SubjectAsked::default())).unwrap_err();
+        assert!(v[0].description.contains("names no one"), "{v:?}");
+        let v =
+            validate_subject_at("subject", Some(&with_role(person(11), "landlord"))).unwrap_err();
+        assert_eq!(v[0].field, "subject.role");
+        assert!(v[0].description.contains("household-member"), "{v:?}");
+        let ok = validate_subject_at("subject", Some(&enterprise())).unwrap();
+        assert_eq!(ok.id.kind(), SubjectKind::Organisation);
+        assert_eq!(ok.role, Some(Role::Enterprise));
+    }
+
+    fn resolve(matter: &str, asked: &[SubjectAsked]) -> Result<Vec<Role>, ExchangeError> {
+        let cat = Catalogue::embedded();
+        let matter = cat.matter(matter).unwrap();
+        let listed: Vec<(String, &SubjectAsked)> = asked
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("subjects[{i}]"), s))
+            .collect();
+        let valid: Vec<ValidSubject> = asked
+            .iter()
+            .map(|s| validate_subject_at("s", Some(s)).unwrap())
+            .collect();
+        resolve_roles(matter, &listed, &valid)
+    }
+
+    #[test]
+    fn roles_are_checked_against_the_matter() {
+        let household = [
+            person(11),
+            with_role(person(13), "household-member"),
+            with_role(person(15), "household-member"),
+        ];
+        assert_eq!(
+            resolve("subsistence-allowance-review", &household).unwrap(),
+            [
+                Role::Applicant,
+                Role::HouseholdMember,
+                Role::HouseholdMember
+            ]
+        );
+        let e = resolve("unemployment-benefit", &household).unwrap_err();
+        assert!(
+            matches!(&e, ExchangeError::RoleNotInMatter { role: Role::HouseholdMember, roles, .. } if roles == &[Role::Applicant]),
+            "{e:?}"
+        );
+        assert_eq!(e.reason(), "ROLE_NOT_IN_MATTER");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        // The enterprise matter without its legal representative.
+        let e = resolve("enterprise-social-insurance-registration", &[enterprise()]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ExchangeError::MissingRole {
+                    role: Role::LegalRepresentative,
+                    min: 1,
+                    got: 0,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // Two legal representatives.
+        let e = resolve(
+            "enterprise-social-insurance-registration",
+            &[
+                enterprise(),
+                with_role(person(11), "legal-representative"),
+                with_role(person(13), "legal-representative"),
+            ],
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, ExchangeError::TooManySubjects { max: 1, got: 2, .. }),
+            "{e:?}"
+        );
+        // A person in the enterprise's role, an organisation in a person's.
+        let e = resolve(
+            "enterprise-social-insurance-registration",
+            &[
+                with_role(person(11), "enterprise"),
+                SubjectAsked {
+                    role: "legal-representative".into(),
+                    ..enterprise()
+                },
+            ],
+        )
+        .unwrap_err();
+        let ExchangeError::InvalidArgument(v) = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(v[0].field, "subjects[0].credit_code");
+        assert_eq!(v[1].field, "subjects[1].id_number");
+        // Ten members: over household-member's maximum of nine.
+        let mut many = vec![person(11)];
+        many.extend((0..10).map(|i| with_role(person(21 + 2 * i), "household-member")));
+        assert!(matches!(
+            resolve("subsistence-allowance", &many),
+            Err(ExchangeError::TooManySubjects {
+                max: 9,
+                got: 10,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn lookup_role_must_need_the_evidence() {
+        let cat = Catalogue::embedded();
+        let matter = cat.matter("subsistence-allowance").unwrap();
+        let def = cat.evidence("civil.marriage").unwrap();
+        let valid = validate_subject(Some(&with_role(person(13), "household-member"))).unwrap();
+        let request = EvidenceRequest {
+            case: CaseContext::new("subsistence-allowance", "A-1", "clerk-1").unwrap(),
+            subject: valid.id,
+            role: valid.role,
+            subject_index: 0,
+            legal_representative: None,
+            subject_name: None,
+            evidence_type: def.id.clone(),
+            fields: Vec::new(),
+        };
+        let e = check_role(matter, &request, def).unwrap_err();
+        assert_eq!(e.reason(), "EVIDENCE_NOT_IN_ROLE");
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        let applicant = EvidenceRequest {
+            role: None,
+            ..request.clone()
+        };
+        assert_eq!(
+            check_role(matter, &applicant, def).unwrap(),
+            Role::Applicant
+        );
+        // An enterprise named without a role in a matter whose primary role
+        // is the enterprise: fine; a person there is the wrong kind.
+        let matter = cat.matter("enterprise-abnormal-removal").unwrap();
+        let def = cat.evidence("market.abnormal").unwrap();
+        let e = check_role(
+            matter,
+            &EvidenceRequest {
+                evidence_type: def.id.clone(),
+                role: None,
+                ..request
+            },
+            def,
+        )
+        .unwrap_err();
+        assert!(matches!(e, ExchangeError::InvalidArgument(_)), "{e:?}");
     }
 
     #[test]

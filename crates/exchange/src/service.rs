@@ -104,7 +104,9 @@ impl From<pb::Subject> for SubjectAsked {
     fn from(s: pb::Subject) -> Self {
         Self {
             id_number: s.id_number,
+            credit_code: s.credit_code,
             name: s.name,
+            role: s.role,
         }
     }
 }
@@ -168,6 +170,7 @@ impl ExchangeApi for ExchangeService {
         let asked = GatherAsked {
             case: req.case.map(CaseAsked::from),
             subject: req.subject.map(SubjectAsked::from),
+            subjects: req.subjects.into_iter().map(SubjectAsked::from).collect(),
             evidence_types: req.evidence_types,
         };
         let gathered = match self.exchange.gather(call, asked).await {
@@ -177,14 +180,19 @@ impl ExchangeApi for ExchangeService {
             }
         };
         let mut items = Vec::with_capacity(gathered.items.len());
-        for (evidence_type, outcome) in gathered.items {
-            items.push(match outcome {
+        for item in gathered.items {
+            let (evidence_type, subject_index, role) = (
+                item.evidence_type,
+                item.subject_index,
+                item.role.name().to_owned(),
+            );
+            items.push(match item.outcome {
                 Ok(released) => GatherItem {
                     evidence_type,
                     result: Some(gather_item::Result::Evidence(released.evidence)),
                     receipt: released.receipt,
-                    subject_index: 0,
-                    role: String::new(),
+                    subject_index,
+                    role,
                 },
                 Err(Refused {
                     error: ExchangeError::AuditUnavailable(why),
@@ -198,8 +206,8 @@ impl ExchangeApi for ExchangeService {
                     evidence_type,
                     result: Some(gather_item::Result::Error(rpc_status(&error))),
                     receipt,
-                    subject_index: 0,
-                    role: String::new(),
+                    subject_index,
+                    role,
                 },
             });
         }

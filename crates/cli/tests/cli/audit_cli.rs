@@ -123,6 +123,66 @@ async fn administrators_use_the_audit_commands_and_verify_catches_tampering() {
         assert_eq!(l["subject"].as_str().unwrap().len(), 64);
     }
     assert!(!stdout(&out).contains(worker.id_number));
+    // An enterprise's entries, found by its credit code: market
+    // regulation's two answers about it, not its legal representative's.
+    let company = stories::SALIAN_MANGO;
+    let mut hall = local.client("salian-township").await.unwrap();
+    let mut request = tonic::Request::new(GatherRequest {
+        case: Some(CaseContext {
+            matter: "enterprise-social-insurance-registration".into(),
+            case_number: "MY-SL-2026-0950".into(),
+            operator_id: "clerk-luo".into(),
+        }),
+        subjects: vec![
+            Subject {
+                credit_code: company.credit_code.into(),
+                role: "enterprise".into(),
+                ..Default::default()
+            },
+            Subject {
+                id_number: company.legal_representative.id_number.into(),
+                role: "legal-representative".into(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    hall.gather(request).await.unwrap();
+    log.flush().await.unwrap();
+    let out = audit(
+        "search",
+        &local,
+        "admin",
+        &["--credit-code", company.credit_code, "--json"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", text(&out));
+    let mut found: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|l| l["evidence_type"].as_str().unwrap().to_owned())
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        ["market.abnormal", "market.registration"],
+        "{}",
+        text(&out)
+    );
+    let out = audit(
+        "search",
+        &local,
+        "admin",
+        &["--credit-code", "91510421TB6A1B2C3N"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("checksum check failed"),
+        "{}",
+        text(&out)
+    );
     // The table, filtered by outcome name.
     let out = audit(
         "search",

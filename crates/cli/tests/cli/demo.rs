@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 /// Where the portal's part of the transcript begins.
-const PORTAL_SCENE: &str = "Scene 9 ·";
+const PORTAL_SCENE: &str = "Scene 11 ·";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_plays_every_scene_and_exits_zero() {
@@ -31,6 +31,7 @@ async fn the_demo_plays_every_scene_and_exits_zero() {
         "· exchange",
         "Scene 1 ·",
         "Scene 8 ·",
+        "Scene 10 ·",
         "✓ The Dongli clerk proves her receipt",
         "`tongban audit verify`:",
         "— intact.",
@@ -41,6 +42,52 @@ async fn the_demo_plays_every_scene_and_exits_zero() {
             stdout.contains(expected),
             "missing {expected:?} in\n{stdout}"
         );
+    }
+
+    // The enterprise at the Salian township hall: market regulation about
+    // the company, the police about its legal representative, grouped by
+    // subject; then the household of three, one member's answer referring
+    // the review.
+    let enterprise_at = stdout.find("Scene 8 ·").unwrap();
+    let household_at = stdout.find("Scene 9 ·").unwrap();
+    let police_at = stdout.find("Scene 10 ·").unwrap();
+    let enterprise = &stdout[enterprise_at..household_at];
+    for expected in [
+        "Employer social insurance registration · 单位参保登记",
+        "● 米易县撒莲芒果种植有限公司 (91510421TB6A1B2C3G) · enterprise 企业",
+        "▸ market.registration",
+        "▸ market.abnormal",
+        "● 李建华 · legal-representative 法定代表人",
+        "▸ police.identity",
+        "the company is registered as an employer",
+    ] {
+        assert!(
+            enterprise.contains(expected),
+            "missing {expected:?} in scene 8:\n{enterprise}"
+        );
+    }
+    let household = &stdout[household_at..police_at];
+    for expected in [
+        "Subsistence allowance annual review · 最低生活保障年度复核",
+        "● 黄玉梅 · applicant 申请人",
+        "● 黄思雨 · household-member 家庭成员",
+        "● 杨秀英 · household-member 家庭成员",
+        "insured months 2 · registered unemployed no",
+        "allowance: 720 yuan a month",
+        "3 members checked, 13 answers",
+        "refers the review",
+    ] {
+        assert!(
+            household.contains(expected),
+            "missing {expected:?} in scene 9:\n{household}"
+        );
+    }
+    // The clerk sees names she typed, never an identity number.
+    for story in [
+        tongban_devkit::reference::stories::DIBAO_DAUGHTER,
+        tongban_devkit::reference::stories::SALIAN_ENTREPRENEUR,
+    ] {
+        assert!(!stdout.contains(story.id_number), "{stdout}");
     }
 
     // The log is verified whole before the tamper, not after it.

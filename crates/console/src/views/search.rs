@@ -65,7 +65,7 @@ fn form(csrf: &str, params: &[(String, String)]) -> Markup {
                 input type="hidden" name="subject" value=(pseudonym);
             }
             label { "结果码 Outcome code " input name="outcome" inputmode="numeric" value=(param(params, "outcome")); }
-            label { "身份证号 Subject identity number "
+            label { "身份证号或统一社会信用代码 Identity number or credit code "
                 input name="subject_id" id="subject-id" autocomplete="off"
                     placeholder=(if pseudonym.is_empty() { "18位 18 characters" } else { "按假名筛选中 filtering by pseudonym" });
             }

@@ -1,6 +1,7 @@
 //! The reference departments: police (公安), civil affairs (民政), human
-//! resources & social security (人社) and healthcare security (医疗保障,
-//! [`medins`]), each with its own schema
+//! resources & social security (人社), market regulation (市场监督管理局,
+//! enterprises: [`market`]) and healthcare security (医疗保障, [`medins`]),
+//! each with its own schema
 //! (`migrations/<dept>/`), its adapter config (the SQL in `queries/`), and
 //! the seeded synthetic population ([`population`], [`stories`]).
 //!
@@ -35,8 +36,11 @@
 //! Police is the authoritative register: an identity number it does not
 //! hold is NOT_FOUND. Civil affairs and social security answer for any
 //! identity number, because for them "no record" is itself the answer
-//! (unmarried, no death registered, never insured).
+//! (unmarried, no death registered, never insured). Market regulation is
+//! the authoritative register of enterprises: a credit code it does not hold
+//! is NOT_FOUND.
 
+pub mod market;
 pub mod medins;
 pub mod population;
 pub mod stories;
@@ -57,10 +61,12 @@ static POLICE_MIGRATIONS: Migrator = sqlx::migrate!("migrations/police");
 static CIVIL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/civil");
 static HRSS_MIGRATIONS: Migrator = sqlx::migrate!("migrations/hrss");
 static MEDINS_MIGRATIONS: Migrator = sqlx::migrate!("migrations/medins");
+static MARKET_MIGRATIONS: Migrator = sqlx::migrate!("migrations/market");
 static POLICE_MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/police/mysql");
 static CIVIL_MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/civil/mysql");
 static HRSS_MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/hrss/mysql");
 static MEDINS_MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/medins/mysql");
+static MARKET_MYSQL_MIGRATIONS: Migrator = sqlx::migrate!("migrations/market/mysql");
 
 /// A reference query: the standard SQL and the variants for backends
 /// where it differs.
@@ -99,12 +105,21 @@ pub enum Dept {
     Police,
     Civil,
     Hrss,
+    /// Market regulation (市场监督管理局): enterprises' registration and
+    /// the abnormal operations list.
+    Market,
     /// Healthcare security (医疗保障): medical insurance enrolment.
     Medins,
 }
 
 impl Dept {
-    pub const ALL: [Self; 4] = [Self::Police, Self::Civil, Self::Hrss, Self::Medins];
+    pub const ALL: [Self; 5] = [
+        Self::Police,
+        Self::Civil,
+        Self::Hrss,
+        Self::Market,
+        Self::Medins,
+    ];
 
     /// The department id in the catalogue.
     pub fn id(self) -> &'static str {
@@ -112,6 +127,7 @@ impl Dept {
             Self::Police => "police",
             Self::Civil => "civil",
             Self::Hrss => "hrss",
+            Self::Market => "market",
             Self::Medins => "medins",
         }
     }
@@ -122,6 +138,7 @@ impl Dept {
             Self::Police => 50061,
             Self::Civil => 50062,
             Self::Hrss => 50063,
+            Self::Market => 50064,
             Self::Medins => 50065,
         }
     }
@@ -132,6 +149,7 @@ impl Dept {
             Self::Police => &POLICE_MIGRATIONS,
             Self::Civil => &CIVIL_MIGRATIONS,
             Self::Hrss => &HRSS_MIGRATIONS,
+            Self::Market => &MARKET_MIGRATIONS,
             Self::Medins => &MEDINS_MIGRATIONS,
         }
     }
@@ -142,6 +160,7 @@ impl Dept {
             Self::Police => &POLICE_MYSQL_MIGRATIONS,
             Self::Civil => &CIVIL_MYSQL_MIGRATIONS,
             Self::Hrss => &HRSS_MYSQL_MIGRATIONS,
+            Self::Market => &MARKET_MYSQL_MIGRATIONS,
             Self::Medins => &MEDINS_MYSQL_MIGRATIONS,
         }
     }
@@ -184,6 +203,17 @@ impl Dept {
                 include_str!("queries/hrss.contributions.sql"),
             ),
         ];
+        const MARKET: &[RefQuery] = &[
+            RefQuery::new(
+                "market.registration",
+                include_str!("queries/market.registration.sql"),
+            )
+            .mysql(include_str!("queries/market.registration.mysql.sql")),
+            RefQuery::new(
+                "market.abnormal",
+                include_str!("queries/market.abnormal.sql"),
+            ),
+        ];
         const MEDINS: &[RefQuery] = &[RefQuery::new(
             "medins.enrolment",
             include_str!("queries/medins.enrolment.sql"),
@@ -192,6 +222,7 @@ impl Dept {
             Self::Police => POLICE,
             Self::Civil => CIVIL,
             Self::Hrss => HRSS,
+            Self::Market => MARKET,
             Self::Medins => MEDINS,
         }
     }
@@ -208,7 +239,7 @@ impl FromStr for Dept {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::ALL.into_iter().find(|d| d.id() == s).ok_or_else(|| {
-            format!("unknown reference department {s:?} (police, civil, hrss, medins)")
+            format!("unknown reference department {s:?} (police, civil, hrss, market, medins)")
         })
     }
 }
@@ -626,6 +657,7 @@ fn rows_for(dept: Dept, p: &Population) -> Vec<Row> {
                 }
             }
         }
+        Dept::Market => market_rows(p, &mut rows),
         Dept::Medins => rows.extend(medins::rows(p)),
         Dept::Hrss => {
             for r in &p.residents {
@@ -704,6 +736,64 @@ fn rows_for(dept: Dept, p: &Population) -> Vec<Row> {
         }
     }
     rows
+}
+
+/// Market regulation's rows: the enterprises and their listings.
+fn market_rows(p: &Population, rows: &mut Vec<Row>) {
+    let mut listing = 0;
+    for e in market::enterprises(p) {
+        rows.push(insert(
+            "enterprises",
+            &[
+                "credit_code",
+                "name",
+                "status",
+                "legal_representative_id_number",
+                "legal_representative_name",
+                "established_on",
+                "registered_capital_yuan",
+                "updated_at",
+            ],
+            vec![
+                text(e.credit_code.as_str()),
+                text(&e.name),
+                text(e.status.as_str()),
+                text(e.legal_representative.as_str()),
+                text(&e.legal_representative_name),
+                V::Date(e.established_on),
+                V::Int(e.registered_capital_yuan),
+                V::Ts(e.updated_at),
+            ],
+        ));
+        for l in &e.listings {
+            listing += 1;
+            rows.push(insert(
+                "abnormal_listings",
+                &[
+                    "listing_no",
+                    "credit_code",
+                    "listed_on",
+                    "reason",
+                    "removed_on",
+                    "updated_at",
+                ],
+                vec![
+                    text(format!("YC{listing:07}")),
+                    text(e.credit_code.as_str()),
+                    V::Date(l.listed_on),
+                    text(l.reason),
+                    V::OptDate(l.removed_on),
+                    V::Ts(
+                        l.removed_on
+                            .unwrap_or(l.listed_on)
+                            .and_hms_opt(2, 0, 0)
+                            .unwrap_or_default()
+                            .and_utc(),
+                    ),
+                ],
+            ));
+        }
+    }
 }
 
 #[cfg(test)]

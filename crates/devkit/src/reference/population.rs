@@ -284,7 +284,7 @@ fn first_of_month(d: NaiveDate) -> NaiveDate {
     d.with_day(1).unwrap_or(d)
 }
 
-fn age_on(birth: NaiveDate, day: NaiveDate) -> i32 {
+pub(crate) fn age_on(birth: NaiveDate, day: NaiveDate) -> i32 {
     let mut age = day.year() - birth.year();
     if (day.month(), day.day()) < (birth.month(), birth.day()) {
         age -= 1;
@@ -293,7 +293,7 @@ fn age_on(birth: NaiveDate, day: NaiveDate) -> i32 {
 }
 
 /// 09:30 in Panzhihua (UTC+8) on `d`.
-fn office_time(d: NaiveDate) -> DateTime<Utc> {
+pub(crate) fn office_time(d: NaiveDate) -> DateTime<Utc> {
     d.and_hms_opt(1, 30, 0).unwrap_or_default().and_utc()
 }
 
@@ -947,6 +947,45 @@ impl Generator {
         // (i) Never insured.
         let hh = self.story_household(NEVER_INSURED, "510422", "攀枝花市盐边县红格镇红格村2组8号");
         let r = self.story(NEVER_INSURED, &hh, 2);
+        self.residents.push(r);
+
+        // (j), (k) Two more members of the subsistence recipient's
+        // household (story residents draw nothing from the generator, so
+        // the random population is unchanged): her daughter, in work again
+        // for two months, and her mother, never insured.
+        let hh = self
+            .residents
+            .iter()
+            .find(|r| r.id.as_str() == SUBSISTENCE_RECIPIENT.id_number)
+            .map(|r| r.household_no.clone())
+            .unwrap_or_default();
+        let mut r = self.story(DIBAO_DAUGHTER, &hh, 4);
+        let hired = first_of_month(months_before(today, 1));
+        r.unemployment = Some(Unemployment {
+            insured_months: 2,
+            separation_date: None,
+            registered_unemployed: false,
+        });
+        r.spells.push(Spell {
+            employer: EMPLOYERS[2].to_owned(),
+            first_month: hired,
+            last_month: first_of_month(today),
+            months: 2,
+            ongoing: true,
+        });
+        self.residents.push(r);
+        let r = self.story(DIBAO_MOTHER, &hh, 12);
+        self.residents.push(r);
+
+        // (l) The Salian entrepreneur: valid card, contributing since 2019.
+        let hh = self.story_household(
+            SALIAN_ENTREPRENEUR,
+            "510421",
+            "攀枝花市米易县撒莲镇海塔村3组6号",
+        );
+        let mut r = self.story(SALIAN_ENTREPRENEUR, &hh, 5);
+        r.spells
+            .push(spell("米易县撒莲芒果种植有限公司", today, 70, true));
         self.residents.push(r);
     }
 }

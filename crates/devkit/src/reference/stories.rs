@@ -84,8 +84,33 @@ pub const NEVER_INSURED: Story = Story {
     about: "Yanbian County resident never insured: no unemployment, pension or contribution record",
 };
 
+/// (j) The subsistence recipient's daughter, in her household: registered
+/// unemployed at the last review, in work again for two months — a reason
+/// to refer the household's review.
+pub const DIBAO_DAUGHTER: Story = Story {
+    id_number: "510411200103060629",
+    name: "黄思雨",
+    about: "daughter in the subsistence recipient's household; newly employed two months ago (2 insured months, no longer registered unemployed): the review is referred",
+};
+
+/// (k) The subsistence recipient's mother, in her household: never insured,
+/// no pension.
+pub const DIBAO_MOTHER: Story = Story {
+    id_number: "510411195008120642",
+    name: "杨秀英",
+    about: "mother in the subsistence recipient's household; never insured, no pension",
+};
+
+/// (l) A Salian-town entrepreneur, legal representative of a small
+/// enterprise that registers its employees for social insurance.
+pub const SALIAN_ENTREPRENEUR: Story = Story {
+    id_number: "51042119780415081X",
+    name: "李建华",
+    about: "Salian town, Miyi county; legal representative of a mango-growing company in operation",
+};
+
 /// Every story resident, in the order above.
-pub const ALL: [Story; 10] = [
+pub const ALL: [Story; 13] = [
     MOSUO_VILLAGER,
     LAID_OFF_WORKER,
     CERTIFIED_RETIREE,
@@ -96,7 +121,76 @@ pub const ALL: [Story; 10] = [
     CANCELLED_CARD,
     SUBSISTENCE_RECIPIENT,
     NEVER_INSURED,
+    DIBAO_DAUGHTER,
+    DIBAO_MOTHER,
+    SALIAN_ENTREPRENEUR,
 ];
+
+/// A story enterprise: an invented organisation with a fixed unified social
+/// credit code (valid GB 32100-2015 check character).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoryEnterprise {
+    pub credit_code: &'static str,
+    pub name: &'static str,
+    /// The registered legal representative (a story resident).
+    pub legal_representative: Story,
+    pub about: &'static str,
+}
+
+/// (m) A small company in operation in Salian town, registering its
+/// employees for social insurance at the township hall.
+pub const SALIAN_MANGO: StoryEnterprise = StoryEnterprise {
+    credit_code: "91510421TB6A1B2C3G",
+    name: "米易县撒莲芒果种植有限公司",
+    legal_representative: SALIAN_ENTREPRENEUR,
+    about: "in operation for six years, not on the abnormal operations list; legal representative Li Jianhua",
+};
+
+/// (n) An enterprise whose business licence was revoked (吊销).
+pub const REVOKED_LICENCE: StoryEnterprise = StoryEnterprise {
+    credit_code: "91510402TB6B4D5E6L",
+    name: "攀枝花市东区恒达建材经营部",
+    legal_representative: CANCELLED_CARD,
+    about: "licence revoked; still on the abnormal operations list",
+};
+
+/// (o) An enterprise deregistered (注销).
+pub const CANCELLED_ENTERPRISE: StoryEnterprise = StoryEnterprise {
+    credit_code: "91510403TB6C7F8G9P",
+    name: "攀枝花市西区清香坪小食品有限公司",
+    legal_representative: SHORT_INSURED_WORKER,
+    about: "cancelled (deregistered) last year",
+};
+
+/// (p) An enterprise in operation but listed as abnormal: its annual report
+/// was not filed.
+pub const ABNORMAL_ENTERPRISE: StoryEnterprise = StoryEnterprise {
+    credit_code: "91510411TB6D2H3J4T",
+    name: "攀枝花市仁和区金沙物流有限公司",
+    legal_representative: LAID_OFF_WORKER,
+    about: "in operation, on the abnormal operations list since its annual report was not filed",
+};
+
+/// (q) An enterprise whose registered legal representative is the deceased
+/// pensioner: the register still names him, the police register says he died.
+pub const DECEASED_REPRESENTATIVE: StoryEnterprise = StoryEnterprise {
+    credit_code: "91510402TB6E5K6L7E",
+    name: "攀枝花市东区德明五金店有限公司",
+    legal_representative: DECEASED_PENSIONER,
+    about: "in operation; its registered legal representative died 40 days ago",
+};
+
+/// Every story enterprise, in the order above.
+pub const ENTERPRISES: [StoryEnterprise; 5] = [
+    SALIAN_MANGO,
+    REVOKED_LICENCE,
+    CANCELLED_ENTERPRISE,
+    ABNORMAL_ENTERPRISE,
+    DECEASED_REPRESENTATIVE,
+];
+
+/// A valid credit code that market regulation does not hold.
+pub const UNKNOWN_ENTERPRISE_CODE: &str = "91510400TB62000019";
 
 /// A valid identity number that no reference department holds (police
 /// answers NOT_FOUND; the other departments hold no record of it either).
@@ -115,6 +209,16 @@ mod tests {
             assert_eq!(id.as_str(), s);
             assert!(seen.insert(s));
             assert!(tongban_core::id::panzhihua_region_name(id.region_code()).is_some());
+        }
+        let mut codes = std::collections::HashSet::new();
+        for code in ENTERPRISES
+            .iter()
+            .map(|e| e.credit_code)
+            .chain([UNKNOWN_ENTERPRISE_CODE])
+        {
+            let parsed = tongban_core::CreditCode::parse(code).unwrap();
+            assert_eq!(parsed.as_str(), code);
+            assert!(codes.insert(code));
         }
     }
 }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Duration as Days;
-use tongban_core::{EvidenceAnswer, FieldValue, IdNumber};
+use tongban_core::{EvidenceAnswer, FieldValue, IdNumber, SubjectId};
 use tongban_proto::v1::{
     CaseContext, DescribeRequest, QueryRequest, Subject, adapter_client::AdapterClient, field,
 };
@@ -22,7 +22,7 @@ use super::*;
 use sqlx::Connection;
 use sqlx::mysql::MySqlConnection;
 use sqlx::postgres::PgConnection;
-use tongban_adapter::{RunningAdapter, SourceError};
+use tongban_adapter::{Asked, RunningAdapter, SourceError};
 
 const POSTGRES: &str = "postgres://postgres@127.0.0.1:5432";
 const MYSQL: &str = "mysql://root@127.0.0.1:3306";
@@ -75,6 +75,8 @@ on_every_backend!(
     police_not_found_outage_and_caller_check_over_grpc,
     hostile_names_are_bound_values_not_sql,
     medins_answers_enrolment_consistent_with_the_stories,
+    market_answers_registration_and_abnormal_list,
+    market_adapter_over_grpc_checks_credit_codes,
 );
 
 /// A fresh, empty database, dropped (with everything in it) when the
@@ -220,10 +222,39 @@ impl Seeded {
         let id = IdNumber::parse(id).unwrap();
         self.services[&dept]
             .source()
-            .answer(evidence, &id, name, china_today())
+            .answer(
+                evidence,
+                &Asked::new(&SubjectId::Person(id), name, china_today()),
+            )
             .await
     }
 }
+
+impl Seeded {
+    async fn ask_enterprise(
+        &self,
+        evidence: &str,
+        code: &str,
+        name: Option<&str>,
+        legal_representative: Option<&str>,
+    ) -> Result<EvidenceAnswer, SourceError> {
+        let code = SubjectId::Organisation(tongban_core::CreditCode::parse(code).unwrap());
+        let rep = legal_representative.map(|r| IdNumber::parse(r).unwrap());
+        self.services[&Dept::Market]
+            .source()
+            .answer(
+                evidence,
+                &Asked {
+                    subject: &code,
+                    name,
+                    legal_representative: rep.as_ref(),
+                    today: china_today(),
+                },
+            )
+            .await
+    }
+}
+
 
 fn get<'a>(a: &'a EvidenceAnswer, field: &str) -> Option<&'a FieldValue> {
     a.field(field)
@@ -463,7 +494,8 @@ async fn every_resident_gets_a_well_formed_answer_of_every_type(backend: Backend
     let p = Population::reference(china_today());
     let mut eligible = 0;
     for r in &p.residents {
-        for dept in Dept::ALL {
+        // Market regulation's evidence is about organisations: its own test.
+        for dept in Dept::ALL.into_iter().filter(|d| *d != Dept::Market) {
             for q in dept.queries() {
                 let evidence = &q.evidence_type;
                 let a = s
@@ -648,7 +680,8 @@ async fn every_backend_answers_the_whole_population_alike() {
             (stories::WIDOW.id_number, Some("someone else")),
         ]);
     for (id, name) in people {
-        for dept in Dept::ALL {
+        // Evidence about people; the enterprises are compared below.
+        for dept in Dept::ALL.into_iter().filter(|d| *d != Dept::Market) {
             for q in dept.queries() {
                 let mut answers = Vec::new();
                 for (backend, s) in &backends {
@@ -682,6 +715,45 @@ async fn every_backend_answers_the_whole_population_alike() {
         }
     }
     assert!(compared > 250 * 8, "{compared}");
+    // Every enterprise of the register, and one it does not hold.
+    let enterprises = market::enterprises(&p);
+    let mut asked: Vec<(String, Option<String>, Option<String>)> = enterprises
+        .iter()
+        .map(|e| {
+            (
+                e.credit_code.as_str().to_owned(),
+                Some(e.name.clone()),
+                Some(e.legal_representative.as_str().to_owned()),
+            )
+        })
+        .collect();
+    asked.push((stories::UNKNOWN_ENTERPRISE_CODE.to_owned(), None, None));
+    for (code, name, rep) in &asked {
+        for q in Dept::Market.queries() {
+            let mut answers = Vec::new();
+            for (backend, s) in &backends {
+                let a = s
+                    .ask_enterprise(q.evidence_type, code, name.as_deref(), rep.as_deref())
+                    .await;
+                answers.push((*backend, a));
+            }
+            let (_, first) = &answers[0];
+            for (backend, a) in &answers[1..] {
+                let context = format!("{} for {code} on {backend:?}", q.evidence_type);
+                match (first, a) {
+                    (Ok(x), Ok(y)) => {
+                        assert_eq!(x.fields, y.fields, "{context}");
+                        assert_eq!(x.current_as_of, y.current_as_of, "{context}");
+                    }
+                    (
+                        Err(SourceError::SubjectNotFound { .. }),
+                        Err(SourceError::SubjectNotFound { .. }),
+                    ) => {}
+                    (x, y) => panic!("{context}: {x:?} vs {y:?}"),
+                }
+            }
+        }
+    }
 }
 
 /// A `mysql://` URL that cannot be used: a clear error at start-up, naming
@@ -1156,4 +1228,247 @@ async fn medins_answers_enrolment_consistent_with_the_stories(backend: Backend) 
             assert!(e.enrolled_on <= p.today);
         }
     }
+}
+
+/// Every enterprise of the register answers both evidence types; the story
+/// enterprises answer what their stories say.
+async fn market_answers_registration_and_abnormal_list(backend: Backend) {
+    let s = seeded(backend).await;
+    let p = Population::reference(china_today());
+    let all = market::enterprises(&p);
+    assert!(all.len() > stories::ENTERPRISES.len());
+    for e in &all {
+        let code = e.credit_code.as_str();
+        let r = s
+            .ask_enterprise(
+                "market.registration",
+                code,
+                Some(&e.name),
+                Some(e.legal_representative.as_str()),
+            )
+            .await
+            .unwrap_or_else(|err| panic!("{code}: {err}"));
+        assert_eq!(get(&r, "name_matches"), b(true));
+        assert_eq!(get(&r, "legal_representative_matches"), b(true));
+        assert_eq!(text(&r, "status"), e.status.as_str());
+        assert_eq!(
+            int(&r, "registered_capital_yuan"),
+            e.registered_capital_yuan
+        );
+        let a = s
+            .ask_enterprise("market.abnormal", code, None, None)
+            .await
+            .unwrap_or_else(|err| panic!("{code}: {err}"));
+        let listed = e.listings.iter().any(|l| l.removed_on.is_none());
+        assert_eq!(get(&a, "listed"), b(listed), "{code}");
+    }
+    // The Salian company: in operation, not listed; another person as
+    // legal representative, or none, or another name.
+    let mango = stories::SALIAN_MANGO;
+    let r = s
+        .ask_enterprise(
+            "market.registration",
+            mango.credit_code,
+            Some("米易县撒莲芒果种植合作社"),
+            Some(stories::MOSUO_VILLAGER.id_number),
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&r, "name_matches"), b(false));
+    assert_eq!(get(&r, "legal_representative_matches"), b(false));
+    assert_eq!(text(&r, "status"), "in-operation");
+    let r = s
+        .ask_enterprise("market.registration", mango.credit_code, None, None)
+        .await
+        .unwrap();
+    assert_eq!(get(&r, "name_matches"), None);
+    assert_eq!(get(&r, "legal_representative_matches"), None);
+    let a = s
+        .ask_enterprise("market.abnormal", mango.credit_code, None, None)
+        .await
+        .unwrap();
+    assert_eq!(get(&a, "listed"), b(false));
+    assert_eq!(get(&a, "reason"), None);
+    // Revoked, cancelled, listed (an earlier listing was removed: only the
+    // open one counts).
+    let revoked = s
+        .ask_enterprise(
+            "market.registration",
+            stories::REVOKED_LICENCE.credit_code,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&revoked, "status"), "revoked");
+    let cancelled = s
+        .ask_enterprise(
+            "market.registration",
+            stories::CANCELLED_ENTERPRISE.credit_code,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(text(&cancelled, "status"), "cancelled");
+    let listed = s
+        .ask_enterprise(
+            "market.abnormal",
+            stories::ABNORMAL_ENTERPRISE.credit_code,
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&listed, "listed"), b(true));
+    assert_eq!(date(&listed, "listed_on"), china_today() - Days::days(120));
+    assert_eq!(text(&listed, "reason"), "未按规定期限公示年度报告");
+    // The deceased representative is still the registered one: the police
+    // say he died (the exchange asks them in the same case).
+    let d = s
+        .ask_enterprise(
+            "market.registration",
+            stories::DECEASED_REPRESENTATIVE.credit_code,
+            None,
+            Some(stories::DECEASED_PENSIONER.id_number),
+        )
+        .await
+        .unwrap();
+    assert_eq!(get(&d, "legal_representative_matches"), b(true));
+    let police = s
+        .ask("police.identity", stories::DECEASED_PENSIONER, None)
+        .await;
+    assert_eq!(get(&police, "alive"), b(false));
+    // An unknown enterprise is NOT_FOUND; a person's number is refused.
+    assert!(matches!(
+        s.ask_enterprise(
+            "market.registration",
+            stories::UNKNOWN_ENTERPRISE_CODE,
+            None,
+            None
+        )
+        .await,
+        Err(SourceError::SubjectNotFound { .. })
+    ));
+    assert!(matches!(
+        s.try_ask(
+            "market.abnormal",
+            stories::SALIAN_ENTREPRENEUR.id_number,
+            None
+        )
+        .await,
+        Err(SourceError::WrongSubjectKind { .. })
+    ));
+    // And the reverse: a credit code for evidence about a person.
+    let code = SubjectId::Organisation(tongban_core::CreditCode::parse(mango.credit_code).unwrap());
+    assert!(matches!(
+        s.services[&Dept::Police]
+            .source()
+            .answer("police.identity", &Asked::new(&code, None, china_today()))
+            .await,
+        Err(SourceError::WrongSubjectKind { .. })
+    ));
+}
+
+/// The market adapter over gRPC: a credit code answers, each malformed one
+/// is INVALID_ARGUMENT with BadRequest naming the failed check, a person's
+/// number for organisation evidence is refused, and the related legal
+/// representative is checked too.
+async fn market_adapter_over_grpc_checks_credit_codes(backend: Backend) {
+    let mut s = seeded(backend).await;
+    let market = s.services.remove(&Dept::Market).unwrap();
+    let running = RunningAdapter::spawn(market, "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let mut client = AdapterClient::connect(running.url()).await.unwrap();
+    let ask = |credit_code: &str, id_number: &str, related: Vec<Subject>| {
+        let mut r = request("market.registration", id_number, "", &[]);
+        r.case.as_mut().unwrap().matter = "enterprise-social-insurance-registration".into();
+        r.subject.as_mut().unwrap().credit_code = credit_code.into();
+        r.related = related;
+        r
+    };
+    let rep = |id: &str| Subject {
+        id_number: id.into(),
+        role: "legal-representative".into(),
+        ..Default::default()
+    };
+    let mango = stories::SALIAN_MANGO;
+    let ok = client
+        .query(ask(
+            mango.credit_code,
+            "",
+            vec![rep(mango.legal_representative.id_number)],
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .evidence
+        .unwrap();
+    let matches = ok
+        .fields
+        .iter()
+        .find(|f| f.name == "legal_representative_matches")
+        .unwrap();
+    assert_eq!(matches.value, Some(field::Value::BoolValue(true)));
+    let body = &mango.credit_code[..17];
+    for (code, check) in [
+        (body.to_owned(), "LENGTH"),
+        (
+            format!("{}O", &body[..16]) + &mango.credit_code[17..],
+            "ALPHABET",
+        ),
+        (format!("{body}0"), "CHECKSUM"),
+    ] {
+        let status = client.query(ask(&code, "", Vec::new())).await.unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{code}");
+        let br = status.get_details_bad_request().unwrap();
+        assert_eq!(br.field_violations[0].field, "subject.credit_code");
+        assert_eq!(br.field_violations[0].reason, check, "{code}");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "INVALID_CREDIT_CODE"
+        );
+    }
+    // Both identifiers, a person for organisation evidence, a bad related id.
+    let both = client
+        .query(ask(
+            mango.credit_code,
+            stories::SALIAN_ENTREPRENEUR.id_number,
+            Vec::new(),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(both.code(), Code::InvalidArgument);
+    let person = client
+        .query(ask("", stories::SALIAN_ENTREPRENEUR.id_number, Vec::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        person.get_details_bad_request().unwrap().field_violations[0].field,
+        "subject.credit_code"
+    );
+    assert_eq!(
+        person.get_details_error_info().unwrap().reason,
+        "WRONG_SUBJECT_KIND"
+    );
+    let bad_related = client
+        .query(ask(mango.credit_code, "", vec![rep("510421199603140826")]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        bad_related
+            .get_details_bad_request()
+            .unwrap()
+            .field_violations[0]
+            .field,
+        "related[0].id_number"
+    );
+    let mut spouse = rep(stories::WIDOW.id_number);
+    spouse.role = "spouse".into();
+    let wrong_role = client
+        .query(ask(mango.credit_code, "", vec![spouse]))
+        .await
+        .unwrap_err();
+    assert_eq!(wrong_role.code(), Code::InvalidArgument);
 }
