@@ -170,7 +170,13 @@ fn example_configurations_load_with_the_real_loaders() {
         multi.audit.store,
         "no password in the file"
     );
-    for dept in [Dept::Police, Dept::Civil, Dept::Hrss, Dept::Market, Dept::Medins] {
+    for dept in [
+        Dept::Police,
+        Dept::Civil,
+        Dept::Hrss,
+        Dept::Market,
+        Dept::Medins,
+    ] {
         let config = load_adapter(&dir.join(format!("{}.toml", dept.id())));
         assert_eq!(config.department, dept.id());
     }
@@ -212,7 +218,13 @@ fn rendered_adapter(dept: Dept) -> String {
 #[test]
 fn adapter_configurations_are_the_rendered_reference_ones() {
     let dir = deploy_dir().join("config");
-    for dept in [Dept::Police, Dept::Civil, Dept::Hrss, Dept::Market, Dept::Medins] {
+    for dept in [
+        Dept::Police,
+        Dept::Civil,
+        Dept::Hrss,
+        Dept::Market,
+        Dept::Medins,
+    ] {
         let path = dir.join(format!("{}.toml", dept.id()));
         let expected = rendered_adapter(dept);
         if std::env::var_os("TONGBAN_BLESS").is_some() {

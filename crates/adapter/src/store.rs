@@ -1058,7 +1058,13 @@ sql = "SELECT FALSE AS receiving, CAST(NULL AS DATE) AS since, NULL AS monthly_a
             let s = s.unwrap();
             let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
             let id = test_id(1);
-            let a = s.answer("civil.death", &Asked::new(&SubjectId::Person(id.clone()), None, today)).await.unwrap();
+            let a = s
+                .answer(
+                    "civil.death",
+                    &Asked::new(&SubjectId::Person(id.clone()), None, today),
+                )
+                .await
+                .unwrap();
             assert_eq!(
                 a.fields[0].value,
                 Some(FieldValue::Bool(true)),
@@ -1075,21 +1081,37 @@ sql = "SELECT FALSE AS receiving, CAST(NULL AS DATE) AS since, NULL AS monthly_a
                 IdNumber::from_parts("510403", NaiveDate::from_ymd_opt(1990, 5, 5).unwrap(), 11)
                     .unwrap();
             assert!(matches!(
-                s.answer("civil.death", &Asked::new(&SubjectId::Person(other.clone()), None, today)).await,
+                s.answer(
+                    "civil.death",
+                    &Asked::new(&SubjectId::Person(other.clone()), None, today)
+                )
+                .await,
                 Err(SourceError::SubjectNotFound { .. })
             ));
             let dup = test_id(2);
             assert!(matches!(
-                s.answer("civil.death", &Asked::new(&SubjectId::Person(dup.clone()), None, today)).await,
+                s.answer(
+                    "civil.death",
+                    &Asked::new(&SubjectId::Person(dup.clone()), None, today)
+                )
+                .await,
                 Err(SourceError::Ambiguous { .. })
             ));
             assert!(matches!(
-                s.answer("police.identity", &Asked::new(&SubjectId::Person(id.clone()), None, today)).await,
+                s.answer(
+                    "police.identity",
+                    &Asked::new(&SubjectId::Person(id.clone()), None, today)
+                )
+                .await,
                 Err(SourceError::UnknownEvidenceType { .. })
             ));
             s.pool().close().await;
             assert!(matches!(
-                s.answer("civil.death", &Asked::new(&SubjectId::Person(id.clone()), None, today)).await,
+                s.answer(
+                    "civil.death",
+                    &Asked::new(&SubjectId::Person(id.clone()), None, today)
+                )
+                .await,
                 Err(SourceError::Unavailable { .. })
             ));
         }
@@ -1139,7 +1161,10 @@ sql = "SELECT FALSE AS retired, FALSE AS receiving, CAST(NULL AS DATE) AS last_q
             .unwrap();
         let today = NaiveDate::from_ymd_opt(2026, 11, 26).unwrap();
         let a = s
-            .answer("hrss.contributions", &Asked::new(&SubjectId::Person(test_id(1)), None, today))
+            .answer(
+                "hrss.contributions",
+                &Asked::new(&SubjectId::Person(test_id(1)), None, today),
+            )
             .await
             .unwrap();
         let values: Vec<_> = a.fields.iter().map(|f| f.value.clone()).collect();
@@ -1157,7 +1182,10 @@ sql = "SELECT FALSE AS retired, FALSE AS receiving, CAST(NULL AS DATE) AS last_q
             DateTime::parse_from_rfc3339("2026-11-20T08:30:00.5Z").unwrap()
         );
         let u = s
-            .answer("hrss.unemployment", &Asked::new(&SubjectId::Person(test_id(1)), None, today))
+            .answer(
+                "hrss.unemployment",
+                &Asked::new(&SubjectId::Person(test_id(1)), None, today),
+            )
             .await
             .unwrap();
         let values: Vec<_> = u.fields.iter().map(|f| f.value.clone()).collect();

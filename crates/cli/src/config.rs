@@ -156,7 +156,8 @@ pub fn policy_report(path: &Path, catalogue: Option<&Path>) -> anyhow::Result<St
     let l = policy.limits();
     Ok(format!(
         "# {}: valid policy (version {}), against {source}\n\
-         grants: {} naming {} caller patterns\n\
+         grants: {} ({} for discovery only) naming {} caller patterns\n\
+         service points: {}\n\
          administrators: {}\n\
          portals: {}\n\
          organisations named: {}\n\
@@ -165,7 +166,9 @@ pub fn policy_report(path: &Path, catalogue: Option<&Path>) -> anyhow::Result<St
         path.display(),
         policy.version(),
         s.grants,
+        s.discover_grants,
         s.grant_callers,
+        s.service_points,
         s.admins,
         s.portals,
         s.organisations,
@@ -352,9 +355,10 @@ mod tests {
             "{report}"
         );
         assert!(
-            report.contains("grants: 3 naming 4 caller patterns"),
+            report.contains("grants: 5 (1 for discovery only) naming 4 caller patterns"),
             "{report}"
         );
+        assert!(report.contains("service points: 3"), "{report}");
         assert!(report.contains("administrators: 1"), "{report}");
         assert!(
             report.contains("trust domain: panzhihua.tongban.test"),
@@ -404,14 +408,14 @@ mod tests {
             // An unknown key in a grant.
             (
                 good.replace(
-                    "matters = [\"temporary-id-card\"]",
-                    "matters = [\"temporary-id-card\"]\nmaters = []",
+                    "matters = [\"temporary-id-card\", \"household-registration-certificate\"]",
+                    "matters = [\"temporary-id-card\", \"household-registration-certificate\"]\nmaters = []",
                 ),
                 ":15:",
             ),
             // A grant naming a matter the catalogue lacks.
             (
-                good.replace("[\"temporary-id-card\"]", "[\"temporary-card\"]"),
+                good.replace("[\"temporary-id-card\",", "[\"temporary-card\","),
                 ":14:",
             ),
             // A field the evidence type lacks.
@@ -425,7 +429,7 @@ mod tests {
                     "org/12510400TB0000087Y/unit/hotline-96196",
                     "org/12510400TB0000087Y/hotline-96196",
                 ),
-                ":23:",
+                ":31:",
             ),
         ] {
             let path = write("policy.toml", &bad);

@@ -420,7 +420,7 @@ mod tests {
         let a = ask(COMMUNITY, "unemployment-benefit", None).unwrap();
         assert!(a.allowed, "{}", a.text);
         assert!(a.text.starts_with("ALLOWED  "), "{}", a.text);
-        assert!(a.text.contains("through grant #2 (line 17)"), "{}", a.text);
+        assert!(a.text.contains("through grant #2 (line 18)"), "{}", a.text);
         assert!(a.text.contains("via group:community-centres"), "{}", a.text);
         assert!(
             a.text.contains("hrss.unemployment: all fields"),
@@ -463,7 +463,9 @@ mod tests {
         assert!(a.text.starts_with("DENIED  "), "{}", a.text);
         assert!(a.text.contains("MATTER_NOT_GRANTED"), "{}", a.text);
         assert!(
-            a.text.contains("the caller may handle: temporary-id-card"),
+            a.text.contains(
+                "the caller may handle: household-registration-certificate, temporary-id-card"
+            ),
             "{}",
             a.text
         );

@@ -42,6 +42,11 @@ pub struct EvidenceTypeDef {
     pub fields: Vec<FieldSpec>,
     /// Whom the evidence is about: a person (the default) or an organisation.
     pub subject: SubjectKind,
+    /// Other roles of the same case whose subjects the department compares
+    /// against its register (market.registration: is the case's legal
+    /// representative the registered one?). Only evidence that names a role
+    /// here is sent that role's subject.
+    pub compares_with: Vec<Role>,
 }
 
 impl EvidenceTypeDef {
@@ -224,6 +229,8 @@ struct RawEvidence {
     /// "person" (the default) or "organisation".
     #[serde(default)]
     subject: Option<Spanned<String>>,
+    #[serde(default)]
+    compares_with: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -379,6 +386,28 @@ impl Catalogue {
                     )
                 })?,
             };
+            let mut compares_with = Vec::new();
+            for role in &e.compares_with {
+                let parsed = Role::parse(role.get_ref()).ok_or_else(|| {
+                    at(
+                        role.span(),
+                        format!(
+                            "evidence type {id:?}: compares_with names unknown role {:?} (known: {})",
+                            role.get_ref(),
+                            Role::names()
+                        ),
+                    )
+                })?;
+                if parsed.kind() != SubjectKind::Person || compares_with.contains(&parsed) {
+                    return Err(at(
+                        role.span(),
+                        format!(
+                            "evidence type {id:?}: compares_with takes each role held by a person at most once"
+                        ),
+                    ));
+                }
+                compares_with.push(parsed);
+            }
             evidence_index.insert(id.clone(), evidence.len());
             evidence.push(EvidenceTypeDef {
                 id: e.id.into_inner(),
@@ -388,6 +417,7 @@ impl Catalogue {
                 description: e.description,
                 fields,
                 subject,
+                compares_with,
             });
         }
 
@@ -522,9 +552,10 @@ impl Catalogue {
                         return Err(at(
                             ev.span(),
                             format!(
-                                "matter {code:?}: {:?} is about an {about} but role {role} is held by a {}",
+                                "matter {code:?}: {:?} is about {} but role {role} is held by {}",
                                 ev.get_ref(),
-                                role.kind()
+                                about.with_article(),
+                                role.kind().with_article()
                             ),
                         ));
                     }
@@ -777,6 +808,17 @@ level = "township"
             SubjectKind::Organisation
         );
         assert!(employer.city_wide && employer.level == Level::Township);
+        // Only the business registration is sent the legal representative.
+        let comparing: Vec<_> = c
+            .evidence_types()
+            .iter()
+            .filter(|e| !e.compares_with.is_empty())
+            .map(|e| (e.id.as_str(), e.compares_with.clone()))
+            .collect();
+        assert_eq!(
+            comparing,
+            [("market.registration", vec![Role::LegalRepresentative])]
+        );
         // Only the investigation is sealed, for 180 days.
         let sealed: Vec<_> = c
             .matters()

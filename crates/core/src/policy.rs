@@ -751,7 +751,13 @@ impl Policy {
         }
         PolicySummary {
             grants: self.grants.len(),
+            discover_grants: self
+                .grants
+                .iter()
+                .filter(|g| g.access == Access::Discover)
+                .count(),
             grant_callers: callers.len(),
+            service_points: self.service_points.len(),
             admins: self.admins.len(),
             portals: self.portals.len(),
             organisations: self.organisations.len(),
@@ -996,6 +1002,10 @@ fn service_points(
 pub struct PolicySummary {
     /// `[[grant]]` tables.
     pub grants: usize,
+    /// Of those, `access = "discover"` grants (discovery only).
+    pub discover_grants: usize,
+    /// `[service_points]` units.
+    pub service_points: usize,
     /// Distinct caller patterns named by grants (groups resolved).
     pub grant_callers: usize,
     /// `[admin]` caller patterns.

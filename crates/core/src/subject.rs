@@ -29,6 +29,14 @@ impl SubjectKind {
     pub fn parse(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == name)
     }
+
+    /// The name with its indefinite article, for messages.
+    pub fn with_article(self) -> &'static str {
+        match self {
+            Self::Person => "a person",
+            Self::Organisation => "an organisation",
+        }
+    }
 }
 
 impl fmt::Display for SubjectKind {

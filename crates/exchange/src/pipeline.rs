@@ -628,9 +628,12 @@ impl Exchange {
                     subject: subject.id.clone(),
                     role: Some(role),
                     subject_index: u32::try_from(index).unwrap_or(u32::MAX),
-                    legal_representative: legal_representative
-                        .clone()
-                        .filter(|_| compares_legal_representative(&evidence_type)),
+                    legal_representative: legal_representative.clone().filter(|_| {
+                        self.inner
+                            .catalogue
+                            .evidence(&evidence_type)
+                            .is_some_and(compares_legal_representative)
+                    }),
                     subject_name: subject.name.clone(),
                     evidence_type,
                     fields: Vec::new(),
@@ -910,7 +913,7 @@ impl Exchange {
                 related: request
                     .legal_representative
                     .iter()
-                    .filter(|_| compares_legal_representative(&def.id))
+                    .filter(|_| compares_legal_representative(def))
                     .map(|id| {
                         wire_subject(
                             &SubjectId::Person(id.clone()),
@@ -1253,9 +1256,9 @@ fn resolve_roles(
                     SubjectKind::Organisation => format!("{prefix}.credit_code"),
                 },
                 format!(
-                    "role {role} is held by an {}; this subject is an {}",
-                    role.kind(),
-                    subject.id.kind()
+                    "role {role} is held by {}; this subject is {}",
+                    role.kind().with_article(),
+                    subject.id.kind().with_article()
                 ),
             ));
         }
@@ -1311,9 +1314,9 @@ pub fn check_role(
         return Err(ExchangeError::invalid(
             field,
             format!(
-                "role {role} is held by an {}; this subject is an {} (name the role in subject.role)",
-                role.kind(),
-                request.subject.kind()
+                "role {role} is held by {}; this subject is {} (name the role in subject.role)",
+                role.kind().with_article(),
+                request.subject.kind().with_article()
             ),
         ));
     }
@@ -1330,8 +1333,8 @@ pub fn check_role(
 /// Evidence that compares the case's legal representative against the
 /// register, and so is sent that person's identity number too. Nothing else
 /// learns about a case's other subjects.
-fn compares_legal_representative(evidence_type: &str) -> bool {
-    evidence_type == "market.registration"
+fn compares_legal_representative(def: &tongban_core::EvidenceTypeDef) -> bool {
+    def.compares_with.contains(&Role::LegalRepresentative)
 }
 
 /// A subject as a department is sent it.

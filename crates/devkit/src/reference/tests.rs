@@ -255,7 +255,6 @@ impl Seeded {
     }
 }
 
-
 fn get<'a>(a: &'a EvidenceAnswer, field: &str) -> Option<&'a FieldValue> {
     a.field(field)
         .unwrap_or_else(|| panic!("{} has no field {field}", a.evidence_type))
