@@ -260,6 +260,31 @@ fn every_route_answers_proto3_json_over_http1_and_http2() {
         let all = get(COMMUNITY, http, "/v1/evidence-types").json();
         assert!(all["evidenceTypes"].as_array().unwrap().len() > types.len());
 
+        // Where a matter is handled (the community centre holds a grant of it).
+        let points = get(
+            COMMUNITY,
+            http,
+            "/v1/service-points?matter=unemployment-benefit&region_code=510403",
+        );
+        assert_eq!(points.status, 200, "{}", points.body);
+        let points = points.json();
+        assert_eq!(points["level"], "township");
+        assert_eq!(points["cityWide"], true);
+        assert!(
+            points["servicePoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["regionCode"] == "510403"),
+            "{points}"
+        );
+        let bad_region = get(
+            COMMUNITY,
+            http,
+            "/v1/service-points?matter=unemployment-benefit&region_code=51x",
+        );
+        assert_eq!(bad_region.status, 400, "{}", bad_region.body);
+
         let worker = stories::LAID_OFF_WORKER;
         let looked_up = post(
             COMMUNITY,

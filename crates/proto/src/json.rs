@@ -91,6 +91,13 @@ pub const ROUTES: &[Route] = &[
         query: &["department"],
     },
     Route {
+        method: Method::Get,
+        path: "/v1/service-points",
+        rpc: "FindServicePoints",
+        body: false,
+        query: &["matter", "region_code"],
+    },
+    Route {
         method: Method::Post,
         path: "/v1/receipts:prove",
         rpc: "ProveReceipt",
