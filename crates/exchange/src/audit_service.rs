@@ -47,6 +47,8 @@ pub struct AuditService {
     watch_limits: WatchLimits,
     /// Open `Watch` streams per caller.
     watches: Arc<Mutex<HashMap<String, usize>>>,
+    /// Becomes true when the node shuts down: open watches end.
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 /// The bounds of `Audit.Watch`: a slow or hostile watcher holds at most
@@ -138,7 +140,16 @@ impl AuditService {
             reader,
             watch_limits: WatchLimits::default(),
             watches: Arc::default(),
+            closing: None,
         }
+    }
+
+    /// Open watches end with UNAVAILABLE (`NODE_SHUTTING_DOWN`) once this
+    /// becomes true, instead of holding the node's drain until its timeout.
+    #[must_use]
+    pub fn with_closing(mut self, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.closing = Some(closing);
+        self
     }
 
     /// The same service with other `Watch` bounds.
@@ -431,6 +442,17 @@ fn watch_event(event: FeedEvent) -> WatchEvent {
     }
 }
 
+/// Resolves once the node is shutting down (never without a signal; a
+/// dropped sender counts as shutting down).
+async fn node_closing(closing: Option<&mut tokio::sync::watch::Receiver<bool>>) {
+    match closing {
+        Some(closing) => {
+            let _ = closing.wait_for(|&closing| closing).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Longest part of a cursor quoted in the log entry of a watch.
 const MAX_LOGGED_CURSOR: usize = 600;
 
@@ -593,7 +615,10 @@ impl AuditService {
     /// with its start (one entry per call, whatever it then delivers), then
     /// a task pulls the feed into a bounded channel until the client goes
     /// away or (without follow) the feed ends.
-    async fn watch_log(&self, request: Request<WatchRequest>) -> Result<WatchStream, ExchangeError> {
+    async fn watch_log(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<WatchStream, ExchangeError> {
         let req = request.get_ref();
         let call = self
             .exchange
@@ -601,7 +626,9 @@ impl AuditService {
         let limit = self.watch_limits.per_caller;
         let Some(slot) = WatchSlot::take(&self.watches, call.caller.to_string(), limit) else {
             let error = ExchangeError::TooManyWatches { limit };
-            return Err(self.reject(&request, req.admin.as_ref(), "watch", error).await);
+            return Err(self
+                .reject(&request, req.admin.as_ref(), "watch", error)
+                .await);
         };
         let start = match watch_start(req) {
             Ok(start) => start,
@@ -639,7 +666,9 @@ impl AuditService {
                         StartError::Audit(e) => ExchangeError::Audit(e),
                         invalid => ExchangeError::invalid("cursor", invalid.to_string()),
                     };
-                    return Err(self.reject(&request, req.admin.as_ref(), "watch", error).await);
+                    return Err(self
+                        .reject(&request, req.admin.as_ref(), "watch", error)
+                        .await);
                 }
             }
         }
@@ -648,15 +677,19 @@ impl AuditService {
             .await?;
         let Some(mut feed) = feed else {
             // `admit` refuses whoever is not an administrator.
-            return Err(ExchangeError::Internal("a watch was admitted without a feed".into()));
+            return Err(ExchangeError::Internal(
+                "a watch was admitted without a feed".into(),
+            ));
         };
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<WatchEvent, Status>>(limits.buffer.max(1));
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<WatchEvent, Status>>(limits.buffer.max(1));
         // First, where the feed starts (resolved: from the end, the current
         // ends), so a client holds a cursor before any entry comes.
         let start = WatchEvent {
             event: None,
             cursor: feed.cursor().to_string(),
         };
+        let mut closing = self.closing.clone();
         tokio::spawn(async move {
             let _slot = slot;
             if tx.send(Ok(start)).await.is_err() {
@@ -665,6 +698,10 @@ impl AuditService {
             loop {
                 let next = tokio::select! {
                     () = tx.closed() => return, // the client went away
+                    () = node_closing(closing.as_mut()) => {
+                        let _ = tx.send(Err(ExchangeError::ShuttingDown.to_status())).await;
+                        return;
+                    }
                     next = feed.next() => next,
                 };
                 let (item, last) = match next {
@@ -1053,7 +1090,10 @@ mod tests {
     async fn collect(mut stream: WatchStream) -> (String, Vec<(u64, EntryKind, String)>) {
         use tokio_stream::StreamExt;
         let first = stream.next().await.unwrap().unwrap();
-        assert!(first.event.is_none(), "the first event carries only the start");
+        assert!(
+            first.event.is_none(),
+            "the first event carries only the start"
+        );
         let mut got = Vec::new();
         while let Some(event) = stream.next().await {
             let event = event.unwrap();
@@ -1102,7 +1142,12 @@ mod tests {
         assert_eq!(indexes, [3, 4, 5]);
         assert_eq!(resumed[2].1, EntryKind::AdminAction);
         let entry = reader.store().entry("n1", 6).await.unwrap().unwrap();
-        assert!(entry.entry.detail.starts_with("watch from=n1:3 follow=false"));
+        assert!(
+            entry
+                .entry
+                .detail
+                .starts_with("watch from=n1:3 follow=false")
+        );
     }
 
     /// Following: new commits arrive as they happen; the watcher sees its
@@ -1202,7 +1247,8 @@ mod tests {
     /// is logged; nothing is streamed.
     #[tokio::test]
     async fn a_non_administrator_cannot_watch_and_is_logged() {
-        let (service, reader, _dir) = service_as("org/11510421TB0000052W/unit/salian-police-station").await;
+        let (service, reader, _dir) =
+            service_as("org/11510421TB0000052W/unit/salian-police-station").await;
         append_lookups(&reader, 2).await;
         let status = AuditApi::watch(&service, watch("", true))
             .await
@@ -1255,7 +1301,39 @@ mod tests {
         }
         assert!(freed, "a closed watch frees its place");
         let logged = reader.store().scan("n1", 0, 1000).await.unwrap();
-        assert!(logged.iter().any(|e| e.entry.outcome_reason == "TOO_MANY_WATCHES"));
+        assert!(
+            logged
+                .iter()
+                .any(|e| e.entry.outcome_reason == "TOO_MANY_WATCHES")
+        );
+    }
+
+    /// At shutdown a following watch ends at once with UNAVAILABLE, and
+    /// says so: the client resumes from its last cursor.
+    #[tokio::test]
+    async fn a_following_watch_ends_when_the_node_shuts_down() {
+        let (service, _reader, _dir) = service().await;
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
+        let service = service.with_closing(closing_rx);
+        let mut stream = AuditApi::watch(&service, watch("", true))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(next(&mut stream).await.event.is_none());
+        // Its own entry.
+        assert!(next(&mut stream).await.event.is_some());
+        closing.send_replace(true);
+        let status = tokio::time::timeout(Duration::from_secs(30), async {
+            use tokio_stream::StreamExt;
+            stream.next().await.unwrap().unwrap_err()
+        })
+        .await
+        .expect("the stream ends within the bound");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "NODE_SHUTTING_DOWN"
+        );
     }
 
     /// A slow client: the stream holds at most its buffer of events (plus

@@ -117,6 +117,9 @@ pub enum ExchangeError {
     /// This node writes no audit log it could prove receipts from.
     #[error("this exchange node serves no audit proofs")]
     NoAuditProofs,
+    /// The node is shutting down: an open stream ends (resumable elsewhere).
+    #[error("this exchange node is shutting down; resume from the last cursor")]
+    ShuttingDown,
     /// The caller already has this many `Audit.Watch` streams open.
     #[error("this caller already has {limit} audit watches open; close one first")]
     TooManyWatches { limit: usize },
@@ -164,7 +167,9 @@ impl ExchangeError {
             | Self::DepartmentOverloaded { .. }
             | Self::CallerShareExhausted { .. }
             | Self::TooManyWatches { .. } => Code::ResourceExhausted,
-            Self::DepartmentUnavailable { .. } | Self::AuditUnavailable(_) => Code::Unavailable,
+            Self::DepartmentUnavailable { .. } | Self::AuditUnavailable(_) | Self::ShuttingDown => {
+                Code::Unavailable
+            }
             Self::DepartmentTimeout { .. }
             | Self::DeadlineTooShort { .. }
             | Self::RefusalsPaced { .. } => Code::DeadlineExceeded,
@@ -212,6 +217,7 @@ impl ExchangeError {
             Self::Internal(_) => "INTERNAL".into(),
             Self::NoAuditProofs => "AUDIT_PROOFS_NOT_SERVED".into(),
             Self::TooManyWatches { .. } => "TOO_MANY_WATCHES".into(),
+            Self::ShuttingDown => "NODE_SHUTTING_DOWN".into(),
             Self::Audit(AuditError::NotFound(_)) => "AUDIT_ENTRY_NOT_FOUND".into(),
             Self::Audit(AuditError::Inconsistent { .. }) => "AUDIT_LOG_INCONSISTENT".into(),
             Self::Audit(_) => "AUDIT_READ_FAILED".into(),
