@@ -143,7 +143,7 @@ impl FromStr for FeedCursor {
 pub enum FeedEvent {
     /// The next entry of its node.
     Entry {
-        entry: LoggedEntry,
+        entry: Box<LoggedEntry>,
         cursor: FeedCursor,
     },
     /// Entries `from..to` of `node` were pruned (retention) before the feed
@@ -298,7 +298,7 @@ impl Feed {
                 let node = entry.entry.node.clone();
                 self.positions.insert(node, entry.index + 1);
                 return Ok(Some(FeedEvent::Entry {
-                    entry,
+                    entry: Box::new(entry),
                     cursor: self.cursor(),
                 }));
             }

@@ -429,7 +429,7 @@ fn watch_event(event: FeedEvent) -> WatchEvent {
     use pb::watch_event::Event;
     let cursor = event.cursor().to_string();
     let event = match event {
-        FeedEvent::Entry { entry, .. } => Event::Entry(record_to_proto(entry)),
+        FeedEvent::Entry { entry, .. } => Event::Entry(record_to_proto(*entry)),
         FeedEvent::Pruned { node, from, to, .. } => Event::Pruned(pb::WatchPruned {
             node,
             from_index: from,
