@@ -474,3 +474,46 @@ async fn audit_tail_prints_json_lines_resumes_and_follows() {
     );
     local.shutdown().await.unwrap();
 }
+
+/// An entry deleted behind the exchange's back is never skipped silently:
+/// the feed delivers everything before it, then ends with DATA_LOSS; put
+/// back, the same cursor goes on through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_entry_ends_the_feed_with_data_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let local = LocalDeployment::start(dir.path()).await.unwrap();
+    let log = local.exchange().audit_log().unwrap().clone();
+    append(&log, "gap", 6).await;
+    let deleted = local
+        .delete_entry_behind_the_exchange(NODE, 3)
+        .await
+        .unwrap();
+    let mut client = AuditClient::new(local.channel("admin").await.unwrap());
+    let mut stream = client.watch(watch("", false)).await.unwrap().into_inner();
+    let mut received = Received::default();
+    let status = loop {
+        match tokio::time::timeout(EVENT_WAIT, stream.message())
+            .await
+            .expect("an event within the bound")
+        {
+            Ok(Some(event)) => received.take(event),
+            Ok(None) => panic!("the feed ended without saying an entry is missing"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::DataLoss, "{status:?}");
+    assert_eq!(received.by_node[NODE], [0, 1, 2]);
+    assert_eq!(received.cursor, format!("{NODE}:3"));
+    deleted.undo().await.unwrap();
+    let mut stream = client
+        .watch(watch(&received.cursor, false))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut resumed = Received::default();
+    while let Some(event) = next_event(&mut stream).await {
+        resumed.take(event);
+    }
+    assert_eq!(resumed.by_node[NODE][..4], [3, 4, 5, 6]);
+    local.shutdown().await.unwrap();
+}
