@@ -1,5 +1,5 @@
-//! The `Audit` gRPC service: administrators search, report, export and prove
-//! the audit log. Reading the log is itself audited: every call — refused or
+//! The `Audit` gRPC service: administrators search, report, export, prove
+//! and watch (`Watch`, the live feed for SIEMs) the audit log. Reading the log is itself audited: every call — refused or
 //! not — becomes an `AdminAction` entry, committed before anything is
 //! returned. The log's read side, shared with `Exchange.ProveReceipt`, is
 //! [`AuditReader`].
