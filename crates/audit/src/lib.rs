@@ -9,6 +9,7 @@
 pub mod cosign;
 pub mod entry;
 pub mod error;
+pub mod feed;
 pub mod log;
 pub mod map;
 pub mod merkle;
@@ -25,6 +26,7 @@ pub use entry::{
     AuditEntry, EntryKind, MAX_ENTRY_BYTES, SUBJECT_PROOF_LEN, SubjectProof, SubjectProofError,
     SubjectPseudonymizer, bounded_clean_text, escape_controls, verify_subject_proof,
 };
+pub use feed::{Feed, FeedCursor, FeedEvent, FeedOptions, FeedStart};
 pub use log::{AuditConfig, AuditError, AuditLog, AuditStats, Receipt};
 pub use merkle::Hash;
 pub use note::{Checkpoint, Keyring, LogSigner, VerifierKey, origin_for_node};

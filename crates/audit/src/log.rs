@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::entry::{AuditEntry, EntryKind, truncate_to_micros};
 use crate::map::{MapUpdate, MapValue, subject_key};
@@ -139,6 +139,9 @@ pub struct AuditLog {
     counters: Arc<Counters>,
     append_timeout: Duration,
     queue_capacity: usize,
+    /// The log's committed size, sent after every commit (readers such as
+    /// the audit feed wake on it instead of polling this node's log).
+    committed: watch::Receiver<u64>,
 }
 
 impl AuditLog {
@@ -179,6 +182,7 @@ impl AuditLog {
         };
         store.ensure_log(&config.node).await?;
         let counters = Arc::new(Counters::default());
+        let (committed_tx, committed) = watch::channel(0);
         let mut writer = Writer {
             store,
             signer,
@@ -198,10 +202,12 @@ impl AuditLog {
             pruned: None,
             config: config.clone(),
             lease,
+            committed: committed_tx,
         };
         writer.recover().await?;
         writer.check_signer_continues_log().await?;
         writer.checkpoint_if_behind().await?;
+        writer.committed.send_replace(writer.range.size());
         let (tx, rx) = mpsc::channel(config.queue_capacity);
         tokio::spawn(writer.run(rx));
         Ok(Self {
@@ -210,7 +216,15 @@ impl AuditLog {
             counters,
             append_timeout: config.append_timeout,
             queue_capacity: config.queue_capacity,
+            committed,
         })
+    }
+
+    /// The log's committed size: changes after every commit of this node's
+    /// writer, once the entries are durable (the store holds them). Entries
+    /// other nodes write to a shared store are not signalled here.
+    pub fn subscribe_commits(&self) -> watch::Receiver<u64> {
+        self.committed.clone()
     }
 
     pub fn node(&self) -> &str {
@@ -356,6 +370,8 @@ struct Writer {
     pruned: Option<PrunedBoundary>,
     config: AuditConfig,
     lease: WriterLease,
+    /// Told the committed size after each commit.
+    committed: watch::Sender<u64>,
 }
 
 /// The writer's view of the subject map: its root at the last signed
@@ -575,6 +591,7 @@ impl Writer {
                 c.last_commit_us.store(us, Ordering::Relaxed);
                 c.total_commit_us.fetch_add(us, Ordering::Relaxed);
                 c.tree_size.store(self.range.size(), Ordering::Relaxed);
+                self.committed.send_replace(self.range.size());
                 if let Some(map) = &mut self.map {
                     map.pending.extend(rows.iter().filter_map(|row| {
                         subject_key(&row.entry.subject).map(|k| (k, row.index, row.leaf_hash))

@@ -21,7 +21,7 @@ use tongban_core::Catalogue;
 use tongban_proto::v1::audit_client::AuditClient;
 use tongban_proto::v1::{
     self as pb, AdminContext, AuditExportRequest, AuditFilter, AuditRecord, AuditSearchRequest,
-    InclusionProofRequest, ListCheckpointsRequest, SubjectReportRequest,
+    InclusionProofRequest, ListCheckpointsRequest, SubjectReportRequest, WatchEvent, WatchRequest,
 };
 use tonic::transport::Channel;
 
@@ -39,6 +39,9 @@ pub enum AuditCommand {
     Subject(SubjectArgs),
     /// Every entry as JSON Lines, in log order.
     Export(ExportArgs),
+    /// Follow the log live (for a SIEM): every node's entries from a cursor,
+    /// each with the cursor to resume after it.
+    Tail(TailArgs),
     /// Fetch an entry's inclusion proof and check it offline with pinned keys.
     Proof(ProofArgs),
     /// The latest signed checkpoint of every node (save them to detect
@@ -176,6 +179,29 @@ pub struct ExportArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// Keep going: print entries as they are committed, until interrupted
+    /// (reconnecting from the last cursor when the exchange goes away).
+    /// Without it, stop at the end of the log.
+    #[arg(long)]
+    pub follow: bool,
+    /// Resume after the event that carried this cursor (`node:index,…`, as
+    /// printed). Default: every node from its first entry.
+    #[arg(long, value_name = "CURSOR", conflicts_with = "from_end")]
+    pub from: Option<String>,
+    /// Start at the current end: only entries committed from now on.
+    #[arg(long)]
+    pub from_end: bool,
+    /// JSON Lines: one entry per line (as `audit export`) with its `cursor`;
+    /// a prune the feed skipped is a line with `pruned`. Without it, one
+    /// readable line per entry, and the cursor to resume with on stderr.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct ProofArgs {
     #[command(flatten)]
     pub admin: AdminArgs,
@@ -276,6 +302,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<ExitCode> {
         AuditCommand::Search(args) => search(args).await,
         AuditCommand::Subject(args) => subject(args).await,
         AuditCommand::Export(args) => export(args).await,
+        AuditCommand::Tail(args) => tail(args).await,
         AuditCommand::Proof(args) => proof(args).await,
         AuditCommand::Checkpoints(args) => checkpoints(args).await,
         AuditCommand::Verify(args) => verify(args).await,
@@ -686,6 +713,168 @@ pub async fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     if mismatched > 0 {
         eprintln!(
             "warning: {mismatched} exported entries do not hash to their leaf hash; run `tongban audit verify` on the store"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `audit tail` for an event: JSON (the entry as `export`
+/// writes it, plus `cursor`; or `pruned` and `cursor`) or readable text.
+/// `Ok(None)` for an event without content (from a newer exchange).
+pub fn tail_line(event: &WatchEvent, json: bool) -> anyhow::Result<Option<(String, bool)>> {
+    use pb::watch_event::Event;
+    let cursor = event.cursor.as_str();
+    let Some(inner) = &event.event else {
+        return Ok(None);
+    };
+    let line = match inner {
+        Event::Entry(record) => {
+            let logged = record_to_entry(record)?;
+            let hash_ok = logged.entry.leaf_hash(logged.index) == logged.leaf_hash;
+            let line = if json {
+                let mut value = serde_json::to_value(&logged)?;
+                if let serde_json::Value::Object(map) = &mut value {
+                    map.insert("cursor".into(), cursor.into());
+                }
+                serde_json::to_string(&value)?
+            } else {
+                let e = &logged.entry;
+                let mut text = format!(
+                    "{} {}:{} {} {}",
+                    short_time(e.time),
+                    printable(&e.node),
+                    logged.index,
+                    e.kind.as_str(),
+                    printable(&outcome_text(e.outcome_code, &e.outcome_reason)),
+                );
+                for part in [
+                    format!("{}/{}", e.caller_org, e.caller_unit),
+                    e.operator.clone(),
+                    e.matter.clone(),
+                    e.evidence_type.clone(),
+                    e.subject.chars().take(16).collect(),
+                    e.detail.clone(),
+                ] {
+                    if !part.is_empty() && part != "/" {
+                        text.push(' ');
+                        text.push_str(&printable(&truncate(&part, 120)));
+                    }
+                }
+                text
+            };
+            (line, hash_ok)
+        }
+        Event::Pruned(p) => {
+            let line = if json {
+                serde_json::json!({
+                    "pruned": {"node": p.node, "from_index": p.from_index, "to_index": p.to_index},
+                    "cursor": cursor,
+                })
+                .to_string()
+            } else {
+                format!(
+                    "-- node {}: entries {}..{} were pruned before they could be read",
+                    printable(&p.node),
+                    p.from_index,
+                    p.to_index
+                )
+            };
+            (line, true)
+        }
+    };
+    Ok(Some(line))
+}
+
+/// Longest pause between reconnections while following.
+const MAX_RECONNECT_BACKOFF: Duration = Duration::from_secs(30);
+
+pub async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
+    let mut cursor = args.from.clone().unwrap_or_default();
+    let mut from_end = args.from_end;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut mismatched = 0u64;
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        // No overall deadline: a feed lasts as long as it has entries (or,
+        // following, until interrupted); only connecting is bounded.
+        let request = tonic::Request::new(WatchRequest {
+            admin: args.admin.context(),
+            cursor: cursor.clone(),
+            from_end,
+            follow: args.follow,
+        });
+        let started = async {
+            let mut client = args.admin.client().await?;
+            client
+                .watch(request)
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(anyhow::Error::from)
+        };
+        let ended = match started.await {
+            Ok(mut stream) => loop {
+                match stream.message().await {
+                    Ok(Some(event)) => {
+                        if let Some((line, hash_ok)) = tail_line(&event, args.json)? {
+                            writeln!(out, "{line}")?;
+                            if args.follow {
+                                out.flush()?;
+                            }
+                            mismatched += u64::from(!hash_ok);
+                        }
+                        cursor = event.cursor;
+                        from_end = false;
+                        backoff = Duration::from_millis(500);
+                    }
+                    Ok(None) => break Ok(()),
+                    Err(status) => break Err(anyhow::Error::from(status)),
+                }
+            },
+            Err(e) => Err(e),
+        };
+        out.flush()?;
+        let error = match ended {
+            Ok(()) => break,
+            Err(e) => e,
+        };
+        // While following, a lost connection is resumed from the last
+        // cursor; anything the exchange refused is final.
+        let transient = match error.downcast_ref::<tonic::Status>() {
+            Some(status) => matches!(
+                status.code(),
+                tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::Cancelled
+            ),
+            None => true,
+        };
+        let text = match error.downcast_ref::<tonic::Status>() {
+            Some(status) => render::status_text(status),
+            None => format!("{error:#}"),
+        };
+        if !args.follow || !transient {
+            if !cursor.is_empty() && !args.json {
+                eprintln!("resume with: --from {cursor}");
+            }
+            bail!("{text}");
+        }
+        eprintln!(
+            "warning: the feed stopped ({text}); reconnecting in {} ms from {}",
+            backoff.as_millis(),
+            if cursor.is_empty() {
+                "the start"
+            } else {
+                &cursor
+            }
+        );
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_RECONNECT_BACKOFF);
+    }
+    if !args.json && !cursor.is_empty() {
+        eprintln!("resume with: --from {cursor}");
+    }
+    if mismatched > 0 {
+        eprintln!(
+            "warning: {mismatched} entries do not hash to their leaf hash; run `tongban audit verify` on the store"
         );
         return Ok(ExitCode::FAILURE);
     }
@@ -1252,6 +1441,62 @@ mod tests {
             outcome_reason: "R\n".into(),
             ..Default::default()
         }
+    }
+
+    /// `audit tail` lines: JSON with the entry as `export` writes it plus
+    /// its cursor; a pruned range as its own line; readable lines that no
+    /// entry's text can break or colour; the start event prints nothing.
+    #[test]
+    fn tail_lines_carry_the_cursor_and_cannot_be_forged() {
+        use pb::watch_event::Event;
+        let mut record = forged_record();
+        record.leaf_hash = vec![0; 32];
+        let event = WatchEvent {
+            event: Some(Event::Entry(record.clone())),
+            cursor: "exchange-1:5,exchange-2:9".into(),
+        };
+        let (line, hash_ok) = tail_line(&event, true).unwrap().unwrap();
+        assert!(!hash_ok, "a zero leaf hash is not the entry's");
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["cursor"], "exchange-1:5,exchange-2:9");
+        assert_eq!(value["index"], 4);
+        assert_eq!(value["caller_unit"], "unit\x1b[2J");
+        let mut back: serde_json::Value = value.clone();
+        back.as_object_mut().unwrap().remove("cursor");
+        let logged: LoggedEntry = serde_json::from_value(back).unwrap();
+        assert_eq!(logged, record_to_entry(&record).unwrap());
+
+        let (text, _) = tail_line(&event, false).unwrap().unwrap();
+        assert!(
+            text.starts_with("1970-01-01 00:00:00 exchange-1:4 Lookup"),
+            "{text}"
+        );
+        assert!(
+            !text.chars().any(tongban_audit::entry::is_forbidden_char),
+            "{text}"
+        );
+        assert!(text.contains("\\u{1b}[31m"), "{text}");
+
+        let pruned = WatchEvent {
+            event: Some(Event::Pruned(pb::WatchPruned {
+                node: "exchange-1".into(),
+                from_index: 0,
+                to_index: 17,
+            })),
+            cursor: "exchange-1:17".into(),
+        };
+        let (line, _) = tail_line(&pruned, true).unwrap().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["pruned"]["to_index"], 17);
+        assert_eq!(value["cursor"], "exchange-1:17");
+        let (text, _) = tail_line(&pruned, false).unwrap().unwrap();
+        assert!(text.contains("entries 0..17 were pruned"), "{text}");
+
+        let start = WatchEvent {
+            event: None,
+            cursor: "exchange-1:0".into(),
+        };
+        assert!(tail_line(&start, true).unwrap().is_none());
     }
 
     fn assert_unforgeable(text: &str, lines: usize) {

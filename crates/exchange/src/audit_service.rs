@@ -1,5 +1,5 @@
-//! The `Audit` gRPC service: administrators search, report, export and prove
-//! the audit log. Reading the log is itself audited: every call — refused or
+//! The `Audit` gRPC service: administrators search, report, export, prove
+//! and watch (`Watch`, the live feed for SIEMs) the audit log. Reading the log is itself audited: every call — refused or
 //! not — becomes an `AdminAction` entry, committed before anything is
 //! returned. The log's read side, shared with `Exchange.ProveReceipt`, is
 //! [`AuditReader`].
@@ -8,17 +8,24 @@
 //! [`answer`], so each error becomes its status once, with its
 //! `google.rpc` details, in `error.rs`.
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use prost::Message;
 use tokio_stream::Stream;
-use tongban_audit::{Cursor, EntryKind, PageRequest, SearchFilter};
+use tongban_audit::feed::StartError;
+use tongban_audit::{
+    Cursor, EntryKind, Feed, FeedCursor, FeedEvent, FeedOptions, FeedStart, PageRequest,
+    SearchFilter,
+};
 use tongban_core::{Caller, FieldViolation};
 use tongban_proto::v1::audit_server::Audit as AuditApi;
 use tongban_proto::v1::{
     self as pb, AdminContext, AuditExportRequest, AuditFilter, AuditRecord, AuditSearchRequest,
     AuditSearchResponse, ConsistencyProofRequest, InclusionProofRequest, ListCheckpointsRequest,
-    ListCheckpointsResponse, SubjectReportRequest, SubjectReportResponse,
+    ListCheckpointsResponse, SubjectReportRequest, SubjectReportResponse, WatchEvent, WatchRequest,
 };
 use tonic::{Request, Response, Status};
 
@@ -37,6 +44,76 @@ pub struct AuditService {
     exchange: Exchange,
     authenticate: Authenticator,
     reader: AuditReader,
+    watch_limits: WatchLimits,
+    /// Open `Watch` streams per caller.
+    watches: Arc<Mutex<HashMap<String, usize>>>,
+    /// Becomes true when the node shuts down: open watches end.
+    closing: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+/// The bounds of `Audit.Watch`: a slow or hostile watcher holds at most
+/// `buffer` events and one store page in memory, and one caller at most
+/// `per_caller` streams.
+#[derive(Debug, Clone)]
+pub struct WatchLimits {
+    /// Streams one caller may have open at once.
+    pub per_caller: usize,
+    /// Events queued per stream for the client; while full, the stream
+    /// stops reading the store.
+    pub buffer: usize,
+    /// Entries read per store query.
+    pub page: u32,
+    /// Longest wait, while following, before the store is read again for
+    /// entries other nodes wrote (this node's commits wake a watch at once).
+    pub poll: Duration,
+}
+
+impl Default for WatchLimits {
+    fn default() -> Self {
+        Self {
+            per_caller: 4,
+            buffer: 64,
+            page: tongban_audit::feed::FEED_PAGE,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// One caller's open watch; counted until dropped (when its stream ends).
+struct WatchSlot {
+    watches: Arc<Mutex<HashMap<String, usize>>>,
+    caller: String,
+}
+
+impl WatchSlot {
+    fn take(
+        watches: &Arc<Mutex<HashMap<String, usize>>>,
+        caller: String,
+        limit: usize,
+    ) -> Option<Self> {
+        let mut open = watches.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(caller.clone()).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            watches: watches.clone(),
+            caller,
+        })
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        let mut open = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.caller) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.caller);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for AuditService {
@@ -61,7 +138,25 @@ impl AuditService {
             exchange,
             authenticate,
             reader,
+            watch_limits: WatchLimits::default(),
+            watches: Arc::default(),
+            closing: None,
         }
+    }
+
+    /// Open watches end with UNAVAILABLE (`NODE_SHUTTING_DOWN`) once this
+    /// becomes true, instead of holding the node's drain until its timeout.
+    #[must_use]
+    pub fn with_closing(mut self, closing: tokio::sync::watch::Receiver<bool>) -> Self {
+        self.closing = Some(closing);
+        self
+    }
+
+    /// The same service with other `Watch` bounds.
+    #[must_use]
+    pub fn with_watch_limits(mut self, limits: WatchLimits) -> Self {
+        self.watch_limits = limits;
+        self
     }
 
     /// Authenticates, validates the admin context and what is asked,
@@ -337,6 +432,55 @@ fn parse_page_token(token: &str) -> Result<Option<Cursor>, ExchangeError> {
 }
 
 type RecordStream = Pin<Box<dyn Stream<Item = Result<AuditRecord, Status>> + Send>>;
+type WatchStream = Pin<Box<dyn Stream<Item = Result<WatchEvent, Status>> + Send>>;
+
+/// Where a watch starts, from its request alone (the store is asked only
+/// once the caller is known to be an administrator).
+fn watch_start(req: &WatchRequest) -> Result<FeedStart, ExchangeError> {
+    let cursor = req
+        .cursor
+        .parse::<FeedCursor>()
+        .map_err(|e| ExchangeError::invalid("cursor", e.to_string()))?;
+    match (req.from_end, cursor.is_empty()) {
+        (true, false) => Err(ExchangeError::invalid(
+            "from_end",
+            "cannot be set with a cursor: start from one or the other",
+        )),
+        (true, true) => Ok(FeedStart::End),
+        (false, _) => Ok(FeedStart::Cursor(cursor)),
+    }
+}
+
+fn watch_event(event: FeedEvent) -> WatchEvent {
+    use pb::watch_event::Event;
+    let cursor = event.cursor().to_string();
+    let event = match event {
+        FeedEvent::Entry { entry, .. } => Event::Entry(record_to_proto(*entry)),
+        FeedEvent::Pruned { node, from, to, .. } => Event::Pruned(pb::WatchPruned {
+            node,
+            from_index: from,
+            to_index: to,
+        }),
+    };
+    WatchEvent {
+        event: Some(event),
+        cursor,
+    }
+}
+
+/// Resolves once the node is shutting down (never without a signal; a
+/// dropped sender counts as shutting down).
+async fn node_closing(closing: Option<&mut tokio::sync::watch::Receiver<bool>>) {
+    match closing {
+        Some(closing) => {
+            let _ = closing.wait_for(|&closing| closing).await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Longest part of a cursor quoted in the log entry of a watch.
+const MAX_LOGGED_CURSOR: usize = 600;
 
 /// Entries read per store query while exporting.
 const EXPORT_BATCH: u32 = 2000;
@@ -487,6 +631,114 @@ impl AuditService {
                             return; // the client went away
                         }
                     }
+                }
+            }
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+    }
+
+    /// Starts a watch: at most `per_caller` open per caller, logged once
+    /// with its start (one entry per call, whatever it then delivers), then
+    /// a task pulls the feed into a bounded channel until the client goes
+    /// away or (without follow) the feed ends.
+    async fn watch_log(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<WatchStream, ExchangeError> {
+        let req = request.get_ref();
+        let call = self
+            .exchange
+            .begin(&self.authenticate, request.extensions(), None)?;
+        let limit = self.watch_limits.per_caller;
+        let Some(slot) = WatchSlot::take(&self.watches, call.caller.to_string(), limit) else {
+            let error = ExchangeError::TooManyWatches { limit };
+            return Err(self
+                .reject(&request, req.admin.as_ref(), "watch", error)
+                .await);
+        };
+        let start = match watch_start(req) {
+            Ok(start) => start,
+            Err(e) => return Err(self.reject(&request, req.admin.as_ref(), "watch", e).await),
+        };
+        let from = match &start {
+            FeedStart::End => "end".to_owned(),
+            FeedStart::Cursor(c) if c.is_empty() => "start".to_owned(),
+            FeedStart::Cursor(c) => {
+                let text = c.to_string();
+                match text.char_indices().nth(MAX_LOGGED_CURSOR) {
+                    Some((cut, _)) => format!("{}…", &text[..cut]),
+                    None => text,
+                }
+            }
+        };
+        let limits = &self.watch_limits;
+        let options = FeedOptions {
+            follow: req.follow,
+            page: limits.page,
+            poll: limits.poll,
+            wake: Some(self.reader.log().subscribe_commits()),
+        };
+        // The store is read for an administrator only: whether a node or a
+        // position exists is nobody else's business (`admit` refuses them).
+        // Opened before the watch's own entry is logged, so a following
+        // watch delivers that entry too, and one that does not follow ends
+        // before it.
+        let mut feed = None;
+        if call.policy.require_admin(&call.caller).is_ok() {
+            match Feed::open(self.reader.store_arc(), start, options).await {
+                Ok(opened) => feed = Some(opened),
+                Err(e) => {
+                    let error = match e {
+                        StartError::Audit(e) => ExchangeError::Audit(e),
+                        invalid => ExchangeError::invalid("cursor", invalid.to_string()),
+                    };
+                    return Err(self
+                        .reject(&request, req.admin.as_ref(), "watch", error)
+                        .await);
+                }
+            }
+        }
+        let detail = format!("from={from} follow={}", req.follow);
+        self.admit(&request, req.admin.as_ref(), "watch", Ok(detail))
+            .await?;
+        let Some(mut feed) = feed else {
+            // `admit` refuses whoever is not an administrator.
+            return Err(ExchangeError::Internal(
+                "a watch was admitted without a feed".into(),
+            ));
+        };
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<WatchEvent, Status>>(limits.buffer.max(1));
+        // First, where the feed starts (resolved: from the end, the current
+        // ends), so a client holds a cursor before any entry comes.
+        let start = WatchEvent {
+            event: None,
+            cursor: feed.cursor().to_string(),
+        };
+        let mut closing = self.closing.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            if tx.send(Ok(start)).await.is_err() {
+                return;
+            }
+            loop {
+                let next = tokio::select! {
+                    () = tx.closed() => return, // the client went away
+                    () = node_closing(closing.as_mut()) => {
+                        let _ = tx.send(Err(ExchangeError::ShuttingDown.to_status())).await;
+                        return;
+                    }
+                    next = feed.next() => next,
+                };
+                let (item, last) = match next {
+                    Ok(Some(event)) => (Ok(watch_event(event)), false),
+                    Ok(None) => return,
+                    Err(e) => (Err(ExchangeError::Audit(e).to_status()), true),
+                };
+                // Waits while the client's queue is full: nothing more is
+                // read from the store until it drains.
+                if tx.send(item).await.is_err() || last {
+                    return;
                 }
             }
         });
@@ -669,6 +921,16 @@ impl AuditApi for AuditService {
         answer(self.consistency_proof(request).await)
     }
 
+    type WatchStream = WatchStream;
+
+    #[tracing::instrument(name = "Audit/Watch", skip_all)]
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        answer(self.watch_log(request).await)
+    }
+
     #[tracing::instrument(name = "Audit/Unseal", skip_all)]
     async fn unseal(
         &self,
@@ -696,6 +958,12 @@ mod tests {
     /// The service over a fresh log, its one caller an administrator; the
     /// directory holds the log.
     async fn service() -> (AuditService, AuditReader, tempfile::TempDir) {
+        service_as(ADMIN).await
+    }
+
+    /// The service over a fresh log, called by `who` (an administrator
+    /// only when it is `ADMIN`).
+    async fn service_as(who: &str) -> (AuditService, AuditReader, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn AuditStore> =
             Arc::new(SqliteStore::open(&dir.path().join("a.db")).await.unwrap());
@@ -722,7 +990,7 @@ mod tests {
             Arc::new(sink.clone()),
             tongban_telemetry::Metrics::disabled(),
         );
-        let (_, caller) = Caller::parse_reference(ADMIN).unwrap();
+        let (_, caller) = Caller::parse_reference(who).unwrap();
         let reader = AuditReader::new(sink, store);
         let service =
             AuditService::new(exchange, crate::auth::fixed_caller(caller), reader.clone());
@@ -814,6 +1082,311 @@ mod tests {
                 .all(|e| e.entry.kind == EntryKind::AdminAction
                     && e.entry.outcome_reason == "INVALID_REQUEST")
         );
+    }
+
+    fn watch(cursor: &str, follow: bool) -> Request<WatchRequest> {
+        Request::new(WatchRequest {
+            admin: admin(),
+            cursor: cursor.into(),
+            from_end: false,
+            follow,
+        })
+    }
+
+    async fn append_lookups(reader: &AuditReader, n: usize) {
+        for i in 0..n {
+            let mut e = tongban_audit::AuditEntry::new(EntryKind::Lookup, chrono::Utc::now());
+            e.case_number = format!("case-{i}");
+            reader.log().append(e).await.unwrap();
+        }
+    }
+
+    /// The next event, within a generous bound.
+    async fn next(stream: &mut WatchStream) -> WatchEvent {
+        use tokio_stream::StreamExt;
+        tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("an event within the bound")
+            .unwrap()
+            .unwrap()
+    }
+
+    /// Every event of a stream: (index, cursor) per entry; the start event
+    /// (no entry) first.
+    async fn collect(mut stream: WatchStream) -> (String, Vec<(u64, EntryKind, String)>) {
+        use tokio_stream::StreamExt;
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(
+            first.event.is_none(),
+            "the first event carries only the start"
+        );
+        let mut got = Vec::new();
+        while let Some(event) = stream.next().await {
+            let event = event.unwrap();
+            let Some(pb::watch_event::Event::Entry(r)) = event.event else {
+                panic!("only entries here: {event:?}")
+            };
+            got.push((r.index, r.kind.parse().unwrap(), event.cursor));
+        }
+        (first.cursor, got)
+    }
+
+    /// Without follow, a watch delivers every entry in index order (its own
+    /// entry, logged first, last) and ends; resuming from any event's
+    /// cursor delivers exactly what came after it.
+    #[tokio::test]
+    async fn watch_delivers_in_order_and_resumes_exactly() {
+        let (service, reader, _dir) = service().await;
+        append_lookups(&reader, 5).await;
+        let stream = AuditApi::watch(&service, watch("", false))
+            .await
+            .unwrap()
+            .into_inner();
+        let (start, got) = collect(stream).await;
+        assert_eq!(start, "n1:0");
+        let indexes: Vec<u64> = got.iter().map(|g| g.0).collect();
+        // It ends where the log ended when it started, before its own entry.
+        assert_eq!(indexes, [0, 1, 2, 3, 4]);
+        for (index, _, cursor) in &got {
+            assert_eq!(cursor, &format!("n1:{}", index + 1));
+        }
+        let entry = reader.store().entry("n1", 5).await.unwrap().unwrap();
+        assert_eq!(
+            entry.entry.detail,
+            "watch from=start follow=false; reason: citizen request 2026-117"
+        );
+        assert_eq!(entry.entry.operator, "auditor.wang");
+
+        // Resume after the third event: entries 3.., the first watch's too.
+        let stream = AuditApi::watch(&service, watch(&got[2].2, false))
+            .await
+            .unwrap()
+            .into_inner();
+        let (start, resumed) = collect(stream).await;
+        assert_eq!(start, "n1:3");
+        let indexes: Vec<u64> = resumed.iter().map(|g| g.0).collect();
+        assert_eq!(indexes, [3, 4, 5]);
+        assert_eq!(resumed[2].1, EntryKind::AdminAction);
+        let entry = reader.store().entry("n1", 6).await.unwrap().unwrap();
+        assert!(
+            entry
+                .entry
+                .detail
+                .starts_with("watch from=n1:3 follow=false")
+        );
+    }
+
+    /// Following: new commits arrive as they happen; the watcher sees its
+    /// own entry once and nothing loops (one entry per Watch call).
+    #[tokio::test]
+    async fn a_following_watch_sees_new_entries_and_its_own_entry_once() {
+        let (service, reader, _dir) = service().await;
+        let service = service.with_watch_limits(WatchLimits {
+            poll: Duration::from_secs(3600),
+            ..WatchLimits::default()
+        });
+        append_lookups(&reader, 2).await;
+        let mut stream = AuditApi::watch(
+            &service,
+            Request::new(WatchRequest {
+                admin: admin(),
+                from_end: true,
+                follow: true,
+                ..WatchRequest::default()
+            }),
+        )
+        .await
+        .unwrap()
+        .into_inner();
+        let start = next(&mut stream).await;
+        assert!(start.event.is_none());
+        // The end when the feed opened, before the watch's own entry (2),
+        // which comes first.
+        assert_eq!(start.cursor, "n1:2");
+        let own = next(&mut stream).await;
+        let Some(pb::watch_event::Event::Entry(r)) = own.event else {
+            panic!("an entry")
+        };
+        assert_eq!((r.index, r.kind.as_str()), (2, "AdminAction"));
+        assert_eq!(own.cursor, "n1:3");
+        append_lookups(&reader, 3).await;
+        for want in 3..6 {
+            let event = next(&mut stream).await;
+            let Some(pb::watch_event::Event::Entry(r)) = event.event else {
+                panic!("an entry")
+            };
+            assert_eq!((r.index, r.kind.as_str()), (want, "Lookup"));
+        }
+        let logged = reader.store().scan("n1", 0, 100).await.unwrap();
+        let watches = logged
+            .iter()
+            .filter(|e| e.entry.detail.starts_with("watch"))
+            .count();
+        assert_eq!(watches, 1, "one entry per Watch call, not per item");
+    }
+
+    /// Malformed cursors, a cursor with from_end, a node the store does not
+    /// hold and a position past the end are INVALID_ARGUMENT naming the
+    /// field; each call is logged.
+    #[tokio::test]
+    async fn bad_cursors_are_invalid_arguments() {
+        let (service, reader, _dir) = service().await;
+        append_lookups(&reader, 2).await;
+        for (cursor, from_end, field) in [
+            ("n1", false, "cursor"),
+            ("n1:01", false, "cursor"),
+            ("n1:1,n1:2", false, "cursor"),
+            ("n1:1\u{1b}[2J", false, "cursor"),
+            ("n1:0", true, "from_end"),
+            ("other-node:0", false, "cursor"),
+            ("n1:999", false, "cursor"),
+        ] {
+            let status = AuditApi::watch(
+                &service,
+                Request::new(WatchRequest {
+                    admin: admin(),
+                    cursor: cursor.into(),
+                    from_end,
+                    follow: false,
+                }),
+            )
+            .await
+            .map(|_| ())
+            .unwrap_err();
+            assert_eq!(status.code(), Code::InvalidArgument, "{cursor:?}");
+            assert_eq!(violations(&status), [field], "{cursor:?}");
+        }
+        let huge = "n1:1,".repeat(10_000);
+        let status = AuditApi::watch(&service, watch(&huge, false))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let logged = reader.store().scan("n1", 2, 100).await.unwrap();
+        assert_eq!(logged.len(), 8, "every call is one entry");
+        assert!(logged.iter().all(|e| e.entry.kind == EntryKind::AdminAction
+            && e.entry.detail.chars().count() <= 1024
+            && e.entry.outcome_code == Code::InvalidArgument as i32));
+    }
+
+    /// A caller that is not an administrator is refused, and the refusal
+    /// is logged; nothing is streamed.
+    #[tokio::test]
+    async fn a_non_administrator_cannot_watch_and_is_logged() {
+        let (service, reader, _dir) =
+            service_as("org/11510421TB0000052W/unit/salian-police-station").await;
+        append_lookups(&reader, 2).await;
+        let status = AuditApi::watch(&service, watch("", true))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        // A malformed cursor from a non-administrator says nothing about
+        // the store either: it is refused as invalid before anything is read.
+        let status = AuditApi::watch(&service, watch("n1:999", true))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied);
+        let logged = reader.store().scan("n1", 2, 100).await.unwrap();
+        assert_eq!(logged.len(), 2);
+        assert!(logged.iter().all(|e| e.entry.kind == EntryKind::AdminAction
+            && e.entry.outcome_code == Code::PermissionDenied as i32
+            && e.entry.detail.starts_with("watch")));
+    }
+
+    /// One caller holds at most `per_caller` watches; closing one frees
+    /// its place. The refusal is RESOURCE_EXHAUSTED, and logged.
+    #[tokio::test]
+    async fn watches_per_caller_are_capped() {
+        let (service, reader, _dir) = service().await;
+        let service = service.with_watch_limits(WatchLimits {
+            per_caller: 2,
+            ..WatchLimits::default()
+        });
+        let first = AuditApi::watch(&service, watch("", true)).await.unwrap();
+        let _second = AuditApi::watch(&service, watch("", true)).await.unwrap();
+        let status = AuditApi::watch(&service, watch("", true))
+            .await
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "TOO_MANY_WATCHES"
+        );
+        drop(first);
+        // The stream's task notices the client is gone and frees its place.
+        let mut freed = false;
+        for _ in 0..500 {
+            if AuditApi::watch(&service, watch("", true)).await.is_ok() {
+                freed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(freed, "a closed watch frees its place");
+        let logged = reader.store().scan("n1", 0, 1000).await.unwrap();
+        assert!(
+            logged
+                .iter()
+                .any(|e| e.entry.outcome_reason == "TOO_MANY_WATCHES")
+        );
+    }
+
+    /// At shutdown a following watch ends at once with UNAVAILABLE, and
+    /// says so: the client resumes from its last cursor.
+    #[tokio::test]
+    async fn a_following_watch_ends_when_the_node_shuts_down() {
+        let (service, _reader, _dir) = service().await;
+        let (closing, closing_rx) = tokio::sync::watch::channel(false);
+        let service = service.with_closing(closing_rx);
+        let mut stream = AuditApi::watch(&service, watch("", true))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(next(&mut stream).await.event.is_none());
+        // Its own entry.
+        assert!(next(&mut stream).await.event.is_some());
+        closing.send_replace(true);
+        let status = tokio::time::timeout(Duration::from_secs(30), async {
+            use tokio_stream::StreamExt;
+            stream.next().await.unwrap().unwrap_err()
+        })
+        .await
+        .expect("the stream ends within the bound");
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "NODE_SHUTTING_DOWN"
+        );
+    }
+
+    /// A slow client: the stream holds at most its buffer of events (plus
+    /// one page), and everything arrives, in order, once it reads.
+    #[tokio::test]
+    async fn a_slow_watcher_gets_everything_in_order() {
+        use tokio_stream::StreamExt;
+        let (service, reader, _dir) = service().await;
+        let service = service.with_watch_limits(WatchLimits {
+            buffer: 2,
+            page: 3,
+            ..WatchLimits::default()
+        });
+        append_lookups(&reader, 40).await;
+        let mut stream = AuditApi::watch(&service, watch("", false))
+            .await
+            .unwrap()
+            .into_inner();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut indexes = Vec::new();
+        while let Some(event) = stream.next().await {
+            if let Some(pb::watch_event::Event::Entry(r)) = event.unwrap().event {
+                indexes.push(r.index);
+            }
+        }
+        // It ends where the log ended when it started, before its own entry.
+        assert_eq!(indexes, (0..40).collect::<Vec<_>>());
     }
 
     #[test]

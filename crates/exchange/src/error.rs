@@ -148,6 +148,12 @@ pub enum ExchangeError {
     /// This node writes no audit log it could prove receipts from.
     #[error("this exchange node serves no audit proofs")]
     NoAuditProofs,
+    /// The node is shutting down: an open stream ends (resumable elsewhere).
+    #[error("this exchange node is shutting down; resume from the last cursor")]
+    ShuttingDown,
+    /// The caller already has this many `Audit.Watch` streams open.
+    #[error("this caller already has {limit} audit watches open; close one first")]
+    TooManyWatches { limit: usize },
     /// Reading the audit log failed (administrators, receipt proofs).
     #[error("audit log: {}", public_audit_error(.0))]
     Audit(tongban_audit::AuditError),
@@ -202,8 +208,11 @@ impl ExchangeError {
             Self::RateLimited { .. }
             | Self::TooLarge { .. }
             | Self::DepartmentOverloaded { .. }
-            | Self::CallerShareExhausted { .. } => Code::ResourceExhausted,
-            Self::DepartmentUnavailable { .. } | Self::AuditUnavailable(_) => Code::Unavailable,
+            | Self::CallerShareExhausted { .. }
+            | Self::TooManyWatches { .. } => Code::ResourceExhausted,
+            Self::DepartmentUnavailable { .. } | Self::AuditUnavailable(_) | Self::ShuttingDown => {
+                Code::Unavailable
+            }
             Self::DepartmentTimeout { .. }
             | Self::DeadlineTooShort { .. }
             | Self::RefusalsPaced { .. } => Code::DeadlineExceeded,
@@ -254,6 +263,8 @@ impl ExchangeError {
             Self::AuditUnavailable(_) => "AUDIT_UNAVAILABLE".into(),
             Self::Internal(_) => "INTERNAL".into(),
             Self::NoAuditProofs => "AUDIT_PROOFS_NOT_SERVED".into(),
+            Self::TooManyWatches { .. } => "TOO_MANY_WATCHES".into(),
+            Self::ShuttingDown => "NODE_SHUTTING_DOWN".into(),
             Self::Audit(AuditError::NotFound(_)) => "AUDIT_ENTRY_NOT_FOUND".into(),
             Self::Audit(AuditError::Inconsistent { .. }) => "AUDIT_LOG_INCONSISTENT".into(),
             Self::Audit(_) => "AUDIT_READ_FAILED".into(),

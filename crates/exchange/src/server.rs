@@ -212,6 +212,8 @@ pub struct ExchangeHandle {
     admin: Option<AdminServer>,
     drain_timeout: Duration,
     _cert_reloader: Option<CertReloader>,
+    /// Tells open `Audit.Watch` streams to end at shutdown.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl ExchangeHandle {
@@ -240,6 +242,8 @@ impl ExchangeHandle {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        // Following watches would otherwise hold the drain until its timeout.
+        self.closing.send_replace(true);
         for task in &self.background {
             task.abort();
         }
@@ -350,6 +354,7 @@ pub async fn start(
         source,
     })?;
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let shutdown = async {
         let _ = shutdown_rx.await;
     };
@@ -477,11 +482,10 @@ pub async fn start(
     let audit_service = reader.map(|reader| {
         service = service.clone().with_audit_reader(reader.clone());
         SizeGuard::new(
-            AuditServer::new(AuditService::new(
-                exchange.clone(),
-                authenticate.clone(),
-                reader,
-            )),
+            AuditServer::new(
+                AuditService::new(exchange.clone(), authenticate.clone(), reader)
+                    .with_closing(closing_rx.clone()),
+            ),
             exchange.clone(),
             authenticate.clone(),
         )
@@ -523,6 +527,7 @@ pub async fn start(
         admin,
         drain_timeout: Duration::from_millis(config.drain_timeout_ms),
         _cert_reloader: cert_reloader,
+        closing,
     })
 }
 

@@ -9,6 +9,7 @@ mod audit_cli;
 mod audit_crash;
 mod audit_entries;
 mod audit_postgres;
+mod audit_watch;
 mod bench;
 mod console;
 mod demo;
