@@ -342,6 +342,41 @@ async fn play(local: &mut LocalDeployment) -> anyhow::Result<()> {
             render::status_text(&status)
         ),
     }
+    // What the hotline may do for her: say where the matter is handled
+    // near her (its discover grant: no evidence, only the catalogue and
+    // the service points).
+    println!(
+        "  What the hotline can do is tell the caller where to go (FindServicePoints, 米易县 510421):"
+    );
+    let mut request = tonic::Request::new(pb::FindServicePointsRequest {
+        matter: "temporary-id-card".into(),
+        region_code: "510421".into(),
+    });
+    request.set_timeout(CALL_TIMEOUT);
+    let found = client
+        .find_service_points(request)
+        .await
+        .map_err(|s| anyhow::anyhow!("FindServicePoints: {}", render::status_text(&s)))?
+        .into_inner();
+    let level = tongban_core::Level::parse(&found.level)
+        .map_or(found.level.clone(), |l| format!("{} {}", l.title_zh(), l));
+    println!(
+        "  ▸ handled at {level} level{}",
+        if found.city_wide {
+            ", at any such service point in the city (同城通办)"
+        } else {
+            ""
+        }
+    );
+    for point in &found.service_points {
+        println!(
+            "    · {} ({}, {})",
+            point.name, point.level, point.region_name
+        );
+    }
+    if found.service_points.is_empty() {
+        bail!("no service point handles temporary-id-card in the demo's policy");
+    }
 
     // 7. A department outage during a Gather.
     let d = stories::SUBSISTENCE_RECIPIENT;

@@ -143,6 +143,9 @@ pub fn telemetry_options(cli: &Cli) -> tongban_telemetry::TelemetryOptions {
     let mut options = tongban_telemetry::TelemetryOptions::new(service_name(cli));
     options.default_log_filter = match cli.command {
         Command::Serve(_) | Command::Adapter(_) | Command::Witness(_) => "info",
+        // The demo narrates what its servers do, deliberate outages
+        // included; their warnings would only repeat the story.
+        Command::Demo(_) => "error",
         _ => "warn",
     }
     .into();

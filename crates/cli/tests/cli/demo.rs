@@ -32,6 +32,9 @@ async fn the_demo_plays_every_scene_and_exits_zero() {
         "Scene 1 ·",
         "Scene 8 ·",
         "Scene 10 ·",
+        // The hotline, refused evidence, says where the matter is handled.
+        "What the hotline can do is tell the caller where to go",
+        "· 米易县公安局撒莲派出所 (township, 米易县)",
         "✓ The Dongli clerk proves her receipt",
         "`tongban audit verify`:",
         "— intact.",
