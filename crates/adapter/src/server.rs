@@ -106,7 +106,8 @@ where
         .set_serving::<AdapterServer<AdapterService>>()
         .await;
     let (reflection, reflection_v1alpha) =
-        reflection_services().map_err(|e| ServeError::Reflection(e.to_string()))?;
+        tongban_proto::reflection::reflection_services(&SERVED_SERVICES)
+            .map_err(|e| ServeError::Reflection(e.to_string()))?;
     let health_only = match service.health_listen() {
         None => None,
         Some(addr) => {
@@ -317,8 +318,7 @@ impl Drop for RunningAdapter {
     }
 }
 
-/// Largest server reflection request accepted, in bytes.
-pub const REFLECTION_MAX_REQUEST_BYTES: usize = 8 * 1024;
+pub use tongban_proto::reflection::REFLECTION_MAX_REQUEST_BYTES;
 
 /// The gRPC services an adapter serves, as server reflection lists them.
 pub const SERVED_SERVICES: [&str; 4] = [
@@ -327,45 +327,3 @@ pub const SERVED_SERVICES: [&str; 4] = [
     tonic_reflection::pb::v1::server_reflection_server::SERVICE_NAME,
     tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
 ];
-
-/// Server reflection as both `grpc.reflection.v1` and `v1alpha` (Python's
-/// grpcio-reflection, grpc_cli and several GUI clients speak only
-/// `v1alpha`), each listing exactly [`SERVED_SERVICES`] (the tongban
-/// descriptor set also describes the exchange's services, which an adapter
-/// does not serve) and able to describe them.
-#[allow(clippy::type_complexity)]
-fn reflection_services() -> Result<
-    (
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<
-            impl tonic_reflection::server::v1alpha::ServerReflection,
-        >,
-    ),
-    tonic_reflection::server::Error,
-> {
-    let builder = || {
-        let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tongban_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            );
-        for name in SERVED_SERVICES {
-            builder = builder.with_service_name(name);
-        }
-        builder
-    };
-    // A reflection request is a symbol or file name: nothing near tonic's
-    // 4 MiB default is legitimate, so a larger one is refused undecoded.
-    Ok((
-        builder()
-            .build_v1()?
-            .max_decoding_message_size(REFLECTION_MAX_REQUEST_BYTES),
-        builder()
-            .build_v1alpha()?
-            .max_decoding_message_size(REFLECTION_MAX_REQUEST_BYTES),
-    ))
-}

@@ -109,8 +109,7 @@ pub enum DepartmentError {
 /// The health service name of the exchange itself.
 pub const EXCHANGE_HEALTH_SERVICE: &str = "tongban.v1.Exchange";
 
-/// Largest server reflection request accepted, in bytes.
-pub const REFLECTION_MAX_REQUEST_BYTES: usize = 8 * 1024;
+pub use tongban_proto::reflection::REFLECTION_MAX_REQUEST_BYTES;
 
 /// The gRPC services a node serves on its main port, as server reflection
 /// lists them: `Audit` and `Transparency` only with the node's own audit
@@ -127,49 +126,6 @@ pub fn served_services(serves_audit: bool) -> Vec<&'static str> {
         tonic_reflection::pb::v1alpha::server_reflection_server::SERVICE_NAME,
     ]);
     names
-}
-
-/// Server reflection as both `grpc.reflection.v1` and `v1alpha` (Python's
-/// grpcio-reflection, grpc_cli and several GUI clients speak only
-/// `v1alpha`), each listing exactly `services` and able to describe them:
-/// every tongban proto, health and both reflection protos are registered.
-#[allow(clippy::type_complexity)]
-fn reflection_services(
-    services: &[&str],
-) -> Result<
-    (
-        tonic_reflection::server::v1::ServerReflectionServer<
-            impl tonic_reflection::server::v1::ServerReflection,
-        >,
-        tonic_reflection::server::v1alpha::ServerReflectionServer<
-            impl tonic_reflection::server::v1alpha::ServerReflection,
-        >,
-    ),
-    tonic_reflection::server::Error,
-> {
-    let builder = || {
-        let mut builder = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(tongban_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(
-                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-            );
-        for name in services {
-            builder = builder.with_service_name(*name);
-        }
-        builder
-    };
-    // A reflection request is a symbol or file name: nothing near tonic's
-    // 4 MiB default is legitimate, so a larger one is refused undecoded.
-    Ok((
-        builder()
-            .build_v1()?
-            .max_decoding_message_size(REFLECTION_MAX_REQUEST_BYTES),
-        builder()
-            .build_v1alpha()?
-            .max_decoding_message_size(REFLECTION_MAX_REQUEST_BYTES),
-    ))
 }
 
 /// The health service name reporting whether `department` is reachable.
@@ -342,7 +298,8 @@ pub async fn start(
         Duration::from_millis(config.health_probe_ms),
     ));
     let (reflection, reflection_v1alpha) =
-        reflection_services(&served_services(reader.is_some())).map_err(StartError::Reflection)?;
+        tongban_proto::reflection::reflection_services(&served_services(reader.is_some()))
+            .map_err(StartError::Reflection)?;
 
     let listener =
         tongban_trust::bind_listener(config.listen).map_err(|source| StartError::Bind {

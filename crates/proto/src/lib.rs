@@ -29,6 +29,7 @@ pub mod google {
 pub mod convert;
 pub mod json;
 pub mod openapi;
+pub mod reflection;
 
 pub use tongban::v1;
 
