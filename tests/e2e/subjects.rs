@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use tongban_core::{Catalogue, Role};
 use tongban_devkit::local::{DEPARTMENTS, LocalDeployment, LocalOptions, policy_toml};
 use tongban_devkit::reference::stories::{self, Story, StoryEnterprise};
+use tongban_exchange::pipeline::MAX_GATHER_SUBJECTS;
 use tongban_proto::v1::audit_client::AuditClient;
 use tongban_proto::v1::{
     AdminContext, AuditFilter, AuditSearchRequest, GatherItem, GatherRequest, GatherResponse,
@@ -354,6 +355,19 @@ async fn roles_the_matter_does_not_have_or_lacks_are_refused_with_details() {
     both.subject = Some(person(&stories::WIDOW, ""));
     let s = gather(TOWNSHIP, both).await.unwrap_err();
     assert_eq!(violations(&s)[0].0, "subjects");
+    // More subjects than any matter could take is refused before any of
+    // them is validated (the request is still within the size limit).
+    let flood: Vec<Subject> = (0..=MAX_GATHER_SUBJECTS)
+        .map(|_| person(&stories::WIDOW, "household-member"))
+        .collect();
+    let s = refused(flood).await;
+    assert_eq!(s.code(), Code::InvalidArgument);
+    let (field, description) = violations(&s).remove(0);
+    assert_eq!(field, "subjects");
+    assert!(
+        description.contains(&format!("at most {MAX_GATHER_SUBJECTS}")),
+        "{description}"
+    );
     // A Lookup of evidence the matter needs, but not about this role.
     let mut client = local().client(COMMUNITY).await.unwrap();
     let s = client

@@ -78,53 +78,55 @@ fn info(reason: &str, department: &str) -> ErrorDetails {
     )
 }
 
+/// INVALID_ARGUMENT for an identifier (identity number, credit code) that
+/// failed `check`: a BadRequest naming the field and the check.
+fn invalid_identifier(
+    reason: &str,
+    department: &str,
+    field: &str,
+    check: &str,
+    error: &dyn std::fmt::Display,
+) -> Status {
+    let mut d = info(reason, department);
+    d.set_bad_request(vec![FieldViolation {
+        field: field.to_owned(),
+        description: format!("{check} check failed: {error}"),
+        reason: check.to_ascii_uppercase(),
+        localized_message: None,
+    }]);
+    Status::with_error_details(
+        Code::InvalidArgument,
+        format!("{field} is invalid ({check} check failed)"),
+        d,
+    )
+}
+
 impl AdapterError {
     /// The gRPC status for this error, answered by `department`. Internal
     /// failures are logged here and reported without detail.
     pub fn into_status(self, department: &str) -> Status {
         match self {
-            Self::InvalidIdNumber(e) => {
-                let mut d = info(reason::INVALID_ID_NUMBER, department);
-                d.set_bad_request(vec![FieldViolation {
-                    field: "subject.id_number".into(),
-                    description: format!("{} check failed: {e}", e.check()),
-                    reason: e.check().to_ascii_uppercase(),
-                    localized_message: None,
-                }]);
-                Status::with_error_details(
-                    Code::InvalidArgument,
-                    format!("subject.id_number is invalid ({} check failed)", e.check()),
-                    d,
-                )
-            }
-            Self::InvalidCreditCode { field, error } => {
-                let mut d = info(reason::INVALID_CREDIT_CODE, department);
-                d.set_bad_request(vec![FieldViolation {
-                    field: field.clone(),
-                    description: format!("{} check failed: {error}", error.check()),
-                    reason: error.check().to_ascii_uppercase(),
-                    localized_message: None,
-                }]);
-                Status::with_error_details(
-                    Code::InvalidArgument,
-                    format!("{field} is invalid ({} check failed)", error.check()),
-                    d,
-                )
-            }
-            Self::InvalidRelatedIdNumber { field, error } => {
-                let mut d = info(reason::INVALID_ID_NUMBER, department);
-                d.set_bad_request(vec![FieldViolation {
-                    field: field.clone(),
-                    description: format!("{} check failed: {error}", error.check()),
-                    reason: error.check().to_ascii_uppercase(),
-                    localized_message: None,
-                }]);
-                Status::with_error_details(
-                    Code::InvalidArgument,
-                    format!("{field} is invalid ({} check failed)", error.check()),
-                    d,
-                )
-            }
+            Self::InvalidIdNumber(e) => invalid_identifier(
+                reason::INVALID_ID_NUMBER,
+                department,
+                "subject.id_number",
+                e.check(),
+                &e,
+            ),
+            Self::InvalidCreditCode { field, error } => invalid_identifier(
+                reason::INVALID_CREDIT_CODE,
+                department,
+                &field,
+                error.check(),
+                &error,
+            ),
+            Self::InvalidRelatedIdNumber { field, error } => invalid_identifier(
+                reason::INVALID_ID_NUMBER,
+                department,
+                &field,
+                error.check(),
+                &error,
+            ),
             Self::SubjectShape { field, problem } => {
                 let mut d = info(reason::WRONG_SUBJECT_KIND, department);
                 d.add_bad_request_violation(field.clone(), problem);

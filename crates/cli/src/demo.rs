@@ -113,13 +113,26 @@ async fn gather_quietly(
     case: Option<CaseContext>,
     story: &Story,
 ) -> anyhow::Result<GatherResponse> {
+    send_gather(
+        local,
+        party,
+        GatherRequest {
+            case,
+            subject: subject(story),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// Sends one Gather as `party`, within the demo's call timeout.
+async fn send_gather(
+    local: &LocalDeployment,
+    party: &str,
+    gather: GatherRequest,
+) -> anyhow::Result<GatherResponse> {
     let mut client = local.client(party).await?;
-    let mut request = tonic::Request::new(GatherRequest {
-        case,
-        subject: subject(story),
-        evidence_types: Vec::new(),
-        ..Default::default()
-    });
+    let mut request = tonic::Request::new(gather);
     request.set_timeout(CALL_TIMEOUT);
     let response = client
         .gather(request)
@@ -482,19 +495,16 @@ async fn gather_subjects_quietly(
     subjects: Vec<(Subject, String)>,
 ) -> anyhow::Result<GatherResponse> {
     let subjects: Vec<Subject> = subjects.into_iter().map(|(s, _)| s).collect();
-    let mut client = local.client(party).await?;
-    let mut request = tonic::Request::new(GatherRequest {
-        case,
-        subjects,
-        ..Default::default()
-    });
-    request.set_timeout(CALL_TIMEOUT);
-    let response = client
-        .gather(request)
-        .await
-        .map_err(|s| anyhow::anyhow!("{}", render::status_text(&s)))?
-        .into_inner();
-    Ok(response)
+    send_gather(
+        local,
+        party,
+        GatherRequest {
+            case,
+            subjects,
+            ..Default::default()
+        },
+    )
+    .await
 }
 
 fn person_in(story: &Story, role: Role) -> (Subject, String) {

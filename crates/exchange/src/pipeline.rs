@@ -628,12 +628,14 @@ impl Exchange {
                     subject: subject.id.clone(),
                     role: Some(role),
                     subject_index: u32::try_from(index).unwrap_or(u32::MAX),
-                    legal_representative: legal_representative.clone().filter(|_| {
-                        self.inner
-                            .catalogue
-                            .evidence(&evidence_type)
-                            .is_some_and(compares_legal_representative)
-                    }),
+                    // Cloned only for the evidence that compares it.
+                    legal_representative: self
+                        .inner
+                        .catalogue
+                        .evidence(&evidence_type)
+                        .is_some_and(compares_legal_representative)
+                        .then(|| legal_representative.clone())
+                        .flatten(),
                     subject_name: subject.name.clone(),
                     evidence_type,
                     fields: Vec::new(),
